@@ -1,0 +1,23 @@
+//! squall-rules: StackStorm rules for squall. Loads st2 rule files unchanged, matches trigger
+//! instances against them with every st2 criteria operator, and renders the action each match
+//! requests.
+//!
+//! Pure: no I/O, no tokio, no clock. Input is rule text and trigger instances; output is what to
+//! run. The engine owns storage, time and the key-value store (reached via [`KeyValueLookup`]).
+
+pub mod lookup;
+pub mod matcher;
+pub mod model;
+pub mod operators;
+pub mod template;
+
+pub use lookup::KeyPath;
+pub use matcher::{
+    canonical_trigger_ref, ActionRequest, CriterionFailure, EvalEnv, Evaluation, NoMatch, RuleId,
+    RuleSet, ThrottleState, TriggerInstanceView,
+};
+pub use model::{
+    line_of, parse_duration, yaml_problem, Criterion, Rule, RuleType, SourceProblem, Tag, Throttle,
+};
+pub use operators::Operator;
+pub use template::{KeyValueLookup, NoKeyValues};

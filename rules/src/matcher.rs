@@ -1,0 +1,607 @@
+//! Matching trigger instances against a rule set, st2's way, and rendering what to run.
+//!
+//! Rules are indexed by trigger type, and within a type by the literal of one `equals`
+//! criterion when they have one, so the cost of matching an instance grows with the rules that
+//! could match it, not with the rule set. Pure: no I/O, no clock (callers pass "now").
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::lookup::KeyPath;
+use crate::model::{Criterion, PatternSource, Rule, RuleType, SearchCondition, Throttle};
+use crate::operators::{py_type, Operator};
+use crate::template::{context, Compiled, KeyValueLookup, Templates};
+
+/// st2's trigger type names that squall knows under a shorter one.
+const TRIGGER_ALIASES: &[(&str, &str)] = &[
+    ("core.st2.webhook", "core.webhook"),
+    ("core.st2.IntervalTimer", "core.interval_timer"),
+    ("core.st2.CronTimer", "core.cron_timer"),
+    ("core.st2.DateTimer", "core.date_timer"),
+    ("core.st2.generic.actiontrigger", "core.action_finished"),
+];
+
+/// The canonical name of a trigger type (st2's names map to squall's).
+pub fn canonical_trigger_ref(r: &str) -> &str {
+    TRIGGER_ALIASES
+        .iter()
+        .find(|(st2, _)| *st2 == r)
+        .map(|(_, ours)| *ours)
+        .unwrap_or(r)
+}
+
+/// What the matcher needs of a trigger instance.
+#[derive(Debug, Clone, Copy)]
+pub struct TriggerInstanceView<'a> {
+    pub trigger: &'a str,
+    pub payload: &'a Value,
+    /// The parameters of the trigger that fired (a webhook's `url`, a timer's settings). `None`
+    /// means "not known": a rule's trigger parameters are then not checked.
+    pub trigger_parameters: Option<&'a Value>,
+}
+
+/// What evaluation needs from outside: the time and the key-value store.
+#[derive(Clone)]
+pub struct EvalEnv {
+    pub now: DateTime<Utc>,
+    pub kv: Arc<dyn KeyValueLookup>,
+}
+
+/// Index of a rule in its [`RuleSet`].
+pub type RuleId = usize;
+
+/// Why a criterion did not match: st2-rule-tester's `key, pattern, type, payload` and, when the
+/// operator could not compare at all, the error.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CriterionFailure {
+    pub key: String,
+    #[serde(rename = "type")]
+    pub operator: String,
+    pub pattern: Value,
+    pub payload_value: Value,
+    pub error: Option<String>,
+}
+
+impl std::fmt::Display for CriterionFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "key: {}\npattern: {}\ntype: {}\npayload: {}",
+            self.key, self.pattern, self.operator, self.payload_value
+        )?;
+        if let Some(e) = &self.error {
+            write!(f, "\nerror: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a rule did not match an instance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum NoMatch {
+    Disabled,
+    WrongTrigger { expected: String, got: String },
+    TriggerParameters { expected: Value },
+    EmptyPayload,
+    BackstopSkipped,
+    Criterion(CriterionFailure),
+}
+
+impl std::fmt::Display for NoMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoMatch::Disabled => f.write_str("the rule is disabled"),
+            NoMatch::WrongTrigger { expected, got } => {
+                write!(
+                    f,
+                    "the rule is for trigger {expected}, the instance is of {got}"
+                )
+            }
+            NoMatch::TriggerParameters { expected } => {
+                write!(f, "the rule is for trigger parameters {expected}")
+            }
+            NoMatch::EmptyPayload => f.write_str("the rule has criteria and the payload is empty"),
+            NoMatch::BackstopSkipped => {
+                f.write_str("a standard rule matched, so backstop rules do not")
+            }
+            NoMatch::Criterion(c) => write!(f, "criterion failed:\n{c}"),
+        }
+    }
+}
+
+/// The outcome of matching one instance against the rule set.
+#[derive(Debug, Default)]
+pub struct Evaluation {
+    /// Rules that matched, in rule-set order (standard first; backstop only when none did).
+    pub matched: Vec<RuleId>,
+    /// Rules whose criteria could not be evaluated (a comparison that raises in st2, a template
+    /// that fails to render): they do not match, and this says why.
+    pub errors: Vec<(RuleId, CriterionFailure)>,
+    /// How many rules were checked in full (after the index).
+    pub checked: usize,
+}
+
+/// What a matched rule asks for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionRequest {
+    pub action: String,
+    pub parameters: Map<String, Value>,
+}
+
+/// A key for `equals` literals that respects Python equality: `1`, `1.0` and `true` are one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum EqKey {
+    Str(String),
+    Num(u64),
+}
+
+fn eq_key(v: &Value) -> Option<EqKey> {
+    match v {
+        Value::String(s) => Some(EqKey::Str(s.clone())),
+        Value::Bool(b) => Some(EqKey::Num(if *b { 1f64 } else { 0f64 }.to_bits())),
+        Value::Number(n) => n.as_f64().map(|f| EqKey::Num((f + 0.0).to_bits())),
+        _ => None,
+    }
+}
+
+#[derive(Default)]
+struct Bucket {
+    /// Rules indexed by one equals criterion: key path -> literal -> rules.
+    by_literal: Vec<(KeyPath, HashMap<EqKey, Vec<RuleId>>)>,
+    /// Rules with no indexable criterion: always checked.
+    rest: Vec<RuleId>,
+}
+
+impl Bucket {
+    fn add(&mut self, id: RuleId, rule: &Rule) {
+        let indexable = rule
+            .criteria
+            .iter()
+            .find_map(|c| match (&c.operator, &c.pattern) {
+                (Operator::Equals, PatternSource::Literal { value, .. })
+                    if !c.path.has_wildcard() =>
+                {
+                    eq_key(value).map(|k| (c.path.clone(), k))
+                }
+                _ => None,
+            });
+        match indexable {
+            Some((path, key)) => {
+                let slot = match self.by_literal.iter().position(|(p, _)| *p == path) {
+                    Some(i) => i,
+                    None => {
+                        self.by_literal.push((path, HashMap::new()));
+                        self.by_literal.len() - 1
+                    }
+                };
+                self.by_literal[slot].1.entry(key).or_default().push(id);
+            }
+            None => self.rest.push(id),
+        }
+    }
+
+    fn candidates(&self, payload: &Value, out: &mut Vec<RuleId>) {
+        out.extend_from_slice(&self.rest);
+        for (path, map) in &self.by_literal {
+            let found = lookup_root(path, "trigger", payload).and_then(eq_key);
+            if let Some(ids) = found.and_then(|k| map.get(&k)) {
+                out.extend_from_slice(ids);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct TriggerIndex {
+    standard: Bucket,
+    backstop: Bucket,
+}
+
+/// Compiled action parameter templates of one rule.
+struct RuleTemplates {
+    parameters: Vec<(String, CompiledValue)>,
+}
+
+/// An action parameter value with its templates compiled.
+enum CompiledValue {
+    Plain(Value),
+    Template(Compiled),
+    Array(Vec<CompiledValue>),
+    Object(Vec<(String, CompiledValue)>),
+}
+
+/// A set of rules ready to match trigger instances.
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    compiled: Vec<RuleTemplates>,
+    templates: Templates,
+    index: HashMap<String, TriggerIndex>,
+}
+
+impl RuleSet {
+    /// Builds the set and its index. Errors name the rule and what failed to compile.
+    pub fn new(mut rules: Vec<Rule>) -> Result<RuleSet, Vec<(String, String)>> {
+        let mut templates = Templates::new();
+        let mut compiled = Vec::with_capacity(rules.len());
+        let mut problems = Vec::new();
+        for rule in &mut rules {
+            let mut errs = Vec::new();
+            compile_patterns(&mut rule.criteria, &mut templates, &mut errs);
+            let mut parameters = Vec::new();
+            for (k, v) in &rule.action_parameters {
+                match compile_value(v, &mut templates) {
+                    Ok(c) => parameters.push((k.clone(), c)),
+                    Err(e) => errs.push(format!("action.parameters.{k}: {e}")),
+                }
+            }
+            for e in errs {
+                problems.push((rule.reference(), e));
+            }
+            compiled.push(RuleTemplates { parameters });
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut index: HashMap<String, TriggerIndex> = HashMap::new();
+        for (id, rule) in rules.iter().enumerate() {
+            if !rule.enabled {
+                continue;
+            }
+            let entry = index
+                .entry(canonical_trigger_ref(&rule.trigger_type).to_string())
+                .or_default();
+            match rule.rule_type {
+                RuleType::Standard => entry.standard.add(id, rule),
+                RuleType::Backstop => entry.backstop.add(id, rule),
+            }
+        }
+        Ok(RuleSet {
+            rules,
+            compiled,
+            templates,
+            index,
+        })
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn rule(&self, id: RuleId) -> &Rule {
+        &self.rules[id]
+    }
+
+    pub fn find(&self, reference: &str) -> Option<RuleId> {
+        self.rules.iter().position(|r| r.reference() == reference)
+    }
+
+    /// Trigger types some enabled rule listens to (canonical names).
+    pub fn trigger_types(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
+    /// Matches an instance against every rule that could match it.
+    pub fn evaluate(&self, inst: &TriggerInstanceView<'_>, env: &EvalEnv) -> Evaluation {
+        let mut eval = Evaluation::default();
+        let Some(idx) = self.index.get(canonical_trigger_ref(inst.trigger)) else {
+            return eval;
+        };
+        let mut candidates = Vec::new();
+        self.pass(&idx.standard, inst, env, &mut candidates, &mut eval);
+        if eval.matched.is_empty() {
+            candidates.clear();
+            self.pass(&idx.backstop, inst, env, &mut candidates, &mut eval);
+        }
+        eval
+    }
+
+    fn pass(
+        &self,
+        bucket: &Bucket,
+        inst: &TriggerInstanceView<'_>,
+        env: &EvalEnv,
+        candidates: &mut Vec<RuleId>,
+        eval: &mut Evaluation,
+    ) {
+        bucket.candidates(inst.payload, candidates);
+        if candidates.len() > 1 {
+            candidates.sort_unstable();
+            candidates.dedup();
+        }
+        for &id in candidates.iter() {
+            eval.checked += 1;
+            match self.check_criteria(id, inst, env) {
+                Ok(()) => eval.matched.push(id),
+                Err(NoMatch::Criterion(f)) if f.error.is_some() => eval.errors.push((id, f)),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Checks one rule against one instance, saying why it does not match (st2-rule-tester).
+    /// `standard_matched` tells whether a standard rule matched, for backstop rules.
+    pub fn check(
+        &self,
+        id: RuleId,
+        inst: &TriggerInstanceView<'_>,
+        env: &EvalEnv,
+        standard_matched: bool,
+    ) -> Result<(), NoMatch> {
+        let rule = &self.rules[id];
+        if !rule.enabled {
+            return Err(NoMatch::Disabled);
+        }
+        let (want, got) = (
+            canonical_trigger_ref(&rule.trigger_type),
+            canonical_trigger_ref(inst.trigger),
+        );
+        if want != got {
+            return Err(NoMatch::WrongTrigger {
+                expected: rule.trigger_type.clone(),
+                got: inst.trigger.to_string(),
+            });
+        }
+        if rule.rule_type == RuleType::Backstop && standard_matched {
+            return Err(NoMatch::BackstopSkipped);
+        }
+        self.check_criteria(id, inst, env)
+    }
+
+    fn check_criteria(
+        &self,
+        id: RuleId,
+        inst: &TriggerInstanceView<'_>,
+        env: &EvalEnv,
+    ) -> Result<(), NoMatch> {
+        let rule = &self.rules[id];
+        if !rule.trigger_parameters.is_empty() {
+            if let Some(given) = inst.trigger_parameters {
+                let expected = Value::Object(rule.trigger_parameters.clone());
+                if *given != expected {
+                    return Err(NoMatch::TriggerParameters { expected });
+                }
+            }
+        }
+        if rule.criteria.is_empty() {
+            return Ok(());
+        }
+        if is_empty_payload(inst.payload) {
+            return Err(NoMatch::EmptyPayload);
+        }
+        let templates = &self.compiled[id];
+        for c in &rule.criteria {
+            self.check_criterion(c, "trigger", inst.payload, templates, env)
+                .map_err(NoMatch::Criterion)?;
+        }
+        Ok(())
+    }
+
+    fn check_criterion(
+        &self,
+        c: &Criterion,
+        root: &str,
+        root_value: &Value,
+        templates: &RuleTemplates,
+        env: &EvalEnv,
+    ) -> Result<(), CriterionFailure> {
+        let value = lookup_root(&c.path, root, root_value);
+        let fail = |pattern: Value, error: Option<String>| CriterionFailure {
+            key: c.key.clone(),
+            operator: c.operator_name.clone(),
+            pattern,
+            payload_value: value.cloned().unwrap_or(Value::Null),
+            error,
+        };
+        if let Some((condition, children)) = &c.search {
+            return match self.search(value, *condition, children, templates, env) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(fail(
+                    Value::String(format!("{condition:?}").to_lowercase()),
+                    None,
+                )),
+                Err(e) => Err(fail(Value::Null, Some(e))),
+            };
+        }
+        let rendered;
+        let (pattern, regex) = match &c.pattern {
+            PatternSource::Literal { value, regex } => (value, regex.as_ref()),
+            PatternSource::Template { source, compiled } => {
+                let compiled = compiled.as_ref().ok_or_else(|| {
+                    fail(
+                        Value::String(source.clone()),
+                        Some("pattern was not compiled".into()),
+                    )
+                })?;
+                let ctx = context(root, root_value, &env.kv);
+                rendered = self.templates.render(compiled, &ctx).map_err(|e| {
+                    fail(
+                        Value::String(source.clone()),
+                        Some(format!("pattern failed to render: {e}")),
+                    )
+                })?;
+                (&rendered, None)
+            }
+        };
+        match c.operator.apply(value, pattern, regex, env.now) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(fail(pattern.clone(), None)),
+            Err(e) => Err(fail(pattern.clone(), Some(e))),
+        }
+    }
+
+    fn search(
+        &self,
+        value: Option<&Value>,
+        condition: SearchCondition,
+        children: &[Criterion],
+        templates: &RuleTemplates,
+        env: &EvalEnv,
+    ) -> Result<bool, String> {
+        let items: Vec<&Value> = match value {
+            Some(Value::Array(items)) => items.iter().collect(),
+            // Python iterates a dict's keys.
+            Some(Value::Object(_)) => {
+                return Err("search iterates a list; the value is a dict".to_string())
+            }
+            other => return Err(format!("'{}' object is not iterable", py_type(other))),
+        };
+        let item_matches = |item: &Value, need_all: bool| {
+            let mut results = children.iter().map(|child| {
+                self.check_criterion(child, "item", item, templates, env)
+                    .is_ok()
+            });
+            if need_all {
+                results.all(|b| b)
+            } else {
+                results.any(|b| b)
+            }
+        };
+        Ok(match condition {
+            SearchCondition::Any => items.iter().any(|i| item_matches(i, true)),
+            SearchCondition::All => items.iter().all(|i| item_matches(i, true)),
+            SearchCondition::Any2Any => items.iter().any(|i| item_matches(i, false)),
+            SearchCondition::All2Any => items.iter().all(|i| item_matches(i, false)),
+        })
+    }
+
+    /// Renders the action a matched rule requests, parameters templated over the instance.
+    pub fn render_action(
+        &self,
+        id: RuleId,
+        payload: &Value,
+        env: &EvalEnv,
+    ) -> Result<ActionRequest, String> {
+        let rule = &self.rules[id];
+        let ctx = context("trigger", payload, &env.kv);
+        let mut parameters = Map::new();
+        for (k, v) in &self.compiled[id].parameters {
+            let rendered = self
+                .render_value(v, &ctx)
+                .map_err(|e| format!("action parameter '{k}': {e}"))?;
+            parameters.insert(k.clone(), rendered);
+        }
+        Ok(ActionRequest {
+            action: rule.action_ref.clone(),
+            parameters,
+        })
+    }
+
+    fn render_value(&self, v: &CompiledValue, ctx: &minijinja::Value) -> Result<Value, String> {
+        Ok(match v {
+            CompiledValue::Plain(v) => v.clone(),
+            CompiledValue::Template(c) => self.templates.render(c, ctx)?,
+            CompiledValue::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| self.render_value(i, ctx))
+                    .collect::<Result<_, _>>()?,
+            ),
+            CompiledValue::Object(fields) => {
+                let mut m = Map::new();
+                for (k, f) in fields {
+                    m.insert(k.clone(), self.render_value(f, ctx)?);
+                }
+                Value::Object(m)
+            }
+        })
+    }
+}
+
+fn compile_patterns(criteria: &mut [Criterion], templates: &mut Templates, errs: &mut Vec<String>) {
+    for c in criteria {
+        if let PatternSource::Template { source, compiled } = &mut c.pattern {
+            match templates.compile_pattern(source) {
+                Ok(t) => *compiled = Some(t),
+                Err(e) => errs.push(format!("criterion '{}': {e}", c.key)),
+            }
+        }
+        if let Some((_, children)) = &mut c.search {
+            compile_patterns(children, templates, errs);
+        }
+    }
+}
+
+fn compile_value(v: &Value, templates: &mut Templates) -> Result<CompiledValue, String> {
+    Ok(match v {
+        Value::String(s) if crate::template::is_template(s) => {
+            CompiledValue::Template(templates.compile_value(s)?)
+        }
+        Value::Array(items) => CompiledValue::Array(
+            items
+                .iter()
+                .map(|i| compile_value(i, templates))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(m) => CompiledValue::Object(
+            m.iter()
+                .map(|(k, v)| Ok((k.clone(), compile_value(v, templates)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => CompiledValue::Plain(other.clone()),
+    })
+}
+
+fn is_empty_payload(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::String(s) => s.is_empty(),
+        _ => false,
+    }
+}
+
+/// Looks a key up when its root names `root` (`trigger` or `item`); another root finds nothing.
+fn lookup_root<'a>(path: &KeyPath, root: &str, value: &'a Value) -> Option<&'a Value> {
+    if path.root == root {
+        path.lookup(value)
+    } else {
+        None
+    }
+}
+
+/// Remembers recent enforcements of throttled rules.
+#[derive(Default)]
+pub struct ThrottleState {
+    seen: HashMap<(String, String), VecDeque<DateTime<Utc>>>,
+}
+
+impl ThrottleState {
+    /// The group an instance falls in: the JSON of its `group_by` values.
+    pub fn group_key(throttle: &Throttle, payload: &Value) -> String {
+        let values: Vec<Value> = throttle
+            .group_by
+            .iter()
+            .map(|(_, p)| p.lookup(payload).cloned().unwrap_or(Value::Null))
+            .collect();
+        Value::Array(values).to_string()
+    }
+
+    /// True (and recorded) when the rule may fire for this group now.
+    pub fn admit(
+        &mut self,
+        rule_ref: &str,
+        throttle: &Throttle,
+        group: &str,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let window = chrono::Duration::from_std(throttle.window).unwrap_or(chrono::Duration::MAX);
+        let times = self
+            .seen
+            .entry((rule_ref.to_string(), group.to_string()))
+            .or_default();
+        while times.front().is_some_and(|t| now - *t >= window) {
+            times.pop_front();
+        }
+        if times.len() >= throttle.max as usize {
+            return false;
+        }
+        times.push_back(now);
+        true
+    }
+}

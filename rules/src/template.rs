@@ -1,0 +1,391 @@
+//! Jinja templating for criteria patterns and action parameters (minijinja), with the context
+//! st2 gives them: `trigger` (the payload), `st2kv.system.NAME` and squall's shorter `kv.NAME`.
+//!
+//! Templates are compiled once when a rule set is built; rendering never parses. The key-value
+//! store is reached through [`KeyValueLookup`], which the engine implements: this file must never
+//! do I/O of its own.
+
+use std::sync::Arc;
+
+use minijinja::value::{Object, Value as JValue};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+use regex::Regex;
+use serde_json::Value;
+
+/// Read access to the key-value store, as templates see it.
+pub trait KeyValueLookup: Send + Sync {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// A key-value store with nothing in it: for `squall rule test` and tests.
+pub struct NoKeyValues;
+
+impl KeyValueLookup for NoKeyValues {
+    fn get(&self, _name: &str) -> Option<String> {
+        None
+    }
+}
+
+/// True when a string holds Jinja markup and must be rendered.
+pub fn is_template(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%")
+}
+
+/// Builds squall's Jinja environment: strict about undefined names (a typo is an error, as in
+/// st2's rule enforcement), with st2's common filters and Python string methods.
+pub fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_filter("to_complex", to_json_text);
+    env.add_filter("to_json_string", to_json_text);
+    env.add_filter("from_json_string", from_json_text);
+    env.add_filter("json_escape", json_escape);
+    env.add_filter("regex_match", regex_match);
+    env.add_filter("regex_search", regex_search);
+    env.add_filter("regex_replace", regex_replace);
+    env.add_filter("use_none", |v: JValue| v);
+    // squall's lookup already returns clear text; the filter stays so st2 templates load.
+    env.add_filter("decrypt_kv", |v: JValue| v);
+    env
+}
+
+fn to_json_text(v: JValue) -> Result<String, minijinja::Error> {
+    if v.is_undefined() {
+        return Err(minijinja::Error::new(
+            ErrorKind::UndefinedError,
+            "the expression is undefined",
+        ));
+    }
+    serde_json::to_string(&v)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))
+}
+
+fn from_json_text(s: String) -> Result<JValue, minijinja::Error> {
+    serde_json::from_str::<Value>(&s)
+        .map(JValue::from_serialize)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))
+}
+
+fn json_escape(s: String) -> String {
+    let quoted = serde_json::to_string(&s).unwrap_or_default();
+    quoted
+        .get(1..quoted.len().saturating_sub(1))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn compile_re(pattern: &str) -> Result<Regex, minijinja::Error> {
+    Regex::new(pattern)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))
+}
+
+fn regex_match(value: String, pattern: String) -> Result<bool, minijinja::Error> {
+    Ok(compile_re(&format!(r"\A(?:{pattern})"))?.is_match(&value))
+}
+
+fn regex_search(value: String, pattern: String) -> Result<bool, minijinja::Error> {
+    Ok(compile_re(&pattern)?.is_match(&value))
+}
+
+fn regex_replace(
+    value: String,
+    pattern: String,
+    replacement: String,
+) -> Result<String, minijinja::Error> {
+    // Python writes group references as \1; Rust's regex as ${1}.
+    let backref = Regex::new(r"\\(\d+)")
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let replacement = backref.replace_all(&replacement, "$${${1}}");
+    Ok(compile_re(&pattern)?
+        .replace_all(&value, replacement.as_ref())
+        .into_owned())
+}
+
+/// The key-value store seen from a template: `kv.NAME`, `st2kv.system.NAME`, and dotted names
+/// (`kv.app.limit` reads the key `app.limit`).
+#[derive(Clone)]
+struct KvObject {
+    store: Arc<dyn KeyValueLookup>,
+    prefix: String,
+}
+
+impl std::fmt::Debug for KvObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<key-value lookup {:?}>", self.prefix)
+    }
+}
+
+impl Object for KvObject {
+    fn get_value(self: &Arc<Self>, key: &JValue) -> Option<JValue> {
+        let name = format!("{}{}", self.prefix, key.as_str()?);
+        match self.store.get(&name) {
+            Some(v) => Some(JValue::from(v)),
+            None => Some(JValue::from_object(KvObject {
+                store: self.store.clone(),
+                prefix: format!("{name}."),
+            })),
+        }
+    }
+
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result
+    where
+        Self: Sized + 'static,
+    {
+        // A key that does not exist renders as empty text, as st2's lookup does.
+        f.write_str("")
+    }
+}
+
+/// `st2kv`: only the `system` scope exists in squall.
+#[derive(Debug)]
+struct St2KvObject(JValue);
+
+impl Object for St2KvObject {
+    fn get_value(self: &Arc<Self>, key: &JValue) -> Option<JValue> {
+        (key.as_str()? == "system").then(|| self.0.clone())
+    }
+}
+
+/// The variables a template sees: `root` bound to `value` (`trigger`, or `item` inside
+/// `search`), plus the key-value store.
+pub fn context(root: &str, value: &Value, kv: &Arc<dyn KeyValueLookup>) -> JValue {
+    let kv_obj = JValue::from_object(KvObject {
+        store: kv.clone(),
+        prefix: String::new(),
+    });
+    let st2kv = JValue::from_object(St2KvObject(kv_obj.clone()));
+    let mut map = std::collections::BTreeMap::new();
+    map.insert(root.to_string(), JValue::from_serialize(value));
+    map.insert("kv".to_string(), kv_obj);
+    map.insert("st2kv".to_string(), st2kv);
+    JValue::from(map)
+}
+
+/// Turns a rendered minijinja value into JSON.
+pub fn to_json(v: &JValue) -> Result<Value, String> {
+    serde_json::to_value(v).map_err(|e| e.to_string())
+}
+
+/// A compiled set of templates living in one environment, addressed by index.
+pub struct Templates {
+    env: Environment<'static>,
+    count: usize,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Templates::new()
+    }
+}
+
+/// A compiled template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TemplateId(usize);
+
+/// Where a criteria pattern's or a parameter's template was compiled to.
+#[derive(Debug, Clone)]
+pub enum Compiled {
+    /// A string holding one `{{ expression }}` and nothing else: its value keeps its type.
+    Native(TemplateId),
+    /// Text with markup: renders to a string.
+    Text(TemplateId),
+    /// st2's criteria patterns: `{{ x }}` is rendered as `{{ x | to_complex }}` and the whole
+    /// output read back as JSON when it parses; otherwise rendered plainly.
+    Pattern {
+        complex: TemplateId,
+        plain: TemplateId,
+    },
+}
+
+impl Templates {
+    pub fn new() -> Templates {
+        Templates {
+            env: environment(),
+            count: 0,
+        }
+    }
+
+    fn add(&mut self, source: String) -> Result<TemplateId, String> {
+        let id = TemplateId(self.count);
+        self.env
+            .add_template_owned(format!("t{}", self.count), source)
+            .map_err(|e| describe(&e))?;
+        self.count += 1;
+        Ok(id)
+    }
+
+    /// Compiles an action parameter's template.
+    pub fn compile_value(&mut self, source: &str) -> Result<Compiled, String> {
+        match single_expression(source) {
+            Some(expr) => Ok(Compiled::Native(
+                self.add(format!("{{{{ ({expr}) | to_complex }}}}"))?,
+            )),
+            None => Ok(Compiled::Text(self.add(source.to_string())?)),
+        }
+    }
+
+    /// Compiles a criteria pattern's template the way st2 renders criteria patterns.
+    pub fn compile_pattern(&mut self, source: &str) -> Result<Compiled, String> {
+        let plain = self.add(source.to_string())?;
+        let complex = match_criteria().replace_all(source, "${1}${2} | to_complex${3}");
+        if complex == source {
+            return Ok(Compiled::Text(plain));
+        }
+        match self.add(complex.into_owned()) {
+            Ok(complex) => Ok(Compiled::Pattern { complex, plain }),
+            // The rewrite can break a template st2 would still render plainly.
+            Err(_) => Ok(Compiled::Text(plain)),
+        }
+    }
+
+    fn render_text(&self, id: TemplateId, ctx: &JValue) -> Result<String, String> {
+        let tmpl = self
+            .env
+            .get_template(&format!("t{}", id.0))
+            .map_err(|e| describe(&e))?;
+        tmpl.render(ctx).map_err(|e| describe(&e))
+    }
+
+    /// Renders a compiled template to a JSON value.
+    pub fn render(&self, compiled: &Compiled, ctx: &JValue) -> Result<Value, String> {
+        match compiled {
+            Compiled::Native(id) => {
+                let text = self.render_text(*id, ctx)?;
+                serde_json::from_str(&text).map_err(|e| format!("rendered value is not data: {e}"))
+            }
+            Compiled::Text(id) => Ok(Value::String(self.render_text(*id, ctx)?)),
+            Compiled::Pattern { complex, plain } => {
+                if let Ok(text) = self.render_text(*complex, ctx) {
+                    if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                        return Ok(v);
+                    }
+                }
+                Ok(Value::String(self.render_text(*plain, ctx)?))
+            }
+        }
+    }
+}
+
+/// st2's `MATCH_CRITERIA`: `({{)\s*(.*)\s*(}})`, applied line by line like Python's `re.sub`.
+fn match_criteria() -> &'static Regex {
+    static RE: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+        Regex::new(r"(\{\{)\s*(.*)\s*(\}\})").expect("a literal, valid regex")
+    });
+    &RE
+}
+
+/// `Some(expr)` when `source` is exactly one `{{ expr }}` (surrounding whitespace allowed).
+fn single_expression(source: &str) -> Option<&str> {
+    let t = source.trim();
+    let inner = t.strip_prefix("{{")?.strip_suffix("}}")?;
+    if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") {
+        return None;
+    }
+    Some(inner.trim()).filter(|s| !s.is_empty())
+}
+
+/// A minijinja error as one line: what went wrong and where in the template.
+pub fn describe(e: &minijinja::Error) -> String {
+    let mut msg = match e.detail() {
+        Some(detail) => format!("{}: {}", e.kind(), detail),
+        None => e.kind().to_string(),
+    };
+    if let Some(line) = e.line() {
+        msg.push_str(&format!(" (template line {line})"));
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::HashMap;
+
+    struct Kv(HashMap<String, String>);
+    impl KeyValueLookup for Kv {
+        fn get(&self, name: &str) -> Option<String> {
+            self.0.get(name).cloned()
+        }
+    }
+
+    fn kv() -> Arc<dyn KeyValueLookup> {
+        let mut m = HashMap::new();
+        m.insert("limit".to_string(), "10".to_string());
+        m.insert("app.owner".to_string(), "ops".to_string());
+        Arc::new(Kv(m))
+    }
+
+    #[test]
+    fn native_and_text_rendering() {
+        let mut t = Templates::new();
+        let payload = json!({"n": 5, "labels": {"app": "web"}, "id": "007"});
+        let ctx = context("trigger", &payload, &kv());
+        let native = t.compile_value("{{ trigger.n }}").unwrap();
+        assert_eq!(t.render(&native, &ctx).unwrap(), json!(5));
+        let obj = t.compile_value("{{ trigger.labels }}").unwrap();
+        assert_eq!(t.render(&obj, &ctx).unwrap(), json!({"app": "web"}));
+        let id = t.compile_value("{{ trigger.id }}").unwrap();
+        assert_eq!(t.render(&id, &ctx).unwrap(), json!("007"));
+        let text = t
+            .compile_value("app={{ trigger.labels.app }} n={{ trigger.n }}")
+            .unwrap();
+        assert_eq!(t.render(&text, &ctx).unwrap(), json!("app=web n=5"));
+        let kvt = t
+            .compile_value("{{ st2kv.system.limit }}/{{ kv.limit }}/{{ kv.app.owner }}")
+            .unwrap();
+        assert_eq!(t.render(&kvt, &ctx).unwrap(), json!("10/10/ops"));
+        let missing = t.compile_value("{{ trigger.nope }}").unwrap();
+        assert!(t.render(&missing, &ctx).is_err());
+        let py = t.compile_value("{{ trigger.labels.app.upper() }}").unwrap();
+        assert_eq!(t.render(&py, &ctx).unwrap(), json!("WEB"));
+    }
+
+    #[test]
+    fn criteria_patterns_follow_st2() {
+        let mut t = Templates::new();
+        let payload = json!({"n": 5, "s": "42"});
+        let ctx = context("trigger", &payload, &kv());
+        let p = t.compile_pattern("{{ trigger.n }}").unwrap();
+        assert_eq!(t.render(&p, &ctx).unwrap(), json!(5));
+        let p = t.compile_pattern("{{ trigger.s }}").unwrap();
+        assert_eq!(t.render(&p, &ctx).unwrap(), json!("42"));
+        let p = t.compile_pattern("x-{{ trigger.s }}").unwrap();
+        assert_eq!(t.render(&p, &ctx).unwrap(), json!("x-42"));
+        let p = t.compile_pattern("[{{ trigger.n }}]").unwrap();
+        assert_eq!(t.render(&p, &ctx).unwrap(), json!([5]));
+    }
+
+    #[test]
+    fn syntax_errors_are_reported() {
+        let mut t = Templates::new();
+        assert!(t.compile_value("{{ trigger.x ").is_err());
+        assert!(t.compile_value("{% if %}").is_err());
+    }
+
+    #[test]
+    fn filters() {
+        let mut t = Templates::new();
+        let payload = json!({"host": "web-01.example.com", "doc": "{\"a\": 1}"});
+        let ctx = context("trigger", &payload, &kv());
+        let c = t
+            .compile_value(
+                "{{ trigger.host | regex_replace('^(\\\\w+)-(\\\\d+).*$', '\\\\2-\\\\1') }}",
+            )
+            .unwrap();
+        assert_eq!(t.render(&c, &ctx).unwrap(), json!("01-web"));
+        let c = t
+            .compile_value("{{ (trigger.doc | from_json_string).a }}")
+            .unwrap();
+        assert_eq!(t.render(&c, &ctx).unwrap(), json!(1));
+        let c = t.compile_value("{{ trigger | to_json_string }}").unwrap();
+        assert!(t
+            .render(&c, &ctx)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .contains("web-01"));
+    }
+}
