@@ -70,11 +70,11 @@ impl std::fmt::Display for CriterionFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "key: {}\npattern: {}\ntype: {}\npayload: {}",
+            "  key: {}\n  pattern: {}\n  type: {}\n  payload: {}",
             self.key, self.pattern, self.operator, self.payload_value
         )?;
         if let Some(e) = &self.error {
-            write!(f, "\nerror: {e}")?;
+            write!(f, "\n  error: {e}")?;
         }
         Ok(())
     }
@@ -315,9 +315,9 @@ impl RuleSet {
         }
         for &id in candidates.iter() {
             eval.checked += 1;
-            match self.check_criteria(id, inst, env) {
+            match self.check_criteria(id, inst, env, false) {
                 Ok(()) => eval.matched.push(id),
-                Err(NoMatch::Criterion(f)) if f.error.is_some() => eval.errors.push((id, f)),
+                Err(Some(NoMatch::Criterion(f))) if f.error.is_some() => eval.errors.push((id, f)),
                 Err(_) => {}
             }
         }
@@ -349,21 +349,33 @@ impl RuleSet {
         if rule.rule_type == RuleType::Backstop && standard_matched {
             return Err(NoMatch::BackstopSkipped);
         }
-        self.check_criteria(id, inst, env)
+        // With `detail` every failure carries its explanation.
+        self.check_criteria(id, inst, env, true).map_err(|e| {
+            e.unwrap_or(NoMatch::Criterion(CriterionFailure {
+                key: String::new(),
+                operator: String::new(),
+                pattern: Value::Null,
+                payload_value: Value::Null,
+                error: Some("no explanation recorded".to_string()),
+            }))
+        })
     }
 
+    /// `Err(None)` is a plain mismatch whose explanation was not asked for (`detail` false):
+    /// the hot path builds no report for the many rules that simply do not match.
     fn check_criteria(
         &self,
         id: RuleId,
         inst: &TriggerInstanceView<'_>,
         env: &EvalEnv,
-    ) -> Result<(), NoMatch> {
+        detail: bool,
+    ) -> Result<(), Option<NoMatch>> {
         let rule = &self.rules[id];
         if !rule.trigger_parameters.is_empty() {
             if let Some(given) = inst.trigger_parameters {
                 let expected = Value::Object(rule.trigger_parameters.clone());
                 if *given != expected {
-                    return Err(NoMatch::TriggerParameters { expected });
+                    return Err(Some(NoMatch::TriggerParameters { expected }));
                 }
             }
         }
@@ -371,12 +383,12 @@ impl RuleSet {
             return Ok(());
         }
         if is_empty_payload(inst.payload) {
-            return Err(NoMatch::EmptyPayload);
+            return Err(Some(NoMatch::EmptyPayload));
         }
         let templates = &self.compiled[id];
         for c in &rule.criteria {
-            self.check_criterion(c, "trigger", inst.payload, templates, env)
-                .map_err(NoMatch::Criterion)?;
+            self.check_criterion(c, "trigger", inst.payload, templates, env, detail)
+                .map_err(|f| f.map(NoMatch::Criterion))?;
         }
         Ok(())
     }
@@ -388,18 +400,22 @@ impl RuleSet {
         root_value: &Value,
         templates: &RuleTemplates,
         env: &EvalEnv,
-    ) -> Result<(), CriterionFailure> {
+        detail: bool,
+    ) -> Result<(), Option<CriterionFailure>> {
         let value = lookup_root(&c.path, root, root_value);
-        let fail = |pattern: Value, error: Option<String>| CriterionFailure {
-            key: c.key.clone(),
-            operator: c.operator_name.clone(),
-            pattern,
-            payload_value: value.cloned().unwrap_or(Value::Null),
-            error,
+        let fail = |pattern: Value, error: Option<String>| {
+            Some(CriterionFailure {
+                key: c.key.clone(),
+                operator: c.operator_name.clone(),
+                pattern,
+                payload_value: value.cloned().unwrap_or(Value::Null),
+                error,
+            })
         };
         if let Some((condition, children)) = &c.search {
             return match self.search(value, *condition, children, templates, env) {
                 Ok(true) => Ok(()),
+                Ok(false) if !detail => Err(None),
                 Ok(false) => Err(fail(
                     Value::String(format!("{condition:?}").to_lowercase()),
                     None,
@@ -429,6 +445,7 @@ impl RuleSet {
         };
         match c.operator.apply(value, pattern, regex, env.now) {
             Ok(true) => Ok(()),
+            Ok(false) if !detail => Err(None),
             Ok(false) => Err(fail(pattern.clone(), None)),
             Err(e) => Err(fail(pattern.clone(), Some(e))),
         }
@@ -452,7 +469,7 @@ impl RuleSet {
         };
         let item_matches = |item: &Value, need_all: bool| {
             let mut results = children.iter().map(|child| {
-                self.check_criterion(child, "item", item, templates, env)
+                self.check_criterion(child, "item", item, templates, env, false)
                     .is_ok()
             });
             if need_all {

@@ -1,0 +1,474 @@
+//! Loading packs from disk: `pack.yaml`, actions and their Rhai scripts, workflows, rules,
+//! sensors, aliases, policies and the config schema. Every problem is collected, each with its
+//! file and (when known) line and column, so `squall pack validate` can list them all at once.
+//!
+//! Loading never runs a script and never stops at the first problem: a broken file is reported
+//! and skipped, the rest of the pack still loads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+use squall_actions::{ActionMeta, RhaiRuntime, RunnerType};
+use squall_rules::{Rule, RuleSet};
+
+/// One problem found while loading, located in a file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+            if let Some(c) = self.column {
+                write!(f, ":{c}")?;
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl Problem {
+    fn new(file: &Path, line: Option<usize>, column: Option<usize>, message: impl Into<String>) -> Problem {
+        Problem {
+            file: file.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+/// `pack.yaml`, with the fields st2 packs carry.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackMeta {
+    #[serde(rename = "ref", default)]
+    pub reference: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "default_version")]
+    pub version: String,
+    #[serde(default)]
+    pub author: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    #[serde(default)]
+    pub contributors: Vec<String>,
+    #[serde(default)]
+    pub python_versions: Vec<String>,
+    #[serde(default)]
+    pub stackstorm_version: Option<String>,
+    #[serde(default)]
+    pub system: Option<serde_yaml::Value>,
+}
+
+fn default_version() -> String {
+    "0.0.0".to_string()
+}
+
+/// An action with where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedAction {
+    pub reference: String,
+    pub pack: String,
+    pub meta: ActionMeta,
+    /// The metadata file.
+    pub file: PathBuf,
+    /// The entry point (script or workflow), resolved against the pack's `actions/` folder.
+    pub entry_point: PathBuf,
+    /// A Rhai script's source, read once at load.
+    pub source: Option<Arc<str>>,
+}
+
+/// A rule with where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedRule {
+    pub rule: Rule,
+    pub file: PathBuf,
+}
+
+/// A loaded pack.
+#[derive(Debug, Clone)]
+pub struct Pack {
+    pub reference: String,
+    pub meta: PackMeta,
+    pub dir: PathBuf,
+    pub actions: Vec<LoadedAction>,
+    pub rules: Vec<LoadedRule>,
+    pub config_schema: Option<Value>,
+    /// The other YAML files of the pack (sensors, aliases, policies), syntax-checked, keyed by
+    /// their folder name.
+    pub extras: BTreeMap<String, Vec<(PathBuf, Value)>>,
+}
+
+/// Everything loaded from a set of pack folders, with every problem found.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub packs: Vec<Pack>,
+    pub problems: Vec<Problem>,
+}
+
+impl Catalog {
+    pub fn action(&self, reference: &str) -> Option<&LoadedAction> {
+        self.packs
+            .iter()
+            .flat_map(|p| p.actions.iter())
+            .find(|a| a.reference == reference)
+    }
+
+    pub fn actions(&self) -> impl Iterator<Item = &LoadedAction> {
+        self.packs.iter().flat_map(|p| p.actions.iter())
+    }
+
+    pub fn rules(&self) -> impl Iterator<Item = &LoadedRule> {
+        self.packs.iter().flat_map(|p| p.rules.iter())
+    }
+
+    /// The enabled and disabled rules of every pack, compiled and indexed.
+    pub fn rule_set(&self) -> Result<RuleSet, Vec<(String, String)>> {
+        RuleSet::new(self.rules().map(|r| r.rule.clone()).collect())
+    }
+}
+
+/// Loads every pack found in `dirs`: each is a pack (holds `pack.yaml`) or a folder of packs.
+pub fn load_packs(dirs: &[PathBuf], runtime: &RhaiRuntime) -> Catalog {
+    let mut catalog = Catalog::default();
+    let mut pack_dirs = Vec::new();
+    for dir in dirs {
+        if dir.join("pack.yaml").is_file() {
+            pack_dirs.push(dir.clone());
+            continue;
+        }
+        match std::fs::read_dir(dir) {
+            Ok(entries) => {
+                let mut found: Vec<PathBuf> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.join("pack.yaml").is_file())
+                    .collect();
+                found.sort();
+                if found.is_empty() {
+                    catalog.problems.push(Problem::new(
+                        dir,
+                        None,
+                        None,
+                        "neither a pack (no pack.yaml) nor a folder of packs",
+                    ));
+                }
+                pack_dirs.extend(found);
+            }
+            Err(e) => catalog
+                .problems
+                .push(Problem::new(dir, None, None, format!("cannot read: {e}"))),
+        }
+    }
+
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    for dir in pack_dirs {
+        if let Some(pack) = load_pack(&dir, runtime, &mut catalog.problems) {
+            if let Some(first) = seen.get(&pack.reference) {
+                catalog.problems.push(Problem::new(
+                    &dir.join("pack.yaml"),
+                    None,
+                    None,
+                    format!("pack '{}' is already loaded from {}", pack.reference, first.display()),
+                ));
+                continue;
+            }
+            seen.insert(pack.reference.clone(), dir.clone());
+            catalog.packs.push(pack);
+        }
+    }
+    check_cross_references(&mut catalog);
+    catalog
+}
+
+/// Checks what needs every pack: rules name actions that exist, dependencies are loaded, and
+/// the rule set compiles.
+fn check_cross_references(catalog: &mut Catalog) {
+    let actions: std::collections::HashSet<String> =
+        catalog.actions().map(|a| a.reference.clone()).collect();
+    let packs: std::collections::HashSet<String> =
+        catalog.packs.iter().map(|p| p.reference.clone()).collect();
+    let mut problems = Vec::new();
+    for pack in &catalog.packs {
+        for dep in &pack.meta.dependencies {
+            let dep_ref = dep.split(['=', '<', '>', '@']).next().unwrap_or(dep).trim();
+            if !packs.contains(dep_ref) {
+                problems.push(Problem::new(
+                    &pack.dir.join("pack.yaml"),
+                    squall_rules::line_of(&read_or_empty(&pack.dir.join("pack.yaml")), "dependencies"),
+                    None,
+                    format!("depends on pack '{dep_ref}', which is not loaded"),
+                ));
+            }
+        }
+        for r in &pack.rules {
+            if !actions.contains(&r.rule.action_ref) {
+                let text = read_or_empty(&r.file);
+                problems.push(Problem::new(
+                    &r.file,
+                    squall_rules::line_of(&text, "ref"),
+                    None,
+                    format!(
+                        "rule '{}' runs action '{}', which no loaded pack provides",
+                        r.rule.reference(),
+                        r.rule.action_ref
+                    ),
+                ));
+            }
+        }
+    }
+    if let Err(errs) = catalog.rule_set() {
+        for (rule_ref, msg) in errs {
+            let file = catalog
+                .rules()
+                .find(|r| r.rule.reference() == rule_ref)
+                .map(|r| r.file.clone())
+                .unwrap_or_default();
+            problems.push(Problem::new(&file, None, None, format!("rule '{rule_ref}': {msg}")));
+        }
+    }
+    let mut refs: HashMap<String, PathBuf> = HashMap::new();
+    for r in catalog.rules() {
+        if let Some(first) = refs.insert(r.rule.reference(), r.file.clone()) {
+            problems.push(Problem::new(
+                &r.file,
+                None,
+                None,
+                format!("rule '{}' is also defined in {}", r.rule.reference(), first.display()),
+            ));
+        }
+    }
+    catalog.problems.extend(problems);
+}
+
+fn read_or_empty(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    files
+}
+
+fn valid_pack_ref(r: &str) -> bool {
+    !r.is_empty() && r.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+fn load_pack(dir: &Path, runtime: &RhaiRuntime, problems: &mut Vec<Problem>) -> Option<Pack> {
+    let meta_file = dir.join("pack.yaml");
+    let text = match std::fs::read_to_string(&meta_file) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(Problem::new(&meta_file, None, None, format!("cannot read: {e}")));
+            return None;
+        }
+    };
+    let meta: PackMeta = match serde_yaml::from_str(&text) {
+        Ok(m) => m,
+        Err(e) => {
+            let p = squall_rules::yaml_problem(&e);
+            problems.push(Problem::new(&meta_file, p.line, p.column, p.message));
+            return None;
+        }
+    };
+    let reference = meta
+        .reference
+        .clone()
+        .unwrap_or_else(|| meta.name.to_lowercase().replace([' ', '-'], "_"));
+    if !valid_pack_ref(&reference) {
+        problems.push(Problem::new(
+            &meta_file,
+            squall_rules::line_of(&text, "ref").or(squall_rules::line_of(&text, "name")),
+            None,
+            format!("pack ref {reference:?} may hold only lowercase letters, digits, '_' and '-'"),
+        ));
+        return None;
+    }
+
+    let mut pack = Pack {
+        reference: reference.clone(),
+        meta,
+        dir: dir.to_path_buf(),
+        actions: Vec::new(),
+        rules: Vec::new(),
+        config_schema: None,
+        extras: BTreeMap::new(),
+    };
+
+    for file in yaml_files(&dir.join("actions")) {
+        if let Some(a) = load_action(&file, &reference, dir, runtime, problems) {
+            if pack.actions.iter().any(|b| b.reference == a.reference) {
+                problems.push(Problem::new(&file, None, None, format!("action '{}' is defined twice", a.reference)));
+                continue;
+            }
+            pack.actions.push(a);
+        }
+    }
+    for file in yaml_files(&dir.join("rules")) {
+        if let Some(r) = load_rule(&file, &reference, problems) {
+            pack.rules.push(r);
+        }
+    }
+    let schema_file = dir.join("config.schema.yaml");
+    if schema_file.is_file() {
+        pack.config_schema = parse_yaml_value(&schema_file, problems);
+    }
+    for extra in ["sensors", "aliases", "policies"] {
+        for file in yaml_files(&dir.join(extra)) {
+            if let Some(v) = parse_yaml_value(&file, problems) {
+                pack.extras.entry(extra.to_string()).or_default().push((file, v));
+            }
+        }
+    }
+    Some(pack)
+}
+
+fn parse_yaml_value(file: &Path, problems: &mut Vec<Problem>) -> Option<Value> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(Problem::new(file, None, None, format!("cannot read: {e}")));
+            return None;
+        }
+    };
+    match serde_yaml::from_str::<Value>(&text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let p = squall_rules::yaml_problem(&e);
+            problems.push(Problem::new(file, p.line, p.column, p.message));
+            None
+        }
+    }
+}
+
+fn load_action(
+    file: &Path,
+    pack_ref: &str,
+    pack_dir: &Path,
+    runtime: &RhaiRuntime,
+    problems: &mut Vec<Problem>,
+) -> Option<LoadedAction> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(Problem::new(file, None, None, format!("cannot read: {e}")));
+            return None;
+        }
+    };
+    let meta = match ActionMeta::from_yaml(&text) {
+        Ok(m) => m,
+        Err(errs) => {
+            for p in errs {
+                problems.push(Problem::new(file, p.line, p.column, p.message));
+            }
+            return None;
+        }
+    };
+    if let Some(declared) = &meta.pack {
+        if declared != pack_ref {
+            problems.push(Problem::new(
+                file,
+                squall_rules::line_of(&text, "pack"),
+                None,
+                format!("action says pack '{declared}' but lives in pack '{pack_ref}'"),
+            ));
+            return None;
+        }
+    }
+    let reference = meta.action_ref(pack_ref);
+    let entry_point = pack_dir.join("actions").join(&meta.entry_point);
+    let entry_line = squall_rules::line_of(&text, "entry_point");
+    let mut source = None;
+    match std::fs::read_to_string(&entry_point) {
+        Err(e) => {
+            problems.push(Problem::new(
+                file,
+                entry_line,
+                None,
+                format!("entry_point {}: {e}", entry_point.display()),
+            ));
+            return None;
+        }
+        Ok(script) => match meta.runner_type {
+            RunnerType::Rhai => {
+                if let Err(e) = runtime.check_syntax(&script) {
+                    problems.push(Problem::new(&entry_point, e.line, e.column, e.message.clone()));
+                    return None;
+                }
+                source = Some(Arc::from(script.as_str()));
+            }
+            RunnerType::Workflow => {
+                if let Err(e) = serde_yaml::from_str::<serde_yaml::Value>(&script) {
+                    let p = squall_rules::yaml_problem(&e);
+                    problems.push(Problem::new(&entry_point, p.line, p.column, p.message));
+                    return None;
+                }
+            }
+        },
+    }
+    Some(LoadedAction {
+        reference,
+        pack: pack_ref.to_string(),
+        meta,
+        file: file.to_path_buf(),
+        entry_point,
+        source,
+    })
+}
+
+fn load_rule(file: &Path, pack_ref: &str, problems: &mut Vec<Problem>) -> Option<LoadedRule> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(Problem::new(file, None, None, format!("cannot read: {e}")));
+            return None;
+        }
+    };
+    match Rule::from_yaml(&text) {
+        Ok(mut rule) => {
+            // A rule without `pack:` is in st2's "default" pack until placed in this one.
+            if rule.pack != pack_ref && rule.pack != "default" {
+                problems.push(Problem::new(
+                    file,
+                    squall_rules::line_of(&text, "pack"),
+                    None,
+                    format!("rule says pack '{}' but lives in pack '{pack_ref}'", rule.pack),
+                ));
+                return None;
+            }
+            rule.pack = pack_ref.to_string();
+            Some(LoadedRule {
+                rule,
+                file: file.to_path_buf(),
+            })
+        }
+        Err(errs) => {
+            for p in errs {
+                problems.push(Problem::new(file, p.line, p.column, p.message));
+            }
+            None
+        }
+    }
+}
