@@ -1,1 +1,3 @@
+//! End-to-end tests of the `squall` binary: one test binary, one module per area.
 
+mod cli;
