@@ -38,7 +38,11 @@ fn bench(c: &mut Criterion) {
         kv: Arc::new(NoKeyValues),
     };
     for indexed in [true, false] {
-        let mut group = c.benchmark_group(if indexed { "evaluate/indexed" } else { "evaluate/scan" });
+        let mut group = c.benchmark_group(if indexed {
+            "evaluate/indexed"
+        } else {
+            "evaluate/scan"
+        });
         group.throughput(Throughput::Elements(1));
         for n in [10usize, 1_000, 10_000] {
             let set = rule_set(n, indexed);
@@ -53,7 +57,11 @@ fn bench(c: &mut Criterion) {
                 trigger_parameters: None,
             };
             let eval = set.evaluate(&view, &env);
-            assert_eq!(eval.matched.len(), 1, "the instance matches exactly one rule");
+            assert_eq!(
+                eval.matched.len(),
+                1,
+                "the instance matches exactly one rule"
+            );
             group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
                 b.iter(|| set.evaluate(&view, &env).matched.len())
             });
@@ -64,7 +72,9 @@ fn bench(c: &mut Criterion) {
     let payload = json!({"labels": {"app": "app-999"}, "status": "firing", "value": 93});
     let mut group = c.benchmark_group("render_action");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("one_template", |b| b.iter(|| set.render_action(999, &payload, &env)));
+    group.bench_function("one_template", |b| {
+        b.iter(|| set.render_action(999, &payload, &env))
+    });
     group.finish();
 }
 

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use regex::Regex;
+use fancy_regex::Regex;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 

@@ -9,7 +9,7 @@
 use std::cmp::Ordering;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use regex::Regex;
+use fancy_regex::Regex;
 use serde_json::Value;
 
 /// Every st2 criteria operator. `Search` is evaluated by the matcher (it recurses into child
@@ -107,13 +107,16 @@ impl Operator {
         )
     }
 
-    /// Compiles the regular expression a regex-like operator uses for `pattern`.
+    /// Compiles the regular expression a regex-like operator uses for `pattern`, with Python's
+    /// `re` semantics (look-around and backreferences work; `$` also matches before a final
+    /// newline; `\Z` is the very end).
     pub fn compile(self, pattern: &str) -> Result<Regex, String> {
+        let py = python_regex(pattern);
         let source = match self {
-            Operator::Regex => pattern.to_string(),
-            Operator::IRegex => format!("(?i:{pattern})"),
+            Operator::Regex => py,
+            Operator::IRegex => format!("(?i:{py})"),
             // Python's re.match anchors at the start only; DOTALL lets '.' cross newlines.
-            Operator::MatchRegex => format!(r"\A(?s:{pattern})"),
+            Operator::MatchRegex => format!(r"\A(?s:{py})"),
             Operator::MatchWildcard => fnmatch_to_regex(pattern),
             _ => return Err(format!("{} takes no regular expression", self.name())),
         };
@@ -177,10 +180,11 @@ impl Operator {
             MatchWildcard | Regex | IRegex | MatchRegex => {
                 let text = py_str(value, "value")?;
                 let pat = py_str(Some(pattern), "pattern")?;
-                match regex {
-                    Some(re) => Ok(re.is_match(text)),
-                    None => Ok(self.compile(pat)?.is_match(text)),
-                }
+                let found = match regex {
+                    Some(re) => re.is_match(text),
+                    None => self.compile(pat)?.is_match(text),
+                };
+                found.map_err(|e| format!("regular expression {pat:?} failed: {e}"))
             }
             TimeDiffLt | TimeDiffGt => {
                 let text = match value {
@@ -263,9 +267,32 @@ fn as_num(v: &Value) -> Option<PyNum> {
 fn num_cmp(a: &PyNum, b: &PyNum) -> Option<Ordering> {
     match (a, b) {
         (PyNum::Int(x), PyNum::Int(y)) => Some(x.cmp(y)),
-        (PyNum::Int(x), PyNum::Float(y)) => (*x as f64).partial_cmp(y),
-        (PyNum::Float(x), PyNum::Int(y)) => x.partial_cmp(&(*y as f64)),
+        (PyNum::Int(x), PyNum::Float(y)) => int_float_cmp(*x, *y),
+        (PyNum::Float(x), PyNum::Int(y)) => int_float_cmp(*y, *x).map(Ordering::reverse),
         (PyNum::Float(x), PyNum::Float(y)) => x.partial_cmp(y),
+    }
+}
+
+/// Compares an integer with a float exactly, as Python does (no rounding of big integers).
+fn int_float_cmp(i: i128, f: f64) -> Option<Ordering> {
+    if f.is_nan() {
+        return None;
+    }
+    // Beyond ±2^100 every i64/u64 payload integer is smaller in magnitude.
+    const LIMIT: f64 = 1.2676506002282294e30;
+    if f >= LIMIT {
+        return Some(Ordering::Less);
+    }
+    if f <= -LIMIT {
+        return Some(Ordering::Greater);
+    }
+    let floor = f.floor();
+    let whole = floor as i128;
+    match i.cmp(&whole) {
+        Ordering::Equal if floor == f => Some(Ordering::Equal),
+        // i == floor(f) < f
+        Ordering::Equal => Some(Ordering::Less),
+        other => Some(other),
     }
 }
 
@@ -360,6 +387,50 @@ fn py_str<'a>(v: Option<&'a Value>, what: &str) -> Result<&'a str, String> {
 
 fn py_lower(v: Option<&Value>, what: &str) -> Result<String, String> {
     py_str(v, what).map(str::to_lowercase)
+}
+
+/// Rewrites a Python regular expression for fancy-regex: an unescaped `$` outside a character
+/// class becomes "end, or before a final newline" as in Python, and `\Z` becomes `\z`. A
+/// pattern that sets multi-line mode itself is left as it is.
+pub fn python_regex(pattern: &str) -> String {
+    if pattern.contains("(?m") {
+        return pattern.to_string();
+    }
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut chars = pattern.chars().peekable();
+    let mut in_class = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('Z') if !in_class => out.push_str("\\z"),
+                Some(n) => {
+                    out.push('\\');
+                    out.push(n);
+                }
+                None => out.push('\\'),
+            },
+            '[' if !in_class => {
+                in_class = true;
+                out.push('[');
+                // A ']' right after '[' or '[^' is a literal member.
+                if chars.peek() == Some(&'^') {
+                    out.push('^');
+                    chars.next();
+                }
+                if chars.peek() == Some(&']') {
+                    out.push_str("\\]");
+                    chars.next();
+                }
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(']');
+            }
+            '$' if !in_class => out.push_str("(?=\\n?\\z)"),
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Python's `fnmatch.translate`: `*`, `?`, `[seq]`, `[!seq]`, anchored at both ends.
@@ -495,15 +566,39 @@ mod tests {
     }
 
     #[test]
+    fn big_ints_compare_exactly_with_floats() {
+        let big = json!(1714557600123456789i64);
+        let near: Value = serde_json::from_str("1714557600123456768.0").unwrap();
+        assert!(!ap("equals", big.clone(), near.clone()).unwrap());
+        assert!(ap("gt", big, near).unwrap());
+        assert!(ap("lt", json!(2), json!(2.5)).unwrap());
+        assert!(ap("gt", json!(-2), json!(-2.5)).unwrap());
+        assert!(ap("eq", json!(3), json!(3.0)).unwrap());
+    }
+
+    #[test]
+    fn python_regex_semantics() {
+        assert!(ap("regex", json!("done: OK\n"), json!("OK$")).unwrap());
+        assert!(!ap("regex", json!("done: OK\n\n"), json!("OK$")).unwrap());
+        assert!(ap("regex", json!("shop-web-1"), json!("^shop-(?!db-)")).unwrap());
+        assert!(!ap("regex", json!("shop-db-1"), json!("^shop-(?!db-)")).unwrap());
+        assert!(ap("regex", json!("cost: $5"), json!("[$]5")).unwrap());
+        assert!(ap("regex", json!("cost: $5"), json!("\\$5")).unwrap());
+        assert!(!ap("regex", json!("OK\n"), json!("OK\\Z")).unwrap());
+        assert!(ap("matchregex", json!("a\nb"), json!("a.b")).unwrap());
+        assert!(!ap("matchregex", json!("xab"), json!("ab")).unwrap());
+    }
+
+    #[test]
     fn wildcard_translation() {
         let re = Regex::new(&fnmatch_to_regex("web-*.example.[!x]om")).unwrap();
-        assert!(re.is_match("web-1.example.com"));
-        assert!(!re.is_match("web-1.example.xom"));
-        assert!(!re.is_match("xweb-1.example.com"));
+        assert!(re.is_match("web-1.example.com").unwrap());
+        assert!(!re.is_match("web-1.example.xom").unwrap());
+        assert!(!re.is_match("xweb-1.example.com").unwrap());
         let re = Regex::new(&fnmatch_to_regex("a[b")).unwrap();
-        assert!(re.is_match("a[b"));
+        assert!(re.is_match("a[b").unwrap());
         let re = Regex::new(&fnmatch_to_regex("f?o")).unwrap();
-        assert!(re.is_match("f\no"));
+        assert!(re.is_match("f\no").unwrap());
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub fn environment() -> Environment<'static> {
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_formatter(python_formatter);
     env.add_filter("to_complex", to_json_text);
     env.add_filter("to_json_string", to_json_text);
     env.add_filter("from_json_string", from_json_text);
@@ -49,6 +50,89 @@ pub fn environment() -> Environment<'static> {
     // squall's lookup already returns clear text; the filter stays so st2 templates load.
     env.add_filter("decrypt_kv", |v: JValue| v);
     env
+}
+
+/// Prints values in text the way Jinja2 under Python does (st2 renders with it): lists and
+/// maps as Python's repr (`['web', 'api']`), `None`, `True`, `False`.
+fn python_formatter(
+    out: &mut minijinja::Output<'_>,
+    state: &minijinja::State<'_, '_>,
+    value: &JValue,
+) -> Result<(), minijinja::Error> {
+    use minijinja::value::ValueKind;
+    match value.kind() {
+        ValueKind::Seq | ValueKind::Map | ValueKind::None | ValueKind::Bool => {
+            let json = serde_json::to_value(value)
+                .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+            let mut text = String::new();
+            python_repr(&json, &mut text);
+            out.write_str(&text)
+                .map_err(|e| minijinja::Error::new(ErrorKind::WriteFailure, e.to_string()))
+        }
+        _ => minijinja::escape_formatter(out, state, value),
+    }
+}
+
+/// Python's `repr()` of a decoded JSON value.
+pub fn python_repr(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("None"),
+        Value::Bool(true) => out.push_str("True"),
+        Value::Bool(false) => out.push_str("False"),
+        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => out.push_str(&i.to_string()),
+            (_, Some(u), _) => out.push_str(&u.to_string()),
+            (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 1e16 => {
+                out.push_str(&format!("{f:.1}"))
+            }
+            (_, _, Some(f)) => out.push_str(&f.to_string()),
+            _ => out.push_str(&n.to_string()),
+        },
+        Value::String(s) => {
+            let quote = if s.contains('\'') && !s.contains('"') {
+                '"'
+            } else {
+                '\''
+            };
+            out.push(quote);
+            for c in s.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    c if c == quote => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    c => out.push(c),
+                }
+            }
+            out.push(quote);
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_repr(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (k, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_repr(&Value::String(k.clone()), out);
+                out.push_str(": ");
+                python_repr(item, out);
+            }
+            out.push('}');
+        }
+    }
 }
 
 fn to_json_text(v: JValue) -> Result<String, minijinja::Error> {
@@ -356,6 +440,20 @@ mod tests {
         assert_eq!(t.render(&p, &ctx).unwrap(), json!("x-42"));
         let p = t.compile_pattern("[{{ trigger.n }}]").unwrap();
         assert_eq!(t.render(&p, &ctx).unwrap(), json!([5]));
+    }
+
+    #[test]
+    fn text_prints_like_python() {
+        let mut t = Templates::new();
+        let payload = json!({"l": ["web", "it's"], "m": {"a": 1.0, "b": null}, "t": true});
+        let ctx = context("trigger", &payload, &kv());
+        let c = t
+            .compile_value("{{ trigger.l }} {{ trigger.m }} {{ trigger.t }}")
+            .unwrap();
+        assert_eq!(
+            t.render(&c, &ctx).unwrap(),
+            json!("['web', \"it's\"] {'a': 1.0, 'b': None} True")
+        );
     }
 
     #[test]

@@ -119,7 +119,17 @@ fn run_case(dir: &Path) -> Result<(), String> {
         .ok_or("expected.json: no 'matches'")?;
     match (verdict, want_match) {
         (Ok(()), true) => {
-            let req = set.render_action(0, &payload, &env)?;
+            let rendered = set.render_action(0, &payload, &env);
+            if let Some(want) = expected.get("render_error").and_then(Value::as_str) {
+                return match rendered {
+                    Err(e) if e.contains(want) => Ok(()),
+                    Err(e) => Err(format!("render error {e:?} does not mention {want:?}")),
+                    Ok(_) => Err(format!(
+                        "rendered; expected a render error mentioning {want:?}"
+                    )),
+                };
+            }
+            let req = rendered?;
             if let Some(action) = expected.get("action") {
                 if Value::String(req.action.clone()) != *action {
                     return Err(format!("action {} != {action}", req.action));
