@@ -1,3 +1,5 @@
 //! End-to-end tests of the `squall` binary: one test binary, one module per area.
 
 mod cli;
+mod harness;
+mod server;

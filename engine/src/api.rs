@@ -1,0 +1,764 @@
+//! The HTTP API: st2's paths and field names under `/api/v1`, plus `/healthz` and `/metrics`.
+//!
+//! Handlers translate between HTTP and the engine; they never touch sled directly except
+//! through the store's narrow interface, and every error goes through [`ApiError`], which
+//! answers `{"error": "...", "detail": ...}` with the right status.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use squall_rules::{EvalEnv, NoMatch, TriggerInstanceView};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamExt;
+
+use crate::model::{Execution, ExecutionStatus, TriggerInstance};
+use crate::pipeline::{execution_json, trigger_instance_json, Engine, EngineError};
+use crate::signatures::SignatureCheck;
+use crate::store::{ExecutionFilter, StoreKv};
+
+/// What a pack reload reports.
+pub type ReloadFn = Arc<dyn Fn() -> Value + Send + Sync>;
+
+/// Settings the API needs.
+pub struct ApiConfig {
+    /// Require an API key on every request but `/healthz` and `/metrics`.
+    pub auth: bool,
+    /// Largest webhook body accepted, in bytes.
+    pub body_limit: usize,
+    /// Signature checks per webhook url.
+    pub signatures: HashMap<String, SignatureCheck>,
+    pub reload: ReloadFn,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub config: Arc<ApiConfig>,
+}
+
+/// Every API error: a status and `{"error", "detail"}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error: String,
+    pub detail: Value,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            error: error.into(),
+            detail: Value::Null,
+        }
+    }
+    fn not_found(what: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, what)
+    }
+    fn bad_request(what: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, what)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": self.error, "detail": self.detail})),
+        )
+            .into_response()
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        match e {
+            EngineError::InvalidParameters { action, errors } => ApiError {
+                status: StatusCode::BAD_REQUEST,
+                error: format!("invalid parameters for action '{action}'"),
+                detail: Value::Array(
+                    errors
+                        .iter()
+                        .map(|p| json!({"parameter": p.parameter, "message": p.message}))
+                        .collect(),
+                ),
+            },
+            EngineError::UnknownAction(a) => {
+                ApiError::bad_request(format!("no loaded pack provides action '{a}'"))
+            }
+            EngineError::DisabledAction(a) => ApiError::bad_request(format!("action '{a}' is disabled")),
+            EngineError::NoExecution(id) => ApiError::not_found(format!("no execution {id}")),
+            EngineError::ShuttingDown => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "squall is shutting down")
+            }
+            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}"))
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The router, with authentication when configured.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/webhooks/{*url}", post(webhook))
+        .route("/api/v1/executions", get(list_executions).post(create_execution))
+        .route("/api/v1/executions/{id}", get(get_execution).delete(cancel_execution))
+        .route("/api/v1/executions/{id}/re_run", post(rerun_execution))
+        .route("/api/v1/triggerinstances", get(list_trigger_instances))
+        .route("/api/v1/triggerinstances/{id}", get(get_trigger_instance))
+        .route("/api/v1/triggertypes", get(list_trigger_types))
+        .route("/api/v1/rules", get(list_rules))
+        .route("/api/v1/rules/{rule_ref}", get(get_rule))
+        .route("/api/v1/rules/{rule_ref}/test", post(test_rule))
+        .route("/api/v1/ruleenforcements", get(list_enforcements))
+        .route("/api/v1/actions", get(list_actions))
+        .route("/api/v1/actions/{action_ref}", get(get_action))
+        .route("/api/v1/packs", get(list_packs))
+        .route("/api/v1/packs/reload", post(reload_packs))
+        .route("/api/v1/keys", get(list_keys))
+        .route("/api/v1/keys/{name}", get(get_key).put(put_key).delete(delete_key))
+        .route("/api/v1/apikeys", get(list_apikeys).post(create_apikey))
+        .route("/api/v1/apikeys/{id}", axum::routing::delete(delete_apikey))
+        .route("/api/v1/stream", get(stream))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(axum::extract::DefaultBodyLimit::max(state.config.body_limit));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .merge(api)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .with_state(state)
+}
+
+async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !state.config.auth {
+        return next.run(req).await;
+    }
+    let headers = req.headers();
+    let from_query = req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "st2-api-key" || *k == "api_key")
+            .map(|(_, v)| v.to_string())
+    });
+    let key = headers
+        .get("st2-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| {
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_string)
+        })
+        .or(from_query);
+    let Some(key) = key else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "an API key is required (St2-Api-Key or Authorization: Bearer)",
+        )
+        .into_response();
+    };
+    match state.engine.store.apikey_verify(&key) {
+        Ok(Some(_)) => next.run(req).await,
+        Ok(None) => ApiError::new(StatusCode::UNAUTHORIZED, "unknown or disabled API key").into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
+    let stored = state.engine.store.count_executions_by_status()?;
+    let text = state.engine.metrics.render(state.engine.queue.len(), &stored);
+    Ok(([("content-type", "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// Header names as st2 (WSGI) presents them: `X-Github-Event`.
+fn title_case(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut c = part.chars();
+            match c.next() {
+                Some(f) => f.to_uppercase().collect::<String>() + c.as_str().to_lowercase().as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+async fn webhook(
+    State(state): State<AppState>,
+    Path(url): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let url = url.trim_matches('/').to_string();
+    let parsed: Value = if body.is_empty() {
+        Value::Object(Map::new())
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!("the body is not valid JSON: {e} (line {}, column {})", e.line(), e.column()))
+        })?
+    };
+    let ti = if url == "st2" {
+        let trigger = parsed
+            .get("trigger")
+            .and_then(Value::as_str)
+            .filter(|t| t.contains('.'))
+            .ok_or_else(|| ApiError::bad_request("field 'trigger' must be a trigger type reference such as 'pack.name'"))?;
+        let payload = parsed.get("payload").cloned().unwrap_or(Value::Object(Map::new()));
+        if !payload.is_object() {
+            return Err(ApiError::bad_request("field 'payload' must be an object"));
+        }
+        TriggerInstance::new(trigger, None, payload, "api")
+    } else {
+        if !state.engine.loaded().webhooks.contains(&url) {
+            return Err(ApiError::not_found(format!("no enabled rule listens to webhook '{url}'")));
+        }
+        let mut header_map = Map::new();
+        let mut lower = HashMap::new();
+        for (name, value) in headers.iter() {
+            let v = value.to_str().unwrap_or_default().to_string();
+            lower.insert(name.as_str().to_string(), v.clone());
+            header_map.insert(title_case(name.as_str()), Value::String(v));
+        }
+        if let Some(check) = state.config.signatures.get(&url) {
+            check
+                .verify(&lower, &body, Utc::now())
+                .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, format!("signature check failed: {e}")))?;
+        }
+        TriggerInstance::new(
+            "core.webhook",
+            Some(json!({"url": url})),
+            json!({"headers": header_map, "body": parsed}),
+            &format!("webhook/{url}"),
+        )
+    };
+    let ti = state.engine.ingest(ti).await?;
+    Ok((StatusCode::ACCEPTED, Json(trigger_instance_json(&ti))).into_response())
+}
+
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    offset: Option<usize>,
+}
+
+impl Page {
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(50).min(10_000)
+    }
+    fn offset(&self) -> usize {
+        self.offset.unwrap_or(0)
+    }
+}
+
+#[derive(Deserialize)]
+struct ExecutionQuery {
+    action: Option<String>,
+    status: Option<String>,
+    parent: Option<String>,
+    trigger_instance: Option<String>,
+    rule: Option<String>,
+    #[serde(flatten)]
+    page: Page,
+}
+
+async fn list_executions(State(state): State<AppState>, Query(q): Query<ExecutionQuery>) -> ApiResult<Json<Value>> {
+    let status = match &q.status {
+        Some(s) => Some(ExecutionStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "status '{s}' is not one of: {}",
+                ExecutionStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })?),
+        None => None,
+    };
+    let filter = ExecutionFilter {
+        action: q.action,
+        status,
+        parent: q.parent,
+        trigger_instance: q.trigger_instance,
+        rule: q.rule,
+    };
+    let list = state.engine.store.list_executions(&filter, q.page.limit(), q.page.offset())?;
+    let loaded = state.engine.loaded();
+    Ok(Json(Value::Array(list.iter().map(|e| execution_json(&loaded, e)).collect())))
+}
+
+async fn get_execution(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let e = state
+        .engine
+        .store
+        .execution(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("no execution {id}")))?;
+    Ok(Json(execution_json(&state.engine.loaded(), &e)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecutionRequest {
+    action: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    #[serde(default)]
+    user: Option<String>,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+}
+
+async fn create_execution(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    let req: ExecutionRequest = parse_json(&body)?;
+    let loaded = state.engine.loaded();
+    let mut e = state.engine.new_execution(&loaded, &req.action, req.parameters)?;
+    e.user = req.user.or(Some("api".into()));
+    let e = state.engine.request(e).await?;
+    Ok((StatusCode::CREATED, Json(execution_json(&loaded, &e))).into_response())
+}
+
+async fn cancel_execution(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let e = state.engine.cancel(&id).await?;
+    Ok(Json(execution_json(&state.engine.loaded(), &e)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RerunRequest {
+    #[serde(default)]
+    parameters: Map<String, Value>,
+}
+
+async fn rerun_execution(State(state): State<AppState>, Path(id): Path<String>, body: Bytes) -> ApiResult<Response> {
+    let req: RerunRequest = if body.is_empty() { RerunRequest::default() } else { parse_json(&body)? };
+    let old = state
+        .engine
+        .store
+        .execution(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("no execution {id}")))?;
+    let mut params = old.parameters.clone();
+    params.extend(req.parameters);
+    let loaded = state.engine.loaded();
+    let mut e: Execution = state.engine.new_execution(&loaded, &old.action, params)?;
+    e.rerun_of = Some(old.id.clone());
+    e.user = old.user.clone();
+    let e = state.engine.request(e).await?;
+    Ok((StatusCode::CREATED, Json(execution_json(&loaded, &e))).into_response())
+}
+
+#[derive(Deserialize)]
+struct TriggerInstanceQuery {
+    trigger: Option<String>,
+    #[serde(flatten)]
+    page: Page,
+}
+
+async fn list_trigger_instances(State(state): State<AppState>, Query(q): Query<TriggerInstanceQuery>) -> ApiResult<Json<Value>> {
+    let trigger = q.trigger.as_deref().map(squall_rules::canonical_trigger_ref);
+    let list = state.engine.store.list_trigger_instances(trigger, q.page.limit(), q.page.offset())?;
+    Ok(Json(Value::Array(list.iter().map(trigger_instance_json).collect())))
+}
+
+async fn get_trigger_instance(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let ti = state
+        .engine
+        .store
+        .trigger_instance(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("no trigger instance {id}")))?;
+    Ok(Json(trigger_instance_json(&ti)))
+}
+
+/// The trigger types squall itself provides.
+pub fn builtin_trigger_types() -> Vec<Value> {
+    vec![
+        json!({"ref": "core.webhook", "pack": "core", "name": "webhook", "description": "A POST to /api/v1/webhooks/{url} (st2: core.st2.webhook).", "parameters_schema": {"type": "object", "properties": {"url": {"type": "string", "required": true}}}, "payload_schema": {"type": "object", "properties": {"headers": {"type": "object"}, "body": {}}}}),
+        json!({"ref": "core.interval_timer", "pack": "core", "name": "interval_timer", "description": "Fires every delta units (st2: core.st2.IntervalTimer).", "parameters_schema": {"type": "object", "properties": {"unit": {"type": "string", "enum": ["weeks", "days", "hours", "minutes", "seconds"]}, "delta": {"type": "integer"}, "timezone": {"type": "string"}}}, "payload_schema": {"type": "object", "properties": {"executed_at": {"type": "string"}, "schedule": {}}}}),
+        json!({"ref": "core.cron_timer", "pack": "core", "name": "cron_timer", "description": "Fires on a cron schedule (st2: core.st2.CronTimer).", "parameters_schema": {"type": "object", "properties": {"timezone": {}, "year": {}, "month": {}, "day": {}, "week": {}, "day_of_week": {}, "hour": {}, "minute": {}, "second": {}}}, "payload_schema": {"type": "object", "properties": {"executed_at": {"type": "string"}, "schedule": {}}}}),
+        json!({"ref": "core.date_timer", "pack": "core", "name": "date_timer", "description": "Fires once at a date (st2: core.st2.DateTimer).", "parameters_schema": {"type": "object", "properties": {"date": {"type": "string"}, "timezone": {"type": "string"}}}, "payload_schema": {"type": "object", "properties": {"executed_at": {"type": "string"}, "schedule": {}}}}),
+        json!({"ref": "core.action_finished", "pack": "core", "name": "action_finished", "description": "An execution reached a final status (st2: core.st2.generic.actiontrigger).", "parameters_schema": {}, "payload_schema": {"type": "object", "properties": {"execution_id": {"type": "string"}, "status": {"type": "string"}, "action_ref": {"type": "string"}, "result": {}, "parameters": {"type": "object"}}}}),
+    ]
+}
+
+async fn list_trigger_types(State(state): State<AppState>) -> Json<Value> {
+    let mut types = builtin_trigger_types();
+    let known: std::collections::HashSet<String> = types
+        .iter()
+        .filter_map(|t| t["ref"].as_str().map(str::to_string))
+        .collect();
+    let loaded = state.engine.loaded();
+    let mut extra: Vec<String> = loaded
+        .rules
+        .trigger_types()
+        .filter(|t| !known.contains(*t))
+        .map(str::to_string)
+        .collect();
+    extra.sort();
+    for t in extra {
+        let (pack, name) = t.split_once('.').unwrap_or(("", &t));
+        types.push(json!({"ref": t, "pack": pack, "name": name, "description": "used by a loaded rule", "parameters_schema": {}, "payload_schema": {}}));
+    }
+    Json(Value::Array(types))
+}
+
+fn rule_json(r: &squall_rules::Rule) -> Value {
+    let criteria: Map<String, Value> = r
+        .criteria
+        .iter()
+        .map(|c| {
+            let pattern = match &c.pattern {
+                squall_rules::model::PatternSource::Literal { value, .. } => value.clone(),
+                squall_rules::model::PatternSource::Template { source, .. } => Value::String(source.clone()),
+            };
+            (c.key.clone(), json!({"type": c.operator_name, "pattern": pattern}))
+        })
+        .collect();
+    json!({
+        "ref": r.reference(),
+        "name": r.name,
+        "pack": r.pack,
+        "description": r.description,
+        "enabled": r.enabled,
+        "trigger": {"type": r.trigger_type, "parameters": r.trigger_parameters},
+        "criteria": criteria,
+        "action": {"ref": r.action_ref, "parameters": r.action_parameters},
+        "type": {"ref": match r.rule_type { squall_rules::RuleType::Standard => "standard", squall_rules::RuleType::Backstop => "backstop" }},
+        "tags": r.tags.iter().map(|t| json!({"name": t.name, "value": t.value})).collect::<Vec<_>>(),
+    })
+}
+
+#[derive(Deserialize)]
+struct PackQuery {
+    pack: Option<String>,
+}
+
+async fn list_rules(State(state): State<AppState>, Query(q): Query<PackQuery>) -> Json<Value> {
+    let loaded = state.engine.loaded();
+    Json(Value::Array(
+        loaded
+            .rules
+            .rules()
+            .iter()
+            .filter(|r| q.pack.as_ref().is_none_or(|p| *p == r.pack))
+            .map(rule_json)
+            .collect(),
+    ))
+}
+
+async fn get_rule(State(state): State<AppState>, Path(rule_ref): Path<String>) -> ApiResult<Json<Value>> {
+    let loaded = state.engine.loaded();
+    let id = loaded.rules.find(&rule_ref).ok_or_else(|| ApiError::not_found(format!("no rule {rule_ref}")))?;
+    Ok(Json(rule_json(loaded.rules.rule(id))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleTestRequest {
+    trigger_instance_id: String,
+}
+
+/// st2-rule-tester's post-mortem mode: a stored rule against a stored trigger instance.
+async fn test_rule(State(state): State<AppState>, Path(rule_ref): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+    let req: RuleTestRequest = parse_json(&body)?;
+    let loaded = state.engine.loaded();
+    let id = loaded.rules.find(&rule_ref).ok_or_else(|| ApiError::not_found(format!("no rule {rule_ref}")))?;
+    let ti = state
+        .engine
+        .store
+        .trigger_instance(&req.trigger_instance_id)?
+        .ok_or_else(|| ApiError::not_found(format!("no trigger instance {}", req.trigger_instance_id)))?;
+    let env = EvalEnv {
+        now: Utc::now(),
+        kv: Arc::new(StoreKv(state.engine.store.clone())),
+    };
+    let view = TriggerInstanceView {
+        trigger: &ti.trigger,
+        payload: &ti.payload,
+        trigger_parameters: ti.trigger_parameters.as_ref(),
+    };
+    Ok(Json(match loaded.rules.check(id, &view, &env, false) {
+        Ok(()) => match loaded.rules.render_action(id, &ti.payload, &env) {
+            Ok(req) => {
+                let params = match loaded.catalog.action(&req.action) {
+                    Some(a) => match squall_actions::validate_params(&a.meta, req.parameters.clone()) {
+                        Ok(cast) => squall_actions::mask_secrets(&a.meta, &cast),
+                        Err(_) => req.parameters.clone(),
+                    },
+                    None => req.parameters.clone(),
+                };
+                json!({"matches": true, "rule": rule_ref, "action": req.action, "parameters": params, "failure": null, "reason": null})
+            }
+            Err(e) => json!({"matches": true, "rule": rule_ref, "action": null, "parameters": null, "failure": null, "reason": format!("the action cannot be rendered: {e}")}),
+        },
+        Err(NoMatch::Criterion(f)) => json!({"matches": false, "rule": rule_ref, "action": null, "parameters": null, "failure": f, "reason": null}),
+        Err(other) => json!({"matches": false, "rule": rule_ref, "action": null, "parameters": null, "failure": null, "reason": other.to_string()}),
+    }))
+}
+
+#[derive(Deserialize)]
+struct EnforcementQuery {
+    rule_ref: Option<String>,
+    trigger_instance: Option<String>,
+    #[serde(flatten)]
+    page: Page,
+}
+
+async fn list_enforcements(State(state): State<AppState>, Query(q): Query<EnforcementQuery>) -> ApiResult<Json<Value>> {
+    let list = state.engine.store.list_enforcements(
+        q.rule_ref.as_deref(),
+        q.trigger_instance.as_deref(),
+        q.page.limit(),
+        q.page.offset(),
+    )?;
+    Ok(Json(Value::Array(
+        list.iter()
+            .map(|e| {
+                json!({
+                    "id": e.id,
+                    "rule": {"ref": e.rule_ref},
+                    "trigger_instance_id": e.trigger_instance_id,
+                    "execution_id": e.execution_id,
+                    "enforced_at": e.enforced_at,
+                    "failure_reason": e.failure_reason,
+                })
+            })
+            .collect(),
+    )))
+}
+
+fn action_json(a: &crate::packs::LoadedAction) -> Value {
+    let params: Map<String, Value> = a
+        .meta
+        .parameters
+        .iter()
+        .map(|(name, p)| {
+            (
+                name.clone(),
+                json!({
+                    "type": p.ty.name(),
+                    "description": p.description,
+                    "required": p.required,
+                    "default": if p.secret { p.default.as_ref().map(|_| json!(squall_actions::SECRET_MASK)) } else { p.default.clone() },
+                    "enum": p.enum_values,
+                    "secret": p.secret,
+                    "immutable": p.immutable,
+                }),
+            )
+        })
+        .collect();
+    json!({
+        "ref": a.reference,
+        "pack": a.pack,
+        "name": a.meta.name,
+        "description": a.meta.description,
+        "enabled": a.meta.enabled,
+        "runner_type": match a.meta.runner_type { squall_actions::RunnerType::Rhai => "rhai", squall_actions::RunnerType::Workflow => "orquesta" },
+        "entry_point": a.meta.entry_point,
+        "timeout": a.meta.timeout,
+        "idempotent": a.meta.idempotent,
+        "parameters": params,
+    })
+}
+
+async fn list_actions(State(state): State<AppState>, Query(q): Query<PackQuery>) -> Json<Value> {
+    let loaded = state.engine.loaded();
+    Json(Value::Array(
+        loaded
+            .catalog
+            .actions()
+            .filter(|a| q.pack.as_ref().is_none_or(|p| *p == a.pack))
+            .map(action_json)
+            .collect(),
+    ))
+}
+
+async fn get_action(State(state): State<AppState>, Path(action_ref): Path<String>) -> ApiResult<Json<Value>> {
+    let loaded = state.engine.loaded();
+    let a = loaded
+        .catalog
+        .action(&action_ref)
+        .ok_or_else(|| ApiError::not_found(format!("no action {action_ref}")))?;
+    Ok(Json(action_json(a)))
+}
+
+/// The packs and their problems, as `pack list` and `pack reload` show them.
+pub fn packs_json(catalog: &crate::packs::Catalog) -> Value {
+    let packs: Vec<Value> = catalog
+        .packs
+        .iter()
+        .map(|p| {
+            let problems: Vec<String> = catalog
+                .problems
+                .iter()
+                .filter(|pr| pr.file.starts_with(&p.dir))
+                .map(ToString::to_string)
+                .collect();
+            json!({
+                "ref": p.reference,
+                "name": p.meta.name,
+                "description": p.meta.description,
+                "version": p.meta.version,
+                "author": p.meta.author,
+                "path": p.dir,
+                "actions": p.actions.len(),
+                "rules": p.rules.len(),
+                "problems": problems,
+            })
+        })
+        .collect();
+    Value::Array(packs)
+}
+
+async fn list_packs(State(state): State<AppState>) -> Json<Value> {
+    let loaded = state.engine.loaded();
+    Json(packs_json(&loaded.catalog))
+}
+
+async fn reload_packs(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let reload = state.config.reload.clone();
+    let summary = tokio::task::spawn_blocking(move || reload())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("reload failed: {e}")))?;
+    Ok(Json(summary))
+}
+
+#[derive(Deserialize)]
+struct KeyQuery {
+    prefix: Option<String>,
+    #[serde(default)]
+    decrypt: bool,
+}
+
+fn key_json(k: &crate::model::KeyValuePair, decrypted: bool) -> Value {
+    json!({
+        "name": k.name,
+        "value": k.value,
+        "secret": k.secret,
+        "encrypted": k.secret && !decrypted,
+        "expire_timestamp": k.expire_timestamp,
+        "updated_at": k.updated_at,
+        "scope": "st2kv.system",
+    })
+}
+
+async fn list_keys(State(state): State<AppState>, Query(q): Query<KeyQuery>) -> ApiResult<Json<Value>> {
+    let list = state.engine.store.kv_list(q.prefix.as_deref(), q.decrypt)?;
+    Ok(Json(Value::Array(list.iter().map(|k| key_json(k, q.decrypt)).collect())))
+}
+
+async fn get_key(State(state): State<AppState>, Path(name): Path<String>, Query(q): Query<KeyQuery>) -> ApiResult<Json<Value>> {
+    let k = state
+        .engine
+        .store
+        .kv_get(&name, q.decrypt)?
+        .ok_or_else(|| ApiError::not_found(format!("no key {name}")))?;
+    Ok(Json(key_json(&k, q.decrypt)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyRequest {
+    value: Value,
+    #[serde(default)]
+    ttl: Option<u64>,
+    #[serde(default)]
+    secret: bool,
+    #[serde(default, rename = "name")]
+    _name: Option<String>,
+    #[serde(default, rename = "scope")]
+    _scope: Option<String>,
+}
+
+async fn put_key(State(state): State<AppState>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+    let req: KeyRequest = parse_json(&body)?;
+    // st2 stores strings; other JSON values are kept as their JSON text.
+    let value = match req.value {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    if req.ttl == Some(0) {
+        return Err(ApiError::bad_request("ttl must be at least 1 second"));
+    }
+    let k = state.engine.store.kv_set(&name, &value, req.secret, req.ttl)?;
+    state.engine.durable().await?;
+    Ok(Json(key_json(&k, false)))
+}
+
+async fn delete_key(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    if state.engine.store.kv_delete(&name)? {
+        state.engine.durable().await?;
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no key {name}")))
+    }
+}
+
+async fn list_apikeys(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let list = state.engine.store.apikey_list()?;
+    Ok(Json(Value::Array(
+        list.iter()
+            .map(|k| json!({"id": k.id, "user": k.user, "created_at": k.created_at, "enabled": k.enabled}))
+            .collect(),
+    )))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ApiKeyRequest {
+    #[serde(default)]
+    user: Option<String>,
+}
+
+async fn create_apikey(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
+    let req: ApiKeyRequest = if body.is_empty() { ApiKeyRequest::default() } else { parse_json(&body)? };
+    let (k, clear) = state.engine.store.apikey_create(req.user.as_deref().unwrap_or("admin"))?;
+    state.engine.durable().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": k.id, "user": k.user, "key": clear, "created_at": k.created_at})),
+    )
+        .into_response())
+}
+
+async fn delete_apikey(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    if state.engine.store.apikey_delete(&id)? {
+        state.engine.durable().await?;
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no API key {id}")))
+    }
+}
+
+async fn stream(State(state): State<AppState>) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
+    let rx = state.engine.events.subscribe();
+    let events = BroadcastStream::new(rx).filter_map(|item| {
+        item.ok().map(|ev| {
+            Ok(Event::default()
+                .event(ev.event)
+                .data(ev.data.to_string()))
+        })
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}

@@ -1,0 +1,118 @@
+//! Counters for `/metrics` (Prometheus text format): trigger instances per trigger type, rule
+//! matches per rule, executions per final status, running executions, and a histogram of
+//! execution durations.
+//!
+//! Updating a counter never blocks on I/O; the lock is held only to bump a number.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+use crate::model::ExecutionStatus;
+
+/// Upper bounds (seconds) of the duration histogram's buckets.
+const BUCKETS: [f64; 12] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0];
+
+#[derive(Default)]
+struct Counters {
+    trigger_instances: BTreeMap<String, u64>,
+    rule_matches: BTreeMap<String, u64>,
+    finished: BTreeMap<&'static str, u64>,
+    running: BTreeMap<String, i64>,
+    buckets: [u64; BUCKETS.len()],
+    duration_sum: f64,
+    duration_count: u64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    counters: Mutex<Counters>,
+}
+
+impl Metrics {
+    fn with<T>(&self, f: impl FnOnce(&mut Counters) -> T) -> T {
+        match self.counters.lock() {
+            Ok(mut c) => f(&mut c),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+
+    pub fn trigger_instance(&self, trigger: &str) {
+        self.with(|c| *c.trigger_instances.entry(trigger.to_string()).or_default() += 1);
+    }
+
+    pub fn rule_matched(&self, rule: &str) {
+        self.with(|c| *c.rule_matches.entry(rule.to_string()).or_default() += 1);
+    }
+
+    pub fn running_delta(&self, action: &str, delta: i64) {
+        self.with(|c| *c.running.entry(action.to_string()).or_default() += delta);
+    }
+
+    pub fn running_of(&self, action: &str) -> usize {
+        self.with(|c| c.running.get(action).copied().unwrap_or(0).max(0) as usize)
+    }
+
+    pub fn execution_finished(&self, status: ExecutionStatus, seconds: f64) {
+        self.with(|c| {
+            *c.finished.entry(status.as_str()).or_default() += 1;
+            if status != ExecutionStatus::Abandoned {
+                for (i, bound) in BUCKETS.iter().enumerate() {
+                    if seconds <= *bound {
+                        c.buckets[i] += 1;
+                    }
+                }
+                c.duration_sum += seconds;
+                c.duration_count += 1;
+            }
+        });
+    }
+
+    /// The Prometheus text exposition. `queue_depth` and `stored` (executions per status in the
+    /// store) come from the caller.
+    pub fn render(&self, queue_depth: usize, stored: &[(ExecutionStatus, u64)]) -> String {
+        let mut out = String::new();
+        self.with(|c| {
+            let _ = writeln!(out, "# HELP squall_trigger_instances_total Trigger instances accepted, per trigger type.");
+            let _ = writeln!(out, "# TYPE squall_trigger_instances_total counter");
+            for (k, v) in &c.trigger_instances {
+                let _ = writeln!(out, "squall_trigger_instances_total{{trigger=\"{}\"}} {v}", escape(k));
+            }
+            let _ = writeln!(out, "# HELP squall_rule_matches_total Rule matches, per rule.");
+            let _ = writeln!(out, "# TYPE squall_rule_matches_total counter");
+            for (k, v) in &c.rule_matches {
+                let _ = writeln!(out, "squall_rule_matches_total{{rule=\"{}\"}} {v}", escape(k));
+            }
+            let _ = writeln!(out, "# HELP squall_executions_finished_total Executions that reached a final status since start, per status.");
+            let _ = writeln!(out, "# TYPE squall_executions_finished_total counter");
+            for (k, v) in &c.finished {
+                let _ = writeln!(out, "squall_executions_finished_total{{status=\"{k}\"}} {v}");
+            }
+            let _ = writeln!(out, "# HELP squall_executions_running Executions running now.");
+            let _ = writeln!(out, "# TYPE squall_executions_running gauge");
+            let running: i64 = c.running.values().sum();
+            let _ = writeln!(out, "squall_executions_running {running}");
+            let _ = writeln!(out, "# HELP squall_execution_duration_seconds Time from start to final status.");
+            let _ = writeln!(out, "# TYPE squall_execution_duration_seconds histogram");
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(out, "squall_execution_duration_seconds_bucket{{le=\"{bound}\"}} {}", c.buckets[i]);
+            }
+            let _ = writeln!(out, "squall_execution_duration_seconds_bucket{{le=\"+Inf\"}} {}", c.duration_count);
+            let _ = writeln!(out, "squall_execution_duration_seconds_sum {}", c.duration_sum);
+            let _ = writeln!(out, "squall_execution_duration_seconds_count {}", c.duration_count);
+        });
+        let _ = writeln!(out, "# HELP squall_work_queue_depth Executions waiting for a worker.");
+        let _ = writeln!(out, "# TYPE squall_work_queue_depth gauge");
+        let _ = writeln!(out, "squall_work_queue_depth {queue_depth}");
+        let _ = writeln!(out, "# HELP squall_executions Executions in the store, per status.");
+        let _ = writeln!(out, "# TYPE squall_executions gauge");
+        for (status, n) in stored {
+            let _ = writeln!(out, "squall_executions{{status=\"{}\"}} {n}", status.as_str());
+        }
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

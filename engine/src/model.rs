@@ -1,0 +1,252 @@
+//! The records squall keeps: trigger instances, rule enforcements, executions, key-value pairs
+//! and API keys, in the shapes the API shows (st2's field names) and the store persists.
+//!
+//! Every persisted record carries a schema version (`v`). Types here are data only: no I/O, no
+//! policy beyond what a status means.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use squall_actions::LogLine;
+
+/// The schema version written into every record.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A new time-ordered id (ULID text: sorts by creation time).
+pub fn new_id() -> String {
+    ulid::Ulid::new().to_string()
+}
+
+/// Where a trigger instance is in the rules loop (st2's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerInstanceStatus {
+    Pending,
+    Processing,
+    Processed,
+    ProcessingFailed,
+}
+
+/// Something that happened, as a sensor, a webhook, a timer or squall itself reported it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TriggerInstance {
+    pub v: u32,
+    pub id: String,
+    /// The trigger type's reference (canonical name, e.g. `core.webhook`).
+    pub trigger: String,
+    /// Parameters of the trigger that fired (a webhook's `url`, a timer's settings).
+    #[serde(default)]
+    pub trigger_parameters: Option<Value>,
+    pub payload: Value,
+    pub occurrence_time: DateTime<Utc>,
+    pub received_time: DateTime<Utc>,
+    /// Who produced it: `webhook/<url>`, `timer/<rule>`, `api`, `squall`...
+    pub source: String,
+    #[serde(default)]
+    pub trace_tag: Option<String>,
+    pub status: TriggerInstanceStatus,
+}
+
+impl TriggerInstance {
+    pub fn new(trigger: &str, trigger_parameters: Option<Value>, payload: Value, source: &str) -> Self {
+        let now = Utc::now();
+        TriggerInstance {
+            v: SCHEMA_VERSION,
+            id: new_id(),
+            trigger: squall_rules::canonical_trigger_ref(trigger).to_string(),
+            trigger_parameters,
+            payload,
+            occurrence_time: now,
+            received_time: now,
+            source: source.to_string(),
+            trace_tag: None,
+            status: TriggerInstanceStatus::Pending,
+        }
+    }
+}
+
+/// st2's execution statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionStatus {
+    Requested,
+    Scheduled,
+    Delayed,
+    Running,
+    Pending,
+    Pausing,
+    Paused,
+    Resuming,
+    Canceling,
+    Canceled,
+    Succeeded,
+    Failed,
+    Timeout,
+    Abandoned,
+}
+
+impl ExecutionStatus {
+    pub const ALL: [ExecutionStatus; 14] = [
+        ExecutionStatus::Requested,
+        ExecutionStatus::Scheduled,
+        ExecutionStatus::Delayed,
+        ExecutionStatus::Running,
+        ExecutionStatus::Pending,
+        ExecutionStatus::Pausing,
+        ExecutionStatus::Paused,
+        ExecutionStatus::Resuming,
+        ExecutionStatus::Canceling,
+        ExecutionStatus::Canceled,
+        ExecutionStatus::Succeeded,
+        ExecutionStatus::Failed,
+        ExecutionStatus::Timeout,
+        ExecutionStatus::Abandoned,
+    ];
+
+    /// Succeeded, failed, timeout, canceled and abandoned are final.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ExecutionStatus::Succeeded
+                | ExecutionStatus::Failed
+                | ExecutionStatus::Timeout
+                | ExecutionStatus::Canceled
+                | ExecutionStatus::Abandoned
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::Requested => "requested",
+            ExecutionStatus::Scheduled => "scheduled",
+            ExecutionStatus::Delayed => "delayed",
+            ExecutionStatus::Running => "running",
+            ExecutionStatus::Pending => "pending",
+            ExecutionStatus::Pausing => "pausing",
+            ExecutionStatus::Paused => "paused",
+            ExecutionStatus::Resuming => "resuming",
+            ExecutionStatus::Canceling => "canceling",
+            ExecutionStatus::Canceled => "canceled",
+            ExecutionStatus::Succeeded => "succeeded",
+            ExecutionStatus::Failed => "failed",
+            ExecutionStatus::Timeout => "timeout",
+            ExecutionStatus::Abandoned => "abandoned",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ExecutionStatus> {
+        ExecutionStatus::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// A run of an action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Execution {
+    pub v: u32,
+    pub id: String,
+    pub action: String,
+    /// Parameters as validated and cast (secrets in clear: masked when shown).
+    pub parameters: Map<String, Value>,
+    pub status: ExecutionStatus,
+    #[serde(default)]
+    pub result: Value,
+    #[serde(default)]
+    pub log: Vec<LogLine>,
+    pub start_timestamp: DateTime<Utc>,
+    #[serde(default)]
+    pub end_timestamp: Option<DateTime<Utc>>,
+    /// 1 for the first run; retries (policy `action.retry`) count up.
+    #[serde(default = "one")]
+    pub attempt: u32,
+    #[serde(default)]
+    pub parent: Option<String>,
+    #[serde(default)]
+    pub rule: Option<String>,
+    #[serde(default)]
+    pub trigger_instance: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Why an execution ended as it did when the result does not say (abandoned, canceled).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The execution this one re-runs or retries.
+    #[serde(default)]
+    pub rerun_of: Option<String>,
+    /// Whether it may run again after a crash (from the action's metadata at request time).
+    #[serde(default)]
+    pub idempotent: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Execution {
+    pub fn new(action: &str, parameters: Map<String, Value>) -> Self {
+        Execution {
+            v: SCHEMA_VERSION,
+            id: new_id(),
+            action: action.to_string(),
+            parameters,
+            status: ExecutionStatus::Requested,
+            result: Value::Null,
+            log: Vec::new(),
+            start_timestamp: Utc::now(),
+            end_timestamp: None,
+            attempt: 1,
+            parent: None,
+            rule: None,
+            trigger_instance: None,
+            user: None,
+            reason: None,
+            rerun_of: None,
+            idempotent: false,
+        }
+    }
+
+    pub fn elapsed_seconds(&self) -> Option<f64> {
+        self.end_timestamp
+            .map(|end| (end - self.start_timestamp).num_microseconds().unwrap_or(0) as f64 / 1e6)
+    }
+}
+
+/// One rule matching one trigger instance: what it requested, or why that failed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuleEnforcement {
+    pub v: u32,
+    pub id: String,
+    pub rule_ref: String,
+    pub trigger_instance_id: String,
+    #[serde(default)]
+    pub execution_id: Option<String>,
+    pub enforced_at: DateTime<Utc>,
+    #[serde(default)]
+    pub failure_reason: Option<String>,
+}
+
+/// A key-value pair (st2: values are strings).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyValuePair {
+    pub v: u32,
+    pub name: String,
+    /// Clear text, or ciphertext (base64) when `secret`.
+    pub value: String,
+    #[serde(default)]
+    pub secret: bool,
+    #[serde(default)]
+    pub expire_timestamp: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An API key as stored: only its hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub v: u32,
+    pub id: String,
+    /// SHA-256 of the key, hex.
+    pub key_hash: String,
+    pub user: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub enabled: bool,
+}

@@ -1,0 +1,844 @@
+//! The running engine: trigger instances in, rules loop, scheduler, worker pool, records out.
+//!
+//! Order of durability: a trigger instance is on disk before anyone is told it was accepted;
+//! the rules loop writes enforcements and the executions they request in one transaction
+//! (exactly once per instance and rule) before dispatching them; workers persist every status
+//! change. Rhai runs on the worker pool's own threads, never on the async runtime's threads.
+//! The bus between the rules loop and the workers is [`WorkQueue`]; a work item carries what a
+//! worker needs, so another transport can replace the in-process one.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{json, Map, Value};
+use squall_actions::{
+    mask_secrets, validate_params, CancelToken, LogLine, Outcome, RhaiRuntime, RunnerType,
+    ScriptJob,
+};
+use squall_rules::{EvalEnv, RuleSet, ThrottleState, TriggerInstanceView};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
+
+use crate::metrics::Metrics;
+use crate::model::{
+    Execution, ExecutionStatus, RuleEnforcement, TriggerInstance, TriggerInstanceStatus,
+    SCHEMA_VERSION,
+};
+use crate::packs::Catalog;
+use crate::policies::Policies;
+use crate::store::{Store, StoreError, StoreKv};
+
+/// An event on the live stream (`GET /api/v1/stream`), st2's event names.
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    pub event: &'static str,
+    pub data: Value,
+}
+
+/// What a worker needs to run one execution.
+#[derive(Clone)]
+pub struct WorkItem {
+    pub execution_id: String,
+    pub action: String,
+    pub runner: RunnerType,
+    pub source: Option<Arc<str>>,
+    pub parameters: Map<String, Value>,
+    pub ctx: Value,
+    pub timeout: Option<Duration>,
+}
+
+/// The bus between the scheduler and the workers.
+pub trait WorkQueue: Send + Sync {
+    fn push(&self, item: WorkItem);
+    /// Waits up to `timeout` for an item.
+    fn pop(&self, timeout: Duration) -> Option<WorkItem>;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The in-process work queue.
+pub struct LocalQueue {
+    tx: crossbeam_channel::Sender<WorkItem>,
+    rx: crossbeam_channel::Receiver<WorkItem>,
+}
+
+impl Default for LocalQueue {
+    fn default() -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        LocalQueue { tx, rx }
+    }
+}
+
+impl WorkQueue for LocalQueue {
+    fn push(&self, item: WorkItem) {
+        // The receiver lives as long as the queue: a send cannot fail while `self` exists.
+        let _ = self.tx.send(item);
+    }
+    fn pop(&self, timeout: Duration) -> Option<WorkItem> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+    fn len(&self) -> usize {
+        self.rx.len()
+    }
+}
+
+/// What is loaded from the packs: swapped as a whole on reload.
+pub struct Loaded {
+    pub catalog: Catalog,
+    pub rules: RuleSet,
+    /// Webhook urls some enabled rule listens to.
+    pub webhooks: HashSet<String>,
+    pub policies: Policies,
+}
+
+impl Loaded {
+    pub fn new(catalog: Catalog) -> Loaded {
+        let rules = match catalog.rule_set() {
+            Ok(r) => r,
+            // Every rule compiled at load; a failure here was already reported as a problem.
+            Err(_) => RuleSet::new(Vec::new()).unwrap_or_else(|_| unreachable_empty()),
+        };
+        let webhooks = rules
+            .rules()
+            .iter()
+            .filter(|r| r.enabled && squall_rules::canonical_trigger_ref(&r.trigger_type) == "core.webhook")
+            .filter_map(|r| r.trigger_parameters.get("url").and_then(Value::as_str))
+            .map(|u| u.trim_matches('/').to_string())
+            .collect();
+        let policies = Policies::from_catalog(&catalog);
+        Loaded {
+            catalog,
+            rules,
+            webhooks,
+            policies,
+        }
+    }
+}
+
+fn unreachable_empty() -> RuleSet {
+    // An empty rule set has nothing that can fail to compile.
+    match RuleSet::new(Vec::new()) {
+        Ok(r) => r,
+        Err(_) => std::process::abort(),
+    }
+}
+
+/// Group commit: callers that need their writes durable wait for the next flush, and one flush
+/// serves everyone who asked before it started.
+struct Flusher {
+    waiting: Mutex<Vec<oneshot::Sender<Result<(), String>>>>,
+    wake: Notify,
+}
+
+/// The engine.
+pub struct Engine {
+    pub store: Arc<Store>,
+    loaded: RwLock<Arc<Loaded>>,
+    pub runtime: Arc<RhaiRuntime>,
+    pub events: broadcast::Sender<StreamEvent>,
+    pub metrics: Metrics,
+    pub queue: Arc<dyn WorkQueue>,
+    ti_tx: mpsc::UnboundedSender<TriggerInstance>,
+    cancels: Mutex<HashMap<String, CancelToken>>,
+    throttle: Mutex<ThrottleState>,
+    flusher: Flusher,
+    running: AtomicUsize,
+    stopping: AtomicBool,
+}
+
+/// Errors the API turns into responses.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the store could not be flushed to disk: {0}")]
+    Durability(String),
+    #[error("no loaded pack provides action '{0}'")]
+    UnknownAction(String),
+    #[error("action '{0}' is disabled")]
+    DisabledAction(String),
+    #[error("invalid parameters for action '{action}'")]
+    InvalidParameters {
+        action: String,
+        errors: Vec<squall_actions::ParamError>,
+    },
+    #[error("no execution {0}")]
+    NoExecution(String),
+    #[error("squall is shutting down")]
+    ShuttingDown,
+}
+
+impl Engine {
+    /// Builds the engine and returns the receiver the rules loop consumes (see [`Engine::start`]).
+    pub fn new(
+        store: Arc<Store>,
+        catalog: Catalog,
+        runtime: Arc<RhaiRuntime>,
+    ) -> (Arc<Engine>, mpsc::UnboundedReceiver<TriggerInstance>) {
+        let (ti_tx, ti_rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(4096);
+        let engine = Arc::new(Engine {
+            store,
+            loaded: RwLock::new(Arc::new(Loaded::new(catalog))),
+            runtime,
+            events,
+            metrics: Metrics::default(),
+            queue: Arc::new(LocalQueue::default()),
+            ti_tx,
+            cancels: Mutex::new(HashMap::new()),
+            throttle: Mutex::new(ThrottleState::default()),
+            flusher: Flusher {
+                waiting: Mutex::new(Vec::new()),
+                wake: Notify::new(),
+            },
+            running: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+        });
+        (engine, ti_rx)
+    }
+
+    pub fn loaded(&self) -> Arc<Loaded> {
+        match self.loaded.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces what is loaded (pack reload).
+    pub fn set_loaded(&self, catalog: Catalog) {
+        let new = Arc::new(Loaded::new(catalog));
+        for a in new.catalog.actions() {
+            self.runtime.forget_script(&a.reference);
+        }
+        match self.loaded.write() {
+            Ok(mut g) => *g = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+
+    pub fn publish(&self, event: &'static str, data: Value) {
+        // No subscriber is not an error: the stream is best effort for live viewers.
+        let _ = self.events.send(StreamEvent { event, data });
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    pub fn running_executions(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Waits until everything written before the call is on disk.
+    pub async fn durable(&self) -> Result<(), EngineError> {
+        let (tx, rx) = oneshot::channel();
+        match self.flusher.waiting.lock() {
+            Ok(mut w) => w.push(tx),
+            Err(p) => p.into_inner().push(tx),
+        }
+        self.flusher.wake.notify_one();
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(EngineError::Durability(e)),
+            Err(_) => Err(EngineError::ShuttingDown),
+        }
+    }
+
+    /// [`Engine::durable`] for worker threads.
+    fn durable_blocking(&self) {
+        if let Err(e) = self.store.flush_blocking() {
+            tracing::error!(error = %e, "flushing the store failed");
+        }
+    }
+
+    async fn flush_loop(self: Arc<Self>) {
+        loop {
+            self.flusher.wake.notified().await;
+            let batch: Vec<_> = match self.flusher.waiting.lock() {
+                Ok(mut w) => std::mem::take(&mut *w),
+                Err(p) => std::mem::take(&mut *p.into_inner()),
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            let result = self.store.flush().await.map_err(|e| e.to_string());
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "flushing the store failed");
+            }
+            for tx in batch {
+                let _ = tx.send(result.clone());
+            }
+        }
+    }
+
+    /// Accepts a trigger instance: on disk when this returns Ok, then handed to the rules loop.
+    pub async fn ingest(&self, ti: TriggerInstance) -> Result<TriggerInstance, EngineError> {
+        if self.is_stopping() {
+            return Err(EngineError::ShuttingDown);
+        }
+        self.store.insert_trigger_instance(&ti)?;
+        self.durable().await?;
+        self.metrics.trigger_instance(&ti.trigger);
+        self.publish("st2.trigger_instance__create", trigger_instance_json(&ti));
+        let _ = self.ti_tx.send(ti.clone());
+        Ok(ti)
+    }
+
+    /// Starts the flusher, the rules loop and `workers` worker threads, and recovers what a
+    /// previous run left unfinished.
+    pub fn start(
+        self: &Arc<Self>,
+        ti_rx: mpsc::UnboundedReceiver<TriggerInstance>,
+        workers: usize,
+    ) -> Result<Vec<std::thread::JoinHandle<()>>, EngineError> {
+        tokio::spawn(self.clone().flush_loop());
+        self.recover()?;
+        tokio::spawn(self.clone().rules_loop(ti_rx));
+        let mut handles = Vec::new();
+        for i in 0..workers.max(1) {
+            let engine = self.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("squall-worker-{i}"))
+                .stack_size(squall_actions::SCRIPT_THREAD_STACK_SIZE)
+                .spawn(move || engine.worker_loop())
+                .map_err(|e| EngineError::Durability(format!("cannot start a worker thread: {e}")))?;
+            handles.push(handle);
+        }
+        Ok(handles)
+    }
+
+    /// After a crash: re-process pending trigger instances (enforcement is exactly-once),
+    /// re-dispatch queued executions, re-run in-flight idempotent ones and abandon the rest.
+    fn recover(&self) -> Result<(), EngineError> {
+        let pending = self.store.pending_trigger_instances()?;
+        if !pending.is_empty() {
+            tracing::info!(count = pending.len(), "re-processing trigger instances accepted before a restart");
+        }
+        for ti in pending {
+            let _ = self.ti_tx.send(ti);
+        }
+        let loaded = self.loaded();
+        for mut e in self.store.active_executions()? {
+            match e.status {
+                ExecutionStatus::Running | ExecutionStatus::Canceling | ExecutionStatus::Pausing
+                    if !e.idempotent =>
+                {
+                    e.status = ExecutionStatus::Abandoned;
+                    e.end_timestamp = Some(Utc::now());
+                    e.reason = Some(
+                        "squall stopped while this execution was running and the action is not idempotent, so it was not run again".into(),
+                    );
+                    self.store.put_execution(&e)?;
+                    self.metrics.execution_finished(e.status, 0.0);
+                    tracing::warn!(execution = %e.id, action = %e.action, "abandoned after restart");
+                }
+                _ => {
+                    if matches!(e.status, ExecutionStatus::Running | ExecutionStatus::Canceling) {
+                        e.reason = Some("run again after a restart (the action is idempotent)".into());
+                    }
+                    e.status = ExecutionStatus::Scheduled;
+                    self.store.put_execution(&e)?;
+                    self.dispatch(&loaded, &e);
+                }
+            }
+        }
+        self.store.flush_blocking()?;
+        Ok(())
+    }
+
+    async fn rules_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<TriggerInstance>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < 512 {
+                match rx.try_recv() {
+                    Ok(ti) => batch.push(ti),
+                    Err(_) => break,
+                }
+            }
+            let loaded = self.loaded();
+            let mut to_dispatch = Vec::new();
+            for ti in &batch {
+                match self.enforce(&loaded, ti) {
+                    Ok(mut execs) => to_dispatch.append(&mut execs),
+                    Err(e) => tracing::error!(trigger_instance = %ti.id, error = %e, "rules loop failed on an instance; it stays pending"),
+                }
+            }
+            if let Err(e) = self.durable().await {
+                tracing::error!(error = %e, "could not persist rule enforcements");
+                continue;
+            }
+            for e in to_dispatch {
+                self.publish("st2.execution__create", execution_json(&loaded, &e));
+                self.schedule(&loaded, e);
+            }
+        }
+    }
+
+    /// Matches one instance and records the outcome. Returns the executions to dispatch.
+    fn enforce(&self, loaded: &Loaded, ti: &TriggerInstance) -> Result<Vec<Execution>, EngineError> {
+        let env = EvalEnv {
+            now: Utc::now(),
+            kv: Arc::new(StoreKv(self.store.clone())),
+        };
+        let view = TriggerInstanceView {
+            trigger: &ti.trigger,
+            payload: &ti.payload,
+            trigger_parameters: ti.trigger_parameters.as_ref(),
+        };
+        let eval = loaded.rules.evaluate(&view, &env);
+        let already: HashSet<String> = self.store.enforced_rules(&ti.id)?.into_iter().collect();
+        let mut enforcements = Vec::new();
+        let mut executions = Vec::new();
+        for (id, failure) in &eval.errors {
+            let rule = loaded.rules.rule(*id);
+            enforcements.push(enforcement(&rule.reference(), &ti.id, None, Some(format!("criteria could not be evaluated: {failure}"))));
+        }
+        for &id in &eval.matched {
+            let rule = loaded.rules.rule(id);
+            let rule_ref = rule.reference();
+            if already.contains(&rule_ref) {
+                continue;
+            }
+            self.metrics.rule_matched(&rule_ref);
+            if let Some(t) = &rule.throttle {
+                let key = ThrottleState::group_key(t, &ti.payload);
+                let admitted = match self.throttle.lock() {
+                    Ok(mut s) => s.admit(&rule_ref, t, &key, env.now),
+                    Err(p) => p.into_inner().admit(&rule_ref, t, &key, env.now),
+                };
+                if !admitted {
+                    enforcements.push(enforcement(&rule_ref, &ti.id, None, Some(format!(
+                        "throttled: at most {} per {} s for group {key}",
+                        t.max,
+                        t.window.as_secs()
+                    ))));
+                    continue;
+                }
+            }
+            let request = match loaded.rules.render_action(id, &ti.payload, &env) {
+                Ok(r) => r,
+                Err(e) => {
+                    enforcements.push(enforcement(&rule_ref, &ti.id, None, Some(e)));
+                    continue;
+                }
+            };
+            match self.new_execution(loaded, &request.action, request.parameters) {
+                Ok(mut e) => {
+                    e.rule = Some(rule_ref.clone());
+                    e.trigger_instance = Some(ti.id.clone());
+                    enforcements.push(enforcement(&rule_ref, &ti.id, Some(e.id.clone()), None));
+                    executions.push(e);
+                }
+                Err(err) => {
+                    let reason = match &err {
+                        EngineError::InvalidParameters { errors, .. } => format!(
+                            "{err}: {}",
+                            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                        ),
+                        other => other.to_string(),
+                    };
+                    enforcements.push(enforcement(&rule_ref, &ti.id, None, Some(reason)));
+                }
+            }
+        }
+        let status = if enforcements.iter().any(|e| e.failure_reason.is_some() && e.execution_id.is_none())
+            && executions.is_empty()
+            && !eval.errors.is_empty()
+        {
+            TriggerInstanceStatus::ProcessingFailed
+        } else {
+            TriggerInstanceStatus::Processed
+        };
+        let written = self.store.complete_trigger_instance(&ti.id, status, &enforcements, &executions)?;
+        let written_execs: HashSet<String> = written.iter().filter_map(|e| e.execution_id.clone()).collect();
+        Ok(executions.into_iter().filter(|e| written_execs.contains(&e.id)).collect())
+    }
+
+    /// Validates parameters and builds a requested execution (not yet stored).
+    pub fn new_execution(&self, loaded: &Loaded, action_ref: &str, given: Map<String, Value>) -> Result<Execution, EngineError> {
+        let action = loaded
+            .catalog
+            .action(action_ref)
+            .ok_or_else(|| EngineError::UnknownAction(action_ref.to_string()))?;
+        if !action.meta.enabled {
+            return Err(EngineError::DisabledAction(action_ref.to_string()));
+        }
+        let params = validate_params(&action.meta, given).map_err(|errors| EngineError::InvalidParameters {
+            action: action_ref.to_string(),
+            errors,
+        })?;
+        let mut e = Execution::new(action_ref, params);
+        e.idempotent = action.meta.idempotent;
+        Ok(e)
+    }
+
+    /// Requests an execution from the API: stored, made durable, then scheduled.
+    pub async fn request(&self, mut e: Execution) -> Result<Execution, EngineError> {
+        if self.is_stopping() {
+            return Err(EngineError::ShuttingDown);
+        }
+        e.v = SCHEMA_VERSION;
+        self.store.put_execution(&e)?;
+        self.durable().await?;
+        let loaded = self.loaded();
+        self.publish("st2.execution__create", execution_json(&loaded, &e));
+        self.schedule(&loaded, e.clone());
+        Ok(e)
+    }
+
+    /// Applies the concurrency policy, then hands the execution to the workers.
+    fn schedule(&self, loaded: &Loaded, mut e: Execution) {
+        if let Some(policy) = loaded.policies.concurrency(&e.action) {
+            let busy = self.running_of(&e.action);
+            if busy >= policy.threshold {
+                if policy.cancel {
+                    let result = json!({"error": format!(
+                        "canceled by policy {}: {} executions of {} already running (threshold {})",
+                        policy.name, busy, e.action, policy.threshold
+                    )});
+                    self.finish(loaded, &mut e, ExecutionStatus::Canceled, result, Vec::new());
+                    return;
+                }
+                // The worker that picks it up waits until the action is under its threshold.
+                e.status = ExecutionStatus::Delayed;
+                e.reason = Some(format!(
+                    "delayed by policy {}: threshold {} reached",
+                    policy.name, policy.threshold
+                ));
+                if let Err(err) = self.store.put_execution(&e) {
+                    tracing::error!(error = %err, "could not record a delayed execution");
+                }
+                self.publish("st2.execution__update", execution_json(loaded, &e));
+                self.dispatch(loaded, &e);
+                return;
+            }
+        }
+        e.status = ExecutionStatus::Scheduled;
+        if let Err(err) = self.store.put_execution(&e) {
+            tracing::error!(error = %err, "could not record a scheduled execution");
+        }
+        self.publish("st2.execution__update", execution_json(loaded, &e));
+        self.dispatch(loaded, &e);
+    }
+
+    fn work_item(&self, loaded: &Loaded, e: &Execution) -> Option<WorkItem> {
+        let action = loaded.catalog.action(&e.action)?;
+        Some(WorkItem {
+            execution_id: e.id.clone(),
+            action: e.action.clone(),
+            runner: action.meta.runner_type.clone(),
+            source: action.source.clone(),
+            parameters: e.parameters.clone(),
+            ctx: json!({
+                "execution_id": e.id,
+                "action": e.action,
+                "rule": e.rule,
+                "trigger_instance": e.trigger_instance,
+                "user": e.user,
+                "attempt": e.attempt,
+                "trigger": e.trigger_instance.as_ref().and_then(|id| self.store.trigger_instance(id).ok().flatten()).map(|t| t.payload),
+            }),
+            timeout: action.meta.timeout.map(Duration::from_secs),
+        })
+    }
+
+    fn dispatch(&self, loaded: &Loaded, e: &Execution) {
+        match self.work_item(loaded, e) {
+            Some(item) => self.queue.push(item),
+            None => {
+                let mut e = e.clone();
+                let result = json!({"error": format!("action '{}' is no longer loaded", e.action)});
+                self.finish(loaded, &mut e, ExecutionStatus::Failed, result, Vec::new());
+            }
+        }
+    }
+
+    fn worker_loop(self: Arc<Self>) {
+        loop {
+            if self.is_stopping() && self.queue.is_empty() {
+                return;
+            }
+            let Some(item) = self.queue.pop(Duration::from_millis(200)) else {
+                continue;
+            };
+            if self.is_stopping() {
+                // Left scheduled on disk: the next start dispatches it again.
+                return;
+            }
+            self.run_item(item);
+        }
+    }
+
+    fn run_item(&self, item: WorkItem) {
+        let loaded = self.loaded();
+        let mut e = match self.store.execution(&item.execution_id) {
+            Ok(Some(e)) => e,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::error!(execution = %item.execution_id, error = %err, "cannot read execution");
+                return;
+            }
+        };
+        if e.status.is_terminal() {
+            return;
+        }
+        if e.status == ExecutionStatus::Canceling {
+            self.finish(&loaded, &mut e, ExecutionStatus::Canceled, json!({"error": "canceled before it started"}), Vec::new());
+            return;
+        }
+        if e.status == ExecutionStatus::Delayed {
+            if let Some(policy) = loaded.policies.concurrency(&e.action) {
+                let running = self.running_of(&e.action);
+                if running >= policy.threshold {
+                    let queue = self.queue.clone();
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_millis(200));
+                        queue.push(item);
+                    });
+                    return;
+                }
+            }
+        }
+        let cancel = CancelToken::default();
+        if let Ok(mut c) = self.cancels.lock() {
+            c.insert(e.id.clone(), cancel.clone());
+        }
+        e.status = ExecutionStatus::Running;
+        e.start_timestamp = Utc::now();
+        if let Err(err) = self.store.put_execution(&e) {
+            tracing::error!(execution = %e.id, error = %err, "cannot record running status");
+        }
+        self.durable_blocking();
+        self.publish("st2.execution__update", execution_json(&loaded, &e));
+        self.running.fetch_add(1, Ordering::SeqCst);
+        self.metrics.running_delta(&e.action, 1);
+
+        let (status, result, log) = match (&item.runner, &item.source) {
+            (RunnerType::Rhai, Some(source)) => {
+                let exec_id = e.id.clone();
+                let events = self.events.clone();
+                let on_log: Arc<dyn Fn(&LogLine) + Send + Sync> = Arc::new(move |line: &LogLine| {
+                    let mut data = serde_json::to_value(line).unwrap_or(Value::Null);
+                    if let Value::Object(m) = &mut data {
+                        m.insert("execution_id".into(), Value::String(exec_id.clone()));
+                    }
+                    let _ = events.send(StreamEvent {
+                        event: "st2.execution.output__create",
+                        data,
+                    });
+                });
+                let report = self.runtime.run(ScriptJob {
+                    script_key: item.action.clone(),
+                    source: source.clone(),
+                    params: item.parameters.clone(),
+                    ctx: item.ctx.clone(),
+                    timeout: item.timeout,
+                    cancel: cancel.clone(),
+                    kv: Arc::new(StoreKv(self.store.clone())),
+                    on_log: Some(on_log),
+                });
+                let (status, result) = match report.outcome {
+                    Outcome::Succeeded(v) => (ExecutionStatus::Succeeded, v),
+                    Outcome::Failed { message, line, column } => (
+                        ExecutionStatus::Failed,
+                        json!({"error": message, "line": line, "column": column}),
+                    ),
+                    Outcome::Timeout { after } => (
+                        ExecutionStatus::Timeout,
+                        json!({"error": format!("action timed out after {:.1} s", after.as_secs_f64())}),
+                    ),
+                    Outcome::Canceled => (ExecutionStatus::Canceled, json!({"error": "execution was canceled"})),
+                };
+                (status, result, report.log)
+            }
+            _ => (
+                ExecutionStatus::Failed,
+                json!({"error": format!("action '{}' has a runner this squall cannot run yet (workflows come with the workflow engine)", item.action)}),
+                Vec::new(),
+            ),
+        };
+        if let Ok(mut c) = self.cancels.lock() {
+            c.remove(&e.id);
+        }
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.metrics.running_delta(&e.action, -1);
+        self.finish(&loaded, &mut e, status, result, log);
+    }
+
+    fn running_of(&self, action: &str) -> usize {
+        self.metrics.running_of(action)
+    }
+
+    /// Records a final status, fires `core.action_finished`, and applies the retry policy.
+    fn finish(&self, loaded: &Loaded, e: &mut Execution, status: ExecutionStatus, result: Value, log: Vec<LogLine>) {
+        e.status = status;
+        e.result = result;
+        e.log = log;
+        e.end_timestamp = Some(Utc::now());
+        if let Err(err) = self.store.put_execution(e) {
+            tracing::error!(execution = %e.id, error = %err, "cannot record the final status");
+        }
+        self.durable_blocking();
+        self.metrics.execution_finished(status, e.elapsed_seconds().unwrap_or(0.0));
+        self.publish("st2.execution__update", execution_json(loaded, e));
+
+        let payload = json!({
+            "execution_id": e.id,
+            "status": status.as_str(),
+            "start_timestamp": e.start_timestamp,
+            "action_name": e.action.split_once('.').map(|(_, n)| n).unwrap_or(&e.action),
+            "action_ref": e.action,
+            "parameters": loaded.catalog.action(&e.action).map(|a| Value::Object(mask_secrets(&a.meta, &e.parameters))).unwrap_or(Value::Null),
+            "result": e.result,
+            "rule": e.rule,
+            "trigger_instance": e.trigger_instance,
+        });
+        let ti = TriggerInstance::new("core.action_finished", None, payload, "squall");
+        if let Err(err) = self.store.insert_trigger_instance(&ti) {
+            tracing::error!(error = %err, "cannot record core.action_finished");
+        } else {
+            self.metrics.trigger_instance(&ti.trigger);
+            let _ = self.ti_tx.send(ti);
+        }
+
+        if let Some(retry) = loaded.policies.retry(&e.action) {
+            let wanted = match status {
+                ExecutionStatus::Failed => retry.on_failure,
+                ExecutionStatus::Timeout => retry.on_timeout,
+                _ => false,
+            };
+            if wanted && e.attempt <= retry.max_retry_count && !self.is_stopping() {
+                let mut next = Execution::new(&e.action, e.parameters.clone());
+                next.attempt = e.attempt + 1;
+                next.rule = e.rule.clone();
+                next.trigger_instance = e.trigger_instance.clone();
+                next.parent = e.parent.clone();
+                next.user = e.user.clone();
+                next.idempotent = e.idempotent;
+                next.rerun_of = Some(e.id.clone());
+                next.reason = Some(format!("retry {} of {} by policy {} after {}", e.attempt, retry.max_retry_count, retry.name, status.as_str()));
+                next.status = ExecutionStatus::Delayed;
+                if let Err(err) = self.store.put_execution(&next) {
+                    tracing::error!(error = %err, "cannot record a retry");
+                    return;
+                }
+                self.publish("st2.execution__create", execution_json(loaded, &next));
+                let item = self.work_item(loaded, &next);
+                let queue = self.queue.clone();
+                let delay = retry.delay;
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    if let Some(item) = item {
+                        queue.push(item);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Cancels an execution: at once when it has not started, through its token when running.
+    pub async fn cancel(&self, id: &str) -> Result<Execution, EngineError> {
+        let mut e = self.store.execution(id)?.ok_or_else(|| EngineError::NoExecution(id.to_string()))?;
+        if e.status.is_terminal() {
+            return Ok(e);
+        }
+        let token = self.cancels.lock().ok().and_then(|c| c.get(id).cloned());
+        match token {
+            Some(t) => {
+                e.status = ExecutionStatus::Canceling;
+                self.store.put_execution(&e)?;
+                t.cancel();
+            }
+            None => {
+                e.status = ExecutionStatus::Canceled;
+                e.end_timestamp = Some(Utc::now());
+                e.result = json!({"error": "canceled before it started"});
+                self.store.put_execution(&e)?;
+                self.metrics.execution_finished(e.status, 0.0);
+            }
+        }
+        self.durable().await?;
+        self.publish("st2.execution__update", execution_json(&self.loaded(), &e));
+        Ok(e)
+    }
+
+    /// Stops taking work, lets running executions finish within `grace`, then returns.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.running_executions() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if self.running_executions() > 0 {
+            tracing::warn!(running = self.running_executions(), "grace period over; canceling what still runs");
+            if let Ok(c) = self.cancels.lock() {
+                for t in c.values() {
+                    t.cancel();
+                }
+            }
+            let hard = tokio::time::Instant::now() + Duration::from_secs(5);
+            while self.running_executions() > 0 && tokio::time::Instant::now() < hard {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+}
+
+fn enforcement(rule_ref: &str, ti_id: &str, execution_id: Option<String>, failure_reason: Option<String>) -> RuleEnforcement {
+    RuleEnforcement {
+        v: SCHEMA_VERSION,
+        id: crate::model::new_id(),
+        rule_ref: rule_ref.to_string(),
+        trigger_instance_id: ti_id.to_string(),
+        execution_id,
+        enforced_at: Utc::now(),
+        failure_reason,
+    }
+}
+
+/// A trigger instance as the API shows it.
+pub fn trigger_instance_json(ti: &TriggerInstance) -> Value {
+    json!({
+        "id": ti.id,
+        "trigger": ti.trigger,
+        "trigger_parameters": ti.trigger_parameters,
+        "payload": ti.payload,
+        "occurrence_time": ti.occurrence_time,
+        "received_time": ti.received_time,
+        "source": ti.source,
+        "status": ti.status,
+    })
+}
+
+/// An execution as the API shows it: st2's fields, secrets masked.
+pub fn execution_json(loaded: &Loaded, e: &Execution) -> Value {
+    let parameters = match loaded.catalog.action(&e.action) {
+        Some(a) => mask_secrets(&a.meta, &e.parameters),
+        None => e.parameters.clone(),
+    };
+    json!({
+        "id": e.id,
+        "action": {"ref": e.action},
+        "parameters": parameters,
+        "status": e.status,
+        "result": e.result,
+        "log": e.log,
+        "start_timestamp": e.start_timestamp,
+        "end_timestamp": e.end_timestamp,
+        "elapsed_seconds": e.elapsed_seconds(),
+        "parent": e.parent,
+        "rule": e.rule.as_ref().map(|r| json!({"ref": r})),
+        "trigger_instance": e.trigger_instance.as_ref().map(|t| json!({"id": t})),
+        "context": {"user": e.user},
+        "attempt": e.attempt,
+        "reason": e.reason,
+        "rerun_of": e.rerun_of,
+    })
+}

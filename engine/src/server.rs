@@ -1,0 +1,314 @@
+//! `squall run`: everything in one process. Opens the store, loads the packs, recovers what a
+//! previous run left unfinished, starts the rules loop, the worker pool, the timers, the
+//! retention sweep and the HTTP API, and shuts them down in order on SIGTERM or Ctrl-C.
+//!
+//! Settings come from [`RunConfig`]; the command line merges flags, environment and the YAML
+//! config file into it. Nothing here decides what a rule or an action means.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::json;
+use squall_actions::{Limits, RhaiRuntime};
+use tokio::sync::watch;
+
+use crate::api::{packs_json, router, ApiConfig, AppState};
+use crate::packs::load_packs;
+use crate::pipeline::Engine;
+use crate::signatures::SignatureCheck;
+use crate::store::Store;
+use crate::timers::{spawn_timers, timers_from_rules};
+
+/// The settings file (`--config FILE`), every key optional; flags and `SQUALL_*` variables win.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub packs: Option<Vec<PathBuf>>,
+    pub configs: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub workers: Option<usize>,
+    pub strict: Option<bool>,
+    pub auth: Option<bool>,
+    pub webhook_body_limit: Option<usize>,
+    pub retention_days: Option<u64>,
+    pub shutdown_grace_seconds: Option<u64>,
+    /// A file holding the 32-byte key that encrypts secrets (hex), instead of `<data_dir>/secret.key`.
+    pub secret_key_file: Option<PathBuf>,
+    /// Signature checks per webhook url, e.g. `github: {scheme: github, secret: ...}`.
+    #[serde(default)]
+    pub webhooks: HashMap<String, SignatureCheck>,
+}
+
+/// Everything `squall run` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub data_dir: PathBuf,
+    pub packs: Vec<PathBuf>,
+    pub configs: PathBuf,
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub strict: bool,
+    pub auth: bool,
+    pub webhook_body_limit: usize,
+    pub retention: Duration,
+    pub shutdown_grace: Duration,
+    pub secret_key: Option<[u8; 32]>,
+    pub webhooks: HashMap<String, SignatureCheck>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot open the store in {path}: {error}")]
+    Store { path: PathBuf, error: String },
+    #[error("packs have problems and --strict is set:\n{0}")]
+    Strict(String),
+    #[error("cannot listen on {addr}: {error}")]
+    Listen { addr: SocketAddr, error: String },
+    #[error("{0}")]
+    Engine(#[from] crate::pipeline::EngineError),
+}
+
+/// Reads a secret key file: 64 hex characters.
+pub fn read_secret_key(path: &std::path::Path) -> Result<[u8; 32], ServerError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ServerError::Config(format!("secret_key_file {}: {e}", path.display())))?;
+    let hex = text.trim();
+    if hex.len() != 64 {
+        return Err(ServerError::Config(format!(
+            "secret_key_file {}: expected 64 hex characters (32 bytes), found {}",
+            path.display(),
+            hex.len()
+        )));
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| {
+            ServerError::Config(format!("secret_key_file {}: not hexadecimal", path.display()))
+        })?;
+    }
+    Ok(key)
+}
+
+/// Runs until SIGTERM or Ctrl-C; returns after a graceful shutdown.
+pub async fn run(config: RunConfig) -> Result<(), ServerError> {
+    let started = Instant::now();
+    if !config.listen.ip().is_loopback() && !config.auth {
+        return Err(ServerError::Config(format!(
+            "refusing to listen on {} without authentication: set auth: true (or --auth) and create API keys, or listen on 127.0.0.1",
+            config.listen
+        )));
+    }
+    let store = Store::open(&config.data_dir, config.secret_key).map_err(|e| ServerError::Store {
+        path: config.data_dir.clone(),
+        error: e.to_string(),
+    })?;
+    let store = Arc::new(store);
+    if config.auth && store.apikey_count().map_err(|e| ServerError::Config(e.to_string()))? == 0 {
+        tracing::warn!("authentication is on and no API key exists: create one with `squall apikey create` against a loopback instance");
+    }
+    let runtime = Arc::new(RhaiRuntime::new(Limits::default()));
+    let catalog = load_packs(&config.packs, &runtime);
+    if !catalog.problems.is_empty() {
+        let list: Vec<String> = catalog.problems.iter().map(ToString::to_string).collect();
+        if config.strict {
+            return Err(ServerError::Strict(list.join("\n")));
+        }
+        for p in &list {
+            tracing::warn!(problem = %p, "pack problem: the file is skipped");
+        }
+    }
+    tracing::info!(
+        packs = catalog.packs.len(),
+        actions = catalog.actions().count(),
+        rules = catalog.rules().count(),
+        problems = catalog.problems.len(),
+        "packs loaded"
+    );
+    let (engine, ti_rx) = Engine::new(store.clone(), catalog, runtime.clone());
+    let workers = engine.start(ti_rx, config.workers)?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let timer_tasks = Arc::new(Mutex::new(start_timers(&engine, shutdown_rx.clone())));
+
+    let reload = {
+        let engine = engine.clone();
+        let packs = config.packs.clone();
+        let runtime = runtime.clone();
+        let timer_tasks = timer_tasks.clone();
+        let shutdown_rx = shutdown_rx.clone();
+        let handle = tokio::runtime::Handle::current();
+        Arc::new(move || {
+            let catalog = load_packs(&packs, &runtime);
+            let problems: Vec<String> = catalog.problems.iter().map(ToString::to_string).collect();
+            let summary = json!({"packs": packs_json(&catalog), "problems": problems});
+            engine.set_loaded(catalog);
+            let _guard = handle.enter();
+            if let Ok(mut tasks) = timer_tasks.lock() {
+                for t in tasks.drain(..) {
+                    t.abort();
+                }
+                *tasks = start_timers(&engine, shutdown_rx.clone());
+            }
+            tracing::info!(problems = problems.len(), "packs reloaded");
+            summary
+        }) as Arc<dyn Fn() -> serde_json::Value + Send + Sync>
+    };
+
+    let state = AppState {
+        engine: engine.clone(),
+        config: Arc::new(ApiConfig {
+            auth: config.auth,
+            body_limit: config.webhook_body_limit,
+            signatures: config.webhooks.clone(),
+            reload: reload.clone(),
+        }),
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ServerError::Listen {
+            addr: config.listen,
+            error: e.to_string(),
+        })?;
+    let local = listener.local_addr().map_err(|e| ServerError::Listen {
+        addr: config.listen,
+        error: e.to_string(),
+    })?;
+
+    tokio::spawn(retention_loop(engine.clone(), config.retention, shutdown_rx.clone()));
+    tokio::spawn(reload_on_sighup(reload, shutdown_rx.clone()));
+
+    tracing::info!(
+        listen = %local,
+        data_dir = %config.data_dir.display(),
+        workers = workers.len(),
+        ready_ms = started.elapsed().as_millis() as u64,
+        "squall is ready"
+    );
+    let app = router(state);
+    let mut http_shutdown = shutdown_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_shutdown.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+
+    wait_for_signal().await;
+    tracing::info!("stopping: no new work is accepted; running executions may finish");
+    let _ = shutdown_tx.send(true);
+    engine.shutdown(config.shutdown_grace).await;
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "HTTP server stopped with an error"),
+        Ok(_) => {}
+        Err(_) => tracing::warn!("HTTP connections still open after 5 s; closing"),
+    }
+    for w in workers {
+        let _ = tokio::task::spawn_blocking(move || w.join()).await;
+    }
+    if let Err(e) = store.flush().await {
+        tracing::error!(error = %e, "final flush failed");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn start_timers(engine: &Arc<Engine>, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    let loaded = engine.loaded();
+    let (timers, errors) = timers_from_rules(loaded.rules.rules().iter());
+    for (rule, error) in errors {
+        tracing::warn!(rule = %rule, error = %error, "timer not started");
+    }
+    if timers.is_empty() {
+        return Vec::new();
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    let mut tasks = spawn_timers(timers, tx, shutdown);
+    let engine = engine.clone();
+    tasks.push(tokio::spawn(async move {
+        while let Some(ti) = rx.recv().await {
+            if let Err(e) = engine.ingest(ti).await {
+                tracing::error!(error = %e, "a timer's trigger instance could not be stored");
+            }
+        }
+    }));
+    tasks
+}
+
+async fn retention_loop(engine: Arc<Engine>, retention: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let now = chrono::Utc::now();
+        let cutoff = now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(30));
+        let store = engine.store.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            let counts = store.sweep_older_than(cutoff);
+            let keys = store.kv_sweep_expired(now);
+            (counts, keys)
+        })
+        .await;
+        match swept {
+            Ok((Ok(c), Ok(k))) => {
+                if c.trigger_instances + c.enforcements + c.executions + k > 0 {
+                    tracing::info!(
+                        trigger_instances = c.trigger_instances,
+                        enforcements = c.enforcements,
+                        executions = c.executions,
+                        expired_keys = k,
+                        "retention sweep"
+                    );
+                }
+            }
+            Ok((Err(e), _)) | Ok((_, Err(e))) => tracing::error!(error = %e, "retention sweep failed"),
+            Err(e) => tracing::error!(error = %e, "retention sweep failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn reload_on_sighup(reload: Arc<dyn Fn() -> serde_json::Value + Send + Sync>, mut shutdown: watch::Receiver<bool>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let reload = reload.clone();
+                let _ = tokio::task::spawn_blocking(move || reload()).await;
+            }
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,116 @@
+//! `squall run`: the whole engine in one process. Merges the settings — flags first, then
+//! `SQUALL_*` environment variables, then the YAML file given with `--config`, then the
+//! defaults — and hands them to the engine's server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use squall_engine::server::{read_secret_key, FileConfig, RunConfig};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// A pack or a folder of packs; may be repeated [default: ./packs].
+    #[arg(
+        long = "packs",
+        value_name = "DIR",
+        env = "SQUALL_PACKS",
+        value_delimiter = ':'
+    )]
+    packs: Vec<PathBuf>,
+    /// Where pack configs live (`<DIR>/<pack>.yaml`) [default: ./configs].
+    #[arg(long, value_name = "DIR", env = "SQUALL_CONFIGS")]
+    configs: Option<PathBuf>,
+    /// Where squall keeps its records [default: ./squall-data].
+    #[arg(long = "data-dir", value_name = "DIR", env = "SQUALL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the HTTP API [default: 127.0.0.1:9101].
+    #[arg(long, value_name = "ADDR", env = "SQUALL_LISTEN")]
+    listen: Option<String>,
+    /// Worker threads running actions [default: the number of cores].
+    #[arg(long, value_name = "N", env = "SQUALL_WORKERS")]
+    workers: Option<usize>,
+    /// A YAML settings file (keys: data_dir, packs, configs, listen, workers, strict, auth,
+    /// webhook_body_limit, retention_days, shutdown_grace_seconds, secret_key_file, webhooks).
+    #[arg(long, value_name = "FILE", env = "SQUALL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Refuse to start when a pack has a problem (default: report it and skip the file).
+    #[arg(long, env = "SQUALL_STRICT")]
+    strict: bool,
+    /// Require an API key on every request (required to listen beyond loopback).
+    #[arg(long, env = "SQUALL_AUTH")]
+    auth: bool,
+}
+
+fn resolve(args: RunArgs) -> Result<RunConfig> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            serde_yaml::from_str(&text).map_err(|e| {
+                let p = squall_engine::rules::yaml_problem(&e);
+                anyhow!("{}:{}: {}", path.display(), p.line.unwrap_or(0), p.message)
+            })?
+        }
+        None => FileConfig::default(),
+    };
+    let listen_text = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| "127.0.0.1:9101".to_string());
+    let listen = listen_text
+        .parse()
+        .with_context(|| format!("listen address {listen_text:?} is not ADDRESS:PORT"))?;
+    let packs = if !args.packs.is_empty() {
+        args.packs
+    } else {
+        file.packs.unwrap_or_else(|| vec![PathBuf::from("./packs")])
+    };
+    let secret_key = match &file.secret_key_file {
+        Some(path) => Some(read_secret_key(path)?),
+        None => None,
+    };
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    Ok(RunConfig {
+        data_dir: args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./squall-data")),
+        packs,
+        configs: args
+            .configs
+            .or(file.configs)
+            .unwrap_or_else(|| PathBuf::from("./configs")),
+        listen,
+        workers: args.workers.or(file.workers).unwrap_or(cores).max(1),
+        strict: args.strict || file.strict.unwrap_or(false),
+        auth: args.auth || file.auth.unwrap_or(false),
+        webhook_body_limit: file.webhook_body_limit.unwrap_or(1024 * 1024),
+        retention: std::time::Duration::from_secs(file.retention_days.unwrap_or(30) * 86_400),
+        shutdown_grace: std::time::Duration::from_secs(file.shutdown_grace_seconds.unwrap_or(30)),
+        secret_key,
+        webhooks: file.webhooks,
+    })
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let config = resolve(args)?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SQUALL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("squall-io")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(squall_engine::server::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,415 @@
+//! `squall run` driven over HTTP as an operator or an alerting system would: webhooks to rules
+//! to Rhai actions to stored results, the API's errors, timers, policies, the key-value store,
+//! authentication, graceful shutdown, and crashes (SIGKILL) at random points.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::{is_terminal, repo, write, Squall};
+
+fn e2e_pack() -> PathBuf {
+    repo().join("tests/packs/e2e")
+}
+
+fn start(extra_packs: &[PathBuf], args: &[&str]) -> (tempfile::TempDir, Squall) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut packs = vec![e2e_pack()];
+    packs.extend(extra_packs.iter().cloned());
+    let squall = Squall::start(&dir.path().join("data"), &packs, args);
+    (dir, squall)
+}
+
+#[test]
+fn webhook_runs_a_rule_and_records_everything() {
+    let (_dir, s) = start(&[], &[]);
+    let (status, ti) = s
+        .request_with(
+            "POST",
+            "/api/v1/webhooks/hello",
+            Some(r#"{"name": "ops"}"#),
+            &[("X-Request-Id", "r-42")],
+        )
+        .expect("request");
+    assert_eq!(status, 202, "{ti}");
+    let ti_id = ti["id"].as_str().expect("trigger instance id").to_string();
+    assert_eq!(ti["trigger"], "core.webhook");
+    assert_eq!(ti["payload"]["body"]["name"], "ops");
+
+    let execs = s.executions_of(&ti_id, 1);
+    let e = &execs[0];
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(e["action"]["ref"], "core.echo");
+    assert_eq!(e["result"], "hello ops (r-42)");
+    assert_eq!(e["rule"]["ref"], "e2e.hello");
+    assert_eq!(e["log"][0]["message"], "hello ops (r-42)");
+    assert!(e["elapsed_seconds"].as_f64().is_some());
+
+    let (_, enforcements) = s.get("/api/v1/ruleenforcements?rule_ref=e2e.hello");
+    let enf = enforcements.as_array().expect("list");
+    assert_eq!(enf.len(), 1);
+    assert_eq!(enf[0]["execution_id"], e["id"]);
+    assert_eq!(enf[0]["trigger_instance_id"], ti_id.as_str());
+
+    let (_, instances) = s.get("/api/v1/triggerinstances?trigger=core.st2.webhook");
+    assert!(instances.as_array().expect("list").iter().any(|t| t["id"] == ti_id.as_str()));
+    let (code, one) = s.get(&format!("/api/v1/executions/{}", e["id"].as_str().expect("id")));
+    assert_eq!(code, 200);
+    assert_eq!(one["id"], e["id"]);
+
+    // core.action_finished (st2: core.st2.generic.actiontrigger) fires for every final status.
+    s.wait_for("/api/v1/triggerinstances?trigger=core.action_finished", 10, |v| {
+        v.as_array().is_some_and(|a| {
+            a.iter().any(|t| t["payload"]["execution_id"] == e["id"] && t["payload"]["status"] == "succeeded")
+        })
+    });
+    let (_, metrics) = s.get("/metrics");
+    let text = metrics.as_str().expect("text");
+    assert!(text.contains("squall_trigger_instances_total{trigger=\"core.webhook\"} 1"), "{text}");
+    assert!(text.contains("squall_rule_matches_total{rule=\"e2e.hello\"} 1"), "{text}");
+    assert!(text.contains("squall_executions{status=\"succeeded\"}"), "{text}");
+}
+
+#[test]
+fn rendered_parameters_are_cast_and_secrets_masked() {
+    let (_dir, s) = start(&[], &[]);
+    let (code, _) = s.request("PUT", "/api/v1/keys/e2e_greeting", Some(r#"{"value": "hi"}"#)).expect("put");
+    assert_eq!(code, 200);
+    let (status, ti) = s.post("/api/v1/webhooks/typed", r#"{"token": "s3cr3t-value", "count": "7"}"#);
+    assert_eq!(status, 202);
+    let execs = s.executions_of(ti["id"].as_str().expect("id"), 1);
+    let e = &execs[0];
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(e["result"], json!({"length": 12, "count": 7, "from_kv": "hi"}));
+    assert_eq!(e["parameters"]["token"], "********");
+    assert_eq!(e["parameters"]["count"], 7);
+    let all = s.get(&format!("/api/v1/executions/{}", e["id"].as_str().expect("id"))).1;
+    assert!(!all.to_string().contains("s3cr3t-value"));
+}
+
+#[test]
+fn api_errors_are_clear() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("squall.yaml");
+    std::fs::write(&config, "webhook_body_limit: 1024\n").expect("write");
+    let s = Squall::start(
+        &dir.path().join("data"),
+        &[e2e_pack()],
+        &["--config", config.to_str().expect("utf-8")],
+    );
+
+    let (code, body) = s.post("/api/v1/webhooks/hello", "{\"name\": ");
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"].as_str().expect("error").contains("not valid JSON"), "{body}");
+
+    let (code, body) = s.post("/api/v1/webhooks/nobody-listens", "{}");
+    assert_eq!(code, 404, "{body}");
+    assert!(body["error"].as_str().expect("error").contains("nobody-listens"));
+
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(4096));
+    let (code, _) = s.post("/api/v1/webhooks/hello", &big);
+    assert_eq!(code, 413);
+
+    let (code, body) = s.post("/api/v1/executions", r#"{"action": "examples.greet", "parameters": {"times": "many", "colour": "red"}}"#);
+    assert_eq!(code, 400, "{body}");
+    let detail = body["detail"].as_array().expect("detail lists parameters");
+    let named: Vec<&str> = detail.iter().filter_map(|d| d["parameter"].as_str()).collect();
+    for p in ["name", "times", "colour"] {
+        assert!(named.contains(&p), "{p} not reported: {body}");
+    }
+
+    let (code, body) = s.post("/api/v1/executions", r#"{"action": "nope.nothing"}"#);
+    assert_eq!(code, 400);
+    assert!(body["error"].as_str().expect("error").contains("nope.nothing"));
+
+    let (code, _) = s.get("/api/v1/executions/01HZZZZZZZZZZZZZZZZZZZZZZZ");
+    assert_eq!(code, 404);
+    let (code, body) = s.get("/api/v1/executions?status=sleeping");
+    assert_eq!(code, 400);
+    assert!(body["error"].as_str().expect("error").contains("sleeping"));
+    let (code, body) = s.post("/api/v1/webhooks/st2", r#"{"payload": {}}"#);
+    assert_eq!(code, 400, "{body}");
+
+    // Nothing accepted was lost: a good webhook still works after the bad ones.
+    let (code, ti) = s.post("/api/v1/webhooks/hello", r#"{"name": "after"}"#);
+    assert_eq!(code, 202);
+    let execs = s.executions_of(ti["id"].as_str().expect("id"), 1);
+    assert_eq!(execs[0]["status"], "succeeded");
+}
+
+#[test]
+fn executions_from_the_api_cancel_and_rerun() {
+    let (_dir, s) = start(&[], &[]);
+    let (code, e) = s.post("/api/v1/executions", r#"{"action": "examples.greet", "parameters": {"name": "api", "times": "2"}}"#);
+    assert_eq!(code, 201, "{e}");
+    let id = e["id"].as_str().expect("id").to_string();
+    let done = s.wait_for(&format!("/api/v1/executions/{id}"), 20, |v| is_terminal(v["status"].as_str().unwrap_or("")));
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(done["result"]["lines"], json!(["hello, api", "hello, api"]));
+
+    let (code, again) = s.post(&format!("/api/v1/executions/{id}/re_run"), r#"{"parameters": {"loud": true}}"#);
+    assert_eq!(code, 201);
+    let again_id = again["id"].as_str().expect("id").to_string();
+    let done = s.wait_for(&format!("/api/v1/executions/{again_id}"), 20, |v| is_terminal(v["status"].as_str().unwrap_or("")));
+    assert_eq!(done["result"]["lines"], json!(["HELLO, API", "HELLO, API"]));
+    assert_eq!(done["rerun_of"], id.as_str());
+
+    let (_, slow) = s.post("/api/v1/executions", r#"{"action": "e2e.slow", "parameters": {"seconds": 60}}"#);
+    let slow_id = slow["id"].as_str().expect("id").to_string();
+    s.wait_for(&format!("/api/v1/executions/{slow_id}"), 20, |v| v["status"] == "running");
+    let started = Instant::now();
+    let (code, _) = s.request("DELETE", &format!("/api/v1/executions/{slow_id}"), None).expect("delete");
+    assert_eq!(code, 200);
+    let done = s.wait_for(&format!("/api/v1/executions/{slow_id}"), 10, |v| is_terminal(v["status"].as_str().unwrap_or("")));
+    assert_eq!(done["status"], "canceled");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let (_, list) = s.get("/api/v1/executions?action=examples.greet&status=succeeded");
+    assert_eq!(list.as_array().expect("list").len(), 2);
+    let (_, list) = s.get("/api/v1/executions?action=examples.greet&limit=1&offset=1");
+    assert_eq!(list.as_array().expect("list").len(), 1);
+    assert_eq!(list[0]["id"], id.as_str(), "newest first, so offset 1 is the first run");
+}
+
+#[test]
+fn interval_timer_fires() {
+    let (_dir, s) = start(&[repo().join("tests/packs/e2e_timers")], &[]);
+    let v = s.wait_for("/api/v1/executions?action=core.echo&status=succeeded", 15, |v| {
+        v.as_array().is_some_and(|a| a.len() >= 2)
+    });
+    assert!(v[0]["result"].as_str().expect("text").starts_with("tick at "), "{v}");
+    let (_, instances) = s.get("/api/v1/triggerinstances?trigger=core.interval_timer");
+    let t = &instances[0];
+    assert_eq!(t["trigger_parameters"], json!({"unit": "seconds", "delta": 1}));
+    assert!(t["payload"]["executed_at"].is_string());
+}
+
+#[test]
+fn retry_and_concurrency_policies() {
+    let (_dir, s) = start(&[], &[]);
+    let (code, _) = s.post("/api/v1/executions", r#"{"action": "e2e.fail"}"#);
+    assert_eq!(code, 201);
+    let v = s.wait_for("/api/v1/executions?action=e2e.fail", 20, |v| {
+        v.as_array().is_some_and(|a| a.len() == 3 && a.iter().all(|e| is_terminal(e["status"].as_str().unwrap_or(""))))
+    });
+    let attempts: Vec<u64> = v.as_array().expect("list").iter().filter_map(|e| e["attempt"].as_u64()).collect();
+    assert_eq!(attempts, vec![3, 2, 1], "newest first");
+    assert!(v.as_array().expect("list").iter().all(|e| e["status"] == "failed"));
+    assert!(v[0]["result"]["error"].as_str().expect("error").contains("always fails"));
+
+    let (_, first) = s.post("/api/v1/executions", r#"{"action": "e2e.limited", "parameters": {"seconds": 3}}"#);
+    let first_id = first["id"].as_str().expect("id").to_string();
+    s.wait_for(&format!("/api/v1/executions/{first_id}"), 20, |v| v["status"] == "running");
+    let (_, second) = s.post("/api/v1/executions", r#"{"action": "e2e.limited", "parameters": {"seconds": 3}}"#);
+    let second_id = second["id"].as_str().expect("id").to_string();
+    let done = s.wait_for(&format!("/api/v1/executions/{second_id}"), 20, |v| is_terminal(v["status"].as_str().unwrap_or("")));
+    assert_eq!(done["status"], "canceled", "{done}");
+    assert!(done["result"]["error"].as_str().expect("reason").contains("one_at_a_time"));
+    let done = s.wait_for(&format!("/api/v1/executions/{first_id}"), 20, |v| is_terminal(v["status"].as_str().unwrap_or("")));
+    assert_eq!(done["status"], "succeeded");
+}
+
+#[test]
+fn key_value_store_ttl_and_secrets() {
+    let (dir, mut s) = start(&[], &[]);
+    let (code, k) = s.request("PUT", "/api/v1/keys/db_password", Some(r#"{"value": "hunter2-clear", "secret": true}"#)).expect("put");
+    assert_eq!(code, 200, "{k}");
+    assert_eq!(k["encrypted"], true);
+    assert_ne!(k["value"], "hunter2-clear");
+    let (_, k) = s.get("/api/v1/keys/db_password");
+    assert_ne!(k["value"], "hunter2-clear");
+    let (_, k) = s.get("/api/v1/keys/db_password?decrypt=true");
+    assert_eq!(k["value"], "hunter2-clear");
+
+    s.request("PUT", "/api/v1/keys/app.limit", Some(r#"{"value": "10"}"#)).expect("put");
+    s.request("PUT", "/api/v1/keys/app.owner", Some(r#"{"value": "ops"}"#)).expect("put");
+    let (_, list) = s.get("/api/v1/keys?prefix=app.");
+    assert_eq!(list.as_array().expect("list").len(), 2);
+
+    s.request("PUT", "/api/v1/keys/short_lived", Some(r#"{"value": "x", "ttl": 1}"#)).expect("put");
+    let (code, _) = s.get("/api/v1/keys/short_lived");
+    assert_eq!(code, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, _) = s.get("/api/v1/keys/short_lived");
+        if code == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a key with ttl 1 was still there after 10 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, _) = s.request("DELETE", "/api/v1/keys/app.owner", None).expect("delete");
+    assert_eq!(code, 204);
+    let (code, _) = s.get("/api/v1/keys/app.owner");
+    assert_eq!(code, 404);
+
+    // At rest, the secret is not in clear anywhere in the data dir.
+    assert_eq!(s.terminate().code(), Some(0));
+    let mut found = false;
+    for entry in walk(&dir.path().join("data")) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        if bytes.windows(b"hunter2-clear".len()).any(|w| w == b"hunter2-clear") {
+            found = true;
+        }
+    }
+    assert!(!found, "the secret was stored in clear");
+    s.restart();
+    let (_, k) = s.get("/api/v1/keys/db_password?decrypt=true");
+    assert_eq!(k["value"], "hunter2-clear", "secrets survive a restart");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn authentication_with_api_keys() {
+    let (_dir, mut s) = start(&[], &[]);
+    let (code, created) = s.post("/api/v1/apikeys", r#"{"user": "ci"}"#);
+    assert_eq!(code, 201, "{created}");
+    let key = created["key"].as_str().expect("key shown once").to_string();
+    let (_, listed) = s.get("/api/v1/apikeys");
+    assert!(!listed.to_string().contains(&key), "keys are stored hashed and never listed");
+    assert_eq!(s.terminate().code(), Some(0));
+
+    s.extra_args.push("--auth".into());
+    s.restart();
+    let (code, body) = s.get("/api/v1/executions");
+    assert_eq!(code, 401, "{body}");
+    assert!(body["error"].as_str().expect("error").contains("API key"));
+    let (code, _) = s.request_with("GET", "/api/v1/executions", None, &[("St2-Api-Key", &key)]).expect("request");
+    assert_eq!(code, 200);
+    let bearer = format!("Bearer {key}");
+    let (code, _) = s.request_with("GET", "/api/v1/executions", None, &[("Authorization", &bearer)]).expect("request");
+    assert_eq!(code, 200);
+    let (code, _) = s.request_with("GET", "/api/v1/executions", None, &[("St2-Api-Key", "wrong")]).expect("request");
+    assert_eq!(code, 401);
+    let (code, _) = s.get("/healthz");
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn refuses_to_listen_beyond_loopback_without_auth() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_squall"))
+        .args(["run", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--packs")
+        .arg(repo().join("packs"))
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without authentication"));
+}
+
+#[test]
+fn sigterm_lets_running_executions_finish() {
+    let (_dir, mut s) = start(&[], &[]);
+    let (_, e) = s.post("/api/v1/executions", r#"{"action": "e2e.slow", "parameters": {"seconds": 1.5}}"#);
+    let id = e["id"].as_str().expect("id").to_string();
+    s.wait_for(&format!("/api/v1/executions/{id}"), 20, |v| v["status"] == "running");
+    assert_eq!(s.terminate().code(), Some(0), "{}", s.log());
+    s.restart();
+    let (_, done) = s.get(&format!("/api/v1/executions/{id}"));
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"], "woke up");
+}
+
+#[test]
+fn bad_packs_are_reported_and_skipped_or_refused_with_strict() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad");
+    write(&bad, "pack.yaml", "ref: bad\nname: bad\n");
+    write(&bad, "rules/typo.yaml", "name: typo\nenabled: true\ntrigger: {type: core.webhook}\naction: {ref: core.noop}\ncritera: {}\n");
+    let s = Squall::start(&dir.path().join("data"), &[bad.clone()], &[]);
+    let (_, packs) = s.get("/api/v1/packs");
+    let bad_pack = packs.as_array().expect("list").iter().find(|p| p["ref"] == "bad").cloned().expect("bad pack listed");
+    assert!(bad_pack["problems"][0].as_str().expect("problem").contains("typo.yaml:5"), "{bad_pack}");
+    drop(s);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_squall"))
+        .args(["run", "--strict", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data2"))
+        .arg("--packs")
+        .arg(repo().join("packs"))
+        .arg("--packs")
+        .arg(&bad)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("critera"));
+}
+
+/// A burst of webhooks with SIGKILL at random points, many times: after each restart every
+/// acknowledged (202) trigger instance is processed exactly once and no execution is stuck.
+#[test]
+fn crash_safety_under_sigkill() {
+    let (_dir, mut s) = start(&[], &[]);
+    let mut acknowledged: Vec<String> = Vec::new();
+    let mut seed: u64 = 0x5eed_1234_abcd_0001;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..8 {
+        let port = s.port;
+        let kill_after = Duration::from_millis(50 + next() % 400);
+        let sender = std::thread::spawn(move || {
+            let mut ok = Vec::new();
+            let client = Squall::client_for(port);
+            for i in 0..400 {
+                let body = format!("{{\"seconds\": {}}}", if i % 10 == 0 { "0.3" } else { "0" });
+                match client.request("POST", "/api/v1/webhooks/burst", Some(&body)) {
+                    Ok((202, v)) => ok.push(v["id"].as_str().unwrap_or_default().to_string()),
+                    Ok(_) | Err(_) => break,
+                }
+            }
+            ok
+        });
+        std::thread::sleep(kill_after);
+        s.kill9();
+        let ok = sender.join().expect("sender");
+        acknowledged.extend(ok);
+        s.restart();
+        assert!(round < 100);
+    }
+    assert!(!acknowledged.is_empty());
+    // Every acknowledged instance ends processed with exactly one enforcement, and every
+    // execution reaches a final status (abandoned included: e2e.slow is not idempotent).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in &acknowledged {
+        loop {
+            let (_, ti) = s.get(&format!("/api/v1/triggerinstances/{id}"));
+            if ti["status"] == "processed" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "trigger instance {id} not processed: {ti}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (_, enf) = s.get(&format!("/api/v1/ruleenforcements?trigger_instance={id}"));
+        assert_eq!(enf.as_array().map(Vec::len), Some(1), "instance {id}: {enf}");
+    }
+    let all = s.wait_for("/api/v1/executions?action=e2e.slow&limit=10000", 60, |v| {
+        v.as_array().is_some_and(|a| a.iter().all(|e| is_terminal(e["status"].as_str().unwrap_or(""))))
+    });
+    let execs = all.as_array().expect("list");
+    assert!(execs.len() >= acknowledged.len(), "{} executions for {} instances", execs.len(), acknowledged.len());
+    let abandoned: Vec<&Value> = execs.iter().filter(|e| e["status"] == "abandoned").collect();
+    for e in abandoned {
+        assert!(e["reason"].as_str().unwrap_or("").contains("not idempotent"), "{e}");
+    }
+}
