@@ -30,7 +30,11 @@ fn write(root: &Path, rel: &str, content: &str) {
 fn broken_pack() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("broken");
-    write(&root, "pack.yaml", "ref: broken\nname: broken\nversion: 1.0.0\n");
+    write(
+        &root,
+        "pack.yaml",
+        "ref: broken\nname: broken\nversion: 1.0.0\n",
+    );
     write(
         &root,
         "actions/good.yaml",
@@ -52,7 +56,11 @@ fn broken_pack() -> (tempfile::TempDir, PathBuf) {
         "actions/bad_script.yaml",
         "name: bad_script\nrunner_type: rhai\nentry_point: bad_script.rhai\n",
     );
-    write(&root, "actions/bad_script.rhai", "let x = 1;\nlet y = (x + ;\n");
+    write(
+        &root,
+        "actions/bad_script.rhai",
+        "let x = 1;\nlet y = (x + ;\n",
+    );
     write(
         &root,
         "rules/typo.yaml",
@@ -186,16 +194,29 @@ fn action_exec_runs_with_typed_parameters() {
     assert!(out.status.success(), "{}", text(&out));
     let record: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(record["status"], "succeeded");
-    assert_eq!(record["result"]["lines"], serde_json::json!(["HELLO, OPS", "HELLO, OPS"]));
+    assert_eq!(
+        record["result"]["lines"],
+        serde_json::json!(["HELLO, OPS", "HELLO, OPS"])
+    );
     assert_eq!(record["result"]["tags"], serde_json::json!(["db", "eu"]));
     assert_eq!(record["log"][0]["level"], "info");
 }
 
 #[test]
 fn action_exec_failures_and_bad_parameters() {
-    let out = squall(&["action", "exec", "examples.disk_report", "host=h", "used_percent=120"]);
+    let out = squall(&[
+        "action",
+        "exec",
+        "examples.disk_report",
+        "host=h",
+        "used_percent=120",
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("used_percent must be between 0 and 100"), "{}", text(&out));
+    assert!(
+        text(&out).contains("used_percent must be between 0 and 100"),
+        "{}",
+        text(&out)
+    );
     assert!(text(&out).contains("line 2"), "{}", text(&out));
 
     let out = squall(&["action", "exec", "examples.greet", "times=x", "colour=red"]);
@@ -223,7 +244,11 @@ fn action_exec_times_out_a_runaway_script() {
         "actions/forever.yaml",
         "name: forever\nrunner_type: rhai\nentry_point: forever.rhai\ntimeout: 1\n",
     );
-    write(&root, "actions/forever.rhai", "let n = 0;\nloop { n += 1; }\n");
+    write(
+        &root,
+        "actions/forever.rhai",
+        "let n = 0;\nloop { n += 1; }\n",
+    );
     let started = std::time::Instant::now();
     let out = squall(&[
         "action",

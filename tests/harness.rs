@@ -87,7 +87,10 @@ impl Squall {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("squall exited with {status} before it was ready:\n{}", self.log());
+                panic!(
+                    "squall exited with {status} before it was ready:\n{}",
+                    self.log()
+                );
             }
             if let Ok((200, _)) = self.request("GET", "/healthz", None) {
                 return;
@@ -114,7 +117,10 @@ impl Squall {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "squall did not stop after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "squall did not stop after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -124,12 +130,13 @@ impl Squall {
         self.wait_ready();
     }
 
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
     /// A raw HTTP/1.1 request; returns the status and the body as JSON (or a JSON string).
-    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> std::io::Result<(u16, Value)> {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> std::io::Result<(u16, Value)> {
         self.request_with(method, path, body, &[])
     }
 
@@ -147,7 +154,31 @@ impl Squall {
     pub fn client_for(port: u16) -> Client {
         Client { port }
     }
+}
 
+/// A plain HTTP client for one squall.
+pub struct Client {
+    port: u16,
+}
+
+impl Client {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> std::io::Result<(u16, Value)> {
+        self.request_with(method, path, body, &[])
+    }
+
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<(u16, Value)> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         let body = body.unwrap_or("");
         let mut req = format!(
@@ -169,7 +200,10 @@ impl Squall {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
             dechunk(rest)
         } else {
             rest.to_string()
@@ -177,27 +211,10 @@ impl Squall {
         let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
         Ok((status, value))
     }
-
 }
 
-/// A plain HTTP client for one squall.
-pub struct Client {
-    port: u16,
-}
-
-impl Client {
-    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> std::io::Result<(u16, Value)> {
-        self.request_with(method, path, body, &[])
-    }
-
-    pub fn request_with(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-        headers: &[(&str, &str)],
-    ) -> std::io::Result<(u16, Value)> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+impl Squall {
+    pub fn get(&self, path: &str) -> (u16, Value) {
         self.request("GET", path, None).expect("request")
     }
 
@@ -218,7 +235,10 @@ impl Client {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("{path}: condition not met within {secs} s; last answer: {last}\nlog:\n{}", self.log());
+        panic!(
+            "{path}: condition not met within {secs} s; last answer: {last}\nlog:\n{}",
+            self.log()
+        );
     }
 
     /// Waits for the executions started by a trigger instance to reach a final status.
@@ -228,7 +248,9 @@ impl Client {
             20,
             |v| {
                 v.as_array().is_some_and(|a| {
-                    a.len() >= count && a.iter().all(|e| is_terminal(e["status"].as_str().unwrap_or("")))
+                    a.len() >= count
+                        && a.iter()
+                            .all(|e| is_terminal(e["status"].as_str().unwrap_or("")))
                 })
             },
         );
@@ -237,7 +259,10 @@ impl Client {
 }
 
 pub fn is_terminal(status: &str) -> bool {
-    matches!(status, "succeeded" | "failed" | "timeout" | "canceled" | "abandoned")
+    matches!(
+        status,
+        "succeeded" | "failed" | "timeout" | "canceled" | "abandoned"
+    )
 }
 
 fn dechunk(mut s: &str) -> String {

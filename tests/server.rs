@@ -53,38 +53,77 @@ fn webhook_runs_a_rule_and_records_everything() {
     assert_eq!(enf[0]["trigger_instance_id"], ti_id.as_str());
 
     let (_, instances) = s.get("/api/v1/triggerinstances?trigger=core.st2.webhook");
-    assert!(instances.as_array().expect("list").iter().any(|t| t["id"] == ti_id.as_str()));
-    let (code, one) = s.get(&format!("/api/v1/executions/{}", e["id"].as_str().expect("id")));
+    assert!(instances
+        .as_array()
+        .expect("list")
+        .iter()
+        .any(|t| t["id"] == ti_id.as_str()));
+    let (code, one) = s.get(&format!(
+        "/api/v1/executions/{}",
+        e["id"].as_str().expect("id")
+    ));
     assert_eq!(code, 200);
     assert_eq!(one["id"], e["id"]);
 
     // core.action_finished (st2: core.st2.generic.actiontrigger) fires for every final status.
-    s.wait_for("/api/v1/triggerinstances?trigger=core.action_finished", 10, |v| {
-        v.as_array().is_some_and(|a| {
-            a.iter().any(|t| t["payload"]["execution_id"] == e["id"] && t["payload"]["status"] == "succeeded")
-        })
-    });
+    s.wait_for(
+        "/api/v1/triggerinstances?trigger=core.action_finished",
+        10,
+        |v| {
+            v.as_array().is_some_and(|a| {
+                a.iter().any(|t| {
+                    t["payload"]["execution_id"] == e["id"] && t["payload"]["status"] == "succeeded"
+                })
+            })
+        },
+    );
     let (_, metrics) = s.get("/metrics");
     let text = metrics.as_str().expect("text");
-    assert!(text.contains("squall_trigger_instances_total{trigger=\"core.webhook\"} 1"), "{text}");
-    assert!(text.contains("squall_rule_matches_total{rule=\"e2e.hello\"} 1"), "{text}");
-    assert!(text.contains("squall_executions{status=\"succeeded\"}"), "{text}");
+    assert!(
+        text.contains("squall_trigger_instances_total{trigger=\"core.webhook\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("squall_rule_matches_total{rule=\"e2e.hello\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("squall_executions{status=\"succeeded\"}"),
+        "{text}"
+    );
 }
 
 #[test]
 fn rendered_parameters_are_cast_and_secrets_masked() {
     let (_dir, s) = start(&[], &[]);
-    let (code, _) = s.request("PUT", "/api/v1/keys/e2e_greeting", Some(r#"{"value": "hi"}"#)).expect("put");
+    let (code, _) = s
+        .request(
+            "PUT",
+            "/api/v1/keys/e2e_greeting",
+            Some(r#"{"value": "hi"}"#),
+        )
+        .expect("put");
     assert_eq!(code, 200);
-    let (status, ti) = s.post("/api/v1/webhooks/typed", r#"{"token": "s3cr3t-value", "count": "7"}"#);
+    let (status, ti) = s.post(
+        "/api/v1/webhooks/typed",
+        r#"{"token": "s3cr3t-value", "count": "7"}"#,
+    );
     assert_eq!(status, 202);
     let execs = s.executions_of(ti["id"].as_str().expect("id"), 1);
     let e = &execs[0];
     assert_eq!(e["status"], "succeeded", "{e}");
-    assert_eq!(e["result"], json!({"length": 12, "count": 7, "from_kv": "hi"}));
+    assert_eq!(
+        e["result"],
+        json!({"length": 12, "count": 7, "from_kv": "hi"})
+    );
     assert_eq!(e["parameters"]["token"], "********");
     assert_eq!(e["parameters"]["count"], 7);
-    let all = s.get(&format!("/api/v1/executions/{}", e["id"].as_str().expect("id"))).1;
+    let all = s
+        .get(&format!(
+            "/api/v1/executions/{}",
+            e["id"].as_str().expect("id")
+        ))
+        .1;
     assert!(!all.to_string().contains("s3cr3t-value"));
 }
 
@@ -101,27 +140,45 @@ fn api_errors_are_clear() {
 
     let (code, body) = s.post("/api/v1/webhooks/hello", "{\"name\": ");
     assert_eq!(code, 400, "{body}");
-    assert!(body["error"].as_str().expect("error").contains("not valid JSON"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("not valid JSON"),
+        "{body}"
+    );
 
     let (code, body) = s.post("/api/v1/webhooks/nobody-listens", "{}");
     assert_eq!(code, 404, "{body}");
-    assert!(body["error"].as_str().expect("error").contains("nobody-listens"));
+    assert!(body["error"]
+        .as_str()
+        .expect("error")
+        .contains("nobody-listens"));
 
     let big = format!("{{\"name\": \"{}\"}}", "x".repeat(4096));
     let (code, _) = s.post("/api/v1/webhooks/hello", &big);
     assert_eq!(code, 413);
 
-    let (code, body) = s.post("/api/v1/executions", r#"{"action": "examples.greet", "parameters": {"times": "many", "colour": "red"}}"#);
+    let (code, body) = s.post(
+        "/api/v1/executions",
+        r#"{"action": "examples.greet", "parameters": {"times": "many", "colour": "red"}}"#,
+    );
     assert_eq!(code, 400, "{body}");
     let detail = body["detail"].as_array().expect("detail lists parameters");
-    let named: Vec<&str> = detail.iter().filter_map(|d| d["parameter"].as_str()).collect();
+    let named: Vec<&str> = detail
+        .iter()
+        .filter_map(|d| d["parameter"].as_str())
+        .collect();
     for p in ["name", "times", "colour"] {
         assert!(named.contains(&p), "{p} not reported: {body}");
     }
 
     let (code, body) = s.post("/api/v1/executions", r#"{"action": "nope.nothing"}"#);
     assert_eq!(code, 400);
-    assert!(body["error"].as_str().expect("error").contains("nope.nothing"));
+    assert!(body["error"]
+        .as_str()
+        .expect("error")
+        .contains("nope.nothing"));
 
     let (code, _) = s.get("/api/v1/executions/01HZZZZZZZZZZZZZZZZZZZZZZZ");
     assert_eq!(code, 404);
@@ -141,27 +198,46 @@ fn api_errors_are_clear() {
 #[test]
 fn executions_from_the_api_cancel_and_rerun() {
     let (_dir, s) = start(&[], &[]);
-    let (code, e) = s.post("/api/v1/executions", r#"{"action": "examples.greet", "parameters": {"name": "api", "times": "2"}}"#);
+    let (code, e) = s.post(
+        "/api/v1/executions",
+        r#"{"action": "examples.greet", "parameters": {"name": "api", "times": "2"}}"#,
+    );
     assert_eq!(code, 201, "{e}");
     let id = e["id"].as_str().expect("id").to_string();
-    let done = s.wait_for(&format!("/api/v1/executions/{id}"), 20, |v| is_terminal(v["status"].as_str().unwrap_or("")));
+    let done = s.wait_for(&format!("/api/v1/executions/{id}"), 20, |v| {
+        is_terminal(v["status"].as_str().unwrap_or(""))
+    });
     assert_eq!(done["status"], "succeeded");
     assert_eq!(done["result"]["lines"], json!(["hello, api", "hello, api"]));
 
-    let (code, again) = s.post(&format!("/api/v1/executions/{id}/re_run"), r#"{"parameters": {"loud": true}}"#);
+    let (code, again) = s.post(
+        &format!("/api/v1/executions/{id}/re_run"),
+        r#"{"parameters": {"loud": true}}"#,
+    );
     assert_eq!(code, 201);
     let again_id = again["id"].as_str().expect("id").to_string();
-    let done = s.wait_for(&format!("/api/v1/executions/{again_id}"), 20, |v| is_terminal(v["status"].as_str().unwrap_or("")));
+    let done = s.wait_for(&format!("/api/v1/executions/{again_id}"), 20, |v| {
+        is_terminal(v["status"].as_str().unwrap_or(""))
+    });
     assert_eq!(done["result"]["lines"], json!(["HELLO, API", "HELLO, API"]));
     assert_eq!(done["rerun_of"], id.as_str());
 
-    let (_, slow) = s.post("/api/v1/executions", r#"{"action": "e2e.slow", "parameters": {"seconds": 60}}"#);
+    let (_, slow) = s.post(
+        "/api/v1/executions",
+        r#"{"action": "e2e.slow", "parameters": {"seconds": 60}}"#,
+    );
     let slow_id = slow["id"].as_str().expect("id").to_string();
-    s.wait_for(&format!("/api/v1/executions/{slow_id}"), 20, |v| v["status"] == "running");
+    s.wait_for(&format!("/api/v1/executions/{slow_id}"), 20, |v| {
+        v["status"] == "running"
+    });
     let started = Instant::now();
-    let (code, _) = s.request("DELETE", &format!("/api/v1/executions/{slow_id}"), None).expect("delete");
+    let (code, _) = s
+        .request("DELETE", &format!("/api/v1/executions/{slow_id}"), None)
+        .expect("delete");
     assert_eq!(code, 200);
-    let done = s.wait_for(&format!("/api/v1/executions/{slow_id}"), 10, |v| is_terminal(v["status"].as_str().unwrap_or("")));
+    let done = s.wait_for(&format!("/api/v1/executions/{slow_id}"), 10, |v| {
+        is_terminal(v["status"].as_str().unwrap_or(""))
+    });
     assert_eq!(done["status"], "canceled");
     assert!(started.elapsed() < Duration::from_secs(5));
 
@@ -169,19 +245,34 @@ fn executions_from_the_api_cancel_and_rerun() {
     assert_eq!(list.as_array().expect("list").len(), 2);
     let (_, list) = s.get("/api/v1/executions?action=examples.greet&limit=1&offset=1");
     assert_eq!(list.as_array().expect("list").len(), 1);
-    assert_eq!(list[0]["id"], id.as_str(), "newest first, so offset 1 is the first run");
+    assert_eq!(
+        list[0]["id"],
+        id.as_str(),
+        "newest first, so offset 1 is the first run"
+    );
 }
 
 #[test]
 fn interval_timer_fires() {
     let (_dir, s) = start(&[repo().join("tests/packs/e2e_timers")], &[]);
-    let v = s.wait_for("/api/v1/executions?action=core.echo&status=succeeded", 15, |v| {
-        v.as_array().is_some_and(|a| a.len() >= 2)
-    });
-    assert!(v[0]["result"].as_str().expect("text").starts_with("tick at "), "{v}");
+    let v = s.wait_for(
+        "/api/v1/executions?action=core.echo&status=succeeded",
+        15,
+        |v| v.as_array().is_some_and(|a| a.len() >= 2),
+    );
+    assert!(
+        v[0]["result"]
+            .as_str()
+            .expect("text")
+            .starts_with("tick at "),
+        "{v}"
+    );
     let (_, instances) = s.get("/api/v1/triggerinstances?trigger=core.interval_timer");
     let t = &instances[0];
-    assert_eq!(t["trigger_parameters"], json!({"unit": "seconds", "delta": 1}));
+    assert_eq!(
+        t["trigger_parameters"],
+        json!({"unit": "seconds", "delta": 1})
+    );
     assert!(t["payload"]["executed_at"].is_string());
 }
 
@@ -191,29 +282,66 @@ fn retry_and_concurrency_policies() {
     let (code, _) = s.post("/api/v1/executions", r#"{"action": "e2e.fail"}"#);
     assert_eq!(code, 201);
     let v = s.wait_for("/api/v1/executions?action=e2e.fail", 20, |v| {
-        v.as_array().is_some_and(|a| a.len() == 3 && a.iter().all(|e| is_terminal(e["status"].as_str().unwrap_or(""))))
+        v.as_array().is_some_and(|a| {
+            a.len() == 3
+                && a.iter()
+                    .all(|e| is_terminal(e["status"].as_str().unwrap_or("")))
+        })
     });
-    let attempts: Vec<u64> = v.as_array().expect("list").iter().filter_map(|e| e["attempt"].as_u64()).collect();
+    let attempts: Vec<u64> = v
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|e| e["attempt"].as_u64())
+        .collect();
     assert_eq!(attempts, vec![3, 2, 1], "newest first");
-    assert!(v.as_array().expect("list").iter().all(|e| e["status"] == "failed"));
-    assert!(v[0]["result"]["error"].as_str().expect("error").contains("always fails"));
+    assert!(v
+        .as_array()
+        .expect("list")
+        .iter()
+        .all(|e| e["status"] == "failed"));
+    assert!(v[0]["result"]["error"]
+        .as_str()
+        .expect("error")
+        .contains("always fails"));
 
-    let (_, first) = s.post("/api/v1/executions", r#"{"action": "e2e.limited", "parameters": {"seconds": 3}}"#);
+    let (_, first) = s.post(
+        "/api/v1/executions",
+        r#"{"action": "e2e.limited", "parameters": {"seconds": 3}}"#,
+    );
     let first_id = first["id"].as_str().expect("id").to_string();
-    s.wait_for(&format!("/api/v1/executions/{first_id}"), 20, |v| v["status"] == "running");
-    let (_, second) = s.post("/api/v1/executions", r#"{"action": "e2e.limited", "parameters": {"seconds": 3}}"#);
+    s.wait_for(&format!("/api/v1/executions/{first_id}"), 20, |v| {
+        v["status"] == "running"
+    });
+    let (_, second) = s.post(
+        "/api/v1/executions",
+        r#"{"action": "e2e.limited", "parameters": {"seconds": 3}}"#,
+    );
     let second_id = second["id"].as_str().expect("id").to_string();
-    let done = s.wait_for(&format!("/api/v1/executions/{second_id}"), 20, |v| is_terminal(v["status"].as_str().unwrap_or("")));
+    let done = s.wait_for(&format!("/api/v1/executions/{second_id}"), 20, |v| {
+        is_terminal(v["status"].as_str().unwrap_or(""))
+    });
     assert_eq!(done["status"], "canceled", "{done}");
-    assert!(done["result"]["error"].as_str().expect("reason").contains("one_at_a_time"));
-    let done = s.wait_for(&format!("/api/v1/executions/{first_id}"), 20, |v| is_terminal(v["status"].as_str().unwrap_or("")));
+    assert!(done["result"]["error"]
+        .as_str()
+        .expect("reason")
+        .contains("one_at_a_time"));
+    let done = s.wait_for(&format!("/api/v1/executions/{first_id}"), 20, |v| {
+        is_terminal(v["status"].as_str().unwrap_or(""))
+    });
     assert_eq!(done["status"], "succeeded");
 }
 
 #[test]
 fn key_value_store_ttl_and_secrets() {
     let (dir, mut s) = start(&[], &[]);
-    let (code, k) = s.request("PUT", "/api/v1/keys/db_password", Some(r#"{"value": "hunter2-clear", "secret": true}"#)).expect("put");
+    let (code, k) = s
+        .request(
+            "PUT",
+            "/api/v1/keys/db_password",
+            Some(r#"{"value": "hunter2-clear", "secret": true}"#),
+        )
+        .expect("put");
     assert_eq!(code, 200, "{k}");
     assert_eq!(k["encrypted"], true);
     assert_ne!(k["value"], "hunter2-clear");
@@ -222,12 +350,19 @@ fn key_value_store_ttl_and_secrets() {
     let (_, k) = s.get("/api/v1/keys/db_password?decrypt=true");
     assert_eq!(k["value"], "hunter2-clear");
 
-    s.request("PUT", "/api/v1/keys/app.limit", Some(r#"{"value": "10"}"#)).expect("put");
-    s.request("PUT", "/api/v1/keys/app.owner", Some(r#"{"value": "ops"}"#)).expect("put");
+    s.request("PUT", "/api/v1/keys/app.limit", Some(r#"{"value": "10"}"#))
+        .expect("put");
+    s.request("PUT", "/api/v1/keys/app.owner", Some(r#"{"value": "ops"}"#))
+        .expect("put");
     let (_, list) = s.get("/api/v1/keys?prefix=app.");
     assert_eq!(list.as_array().expect("list").len(), 2);
 
-    s.request("PUT", "/api/v1/keys/short_lived", Some(r#"{"value": "x", "ttl": 1}"#)).expect("put");
+    s.request(
+        "PUT",
+        "/api/v1/keys/short_lived",
+        Some(r#"{"value": "x", "ttl": 1}"#),
+    )
+    .expect("put");
     let (code, _) = s.get("/api/v1/keys/short_lived");
     assert_eq!(code, 200);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -236,10 +371,15 @@ fn key_value_store_ttl_and_secrets() {
         if code == 404 {
             break;
         }
-        assert!(Instant::now() < deadline, "a key with ttl 1 was still there after 10 s");
+        assert!(
+            Instant::now() < deadline,
+            "a key with ttl 1 was still there after 10 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (code, _) = s.request("DELETE", "/api/v1/keys/app.owner", None).expect("delete");
+    let (code, _) = s
+        .request("DELETE", "/api/v1/keys/app.owner", None)
+        .expect("delete");
     assert_eq!(code, 204);
     let (code, _) = s.get("/api/v1/keys/app.owner");
     assert_eq!(code, 404);
@@ -249,7 +389,10 @@ fn key_value_store_ttl_and_secrets() {
     let mut found = false;
     for entry in walk(&dir.path().join("data")) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
-        if bytes.windows(b"hunter2-clear".len()).any(|w| w == b"hunter2-clear") {
+        if bytes
+            .windows(b"hunter2-clear".len())
+            .any(|w| w == b"hunter2-clear")
+        {
             found = true;
         }
     }
@@ -281,7 +424,10 @@ fn authentication_with_api_keys() {
     assert_eq!(code, 201, "{created}");
     let key = created["key"].as_str().expect("key shown once").to_string();
     let (_, listed) = s.get("/api/v1/apikeys");
-    assert!(!listed.to_string().contains(&key), "keys are stored hashed and never listed");
+    assert!(
+        !listed.to_string().contains(&key),
+        "keys are stored hashed and never listed"
+    );
     assert_eq!(s.terminate().code(), Some(0));
 
     s.extra_args.push("--auth".into());
@@ -289,12 +435,28 @@ fn authentication_with_api_keys() {
     let (code, body) = s.get("/api/v1/executions");
     assert_eq!(code, 401, "{body}");
     assert!(body["error"].as_str().expect("error").contains("API key"));
-    let (code, _) = s.request_with("GET", "/api/v1/executions", None, &[("St2-Api-Key", &key)]).expect("request");
+    let (code, _) = s
+        .request_with("GET", "/api/v1/executions", None, &[("St2-Api-Key", &key)])
+        .expect("request");
     assert_eq!(code, 200);
     let bearer = format!("Bearer {key}");
-    let (code, _) = s.request_with("GET", "/api/v1/executions", None, &[("Authorization", &bearer)]).expect("request");
+    let (code, _) = s
+        .request_with(
+            "GET",
+            "/api/v1/executions",
+            None,
+            &[("Authorization", &bearer)],
+        )
+        .expect("request");
     assert_eq!(code, 200);
-    let (code, _) = s.request_with("GET", "/api/v1/executions", None, &[("St2-Api-Key", "wrong")]).expect("request");
+    let (code, _) = s
+        .request_with(
+            "GET",
+            "/api/v1/executions",
+            None,
+            &[("St2-Api-Key", "wrong")],
+        )
+        .expect("request");
     assert_eq!(code, 401);
     let (code, _) = s.get("/healthz");
     assert_eq!(code, 200);
@@ -317,9 +479,14 @@ fn refuses_to_listen_beyond_loopback_without_auth() {
 #[test]
 fn sigterm_lets_running_executions_finish() {
     let (_dir, mut s) = start(&[], &[]);
-    let (_, e) = s.post("/api/v1/executions", r#"{"action": "e2e.slow", "parameters": {"seconds": 1.5}}"#);
+    let (_, e) = s.post(
+        "/api/v1/executions",
+        r#"{"action": "e2e.slow", "parameters": {"seconds": 1.5}}"#,
+    );
     let id = e["id"].as_str().expect("id").to_string();
-    s.wait_for(&format!("/api/v1/executions/{id}"), 20, |v| v["status"] == "running");
+    s.wait_for(&format!("/api/v1/executions/{id}"), 20, |v| {
+        v["status"] == "running"
+    });
     assert_eq!(s.terminate().code(), Some(0), "{}", s.log());
     s.restart();
     let (_, done) = s.get(&format!("/api/v1/executions/{id}"));
@@ -333,10 +500,22 @@ fn bad_packs_are_reported_and_skipped_or_refused_with_strict() {
     let bad = dir.path().join("bad");
     write(&bad, "pack.yaml", "ref: bad\nname: bad\n");
     write(&bad, "rules/typo.yaml", "name: typo\nenabled: true\ntrigger: {type: core.webhook}\naction: {ref: core.noop}\ncritera: {}\n");
-    let s = Squall::start(&dir.path().join("data"), &[bad.clone()], &[]);
+    let s = Squall::start(&dir.path().join("data"), std::slice::from_ref(&bad), &[]);
     let (_, packs) = s.get("/api/v1/packs");
-    let bad_pack = packs.as_array().expect("list").iter().find(|p| p["ref"] == "bad").cloned().expect("bad pack listed");
-    assert!(bad_pack["problems"][0].as_str().expect("problem").contains("typo.yaml:5"), "{bad_pack}");
+    let bad_pack = packs
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|p| p["ref"] == "bad")
+        .cloned()
+        .expect("bad pack listed");
+    assert!(
+        bad_pack["problems"][0]
+            .as_str()
+            .expect("problem")
+            .contains("typo.yaml:5"),
+        "{bad_pack}"
+    );
     drop(s);
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_squall"))
@@ -397,19 +576,43 @@ fn crash_safety_under_sigkill() {
             if ti["status"] == "processed" {
                 break;
             }
-            assert!(Instant::now() < deadline, "trigger instance {id} not processed: {ti}");
+            assert!(
+                Instant::now() < deadline,
+                "trigger instance {id} not processed: {ti}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let (_, enf) = s.get(&format!("/api/v1/ruleenforcements?trigger_instance={id}"));
-        assert_eq!(enf.as_array().map(Vec::len), Some(1), "instance {id}: {enf}");
+        assert_eq!(
+            enf.as_array().map(Vec::len),
+            Some(1),
+            "instance {id}: {enf}"
+        );
     }
     let all = s.wait_for("/api/v1/executions?action=e2e.slow&limit=10000", 60, |v| {
-        v.as_array().is_some_and(|a| a.iter().all(|e| is_terminal(e["status"].as_str().unwrap_or(""))))
+        v.as_array().is_some_and(|a| {
+            a.iter()
+                .all(|e| is_terminal(e["status"].as_str().unwrap_or("")))
+        })
     });
     let execs = all.as_array().expect("list");
-    assert!(execs.len() >= acknowledged.len(), "{} executions for {} instances", execs.len(), acknowledged.len());
-    let abandoned: Vec<&Value> = execs.iter().filter(|e| e["status"] == "abandoned").collect();
+    assert!(
+        execs.len() >= acknowledged.len(),
+        "{} executions for {} instances",
+        execs.len(),
+        acknowledged.len()
+    );
+    let abandoned: Vec<&Value> = execs
+        .iter()
+        .filter(|e| e["status"] == "abandoned")
+        .collect();
     for e in abandoned {
-        assert!(e["reason"].as_str().unwrap_or("").contains("not idempotent"), "{e}");
+        assert!(
+            e["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("not idempotent"),
+            "{e}"
+        );
     }
 }

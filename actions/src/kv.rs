@@ -32,7 +32,7 @@ struct Entry {
 
 impl Entry {
     fn live(&self, now: Instant) -> bool {
-        self.expires.map_or(true, |at| now < at)
+        self.expires.is_none_or(|at| now < at)
     }
 }
 

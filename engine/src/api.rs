@@ -98,7 +98,9 @@ impl From<EngineError> for ApiError {
             EngineError::UnknownAction(a) => {
                 ApiError::bad_request(format!("no loaded pack provides action '{a}'"))
             }
-            EngineError::DisabledAction(a) => ApiError::bad_request(format!("action '{a}' is disabled")),
+            EngineError::DisabledAction(a) => {
+                ApiError::bad_request(format!("action '{a}' is disabled"))
+            }
             EngineError::NoExecution(id) => ApiError::not_found(format!("no execution {id}")),
             EngineError::ShuttingDown => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "squall is shutting down")
@@ -120,8 +122,14 @@ type ApiResult<T> = Result<T, ApiError>;
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/v1/webhooks/{*url}", post(webhook))
-        .route("/api/v1/executions", get(list_executions).post(create_execution))
-        .route("/api/v1/executions/{id}", get(get_execution).delete(cancel_execution))
+        .route(
+            "/api/v1/executions",
+            get(list_executions).post(create_execution),
+        )
+        .route(
+            "/api/v1/executions/{id}",
+            get(get_execution).delete(cancel_execution),
+        )
         .route("/api/v1/executions/{id}/re_run", post(rerun_execution))
         .route("/api/v1/triggerinstances", get(list_trigger_instances))
         .route("/api/v1/triggerinstances/{id}", get(get_trigger_instance))
@@ -135,12 +143,20 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/packs", get(list_packs))
         .route("/api/v1/packs/reload", post(reload_packs))
         .route("/api/v1/keys", get(list_keys))
-        .route("/api/v1/keys/{name}", get(get_key).put(put_key).delete(delete_key))
+        .route(
+            "/api/v1/keys/{name}",
+            get(get_key).put(put_key).delete(delete_key),
+        )
         .route("/api/v1/apikeys", get(list_apikeys).post(create_apikey))
         .route("/api/v1/apikeys/{id}", axum::routing::delete(delete_apikey))
         .route("/api/v1/stream", get(stream))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
-        .layer(axum::extract::DefaultBodyLimit::max(state.config.body_limit));
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.body_limit,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
@@ -181,14 +197,19 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
     };
     match state.engine.store.apikey_verify(&key) {
         Ok(Some(_)) => next.run(req).await,
-        Ok(None) => ApiError::new(StatusCode::UNAUTHORIZED, "unknown or disabled API key").into_response(),
+        Ok(None) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unknown or disabled API key").into_response()
+        }
         Err(e) => ApiError::from(e).into_response(),
     }
 }
 
 async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     let stored = state.engine.store.count_executions_by_status()?;
-    let text = state.engine.metrics.render(state.engine.queue.len(), &stored);
+    let text = state
+        .engine
+        .metrics
+        .render(state.engine.queue.len(), &stored);
     Ok(([("content-type", "text/plain; version=0.0.4")], text).into_response())
 }
 
@@ -198,7 +219,9 @@ fn title_case(name: &str) -> String {
         .map(|part| {
             let mut c = part.chars();
             match c.next() {
-                Some(f) => f.to_uppercase().collect::<String>() + c.as_str().to_lowercase().as_str(),
+                Some(f) => {
+                    f.to_uppercase().collect::<String>() + c.as_str().to_lowercase().as_str()
+                }
                 None => String::new(),
             }
         })
@@ -217,7 +240,11 @@ async fn webhook(
         Value::Object(Map::new())
     } else {
         serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!("the body is not valid JSON: {e} (line {}, column {})", e.line(), e.column()))
+            ApiError::bad_request(format!(
+                "the body is not valid JSON: {e} (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
         })?
     };
     let ti = if url == "st2" {
@@ -225,15 +252,24 @@ async fn webhook(
             .get("trigger")
             .and_then(Value::as_str)
             .filter(|t| t.contains('.'))
-            .ok_or_else(|| ApiError::bad_request("field 'trigger' must be a trigger type reference such as 'pack.name'"))?;
-        let payload = parsed.get("payload").cloned().unwrap_or(Value::Object(Map::new()));
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "field 'trigger' must be a trigger type reference such as 'pack.name'",
+                )
+            })?;
+        let payload = parsed
+            .get("payload")
+            .cloned()
+            .unwrap_or(Value::Object(Map::new()));
         if !payload.is_object() {
             return Err(ApiError::bad_request("field 'payload' must be an object"));
         }
         TriggerInstance::new(trigger, None, payload, "api")
     } else {
         if !state.engine.loaded().webhooks.contains(&url) {
-            return Err(ApiError::not_found(format!("no enabled rule listens to webhook '{url}'")));
+            return Err(ApiError::not_found(format!(
+                "no enabled rule listens to webhook '{url}'"
+            )));
         }
         let mut header_map = Map::new();
         let mut lower = HashMap::new();
@@ -243,9 +279,12 @@ async fn webhook(
             header_map.insert(title_case(name.as_str()), Value::String(v));
         }
         if let Some(check) = state.config.signatures.get(&url) {
-            check
-                .verify(&lower, &body, Utc::now())
-                .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, format!("signature check failed: {e}")))?;
+            check.verify(&lower, &body, Utc::now()).map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    format!("signature check failed: {e}"),
+                )
+            })?;
         }
         TriggerInstance::new(
             "core.webhook",
@@ -258,21 +297,10 @@ async fn webhook(
     Ok((StatusCode::ACCEPTED, Json(trigger_instance_json(&ti))).into_response())
 }
 
-#[derive(Deserialize)]
-struct Page {
-    #[serde(default)]
-    limit: Option<usize>,
-    #[serde(default)]
-    offset: Option<usize>,
-}
-
-impl Page {
-    fn limit(&self) -> usize {
-        self.limit.unwrap_or(50).min(10_000)
-    }
-    fn offset(&self) -> usize {
-        self.offset.unwrap_or(0)
-    }
+/// `limit` (default 50, at most 10,000) and `offset` of a list request. (serde's `flatten`
+/// cannot carry numbers through a query string, so each query struct holds these two fields.)
+fn page(limit: Option<usize>, offset: Option<usize>) -> (usize, usize) {
+    (limit.unwrap_or(50).min(10_000), offset.unwrap_or(0))
 }
 
 #[derive(Deserialize)]
@@ -282,16 +310,23 @@ struct ExecutionQuery {
     parent: Option<String>,
     trigger_instance: Option<String>,
     rule: Option<String>,
-    #[serde(flatten)]
-    page: Page,
+    limit: Option<usize>,
+    offset: Option<usize>,
 }
 
-async fn list_executions(State(state): State<AppState>, Query(q): Query<ExecutionQuery>) -> ApiResult<Json<Value>> {
+async fn list_executions(
+    State(state): State<AppState>,
+    Query(q): Query<ExecutionQuery>,
+) -> ApiResult<Json<Value>> {
     let status = match &q.status {
         Some(s) => Some(ExecutionStatus::parse(s).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "status '{s}' is not one of: {}",
-                ExecutionStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                ExecutionStatus::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?),
         None => None,
@@ -303,12 +338,18 @@ async fn list_executions(State(state): State<AppState>, Query(q): Query<Executio
         trigger_instance: q.trigger_instance,
         rule: q.rule,
     };
-    let list = state.engine.store.list_executions(&filter, q.page.limit(), q.page.offset())?;
+    let (limit, offset) = page(q.limit, q.offset);
+    let list = state.engine.store.list_executions(&filter, limit, offset)?;
     let loaded = state.engine.loaded();
-    Ok(Json(Value::Array(list.iter().map(|e| execution_json(&loaded, e)).collect())))
+    Ok(Json(Value::Array(
+        list.iter().map(|e| execution_json(&loaded, e)).collect(),
+    )))
 }
 
-async fn get_execution(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_execution(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let e = state
         .engine
         .store
@@ -328,19 +369,25 @@ struct ExecutionRequest {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
 
 async fn create_execution(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
     let req: ExecutionRequest = parse_json(&body)?;
     let loaded = state.engine.loaded();
-    let mut e = state.engine.new_execution(&loaded, &req.action, req.parameters)?;
+    let mut e = state
+        .engine
+        .new_execution(&loaded, &req.action, req.parameters)?;
     e.user = req.user.or(Some("api".into()));
     let e = state.engine.request(e).await?;
     Ok((StatusCode::CREATED, Json(execution_json(&loaded, &e))).into_response())
 }
 
-async fn cancel_execution(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn cancel_execution(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let e = state.engine.cancel(&id).await?;
     Ok(Json(execution_json(&state.engine.loaded(), &e)))
 }
@@ -352,8 +399,16 @@ struct RerunRequest {
     parameters: Map<String, Value>,
 }
 
-async fn rerun_execution(State(state): State<AppState>, Path(id): Path<String>, body: Bytes) -> ApiResult<Response> {
-    let req: RerunRequest = if body.is_empty() { RerunRequest::default() } else { parse_json(&body)? };
+async fn rerun_execution(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let req: RerunRequest = if body.is_empty() {
+        RerunRequest::default()
+    } else {
+        parse_json(&body)?
+    };
     let old = state
         .engine
         .store
@@ -372,17 +427,32 @@ async fn rerun_execution(State(state): State<AppState>, Path(id): Path<String>, 
 #[derive(Deserialize)]
 struct TriggerInstanceQuery {
     trigger: Option<String>,
-    #[serde(flatten)]
-    page: Page,
+    limit: Option<usize>,
+    offset: Option<usize>,
 }
 
-async fn list_trigger_instances(State(state): State<AppState>, Query(q): Query<TriggerInstanceQuery>) -> ApiResult<Json<Value>> {
-    let trigger = q.trigger.as_deref().map(squall_rules::canonical_trigger_ref);
-    let list = state.engine.store.list_trigger_instances(trigger, q.page.limit(), q.page.offset())?;
-    Ok(Json(Value::Array(list.iter().map(trigger_instance_json).collect())))
+async fn list_trigger_instances(
+    State(state): State<AppState>,
+    Query(q): Query<TriggerInstanceQuery>,
+) -> ApiResult<Json<Value>> {
+    let trigger = q
+        .trigger
+        .as_deref()
+        .map(squall_rules::canonical_trigger_ref);
+    let (limit, offset) = page(q.limit, q.offset);
+    let list = state
+        .engine
+        .store
+        .list_trigger_instances(trigger, limit, offset)?;
+    Ok(Json(Value::Array(
+        list.iter().map(trigger_instance_json).collect(),
+    )))
 }
 
-async fn get_trigger_instance(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_trigger_instance(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let ti = state
         .engine
         .store
@@ -430,9 +500,14 @@ fn rule_json(r: &squall_rules::Rule) -> Value {
         .map(|c| {
             let pattern = match &c.pattern {
                 squall_rules::model::PatternSource::Literal { value, .. } => value.clone(),
-                squall_rules::model::PatternSource::Template { source, .. } => Value::String(source.clone()),
+                squall_rules::model::PatternSource::Template { source, .. } => {
+                    Value::String(source.clone())
+                }
             };
-            (c.key.clone(), json!({"type": c.operator_name, "pattern": pattern}))
+            (
+                c.key.clone(),
+                json!({"type": c.operator_name, "pattern": pattern}),
+            )
         })
         .collect();
     json!({
@@ -467,9 +542,15 @@ async fn list_rules(State(state): State<AppState>, Query(q): Query<PackQuery>) -
     ))
 }
 
-async fn get_rule(State(state): State<AppState>, Path(rule_ref): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_rule(
+    State(state): State<AppState>,
+    Path(rule_ref): Path<String>,
+) -> ApiResult<Json<Value>> {
     let loaded = state.engine.loaded();
-    let id = loaded.rules.find(&rule_ref).ok_or_else(|| ApiError::not_found(format!("no rule {rule_ref}")))?;
+    let id = loaded
+        .rules
+        .find(&rule_ref)
+        .ok_or_else(|| ApiError::not_found(format!("no rule {rule_ref}")))?;
     Ok(Json(rule_json(loaded.rules.rule(id))))
 }
 
@@ -480,15 +561,24 @@ struct RuleTestRequest {
 }
 
 /// st2-rule-tester's post-mortem mode: a stored rule against a stored trigger instance.
-async fn test_rule(State(state): State<AppState>, Path(rule_ref): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+async fn test_rule(
+    State(state): State<AppState>,
+    Path(rule_ref): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let req: RuleTestRequest = parse_json(&body)?;
     let loaded = state.engine.loaded();
-    let id = loaded.rules.find(&rule_ref).ok_or_else(|| ApiError::not_found(format!("no rule {rule_ref}")))?;
+    let id = loaded
+        .rules
+        .find(&rule_ref)
+        .ok_or_else(|| ApiError::not_found(format!("no rule {rule_ref}")))?;
     let ti = state
         .engine
         .store
         .trigger_instance(&req.trigger_instance_id)?
-        .ok_or_else(|| ApiError::not_found(format!("no trigger instance {}", req.trigger_instance_id)))?;
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no trigger instance {}", req.trigger_instance_id))
+        })?;
     let env = EvalEnv {
         now: Utc::now(),
         kv: Arc::new(StoreKv(state.engine.store.clone())),
@@ -502,18 +592,26 @@ async fn test_rule(State(state): State<AppState>, Path(rule_ref): Path<String>, 
         Ok(()) => match loaded.rules.render_action(id, &ti.payload, &env) {
             Ok(req) => {
                 let params = match loaded.catalog.action(&req.action) {
-                    Some(a) => match squall_actions::validate_params(&a.meta, req.parameters.clone()) {
-                        Ok(cast) => squall_actions::mask_secrets(&a.meta, &cast),
-                        Err(_) => req.parameters.clone(),
-                    },
+                    Some(a) => {
+                        match squall_actions::validate_params(&a.meta, req.parameters.clone()) {
+                            Ok(cast) => squall_actions::mask_secrets(&a.meta, &cast),
+                            Err(_) => req.parameters.clone(),
+                        }
+                    }
                     None => req.parameters.clone(),
                 };
                 json!({"matches": true, "rule": rule_ref, "action": req.action, "parameters": params, "failure": null, "reason": null})
             }
-            Err(e) => json!({"matches": true, "rule": rule_ref, "action": null, "parameters": null, "failure": null, "reason": format!("the action cannot be rendered: {e}")}),
+            Err(e) => {
+                json!({"matches": true, "rule": rule_ref, "action": null, "parameters": null, "failure": null, "reason": format!("the action cannot be rendered: {e}")})
+            }
         },
-        Err(NoMatch::Criterion(f)) => json!({"matches": false, "rule": rule_ref, "action": null, "parameters": null, "failure": f, "reason": null}),
-        Err(other) => json!({"matches": false, "rule": rule_ref, "action": null, "parameters": null, "failure": null, "reason": other.to_string()}),
+        Err(NoMatch::Criterion(f)) => {
+            json!({"matches": false, "rule": rule_ref, "action": null, "parameters": null, "failure": f, "reason": null})
+        }
+        Err(other) => {
+            json!({"matches": false, "rule": rule_ref, "action": null, "parameters": null, "failure": null, "reason": other.to_string()})
+        }
     }))
 }
 
@@ -521,16 +619,20 @@ async fn test_rule(State(state): State<AppState>, Path(rule_ref): Path<String>, 
 struct EnforcementQuery {
     rule_ref: Option<String>,
     trigger_instance: Option<String>,
-    #[serde(flatten)]
-    page: Page,
+    limit: Option<usize>,
+    offset: Option<usize>,
 }
 
-async fn list_enforcements(State(state): State<AppState>, Query(q): Query<EnforcementQuery>) -> ApiResult<Json<Value>> {
+async fn list_enforcements(
+    State(state): State<AppState>,
+    Query(q): Query<EnforcementQuery>,
+) -> ApiResult<Json<Value>> {
+    let (limit, offset) = page(q.limit, q.offset);
     let list = state.engine.store.list_enforcements(
         q.rule_ref.as_deref(),
         q.trigger_instance.as_deref(),
-        q.page.limit(),
-        q.page.offset(),
+        limit,
+        offset,
     )?;
     Ok(Json(Value::Array(
         list.iter()
@@ -594,7 +696,10 @@ async fn list_actions(State(state): State<AppState>, Query(q): Query<PackQuery>)
     ))
 }
 
-async fn get_action(State(state): State<AppState>, Path(action_ref): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_action(
+    State(state): State<AppState>,
+    Path(action_ref): Path<String>,
+) -> ApiResult<Json<Value>> {
     let loaded = state.engine.loaded();
     let a = loaded
         .catalog
@@ -640,7 +745,12 @@ async fn reload_packs(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     let reload = state.config.reload.clone();
     let summary = tokio::task::spawn_blocking(move || reload())
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("reload failed: {e}")))?;
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reload failed: {e}"),
+            )
+        })?;
     Ok(Json(summary))
 }
 
@@ -663,12 +773,21 @@ fn key_json(k: &crate::model::KeyValuePair, decrypted: bool) -> Value {
     })
 }
 
-async fn list_keys(State(state): State<AppState>, Query(q): Query<KeyQuery>) -> ApiResult<Json<Value>> {
+async fn list_keys(
+    State(state): State<AppState>,
+    Query(q): Query<KeyQuery>,
+) -> ApiResult<Json<Value>> {
     let list = state.engine.store.kv_list(q.prefix.as_deref(), q.decrypt)?;
-    Ok(Json(Value::Array(list.iter().map(|k| key_json(k, q.decrypt)).collect())))
+    Ok(Json(Value::Array(
+        list.iter().map(|k| key_json(k, q.decrypt)).collect(),
+    )))
 }
 
-async fn get_key(State(state): State<AppState>, Path(name): Path<String>, Query(q): Query<KeyQuery>) -> ApiResult<Json<Value>> {
+async fn get_key(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<KeyQuery>,
+) -> ApiResult<Json<Value>> {
     let k = state
         .engine
         .store
@@ -691,7 +810,11 @@ struct KeyRequest {
     _scope: Option<String>,
 }
 
-async fn put_key(State(state): State<AppState>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+async fn put_key(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let req: KeyRequest = parse_json(&body)?;
     // st2 stores strings; other JSON values are kept as their JSON text.
     let value = match req.value {
@@ -701,12 +824,18 @@ async fn put_key(State(state): State<AppState>, Path(name): Path<String>, body: 
     if req.ttl == Some(0) {
         return Err(ApiError::bad_request("ttl must be at least 1 second"));
     }
-    let k = state.engine.store.kv_set(&name, &value, req.secret, req.ttl)?;
+    let k = state
+        .engine
+        .store
+        .kv_set(&name, &value, req.secret, req.ttl)?;
     state.engine.durable().await?;
     Ok(Json(key_json(&k, false)))
 }
 
-async fn delete_key(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_key(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     if state.engine.store.kv_delete(&name)? {
         state.engine.durable().await?;
         Ok(StatusCode::NO_CONTENT)
@@ -732,8 +861,15 @@ struct ApiKeyRequest {
 }
 
 async fn create_apikey(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
-    let req: ApiKeyRequest = if body.is_empty() { ApiKeyRequest::default() } else { parse_json(&body)? };
-    let (k, clear) = state.engine.store.apikey_create(req.user.as_deref().unwrap_or("admin"))?;
+    let req: ApiKeyRequest = if body.is_empty() {
+        ApiKeyRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    let (k, clear) = state
+        .engine
+        .store
+        .apikey_create(req.user.as_deref().unwrap_or("admin"))?;
     state.engine.durable().await?;
     Ok((
         StatusCode::CREATED,
@@ -742,7 +878,10 @@ async fn create_apikey(State(state): State<AppState>, body: Bytes) -> ApiResult<
         .into_response())
 }
 
-async fn delete_apikey(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_apikey(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     if state.engine.store.apikey_delete(&id)? {
         state.engine.durable().await?;
         Ok(StatusCode::NO_CONTENT)
@@ -751,14 +890,13 @@ async fn delete_apikey(State(state): State<AppState>, Path(id): Path<String>) ->
     }
 }
 
-async fn stream(State(state): State<AppState>) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
+async fn stream(
+    State(state): State<AppState>,
+) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
     let rx = state.engine.events.subscribe();
     let events = BroadcastStream::new(rx).filter_map(|item| {
-        item.ok().map(|ev| {
-            Ok(Event::default()
-                .event(ev.event)
-                .data(ev.data.to_string()))
-        })
+        item.ok()
+            .map(|ev| Ok(Event::default().event(ev.event).data(ev.data.to_string())))
     });
     Sse::new(events).keep_alive(KeepAlive::default())
 }

@@ -70,7 +70,7 @@ pub struct RunContext {
     pub cancel: CancelToken,
     /// Execution context given to the script as `ctx` (execution id, trigger, user...).
     pub ctx: Value,
-    pub on_log: Option<Arc<dyn Fn(&LogLine) + Send + Sync>>,
+    pub on_log: Option<squall_actions::runtime::LogSink>,
 }
 
 /// Validates `given` against the action and runs it to a final status.
@@ -87,10 +87,11 @@ pub fn run_action(
     if !action.meta.enabled {
         return Err(ExecError::Disabled(action_ref.to_string()));
     }
-    let params = validate_params(&action.meta, given).map_err(|errors| ExecError::InvalidParameters {
-        action: action_ref.to_string(),
-        errors,
-    })?;
+    let params =
+        validate_params(&action.meta, given).map_err(|errors| ExecError::InvalidParameters {
+            action: action_ref.to_string(),
+            errors,
+        })?;
     let source = match (&action.meta.runner_type, &action.source) {
         (RunnerType::Rhai, Some(source)) => source.clone(),
         _ => return Err(ExecError::NotRunnableHere(action_ref.to_string())),

@@ -1,12 +1,20 @@
-//! squall-engine: the runtime that wires squall's parts together. Today: loading packs from
-//! disk with every problem located, and running actions; the store, bus, rules loop, worker pool
-//! and HTTP API build on these.
+//! squall-engine: the runtime that wires squall's parts together: pack loading, the store, the
+//! rules loop, the scheduler and worker pool, timers, the HTTP API and `squall run`'s server.
 //!
 //! The only crate that imports `rules`, `actions` and `sensors` together; shared vocabulary is
 //! re-exported from here.
 
+pub mod api;
 pub mod exec;
+pub mod metrics;
+pub mod model;
 pub mod packs;
+pub mod pipeline;
+pub mod policies;
+pub mod server;
+pub mod signatures;
+pub mod store;
+pub mod timers;
 
 pub use exec::{run_action, ExecError, FinalStatus, RunContext, RunRecord};
 pub use packs::{load_packs, Catalog, LoadedAction, LoadedRule, Pack, PackMeta, Problem};

@@ -11,7 +11,9 @@ use std::sync::Mutex;
 use crate::model::ExecutionStatus;
 
 /// Upper bounds (seconds) of the duration histogram's buckets.
-const BUCKETS: [f64; 12] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0];
+const BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0,
+];
 
 #[derive(Default)]
 struct Counters {
@@ -101,18 +103,30 @@ impl Metrics {
             let _ = writeln!(out, "squall_execution_duration_seconds_sum {}", c.duration_sum);
             let _ = writeln!(out, "squall_execution_duration_seconds_count {}", c.duration_count);
         });
-        let _ = writeln!(out, "# HELP squall_work_queue_depth Executions waiting for a worker.");
+        let _ = writeln!(
+            out,
+            "# HELP squall_work_queue_depth Executions waiting for a worker."
+        );
         let _ = writeln!(out, "# TYPE squall_work_queue_depth gauge");
         let _ = writeln!(out, "squall_work_queue_depth {queue_depth}");
-        let _ = writeln!(out, "# HELP squall_executions Executions in the store, per status.");
+        let _ = writeln!(
+            out,
+            "# HELP squall_executions Executions in the store, per status."
+        );
         let _ = writeln!(out, "# TYPE squall_executions gauge");
         for (status, n) in stored {
-            let _ = writeln!(out, "squall_executions{{status=\"{}\"}} {n}", status.as_str());
+            let _ = writeln!(
+                out,
+                "squall_executions{{status=\"{}\"}} {n}",
+                status.as_str()
+            );
         }
         out
     }
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -12,9 +12,20 @@ use squall_actions::LogLine;
 /// The schema version written into every record.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// A new time-ordered id (ULID text: sorts by creation time).
+/// A new time-ordered id (ULID text: sorts by creation time, strictly increasing within this
+/// process even inside one millisecond).
 pub fn new_id() -> String {
-    ulid::Ulid::new().to_string()
+    static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
+    let mut guard = match GENERATOR.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let generator = guard.get_or_insert_with(ulid::Generator::new);
+    // Overflow needs 2^80 ids in one millisecond; fall back to a random one if it ever happens.
+    generator
+        .generate()
+        .unwrap_or_else(|_| ulid::Ulid::new())
+        .to_string()
 }
 
 /// Where a trigger instance is in the rules loop (st2's names).
@@ -48,7 +59,12 @@ pub struct TriggerInstance {
 }
 
 impl TriggerInstance {
-    pub fn new(trigger: &str, trigger_parameters: Option<Value>, payload: Value, source: &str) -> Self {
+    pub fn new(
+        trigger: &str,
+        trigger_parameters: Option<Value>,
+        payload: Value,
+        source: &str,
+    ) -> Self {
         let now = Utc::now();
         TriggerInstance {
             v: SCHEMA_VERSION,

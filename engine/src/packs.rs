@@ -37,7 +37,12 @@ impl std::fmt::Display for Problem {
 }
 
 impl Problem {
-    fn new(file: &Path, line: Option<usize>, column: Option<usize>, message: impl Into<String>) -> Problem {
+    fn new(
+        file: &Path,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: impl Into<String>,
+    ) -> Problem {
         Problem {
             file: file.to_path_buf(),
             line,
@@ -170,9 +175,11 @@ pub fn load_packs(dirs: &[PathBuf], runtime: &RhaiRuntime) -> Catalog {
                 }
                 pack_dirs.extend(found);
             }
-            Err(e) => catalog
-                .problems
-                .push(Problem::new(dir, None, None, format!("cannot read: {e}"))),
+            Err(e) => {
+                catalog
+                    .problems
+                    .push(Problem::new(dir, None, None, format!("cannot read: {e}")))
+            }
         }
     }
 
@@ -184,7 +191,11 @@ pub fn load_packs(dirs: &[PathBuf], runtime: &RhaiRuntime) -> Catalog {
                     &dir.join("pack.yaml"),
                     None,
                     None,
-                    format!("pack '{}' is already loaded from {}", pack.reference, first.display()),
+                    format!(
+                        "pack '{}' is already loaded from {}",
+                        pack.reference,
+                        first.display()
+                    ),
                 ));
                 continue;
             }
@@ -193,6 +204,8 @@ pub fn load_packs(dirs: &[PathBuf], runtime: &RhaiRuntime) -> Catalog {
         }
     }
     check_cross_references(&mut catalog);
+    let policy_problems = crate::policies::check(&catalog);
+    catalog.problems.extend(policy_problems);
     catalog
 }
 
@@ -210,7 +223,10 @@ fn check_cross_references(catalog: &mut Catalog) {
             if !packs.contains(dep_ref) {
                 problems.push(Problem::new(
                     &pack.dir.join("pack.yaml"),
-                    squall_rules::line_of(&read_or_empty(&pack.dir.join("pack.yaml")), "dependencies"),
+                    squall_rules::line_of(
+                        &read_or_empty(&pack.dir.join("pack.yaml")),
+                        "dependencies",
+                    ),
                     None,
                     format!("depends on pack '{dep_ref}', which is not loaded"),
                 ));
@@ -239,7 +255,12 @@ fn check_cross_references(catalog: &mut Catalog) {
                 .find(|r| r.rule.reference() == rule_ref)
                 .map(|r| r.file.clone())
                 .unwrap_or_default();
-            problems.push(Problem::new(&file, None, None, format!("rule '{rule_ref}': {msg}")));
+            problems.push(Problem::new(
+                &file,
+                None,
+                None,
+                format!("rule '{rule_ref}': {msg}"),
+            ));
         }
     }
     let mut refs: HashMap<String, PathBuf> = HashMap::new();
@@ -249,7 +270,11 @@ fn check_cross_references(catalog: &mut Catalog) {
                 &r.file,
                 None,
                 None,
-                format!("rule '{}' is also defined in {}", r.rule.reference(), first.display()),
+                format!(
+                    "rule '{}' is also defined in {}",
+                    r.rule.reference(),
+                    first.display()
+                ),
             ));
         }
     }
@@ -266,14 +291,18 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
         .collect();
     files.sort();
     files
 }
 
 fn valid_pack_ref(r: &str) -> bool {
-    !r.is_empty() && r.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    !r.is_empty()
+        && r.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
 fn load_pack(dir: &Path, runtime: &RhaiRuntime, problems: &mut Vec<Problem>) -> Option<Pack> {
@@ -281,7 +310,12 @@ fn load_pack(dir: &Path, runtime: &RhaiRuntime, problems: &mut Vec<Problem>) -> 
     let text = match std::fs::read_to_string(&meta_file) {
         Ok(t) => t,
         Err(e) => {
-            problems.push(Problem::new(&meta_file, None, None, format!("cannot read: {e}")));
+            problems.push(Problem::new(
+                &meta_file,
+                None,
+                None,
+                format!("cannot read: {e}"),
+            ));
             return None;
         }
     };
@@ -320,7 +354,12 @@ fn load_pack(dir: &Path, runtime: &RhaiRuntime, problems: &mut Vec<Problem>) -> 
     for file in yaml_files(&dir.join("actions")) {
         if let Some(a) = load_action(&file, &reference, dir, runtime, problems) {
             if pack.actions.iter().any(|b| b.reference == a.reference) {
-                problems.push(Problem::new(&file, None, None, format!("action '{}' is defined twice", a.reference)));
+                problems.push(Problem::new(
+                    &file,
+                    None,
+                    None,
+                    format!("action '{}' is defined twice", a.reference),
+                ));
                 continue;
             }
             pack.actions.push(a);
@@ -338,7 +377,10 @@ fn load_pack(dir: &Path, runtime: &RhaiRuntime, problems: &mut Vec<Problem>) -> 
     for extra in ["sensors", "aliases", "policies"] {
         for file in yaml_files(&dir.join(extra)) {
             if let Some(v) = parse_yaml_value(&file, problems) {
-                pack.extras.entry(extra.to_string()).or_default().push((file, v));
+                pack.extras
+                    .entry(extra.to_string())
+                    .or_default()
+                    .push((file, v));
             }
         }
     }
@@ -414,7 +456,12 @@ fn load_action(
         Ok(script) => match meta.runner_type {
             RunnerType::Rhai => {
                 if let Err(e) = runtime.check_syntax(&script) {
-                    problems.push(Problem::new(&entry_point, e.line, e.column, e.message.clone()));
+                    problems.push(Problem::new(
+                        &entry_point,
+                        e.line,
+                        e.column,
+                        e.message.clone(),
+                    ));
                     return None;
                 }
                 source = Some(Arc::from(script.as_str()));
@@ -454,7 +501,10 @@ fn load_rule(file: &Path, pack_ref: &str, problems: &mut Vec<Problem>) -> Option
                     file,
                     squall_rules::line_of(&text, "pack"),
                     None,
-                    format!("rule says pack '{}' but lives in pack '{pack_ref}'", rule.pack),
+                    format!(
+                        "rule says pack '{}' but lives in pack '{pack_ref}'",
+                        rule.pack
+                    ),
                 ));
                 return None;
             }

@@ -105,7 +105,9 @@ impl Loaded {
         let webhooks = rules
             .rules()
             .iter()
-            .filter(|r| r.enabled && squall_rules::canonical_trigger_ref(&r.trigger_type) == "core.webhook")
+            .filter(|r| {
+                r.enabled && squall_rules::canonical_trigger_ref(&r.trigger_type) == "core.webhook"
+            })
             .filter_map(|r| r.trigger_parameters.get("url").and_then(Value::as_str))
             .map(|u| u.trim_matches('/').to_string())
             .collect();
@@ -305,7 +307,9 @@ impl Engine {
                 .name(format!("squall-worker-{i}"))
                 .stack_size(squall_actions::SCRIPT_THREAD_STACK_SIZE)
                 .spawn(move || engine.worker_loop())
-                .map_err(|e| EngineError::Durability(format!("cannot start a worker thread: {e}")))?;
+                .map_err(|e| {
+                    EngineError::Durability(format!("cannot start a worker thread: {e}"))
+                })?;
             handles.push(handle);
         }
         Ok(handles)
@@ -316,7 +320,10 @@ impl Engine {
     fn recover(&self) -> Result<(), EngineError> {
         let pending = self.store.pending_trigger_instances()?;
         if !pending.is_empty() {
-            tracing::info!(count = pending.len(), "re-processing trigger instances accepted before a restart");
+            tracing::info!(
+                count = pending.len(),
+                "re-processing trigger instances accepted before a restart"
+            );
         }
         for ti in pending {
             let _ = self.ti_tx.send(ti);
@@ -324,7 +331,9 @@ impl Engine {
         let loaded = self.loaded();
         for mut e in self.store.active_executions()? {
             match e.status {
-                ExecutionStatus::Running | ExecutionStatus::Canceling | ExecutionStatus::Pausing
+                ExecutionStatus::Running
+                | ExecutionStatus::Canceling
+                | ExecutionStatus::Pausing
                     if !e.idempotent =>
                 {
                     e.status = ExecutionStatus::Abandoned;
@@ -337,8 +346,12 @@ impl Engine {
                     tracing::warn!(execution = %e.id, action = %e.action, "abandoned after restart");
                 }
                 _ => {
-                    if matches!(e.status, ExecutionStatus::Running | ExecutionStatus::Canceling) {
-                        e.reason = Some("run again after a restart (the action is idempotent)".into());
+                    if matches!(
+                        e.status,
+                        ExecutionStatus::Running | ExecutionStatus::Canceling
+                    ) {
+                        e.reason =
+                            Some("run again after a restart (the action is idempotent)".into());
                     }
                     e.status = ExecutionStatus::Scheduled;
                     self.store.put_execution(&e)?;
@@ -364,7 +377,9 @@ impl Engine {
             for ti in &batch {
                 match self.enforce(&loaded, ti) {
                     Ok(mut execs) => to_dispatch.append(&mut execs),
-                    Err(e) => tracing::error!(trigger_instance = %ti.id, error = %e, "rules loop failed on an instance; it stays pending"),
+                    Err(e) => {
+                        tracing::error!(trigger_instance = %ti.id, error = %e, "rules loop failed on an instance; it stays pending")
+                    }
                 }
             }
             if let Err(e) = self.durable().await {
@@ -379,7 +394,11 @@ impl Engine {
     }
 
     /// Matches one instance and records the outcome. Returns the executions to dispatch.
-    fn enforce(&self, loaded: &Loaded, ti: &TriggerInstance) -> Result<Vec<Execution>, EngineError> {
+    fn enforce(
+        &self,
+        loaded: &Loaded,
+        ti: &TriggerInstance,
+    ) -> Result<Vec<Execution>, EngineError> {
         let env = EvalEnv {
             now: Utc::now(),
             kv: Arc::new(StoreKv(self.store.clone())),
@@ -395,7 +414,12 @@ impl Engine {
         let mut executions = Vec::new();
         for (id, failure) in &eval.errors {
             let rule = loaded.rules.rule(*id);
-            enforcements.push(enforcement(&rule.reference(), &ti.id, None, Some(format!("criteria could not be evaluated: {failure}"))));
+            enforcements.push(enforcement(
+                &rule.reference(),
+                &ti.id,
+                None,
+                Some(format!("criteria could not be evaluated: {failure}")),
+            ));
         }
         for &id in &eval.matched {
             let rule = loaded.rules.rule(id);
@@ -411,11 +435,16 @@ impl Engine {
                     Err(p) => p.into_inner().admit(&rule_ref, t, &key, env.now),
                 };
                 if !admitted {
-                    enforcements.push(enforcement(&rule_ref, &ti.id, None, Some(format!(
-                        "throttled: at most {} per {} s for group {key}",
-                        t.max,
-                        t.window.as_secs()
-                    ))));
+                    enforcements.push(enforcement(
+                        &rule_ref,
+                        &ti.id,
+                        None,
+                        Some(format!(
+                            "throttled: at most {} per {} s for group {key}",
+                            t.max,
+                            t.window.as_secs()
+                        )),
+                    ));
                     continue;
                 }
             }
@@ -437,7 +466,11 @@ impl Engine {
                     let reason = match &err {
                         EngineError::InvalidParameters { errors, .. } => format!(
                             "{err}: {}",
-                            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                            errors
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join("; ")
                         ),
                         other => other.to_string(),
                     };
@@ -445,7 +478,9 @@ impl Engine {
                 }
             }
         }
-        let status = if enforcements.iter().any(|e| e.failure_reason.is_some() && e.execution_id.is_none())
+        let status = if enforcements
+            .iter()
+            .any(|e| e.failure_reason.is_some() && e.execution_id.is_none())
             && executions.is_empty()
             && !eval.errors.is_empty()
         {
@@ -453,13 +488,26 @@ impl Engine {
         } else {
             TriggerInstanceStatus::Processed
         };
-        let written = self.store.complete_trigger_instance(&ti.id, status, &enforcements, &executions)?;
-        let written_execs: HashSet<String> = written.iter().filter_map(|e| e.execution_id.clone()).collect();
-        Ok(executions.into_iter().filter(|e| written_execs.contains(&e.id)).collect())
+        let written =
+            self.store
+                .complete_trigger_instance(&ti.id, status, &enforcements, &executions)?;
+        let written_execs: HashSet<String> = written
+            .iter()
+            .filter_map(|e| e.execution_id.clone())
+            .collect();
+        Ok(executions
+            .into_iter()
+            .filter(|e| written_execs.contains(&e.id))
+            .collect())
     }
 
     /// Validates parameters and builds a requested execution (not yet stored).
-    pub fn new_execution(&self, loaded: &Loaded, action_ref: &str, given: Map<String, Value>) -> Result<Execution, EngineError> {
+    pub fn new_execution(
+        &self,
+        loaded: &Loaded,
+        action_ref: &str,
+        given: Map<String, Value>,
+    ) -> Result<Execution, EngineError> {
         let action = loaded
             .catalog
             .action(action_ref)
@@ -467,9 +515,11 @@ impl Engine {
         if !action.meta.enabled {
             return Err(EngineError::DisabledAction(action_ref.to_string()));
         }
-        let params = validate_params(&action.meta, given).map_err(|errors| EngineError::InvalidParameters {
-            action: action_ref.to_string(),
-            errors,
+        let params = validate_params(&action.meta, given).map_err(|errors| {
+            EngineError::InvalidParameters {
+                action: action_ref.to_string(),
+                errors,
+            }
         })?;
         let mut e = Execution::new(action_ref, params);
         e.idempotent = action.meta.idempotent;
@@ -500,7 +550,13 @@ impl Engine {
                         "canceled by policy {}: {} executions of {} already running (threshold {})",
                         policy.name, busy, e.action, policy.threshold
                     )});
-                    self.finish(loaded, &mut e, ExecutionStatus::Canceled, result, Vec::new());
+                    self.finish(
+                        loaded,
+                        &mut e,
+                        ExecutionStatus::Canceled,
+                        result,
+                        Vec::new(),
+                    );
                     return;
                 }
                 // The worker that picks it up waits until the action is under its threshold.
@@ -530,7 +586,7 @@ impl Engine {
         Some(WorkItem {
             execution_id: e.id.clone(),
             action: e.action.clone(),
-            runner: action.meta.runner_type.clone(),
+            runner: action.meta.runner_type,
             source: action.source.clone(),
             parameters: e.parameters.clone(),
             ctx: json!({
@@ -587,7 +643,13 @@ impl Engine {
             return;
         }
         if e.status == ExecutionStatus::Canceling {
-            self.finish(&loaded, &mut e, ExecutionStatus::Canceled, json!({"error": "canceled before it started"}), Vec::new());
+            self.finish(
+                &loaded,
+                &mut e,
+                ExecutionStatus::Canceled,
+                json!({"error": "canceled before it started"}),
+                Vec::new(),
+            );
             return;
         }
         if e.status == ExecutionStatus::Delayed {
@@ -621,16 +683,17 @@ impl Engine {
             (RunnerType::Rhai, Some(source)) => {
                 let exec_id = e.id.clone();
                 let events = self.events.clone();
-                let on_log: Arc<dyn Fn(&LogLine) + Send + Sync> = Arc::new(move |line: &LogLine| {
-                    let mut data = serde_json::to_value(line).unwrap_or(Value::Null);
-                    if let Value::Object(m) = &mut data {
-                        m.insert("execution_id".into(), Value::String(exec_id.clone()));
-                    }
-                    let _ = events.send(StreamEvent {
-                        event: "st2.execution.output__create",
-                        data,
+                let on_log: Arc<dyn Fn(&LogLine) + Send + Sync> =
+                    Arc::new(move |line: &LogLine| {
+                        let mut data = serde_json::to_value(line).unwrap_or(Value::Null);
+                        if let Value::Object(m) = &mut data {
+                            m.insert("execution_id".into(), Value::String(exec_id.clone()));
+                        }
+                        let _ = events.send(StreamEvent {
+                            event: "st2.execution.output__create",
+                            data,
+                        });
                     });
-                });
                 let report = self.runtime.run(ScriptJob {
                     script_key: item.action.clone(),
                     source: source.clone(),
@@ -643,7 +706,11 @@ impl Engine {
                 });
                 let (status, result) = match report.outcome {
                     Outcome::Succeeded(v) => (ExecutionStatus::Succeeded, v),
-                    Outcome::Failed { message, line, column } => (
+                    Outcome::Failed {
+                        message,
+                        line,
+                        column,
+                    } => (
                         ExecutionStatus::Failed,
                         json!({"error": message, "line": line, "column": column}),
                     ),
@@ -651,7 +718,10 @@ impl Engine {
                         ExecutionStatus::Timeout,
                         json!({"error": format!("action timed out after {:.1} s", after.as_secs_f64())}),
                     ),
-                    Outcome::Canceled => (ExecutionStatus::Canceled, json!({"error": "execution was canceled"})),
+                    Outcome::Canceled => (
+                        ExecutionStatus::Canceled,
+                        json!({"error": "execution was canceled"}),
+                    ),
                 };
                 (status, result, report.log)
             }
@@ -674,7 +744,14 @@ impl Engine {
     }
 
     /// Records a final status, fires `core.action_finished`, and applies the retry policy.
-    fn finish(&self, loaded: &Loaded, e: &mut Execution, status: ExecutionStatus, result: Value, log: Vec<LogLine>) {
+    fn finish(
+        &self,
+        loaded: &Loaded,
+        e: &mut Execution,
+        status: ExecutionStatus,
+        result: Value,
+        log: Vec<LogLine>,
+    ) {
         e.status = status;
         e.result = result;
         e.log = log;
@@ -683,7 +760,8 @@ impl Engine {
             tracing::error!(execution = %e.id, error = %err, "cannot record the final status");
         }
         self.durable_blocking();
-        self.metrics.execution_finished(status, e.elapsed_seconds().unwrap_or(0.0));
+        self.metrics
+            .execution_finished(status, e.elapsed_seconds().unwrap_or(0.0));
         self.publish("st2.execution__update", execution_json(loaded, e));
 
         let payload = json!({
@@ -720,7 +798,13 @@ impl Engine {
                 next.user = e.user.clone();
                 next.idempotent = e.idempotent;
                 next.rerun_of = Some(e.id.clone());
-                next.reason = Some(format!("retry {} of {} by policy {} after {}", e.attempt, retry.max_retry_count, retry.name, status.as_str()));
+                next.reason = Some(format!(
+                    "retry {} of {} by policy {} after {}",
+                    e.attempt,
+                    retry.max_retry_count,
+                    retry.name,
+                    status.as_str()
+                ));
                 next.status = ExecutionStatus::Delayed;
                 if let Err(err) = self.store.put_execution(&next) {
                     tracing::error!(error = %err, "cannot record a retry");
@@ -742,7 +826,10 @@ impl Engine {
 
     /// Cancels an execution: at once when it has not started, through its token when running.
     pub async fn cancel(&self, id: &str) -> Result<Execution, EngineError> {
-        let mut e = self.store.execution(id)?.ok_or_else(|| EngineError::NoExecution(id.to_string()))?;
+        let mut e = self
+            .store
+            .execution(id)?
+            .ok_or_else(|| EngineError::NoExecution(id.to_string()))?;
         if e.status.is_terminal() {
             return Ok(e);
         }
@@ -774,7 +861,10 @@ impl Engine {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if self.running_executions() > 0 {
-            tracing::warn!(running = self.running_executions(), "grace period over; canceling what still runs");
+            tracing::warn!(
+                running = self.running_executions(),
+                "grace period over; canceling what still runs"
+            );
             if let Ok(c) = self.cancels.lock() {
                 for t in c.values() {
                     t.cancel();
@@ -791,7 +881,12 @@ impl Engine {
     }
 }
 
-fn enforcement(rule_ref: &str, ti_id: &str, execution_id: Option<String>, failure_reason: Option<String>) -> RuleEnforcement {
+fn enforcement(
+    rule_ref: &str,
+    ti_id: &str,
+    execution_id: Option<String>,
+    failure_reason: Option<String>,
+) -> RuleEnforcement {
     RuleEnforcement {
         v: SCHEMA_VERSION,
         id: crate::model::new_id(),

@@ -125,14 +125,36 @@ fn parse(file: &Path, value: &Value) -> Result<Parsed, Problem> {
         )));
     }
     if raw.policy_type == "action.retry" {
-        let retry_on = params.get("retry_on").and_then(Value::as_str).unwrap_or("failure");
+        let retry_on = params
+            .get("retry_on")
+            .and_then(Value::as_str)
+            .unwrap_or("failure");
         let (on_failure, on_timeout) = match retry_on {
             "failure" => (true, false),
             "timeout" => (false, true),
-            other => return Err(err(format!("retry_on must be failure or timeout, not {other:?}"))),
+            other => {
+                return Err(err(format!(
+                    "retry_on must be failure or timeout, not {other:?}"
+                )))
+            }
         };
-        let max = params.get("max_retry_count").map(|v| v.as_u64().ok_or_else(|| err("max_retry_count must be a non-negative integer".into()))).transpose()?.unwrap_or(2);
-        let delay = params.get("delay").map(|v| v.as_f64().filter(|d| *d >= 0.0).ok_or_else(|| err("delay must be a number of seconds".into()))).transpose()?.unwrap_or(0.0);
+        let max = params
+            .get("max_retry_count")
+            .map(|v| {
+                v.as_u64()
+                    .ok_or_else(|| err("max_retry_count must be a non-negative integer".into()))
+            })
+            .transpose()?
+            .unwrap_or(2);
+        let delay = params
+            .get("delay")
+            .map(|v| {
+                v.as_f64()
+                    .filter(|d| *d >= 0.0)
+                    .ok_or_else(|| err("delay must be a number of seconds".into()))
+            })
+            .transpose()?
+            .unwrap_or(0.0);
         return Ok(Parsed::Retry(
             raw.resource_ref,
             RetryPolicy {
@@ -149,10 +171,18 @@ fn parse(file: &Path, value: &Value) -> Result<Parsed, Problem> {
         .and_then(Value::as_u64)
         .filter(|t| *t > 0)
         .ok_or_else(|| err("threshold must be a positive integer".into()))?;
-    let cancel = match params.get("action").and_then(Value::as_str).unwrap_or("delay") {
+    let cancel = match params
+        .get("action")
+        .and_then(Value::as_str)
+        .unwrap_or("delay")
+    {
         "delay" => false,
         "cancel" => true,
-        other => return Err(err(format!("action must be delay or cancel, not {other:?}"))),
+        other => {
+            return Err(err(format!(
+                "action must be delay or cancel, not {other:?}"
+            )))
+        }
     };
     Ok(Parsed::Concurrency(
         raw.resource_ref,

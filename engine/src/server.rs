@@ -90,7 +90,10 @@ pub fn read_secret_key(path: &std::path::Path) -> Result<[u8; 32], ServerError> 
     let mut key = [0u8; 32];
     for (i, byte) in key.iter_mut().enumerate() {
         *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| {
-            ServerError::Config(format!("secret_key_file {}: not hexadecimal", path.display()))
+            ServerError::Config(format!(
+                "secret_key_file {}: not hexadecimal",
+                path.display()
+            ))
         })?;
     }
     Ok(key)
@@ -105,12 +108,18 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
             config.listen
         )));
     }
-    let store = Store::open(&config.data_dir, config.secret_key).map_err(|e| ServerError::Store {
-        path: config.data_dir.clone(),
-        error: e.to_string(),
-    })?;
+    let store =
+        Store::open(&config.data_dir, config.secret_key).map_err(|e| ServerError::Store {
+            path: config.data_dir.clone(),
+            error: e.to_string(),
+        })?;
     let store = Arc::new(store);
-    if config.auth && store.apikey_count().map_err(|e| ServerError::Config(e.to_string()))? == 0 {
+    if config.auth
+        && store
+            .apikey_count()
+            .map_err(|e| ServerError::Config(e.to_string()))?
+            == 0
+    {
         tracing::warn!("authentication is on and no API key exists: create one with `squall apikey create` against a loopback instance");
     }
     let runtime = Arc::new(RhaiRuntime::new(Limits::default()));
@@ -181,7 +190,11 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
         error: e.to_string(),
     })?;
 
-    tokio::spawn(retention_loop(engine.clone(), config.retention, shutdown_rx.clone()));
+    tokio::spawn(retention_loop(
+        engine.clone(),
+        config.retention,
+        shutdown_rx.clone(),
+    ));
     tokio::spawn(reload_on_sighup(reload, shutdown_rx.clone()));
 
     tracing::info!(
@@ -220,7 +233,10 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
     Ok(())
 }
 
-fn start_timers(engine: &Arc<Engine>, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+fn start_timers(
+    engine: &Arc<Engine>,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let loaded = engine.loaded();
     let (timers, errors) = timers_from_rules(loaded.rules.rules().iter());
     for (rule, error) in errors {
@@ -242,10 +258,15 @@ fn start_timers(engine: &Arc<Engine>, shutdown: watch::Receiver<bool>) -> Vec<to
     tasks
 }
 
-async fn retention_loop(engine: Arc<Engine>, retention: Duration, mut shutdown: watch::Receiver<bool>) {
+async fn retention_loop(
+    engine: Arc<Engine>,
+    retention: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let now = chrono::Utc::now();
-        let cutoff = now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(30));
+        let cutoff =
+            now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(30));
         let store = engine.store.clone();
         let swept = tokio::task::spawn_blocking(move || {
             let counts = store.sweep_older_than(cutoff);
@@ -265,7 +286,9 @@ async fn retention_loop(engine: Arc<Engine>, retention: Duration, mut shutdown: 
                     );
                 }
             }
-            Ok((Err(e), _)) | Ok((_, Err(e))) => tracing::error!(error = %e, "retention sweep failed"),
+            Ok((Err(e), _)) | Ok((_, Err(e))) => {
+                tracing::error!(error = %e, "retention sweep failed")
+            }
             Err(e) => tracing::error!(error = %e, "retention sweep failed"),
         }
         tokio::select! {
@@ -279,7 +302,10 @@ async fn retention_loop(engine: Arc<Engine>, retention: Duration, mut shutdown: 
     }
 }
 
-async fn reload_on_sighup(reload: Arc<dyn Fn() -> serde_json::Value + Send + Sync>, mut shutdown: watch::Receiver<bool>) {
+async fn reload_on_sighup(
+    reload: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         return;
     };

@@ -103,7 +103,7 @@ impl KeyPath {
 
     /// True when the path can select more than one value.
     pub fn has_wildcard(&self) -> bool {
-        self.segments.iter().any(|s| *s == Segment::Wildcard)
+        self.segments.contains(&Segment::Wildcard)
     }
 
     /// Looks the path up under `root_value` (the value the root name stands for). Like st2,

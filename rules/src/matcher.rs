@@ -89,7 +89,7 @@ pub enum NoMatch {
     TriggerParameters { expected: Value },
     EmptyPayload,
     BackstopSkipped,
-    Criterion(CriterionFailure),
+    Criterion(Box<CriterionFailure>),
 }
 
 impl std::fmt::Display for NoMatch {
@@ -317,7 +317,7 @@ impl RuleSet {
             eval.checked += 1;
             match self.check_criteria(id, inst, env, false) {
                 Ok(()) => eval.matched.push(id),
-                Err(Some(NoMatch::Criterion(f))) if f.error.is_some() => eval.errors.push((id, f)),
+                Err(Some(NoMatch::Criterion(f))) if f.error.is_some() => eval.errors.push((id, *f)),
                 Err(_) => {}
             }
         }
@@ -351,13 +351,13 @@ impl RuleSet {
         }
         // With `detail` every failure carries its explanation.
         self.check_criteria(id, inst, env, true).map_err(|e| {
-            e.unwrap_or(NoMatch::Criterion(CriterionFailure {
+            e.unwrap_or(NoMatch::Criterion(Box::new(CriterionFailure {
                 key: String::new(),
                 operator: String::new(),
                 pattern: Value::Null,
                 payload_value: Value::Null,
                 error: Some("no explanation recorded".to_string()),
-            }))
+            })))
         })
     }
 
@@ -401,16 +401,16 @@ impl RuleSet {
         templates: &RuleTemplates,
         env: &EvalEnv,
         detail: bool,
-    ) -> Result<(), Option<CriterionFailure>> {
+    ) -> Result<(), Option<Box<CriterionFailure>>> {
         let value = lookup_root(&c.path, root, root_value);
         let fail = |pattern: Value, error: Option<String>| {
-            Some(CriterionFailure {
+            Some(Box::new(CriterionFailure {
                 key: c.key.clone(),
                 operator: c.operator_name.clone(),
                 pattern,
                 payload_value: value.cloned().unwrap_or(Value::Null),
                 error,
-            })
+            }))
         };
         if let Some((condition, children)) = &c.search {
             return match self.search(value, *condition, children, templates, env) {

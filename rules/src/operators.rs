@@ -238,7 +238,7 @@ pub fn py_type(v: Option<&Value>) -> &'static str {
     }
 }
 
-fn normalize<'a>(v: Option<&'a Value>) -> Option<&'a Value> {
+fn normalize(v: Option<&Value>) -> Option<&Value> {
     v.filter(|v| !v.is_null())
 }
 

@@ -1,0 +1,2302 @@
+//! The one narrow interface to persistence: trigger instances, rule enforcements, executions,
+//! the key-value store and API keys, kept in an embedded sled database.
+//!
+//! This is the only file that touches sled, so the backend can change without the rest of the
+//! engine noticing. It must never decide policy (what to run, when to retry, who may see what):
+//! it stores, indexes and finds records. It must never write a secret value in clear text, never
+//! store a clear API key, and never delete a pending trigger instance or a non-terminal
+//! execution, because those are what recovery after a crash starts from.
+//!
+//! Layout: records are JSON in sled trees. Time-ordered records are keyed by their ULID id, so
+//! key order is time order (newest first = reverse iteration) and retention is a range scan.
+//! Secondary indexes live in their own trees and change in the same sled transaction as the
+//! record they index. Writes are durable once the caller has awaited [`Store::flush`].
+//! The sled files live in `<dir>/sled/`; the key that encrypts secrets, when none is
+//! configured, in `<dir>/secret.key`.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use chacha20poly1305::aead::Aead;
+use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce};
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
+};
+use sled::{IVec, Tree};
+
+use crate::model::{
+    new_id, ApiKey, Execution, ExecutionStatus, KeyValuePair, RuleEnforcement, TriggerInstance,
+    TriggerInstanceStatus, SCHEMA_VERSION,
+};
+
+/// Version of the secondary indexes' layout. When a data dir was indexed under another
+/// version (or never), the indexes are rebuilt from the records at open, so changing an
+/// index's layout only needs a bump here.
+const INDEX_VERSION: u32 = 1;
+
+const T_TRIGGER_INSTANCES: &str = "trigger_instances";
+const T_PENDING: &str = "trigger_instances_pending";
+const T_TI_BY_TRIGGER: &str = "trigger_instances_by_trigger";
+const T_ENFORCEMENTS: &str = "enforcements";
+const T_ENF_BY_INSTANCE: &str = "enforcements_by_instance";
+const T_ENF_BY_RULE: &str = "enforcements_by_rule";
+const T_EXECUTIONS: &str = "executions";
+const T_ACTIVE: &str = "executions_active";
+const T_EXEC_BY_FIELD: &str = "executions_by_field";
+const T_EXEC_COUNTS: &str = "execution_counts";
+const T_KV: &str = "kv";
+const T_KV_EXPIRY: &str = "kv_expiry";
+const T_APIKEYS: &str = "apikeys";
+const T_APIKEY_BY_HASH: &str = "apikeys_by_hash";
+const T_META: &str = "meta";
+
+const META_INDEX_VERSION: &[u8] = b"index_version";
+const KEY_FILE: &str = "secret.key";
+const NONCE_LEN: usize = 12;
+
+// Tags of the execution field index (`executions_by_field`): `<tag><value>\0<id>`.
+const IDX_ACTION: u8 = b'a';
+const IDX_PARENT: u8 = b'p';
+const IDX_RULE: u8 = b'r';
+const IDX_TRIGGER_INSTANCE: u8 = b't';
+
+/// What can go wrong reaching the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("store: record `{key}` in `{tree}` cannot be read: {error}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        error: String,
+    },
+    #[error("store: {0}")]
+    Crypto(String),
+    #[error("store: {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The caller asked for something the store refuses (a bad argument, not bad data).
+    #[error("store: {0}")]
+    Invalid(String),
+    #[error("store: no {kind} `{id}`")]
+    NotFound { kind: &'static str, id: String },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which executions to list; every field set must match (ANDed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecutionFilter {
+    pub action: Option<String>,
+    pub status: Option<ExecutionStatus>,
+    pub parent: Option<String>,
+    pub trigger_instance: Option<String>,
+    pub rule: Option<String>,
+}
+
+impl ExecutionFilter {
+    fn matches(&self, e: &Execution) -> bool {
+        wanted(self.action.as_deref(), Some(e.action.as_str()))
+            && (self.status.is_none() || self.status == Some(e.status))
+            && wanted(self.parent.as_deref(), e.parent.as_deref())
+            && wanted(
+                self.trigger_instance.as_deref(),
+                e.trigger_instance.as_deref(),
+            )
+            && wanted(self.rule.as_deref(), e.rule.as_deref())
+    }
+}
+
+/// True when no value is wanted or the value is the one wanted.
+fn wanted(want: Option<&str>, have: Option<&str>) -> bool {
+    match want {
+        None => true,
+        Some(w) => have == Some(w),
+    }
+}
+
+/// How many records a retention sweep deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepCounts {
+    pub trigger_instances: usize,
+    pub enforcements: usize,
+    pub executions: usize,
+}
+
+/// squall's persistent state. Cheap to share behind an `Arc`; every method is safe to call
+/// from many threads at once.
+pub struct Store {
+    db: sled::Db,
+    trigger_instances: Tree,
+    pending: Tree,
+    ti_by_trigger: Tree,
+    enforcements: Tree,
+    enf_by_instance: Tree,
+    enf_by_rule: Tree,
+    executions: Tree,
+    active: Tree,
+    exec_by_field: Tree,
+    exec_counts: Tree,
+    kv: Tree,
+    kv_expiry: Tree,
+    apikeys: Tree,
+    apikey_by_hash: Tree,
+    meta: Tree,
+    cipher: ChaCha20Poly1305,
+}
+
+impl fmt::Debug for Store {
+    // Hand-written so the cipher (the secrets' key) can never end up in a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+/// Every record type carries its schema version.
+trait Record: DeserializeOwned {
+    fn version(&self) -> u32;
+}
+
+macro_rules! record {
+    ($($t:ty),*) => {
+        $(impl Record for $t {
+            fn version(&self) -> u32 {
+                self.v
+            }
+        })*
+    };
+}
+record!(
+    TriggerInstance,
+    RuleEnforcement,
+    Execution,
+    KeyValuePair,
+    ApiKey
+);
+
+/// Just the version of a record, to explain why a record that does not parse fails.
+#[derive(Deserialize)]
+struct Versioned {
+    v: u32,
+}
+
+fn newer_schema(tree: &'static str, key: &[u8], v: u32) -> StoreError {
+    StoreError::Corrupt {
+        tree,
+        key: String::from_utf8_lossy(key).into_owned(),
+        error: format!(
+            "written by a newer squall (schema version {v}; this build reads up to {SCHEMA_VERSION})"
+        ),
+    }
+}
+
+fn decode<T: Record>(tree: &'static str, key: &[u8], bytes: &[u8]) -> StoreResult<T> {
+    match serde_json::from_slice::<T>(bytes) {
+        Ok(record) if record.version() <= SCHEMA_VERSION => Ok(record),
+        Ok(record) => Err(newer_schema(tree, key, record.version())),
+        Err(error) => match serde_json::from_slice::<Versioned>(bytes) {
+            Ok(Versioned { v }) if v > SCHEMA_VERSION => Err(newer_schema(tree, key, v)),
+            _ => Err(StoreError::Corrupt {
+                tree,
+                key: String::from_utf8_lossy(key).into_owned(),
+                error: error.to_string(),
+            }),
+        },
+    }
+}
+
+fn encode<T: Serialize>(tree: &'static str, key: &str, record: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
+        tree,
+        key: key.to_string(),
+        error: format!("cannot encode: {e}"),
+    })
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+fn tx_error(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Sled(e),
+    }
+}
+
+fn abort<T>(e: StoreError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+/// `<a>\0<b>`: the layout of every composite index key. Lookups always re-check the record,
+/// so a value that itself holds a NUL can at worst cost a wasted read, never a wrong answer.
+fn pair_key(a: &str, b: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(a.len() + b.len() + 1);
+    k.extend_from_slice(a.as_bytes());
+    k.push(0);
+    k.extend_from_slice(b.as_bytes());
+    k
+}
+
+fn prefix_key(a: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(a.len() + 1);
+    k.extend_from_slice(a.as_bytes());
+    k.push(0);
+    k
+}
+
+fn field_prefix(tag: u8, value: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(value.len() + 2);
+    k.push(tag);
+    k.extend_from_slice(value.as_bytes());
+    k.push(0);
+    k
+}
+
+fn exec_field_keys(e: &Execution) -> Vec<Vec<u8>> {
+    let fields = [
+        (IDX_ACTION, Some(e.action.as_str())),
+        (IDX_PARENT, e.parent.as_deref()),
+        (IDX_RULE, e.rule.as_deref()),
+        (IDX_TRIGGER_INSTANCE, e.trigger_instance.as_deref()),
+    ];
+    fields
+        .into_iter()
+        .filter_map(|(tag, value)| {
+            value.map(|v| {
+                let mut k = field_prefix(tag, v);
+                k.extend_from_slice(e.id.as_bytes());
+                k
+            })
+        })
+        .collect()
+}
+
+/// The smallest ULID text of the cutoff's millisecond: every id before it is older.
+fn cutoff_key(cutoff: DateTime<Utc>) -> Option<String> {
+    let ms = u64::try_from(cutoff.timestamp_millis()).ok()?;
+    // ULIDs hold 48 bits of milliseconds (year 10889); a later cutoff means "everything".
+    let ms = ms.min((1u64 << 48) - 1);
+    Some(ulid::Ulid::from_parts(ms, 0).to_string())
+}
+
+/// `kv_expiry` key: expiry in milliseconds (big endian, so key order is time order) + name.
+fn expiry_key(at: DateTime<Utc>, name: &str) -> Vec<u8> {
+    let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    let mut k = Vec::with_capacity(8 + name.len());
+    k.extend_from_slice(&ms.to_be_bytes());
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn hash_api_key(key: &str) -> String {
+    hex(&Sha256::digest(key.as_bytes()))
+}
+
+fn suffix_after(key: &[u8], prefix_len: usize) -> Vec<u8> {
+    key.get(prefix_len..).unwrap_or_default().to_vec()
+}
+
+/// Keeps the records `keep` accepts, skipping `offset` of them, up to `limit`.
+fn page<T>(
+    items: impl Iterator<Item = StoreResult<Option<T>>>,
+    keep: impl Fn(&T) -> bool,
+    limit: usize,
+    offset: usize,
+) -> StoreResult<Vec<T>> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    let mut skipped = 0;
+    for item in items {
+        // `None`: an index entry whose record a concurrent sweep just removed.
+        let Some(item) = item? else { continue };
+        if !keep(&item) {
+            continue;
+        }
+        if skipped < offset {
+            skipped += 1;
+            continue;
+        }
+        out.push(item);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The trees an execution write touches, inside a transaction.
+struct ExecTx<'a> {
+    executions: &'a TransactionalTree,
+    active: &'a TransactionalTree,
+    by_field: &'a TransactionalTree,
+    counts: &'a TransactionalTree,
+}
+
+impl ExecTx<'_> {
+    fn bump(&self, status: ExecutionStatus, up: bool) -> TxResult<()> {
+        let key = status.as_str().as_bytes();
+        let current = match self.counts.get(key)? {
+            None => 0,
+            Some(v) => match <[u8; 8]>::try_from(v.as_ref()) {
+                Ok(b) => u64::from_be_bytes(b),
+                Err(_) => {
+                    return abort(StoreError::Corrupt {
+                        tree: T_EXEC_COUNTS,
+                        key: status.as_str().to_string(),
+                        error: format!("counter holds {} bytes, expected 8", v.len()),
+                    })
+                }
+            },
+        };
+        let next = if up {
+            current.saturating_add(1)
+        } else {
+            current.saturating_sub(1)
+        };
+        self.counts.insert(key, next.to_be_bytes().to_vec())?;
+        Ok(())
+    }
+
+    fn old(&self, id: &str) -> TxResult<Option<Execution>> {
+        match self.executions.get(id.as_bytes())? {
+            None => Ok(None),
+            Some(bytes) => decode(T_EXECUTIONS, id.as_bytes(), &bytes)
+                .map(Some)
+                .or_else(abort),
+        }
+    }
+
+    fn put(&self, e: &Execution, bytes: &[u8]) -> TxResult<()> {
+        let old = self.old(&e.id)?;
+        self.executions.insert(e.id.as_bytes(), bytes)?;
+        if e.status.is_terminal() {
+            self.active.remove(e.id.as_bytes())?;
+        } else {
+            self.active.insert(e.id.as_bytes(), &[][..])?;
+        }
+        if let Some(old) = &old {
+            for k in exec_field_keys(old) {
+                self.by_field.remove(k)?;
+            }
+        }
+        for k in exec_field_keys(e) {
+            self.by_field.insert(k, &[][..])?;
+        }
+        match old.map(|o| o.status) {
+            Some(s) if s == e.status => {}
+            Some(s) => {
+                self.bump(s, false)?;
+                self.bump(e.status, true)?;
+            }
+            None => self.bump(e.status, true)?,
+        }
+        Ok(())
+    }
+
+    fn remove(&self, e: &Execution) -> TxResult<()> {
+        self.executions.remove(e.id.as_bytes())?;
+        self.active.remove(e.id.as_bytes())?;
+        for k in exec_field_keys(e) {
+            self.by_field.remove(k)?;
+        }
+        self.bump(e.status, false)
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`. Secrets are encrypted under
+    /// `secret_key` when given, else under `<dir>/secret.key`, created on first open. A
+    /// different key does not stop the store from opening: only decrypting secrets fails.
+    pub fn open(dir: &Path, secret_key: Option<[u8; 32]>) -> StoreResult<Store> {
+        fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        // sled locks its directory, so once this succeeds no other process is creating the
+        // key file below at the same time.
+        let db = sled::Config::new().path(dir.join("sled")).open()?;
+        let key = match secret_key {
+            Some(k) => k,
+            None => load_or_create_key(dir)?,
+        };
+        let store = Store {
+            trigger_instances: db.open_tree(T_TRIGGER_INSTANCES)?,
+            pending: db.open_tree(T_PENDING)?,
+            ti_by_trigger: db.open_tree(T_TI_BY_TRIGGER)?,
+            enforcements: db.open_tree(T_ENFORCEMENTS)?,
+            enf_by_instance: db.open_tree(T_ENF_BY_INSTANCE)?,
+            enf_by_rule: db.open_tree(T_ENF_BY_RULE)?,
+            executions: db.open_tree(T_EXECUTIONS)?,
+            active: db.open_tree(T_ACTIVE)?,
+            exec_by_field: db.open_tree(T_EXEC_BY_FIELD)?,
+            exec_counts: db.open_tree(T_EXEC_COUNTS)?,
+            kv: db.open_tree(T_KV)?,
+            kv_expiry: db.open_tree(T_KV_EXPIRY)?,
+            apikeys: db.open_tree(T_APIKEYS)?,
+            apikey_by_hash: db.open_tree(T_APIKEY_BY_HASH)?,
+            meta: db.open_tree(T_META)?,
+            cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+            db,
+        };
+        store.ensure_indexes()?;
+        Ok(store)
+    }
+
+    /// Waits until everything written so far is on disk.
+    pub async fn flush(&self) -> StoreResult<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// [`Store::flush`] for threads outside the async runtime.
+    pub fn flush_blocking(&self) -> StoreResult<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Rebuilds the secondary indexes from the records when they were built by another
+    /// layout version. The version is written last, so a crash mid-rebuild redoes it.
+    fn ensure_indexes(&self) -> StoreResult<()> {
+        let current = self
+            .meta
+            .get(META_INDEX_VERSION)?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+            .map(u32::from_be_bytes);
+        if current == Some(INDEX_VERSION) {
+            return Ok(());
+        }
+        if current.is_some() || !self.executions.is_empty() {
+            tracing::info!(from = ?current, to = INDEX_VERSION, "rebuilding store indexes");
+        }
+        for tree in [
+            &self.ti_by_trigger,
+            &self.enf_by_instance,
+            &self.enf_by_rule,
+            &self.active,
+            &self.exec_by_field,
+            &self.exec_counts,
+        ] {
+            tree.clear()?;
+        }
+        for item in self.trigger_instances.iter() {
+            let (k, v) = item?;
+            let ti: TriggerInstance = decode(T_TRIGGER_INSTANCES, &k, &v)?;
+            self.ti_by_trigger
+                .insert(pair_key(&ti.trigger, &ti.id), &[][..])?;
+        }
+        for item in self.enforcements.iter() {
+            let (k, v) = item?;
+            let enf: RuleEnforcement = decode(T_ENFORCEMENTS, &k, &v)?;
+            self.enf_by_instance.insert(
+                pair_key(&enf.trigger_instance_id, &enf.rule_ref),
+                enf.id.as_bytes(),
+            )?;
+            self.enf_by_rule
+                .insert(pair_key(&enf.rule_ref, &enf.id), &[][..])?;
+        }
+        let mut counts: HashMap<ExecutionStatus, u64> = HashMap::new();
+        for item in self.executions.iter() {
+            let (k, v) = item?;
+            let e: Execution = decode(T_EXECUTIONS, &k, &v)?;
+            if !e.status.is_terminal() {
+                self.active.insert(e.id.as_bytes(), &[][..])?;
+            }
+            for key in exec_field_keys(&e) {
+                self.exec_by_field.insert(key, &[][..])?;
+            }
+            *counts.entry(e.status).or_default() += 1;
+        }
+        for (status, n) in counts {
+            self.exec_counts
+                .insert(status.as_str().as_bytes(), &n.to_be_bytes()[..])?;
+        }
+        self.db.flush()?;
+        self.meta
+            .insert(META_INDEX_VERSION, &INDEX_VERSION.to_be_bytes()[..])?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    // ---- trigger instances ----
+
+    /// Stores a trigger instance and marks it pending for the rules loop, atomically.
+    pub fn insert_trigger_instance(&self, ti: &TriggerInstance) -> StoreResult<()> {
+        let bytes = encode(T_TRIGGER_INSTANCES, &ti.id, ti)?;
+        (&self.trigger_instances, &self.pending, &self.ti_by_trigger)
+            .transaction(|(tis, pending, by_trigger)| {
+                tis.insert(ti.id.as_bytes(), bytes.as_slice())?;
+                pending.insert(ti.id.as_bytes(), &[][..])?;
+                by_trigger.insert(pair_key(&ti.trigger, &ti.id), &[][..])?;
+                Ok(())
+            })
+            .map_err(tx_error)
+    }
+
+    pub fn trigger_instance(&self, id: &str) -> StoreResult<Option<TriggerInstance>> {
+        self.trigger_instances
+            .get(id.as_bytes())?
+            .map(|v| decode(T_TRIGGER_INSTANCES, id.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// Newest first. `trigger` accepts st2's names of built-in triggers as well as squall's.
+    pub fn list_trigger_instances(
+        &self,
+        trigger: Option<&str>,
+        limit: usize,
+        offset: usize,
+    ) -> StoreResult<Vec<TriggerInstance>> {
+        match trigger {
+            Some(t) => {
+                let t = squall_rules::canonical_trigger_ref(t);
+                let prefix = prefix_key(t);
+                let ids = self.ti_by_trigger.scan_prefix(&prefix).rev().map(|item| {
+                    let (k, _) = item?;
+                    self.trigger_instance_by_key(&suffix_after(&k, prefix.len()))
+                });
+                page(ids, |ti: &TriggerInstance| ti.trigger == t, limit, offset)
+            }
+            None => {
+                let all = self.trigger_instances.iter().rev().map(|item| {
+                    let (k, v) = item?;
+                    decode(T_TRIGGER_INSTANCES, &k, &v).map(Some)
+                });
+                page(all, |_| true, limit, offset)
+            }
+        }
+    }
+
+    fn trigger_instance_by_key(&self, key: &[u8]) -> StoreResult<Option<TriggerInstance>> {
+        self.trigger_instances
+            .get(key)?
+            .map(|v| decode(T_TRIGGER_INSTANCES, key, &v))
+            .transpose()
+    }
+
+    /// Oldest first: the trigger instances the rules loop has not completed.
+    pub fn pending_trigger_instances(&self) -> StoreResult<Vec<TriggerInstance>> {
+        let mut out = Vec::new();
+        for item in self.pending.iter() {
+            let (k, _) = item?;
+            match self.trigger_instance_by_key(&k)? {
+                Some(ti) => out.push(ti),
+                // Inserted with its record in one transaction and never swept, so this means
+                // the data dir was damaged; recovering the rest beats refusing to start.
+                None => tracing::warn!(
+                    id = %String::from_utf8_lossy(&k),
+                    "pending trigger instance has no record; skipped"
+                ),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The rules loop's commit, in one transaction: writes each enforcement whose
+    /// (trigger instance, rule) was not enforced before, with the execution it requested;
+    /// skips those already enforced and their executions (exactly-once after a crash); sets
+    /// the instance's status and takes it off the pending set. Returns the enforcements
+    /// actually written.
+    ///
+    /// `status` must be final (processed or processing_failed), every enforcement must be for
+    /// `ti_id` and every execution must be requested by one of the enforcements.
+    pub fn complete_trigger_instance(
+        &self,
+        ti_id: &str,
+        status: TriggerInstanceStatus,
+        enforcements: &[RuleEnforcement],
+        executions: &[Execution],
+    ) -> StoreResult<Vec<RuleEnforcement>> {
+        if matches!(
+            status,
+            TriggerInstanceStatus::Pending | TriggerInstanceStatus::Processing
+        ) {
+            return Err(StoreError::Invalid(format!(
+                "trigger instance `{ti_id}` cannot be completed with status {status:?}"
+            )));
+        }
+        let mut encoded_enfs = Vec::with_capacity(enforcements.len());
+        for enf in enforcements {
+            if enf.trigger_instance_id != ti_id {
+                return Err(StoreError::Invalid(format!(
+                    "enforcement `{}` is for trigger instance `{}`, not `{ti_id}`",
+                    enf.id, enf.trigger_instance_id
+                )));
+            }
+            encoded_enfs.push((enf, encode(T_ENFORCEMENTS, &enf.id, enf)?));
+        }
+        let requested: HashSet<&str> = enforcements
+            .iter()
+            .filter_map(|enf| enf.execution_id.as_deref())
+            .collect();
+        let mut encoded_execs = HashMap::with_capacity(executions.len());
+        for e in executions {
+            if !requested.contains(e.id.as_str()) {
+                // Written on its own, it would escape the exactly-once check.
+                return Err(StoreError::Invalid(format!(
+                    "execution `{}` is not requested by any enforcement of `{ti_id}`",
+                    e.id
+                )));
+            }
+            encoded_execs.insert(e.id.as_str(), (e, encode(T_EXECUTIONS, &e.id, e)?));
+        }
+
+        (
+            &self.trigger_instances,
+            &self.pending,
+            &self.enforcements,
+            &self.enf_by_instance,
+            &self.enf_by_rule,
+            &self.executions,
+            &self.active,
+            &self.exec_by_field,
+            &self.exec_counts,
+        )
+            .transaction(
+                |(tis, pending, enfs, by_instance, by_rule, execs, active, by_field, counts)| {
+                    let Some(bytes) = tis.get(ti_id.as_bytes())? else {
+                        return abort(StoreError::NotFound {
+                            kind: "trigger instance",
+                            id: ti_id.to_string(),
+                        });
+                    };
+                    let mut ti: TriggerInstance =
+                        decode(T_TRIGGER_INSTANCES, ti_id.as_bytes(), &bytes).or_else(abort)?;
+                    ti.status = status;
+                    let ti_bytes = encode(T_TRIGGER_INSTANCES, ti_id, &ti).or_else(abort)?;
+                    tis.insert(ti_id.as_bytes(), ti_bytes)?;
+                    pending.remove(ti_id.as_bytes())?;
+
+                    let exec_tx = ExecTx {
+                        executions: execs,
+                        active,
+                        by_field,
+                        counts,
+                    };
+                    // Built afresh on each attempt: sled reruns this closure on conflict.
+                    let mut written = Vec::new();
+                    for (enf, enf_bytes) in &encoded_enfs {
+                        let marker = pair_key(ti_id, &enf.rule_ref);
+                        if by_instance.get(&marker)?.is_some() {
+                            continue;
+                        }
+                        by_instance.insert(marker, enf.id.as_bytes())?;
+                        enfs.insert(enf.id.as_bytes(), enf_bytes.as_slice())?;
+                        by_rule.insert(pair_key(&enf.rule_ref, &enf.id), &[][..])?;
+                        if let Some((e, e_bytes)) = enf
+                            .execution_id
+                            .as_deref()
+                            .and_then(|id| encoded_execs.get(id))
+                        {
+                            exec_tx.put(e, e_bytes)?;
+                        }
+                        written.push((*enf).clone());
+                    }
+                    Ok(written)
+                },
+            )
+            .map_err(tx_error)
+    }
+
+    /// The rules already enforced for a trigger instance.
+    pub fn enforced_rules(&self, ti_id: &str) -> StoreResult<Vec<String>> {
+        let prefix = prefix_key(ti_id);
+        self.enf_by_instance
+            .scan_prefix(&prefix)
+            .map(|item| {
+                let (k, _) = item?;
+                Ok(String::from_utf8_lossy(&suffix_after(&k, prefix.len())).into_owned())
+            })
+            .collect()
+    }
+
+    // ---- executions ----
+
+    /// Creates or replaces an execution, keeping the active index and counters in step.
+    pub fn put_execution(&self, e: &Execution) -> StoreResult<()> {
+        let bytes = encode(T_EXECUTIONS, &e.id, e)?;
+        (
+            &self.executions,
+            &self.active,
+            &self.exec_by_field,
+            &self.exec_counts,
+        )
+            .transaction(|(executions, active, by_field, counts)| {
+                ExecTx {
+                    executions,
+                    active,
+                    by_field,
+                    counts,
+                }
+                .put(e, &bytes)
+            })
+            .map_err(tx_error)
+    }
+
+    pub fn execution(&self, id: &str) -> StoreResult<Option<Execution>> {
+        self.execution_by_key(id.as_bytes())
+    }
+
+    fn execution_by_key(&self, key: &[u8]) -> StoreResult<Option<Execution>> {
+        self.executions
+            .get(key)?
+            .map(|v| decode(T_EXECUTIONS, key, &v))
+            .transpose()
+    }
+
+    /// Newest first; the filter's fields are ANDed. Uses the most selective index the filter
+    /// allows, so listing a workflow's children or a rule's executions does not scan them all.
+    pub fn list_executions(
+        &self,
+        filter: &ExecutionFilter,
+        limit: usize,
+        offset: usize,
+    ) -> StoreResult<Vec<Execution>> {
+        let keep = |e: &Execution| filter.matches(e);
+        let indexed = [
+            (IDX_PARENT, filter.parent.as_deref()),
+            (IDX_TRIGGER_INSTANCE, filter.trigger_instance.as_deref()),
+            (IDX_RULE, filter.rule.as_deref()),
+            (IDX_ACTION, filter.action.as_deref()),
+        ]
+        .into_iter()
+        .find_map(|(tag, value)| value.map(|v| field_prefix(tag, v)));
+        if let Some(prefix) = indexed {
+            let items = self.exec_by_field.scan_prefix(&prefix).rev().map(|item| {
+                let (k, _) = item?;
+                self.execution_by_key(&suffix_after(&k, prefix.len()))
+            });
+            return page(items, keep, limit, offset);
+        }
+        if let Some(status) = filter.status.filter(|s| !s.is_terminal()) {
+            let items = self.active.iter().rev().map(|item| {
+                let (k, _) = item?;
+                self.execution_by_key(&k)
+            });
+            return page(items, |e: &Execution| e.status == status, limit, offset);
+        }
+        let items = self.executions.iter().rev().map(|item| {
+            let (k, v) = item?;
+            decode(T_EXECUTIONS, &k, &v).map(Some)
+        });
+        page(items, keep, limit, offset)
+    }
+
+    /// Non-terminal executions, oldest first: what recovery after a crash must look at.
+    pub fn active_executions(&self) -> StoreResult<Vec<Execution>> {
+        let items = self.active.iter().map(|item| {
+            let (k, _) = item?;
+            self.execution_by_key(&k)
+        });
+        page(items, |_| true, usize::MAX, 0)
+    }
+
+    /// How many executions are in each status (every status, zeros included), from counters
+    /// kept by every write: no scan.
+    pub fn count_executions_by_status(&self) -> StoreResult<Vec<(ExecutionStatus, u64)>> {
+        ExecutionStatus::ALL
+            .into_iter()
+            .map(|status| {
+                let n = match self.exec_counts.get(status.as_str().as_bytes())? {
+                    None => 0,
+                    Some(v) => {
+                        u64::from_be_bytes(<[u8; 8]>::try_from(v.as_ref()).map_err(|_| {
+                            StoreError::Corrupt {
+                                tree: T_EXEC_COUNTS,
+                                key: status.as_str().to_string(),
+                                error: format!("counter holds {} bytes, expected 8", v.len()),
+                            }
+                        })?)
+                    }
+                };
+                Ok((status, n))
+            })
+            .collect()
+    }
+
+    // ---- enforcements ----
+
+    /// Newest first; both filters ANDed.
+    pub fn list_enforcements(
+        &self,
+        rule_ref: Option<&str>,
+        trigger_instance: Option<&str>,
+        limit: usize,
+        offset: usize,
+    ) -> StoreResult<Vec<RuleEnforcement>> {
+        let keep = |enf: &RuleEnforcement| {
+            wanted(rule_ref, Some(enf.rule_ref.as_str()))
+                && wanted(trigger_instance, Some(enf.trigger_instance_id.as_str()))
+        };
+        if let Some(ti) = trigger_instance {
+            // One entry per rule that matched the instance: few, so sorting them is cheap.
+            let mut ids = self
+                .enf_by_instance
+                .scan_prefix(prefix_key(ti))
+                .map(|item| item.map(|(_, v)| v))
+                .collect::<Result<Vec<IVec>, _>>()?;
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            let items = ids.into_iter().map(|id| self.enforcement_by_key(&id));
+            return page(items, keep, limit, offset);
+        }
+        if let Some(rule) = rule_ref {
+            let prefix = prefix_key(rule);
+            let items = self.enf_by_rule.scan_prefix(&prefix).rev().map(|item| {
+                let (k, _) = item?;
+                self.enforcement_by_key(&suffix_after(&k, prefix.len()))
+            });
+            return page(items, keep, limit, offset);
+        }
+        let items = self.enforcements.iter().rev().map(|item| {
+            let (k, v) = item?;
+            decode(T_ENFORCEMENTS, &k, &v).map(Some)
+        });
+        page(items, keep, limit, offset)
+    }
+
+    fn enforcement_by_key(&self, key: &[u8]) -> StoreResult<Option<RuleEnforcement>> {
+        self.enforcements
+            .get(key)?
+            .map(|v| decode(T_ENFORCEMENTS, key, &v))
+            .transpose()
+    }
+
+    // ---- key-value store ----
+
+    fn encrypt(&self, clear: &str) -> StoreResult<String> {
+        let mut nonce = [0u8; NONCE_LEN];
+        OsRng.fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), clear.as_bytes())
+            .map_err(|_| StoreError::Crypto("cannot encrypt a secret value".to_string()))?;
+        let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(STANDARD.encode(out))
+    }
+
+    fn decrypt(&self, name: &str, stored: &str) -> StoreResult<String> {
+        let raw = STANDARD
+            .decode(stored)
+            .map_err(|e| StoreError::Crypto(format!("secret `{name}` is not valid base64: {e}")))?;
+        if raw.len() < NONCE_LEN {
+            return Err(StoreError::Crypto(format!(
+                "secret `{name}` is too short to be a ciphertext"
+            )));
+        }
+        let (nonce, sealed) = raw.split_at(NONCE_LEN);
+        let clear = self
+            .cipher
+            .decrypt(Nonce::from_slice(nonce), sealed)
+            .map_err(|_| {
+                StoreError::Crypto(format!(
+                    "secret `{name}` cannot be decrypted: wrong key, or the value was altered"
+                ))
+            })?;
+        String::from_utf8(clear)
+            .map_err(|_| StoreError::Crypto(format!("secret `{name}` is not UTF-8 text")))
+    }
+
+    fn reveal(&self, mut pair: KeyValuePair, decrypt: bool) -> StoreResult<KeyValuePair> {
+        if pair.secret && decrypt {
+            pair.value = self.decrypt(&pair.name, &pair.value)?;
+        }
+        Ok(pair)
+    }
+
+    fn kv_record(&self, name: &str) -> StoreResult<Option<KeyValuePair>> {
+        self.kv
+            .get(name.as_bytes())?
+            .map(|v| decode(T_KV, name.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// A pair, or `None` when absent or expired (an expired pair is deleted here). A secret
+    /// is returned as its stored ciphertext unless `decrypt`.
+    pub fn kv_get(&self, name: &str, decrypt: bool) -> StoreResult<Option<KeyValuePair>> {
+        let Some(pair) = self.kv_record(name)? else {
+            return Ok(None);
+        };
+        let now = Utc::now();
+        if let Some(at) = pair.expire_timestamp.filter(|at| *at <= now) {
+            self.kv_remove_expired(name, at, now)?;
+            return Ok(None);
+        }
+        self.reveal(pair, decrypt).map(Some)
+    }
+
+    /// Deletes `name` if it still expires at `at` (not rewritten meanwhile) and `at <= now`.
+    fn kv_remove_expired(
+        &self,
+        name: &str,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        (&self.kv, &self.kv_expiry)
+            .transaction(|(kv, expiry)| {
+                expiry.remove(expiry_key(at, name))?;
+                let Some(bytes) = kv.get(name.as_bytes())? else {
+                    return Ok(false);
+                };
+                let current: KeyValuePair = match decode(T_KV, name.as_bytes(), &bytes) {
+                    Ok(p) => p,
+                    // Leave an unreadable record for kv_get to report; dropping its stale
+                    // expiry entry keeps the sweep from tripping over it again.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "key-value pair not swept");
+                        return Ok(false);
+                    }
+                };
+                if current.expire_timestamp == Some(at) && at <= now {
+                    kv.remove(name.as_bytes())?;
+                    Ok(true)
+                } else {
+                    Ok(false)
+                }
+            })
+            .map_err(tx_error)
+    }
+
+    /// Sets a pair (st2: values are strings). A secret is encrypted with a fresh nonce; the
+    /// stored pair is returned (ciphertext for secrets).
+    pub fn kv_set(
+        &self,
+        name: &str,
+        value: &str,
+        secret: bool,
+        ttl_seconds: Option<u64>,
+    ) -> StoreResult<KeyValuePair> {
+        if name.is_empty() {
+            return Err(StoreError::Invalid(
+                "a key-value pair needs a name".to_string(),
+            ));
+        }
+        let now = Utc::now();
+        let expire_timestamp = match ttl_seconds {
+            None => None,
+            Some(ttl) => {
+                let too_large =
+                    || StoreError::Invalid(format!("ttl of {ttl} seconds is too large"));
+                let delta = i64::try_from(ttl)
+                    .ok()
+                    .and_then(TimeDelta::try_seconds)
+                    .ok_or_else(too_large)?;
+                let at = now.checked_add_signed(delta).ok_or_else(too_large)?;
+                // Whole milliseconds, as in the expiry index key, so the sweep's range scan
+                // and the record agree exactly on when it expires.
+                Some(DateTime::from_timestamp_millis(at.timestamp_millis()).ok_or_else(too_large)?)
+            }
+        };
+        let pair = KeyValuePair {
+            v: SCHEMA_VERSION,
+            name: name.to_string(),
+            value: if secret {
+                self.encrypt(value)?
+            } else {
+                value.to_string()
+            },
+            secret,
+            expire_timestamp,
+            updated_at: now,
+        };
+        let bytes = encode(T_KV, name, &pair)?;
+        (&self.kv, &self.kv_expiry)
+            .transaction(|(kv, expiry)| {
+                if let Some(old) = kv.insert(name.as_bytes(), bytes.as_slice())? {
+                    // An unreadable old record's expiry entry, if any, is dropped by the sweep.
+                    if let Ok(KeyValuePair {
+                        expire_timestamp: Some(at),
+                        ..
+                    }) = decode::<KeyValuePair>(T_KV, name.as_bytes(), &old)
+                    {
+                        expiry.remove(expiry_key(at, name))?;
+                    }
+                }
+                if let Some(at) = pair.expire_timestamp {
+                    expiry.insert(expiry_key(at, name), &[][..])?;
+                }
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        Ok(pair)
+    }
+
+    /// Deletes a pair; true when it existed and had not expired.
+    pub fn kv_delete(&self, name: &str) -> StoreResult<bool> {
+        let now = Utc::now();
+        (&self.kv, &self.kv_expiry)
+            .transaction(|(kv, expiry)| {
+                let Some(old) = kv.remove(name.as_bytes())? else {
+                    return Ok(false);
+                };
+                match decode::<KeyValuePair>(T_KV, name.as_bytes(), &old) {
+                    Ok(KeyValuePair {
+                        expire_timestamp: Some(at),
+                        ..
+                    }) => {
+                        expiry.remove(expiry_key(at, name))?;
+                        Ok(at > now)
+                    }
+                    _ => Ok(true),
+                }
+            })
+            .map_err(tx_error)
+    }
+
+    /// Pairs by name, those under `prefix` only when given; expired pairs are left out.
+    pub fn kv_list(&self, prefix: Option<&str>, decrypt: bool) -> StoreResult<Vec<KeyValuePair>> {
+        let now = Utc::now();
+        let mut out = Vec::new();
+        for item in self.kv.scan_prefix(prefix.unwrap_or_default().as_bytes()) {
+            let (k, v) = item?;
+            let pair: KeyValuePair = decode(T_KV, &k, &v)?;
+            if pair.expire_timestamp.is_some_and(|at| at <= now) {
+                continue;
+            }
+            out.push(self.reveal(pair, decrypt)?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes the pairs that expired at or before `now`; returns how many.
+    pub fn kv_sweep_expired(&self, now: DateTime<Utc>) -> StoreResult<usize> {
+        let end = u64::try_from(now.timestamp_millis())
+            .unwrap_or(0)
+            .saturating_add(1)
+            .to_be_bytes();
+        let mut swept = 0;
+        for item in self.kv_expiry.range(..&end[..]) {
+            let (k, _) = item?;
+            let (ms, name) = k.split_at(8.min(k.len()));
+            let at = <[u8; 8]>::try_from(ms)
+                .ok()
+                .and_then(|b| i64::try_from(u64::from_be_bytes(b)).ok())
+                .and_then(DateTime::from_timestamp_millis);
+            let (Some(at), Ok(name)) = (at, std::str::from_utf8(name)) else {
+                // Not a key this file writes: drop it so it is not met again.
+                self.kv_expiry.remove(&k)?;
+                continue;
+            };
+            if self.kv_remove_expired(name, at, now)? {
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+
+    // ---- API keys ----
+
+    /// Creates an API key for `user`: the stored record (hash only) and the clear key, which
+    /// is never seen again.
+    pub fn apikey_create(&self, user: &str) -> StoreResult<(ApiKey, String)> {
+        let mut raw = [0u8; 32];
+        OsRng.fill_bytes(&mut raw);
+        let key = URL_SAFE_NO_PAD.encode(raw);
+        let record = ApiKey {
+            v: SCHEMA_VERSION,
+            id: new_id(),
+            key_hash: hash_api_key(&key),
+            user: user.to_string(),
+            created_at: Utc::now(),
+            enabled: true,
+        };
+        let bytes = encode(T_APIKEYS, &record.id, &record)?;
+        (&self.apikeys, &self.apikey_by_hash)
+            .transaction(|(keys, by_hash)| {
+                keys.insert(record.id.as_bytes(), bytes.as_slice())?;
+                by_hash.insert(record.key_hash.as_bytes(), record.id.as_bytes())?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        Ok((record, key))
+    }
+
+    /// The enabled API key whose clear text is `key`. Looked up by hash, so timing reveals
+    /// nothing about stored keys.
+    pub fn apikey_verify(&self, key: &str) -> StoreResult<Option<ApiKey>> {
+        let Some(id) = self.apikey_by_hash.get(hash_api_key(key).as_bytes())? else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.apikeys.get(&id)? else {
+            return Ok(None);
+        };
+        let record: ApiKey = decode(T_APIKEYS, &id, &bytes)?;
+        Ok(record.enabled.then_some(record))
+    }
+
+    /// Every API key (hashes only), oldest first.
+    pub fn apikey_list(&self) -> StoreResult<Vec<ApiKey>> {
+        self.apikeys
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                decode(T_APIKEYS, &k, &v)
+            })
+            .collect()
+    }
+
+    /// Deletes an API key by id; true when it existed.
+    pub fn apikey_delete(&self, id: &str) -> StoreResult<bool> {
+        (&self.apikeys, &self.apikey_by_hash)
+            .transaction(|(keys, by_hash)| {
+                let Some(bytes) = keys.remove(id.as_bytes())? else {
+                    return Ok(false);
+                };
+                let record: ApiKey = decode(T_APIKEYS, id.as_bytes(), &bytes).or_else(abort)?;
+                by_hash.remove(record.key_hash.as_bytes())?;
+                Ok(true)
+            })
+            .map_err(tx_error)
+    }
+
+    pub fn apikey_count(&self) -> StoreResult<usize> {
+        Ok(self.apikeys.len())
+    }
+
+    // ---- retention ----
+
+    /// Deletes trigger instances, enforcements and terminal executions whose id (ULID) was
+    /// minted before `cutoff`: a range scan over the oldest keys. Pending trigger instances
+    /// and active executions are kept whatever their age.
+    pub fn sweep_older_than(&self, cutoff: DateTime<Utc>) -> StoreResult<SweepCounts> {
+        let mut counts = SweepCounts::default();
+        let Some(end) = cutoff_key(cutoff) else {
+            return Ok(counts);
+        };
+        let end = end.as_bytes();
+
+        for item in self.trigger_instances.range(..end) {
+            let (k, _) = item?;
+            if self.pending.contains_key(&k)? {
+                continue;
+            }
+            let removed = (&self.trigger_instances, &self.pending, &self.ti_by_trigger)
+                .transaction(|(tis, pending, by_trigger)| {
+                    // Checked again inside: it may have been re-queued since the scan.
+                    if pending.get(&k)?.is_some() {
+                        return Ok(false);
+                    }
+                    let Some(bytes) = tis.remove(&k)? else {
+                        return Ok(false);
+                    };
+                    let ti: TriggerInstance =
+                        decode(T_TRIGGER_INSTANCES, &k, &bytes).or_else(abort)?;
+                    by_trigger.remove(pair_key(&ti.trigger, &ti.id))?;
+                    Ok(true)
+                })
+                .map_err(tx_error)?;
+            counts.trigger_instances += usize::from(removed);
+        }
+
+        for item in self.enforcements.range(..end) {
+            let (k, _) = item?;
+            let removed = (
+                &self.enforcements,
+                &self.enf_by_instance,
+                &self.enf_by_rule,
+                &self.pending,
+            )
+                .transaction(|(enfs, by_instance, by_rule, pending)| {
+                    let Some(bytes) = enfs.get(&k)? else {
+                        return Ok(false);
+                    };
+                    let enf: RuleEnforcement = decode(T_ENFORCEMENTS, &k, &bytes).or_else(abort)?;
+                    // Its marker is what keeps a re-processed instance exactly-once.
+                    if pending.get(enf.trigger_instance_id.as_bytes())?.is_some() {
+                        return Ok(false);
+                    }
+                    enfs.remove(&k)?;
+                    by_rule.remove(pair_key(&enf.rule_ref, &enf.id))?;
+                    let marker = pair_key(&enf.trigger_instance_id, &enf.rule_ref);
+                    if by_instance
+                        .get(&marker)?
+                        .is_some_and(|v| v.as_ref() == enf.id.as_bytes())
+                    {
+                        by_instance.remove(marker)?;
+                    }
+                    Ok(true)
+                })
+                .map_err(tx_error)?;
+            counts.enforcements += usize::from(removed);
+        }
+
+        for item in self.executions.range(..end) {
+            let (k, _) = item?;
+            if self.active.contains_key(&k)? {
+                continue;
+            }
+            let removed = (
+                &self.executions,
+                &self.active,
+                &self.exec_by_field,
+                &self.exec_counts,
+            )
+                .transaction(|(executions, active, by_field, counts)| {
+                    let tx = ExecTx {
+                        executions,
+                        active,
+                        by_field,
+                        counts,
+                    };
+                    let id = String::from_utf8_lossy(&k);
+                    match tx.old(&id)? {
+                        // Re-read inside: it may have been re-run into a live state since.
+                        Some(e) if e.status.is_terminal() => {
+                            tx.remove(&e)?;
+                            Ok(true)
+                        }
+                        _ => Ok(false),
+                    }
+                })
+                .map_err(tx_error)?;
+            counts.executions += usize::from(removed);
+        }
+        Ok(counts)
+    }
+}
+
+/// Reads `<dir>/secret.key`, creating it with 32 random bytes (mode 0600) on first use.
+fn load_or_create_key(dir: &Path) -> StoreResult<[u8; 32]> {
+    let path = dir.join(KEY_FILE);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { path, source }
+    };
+    match fs::read(&path) {
+        Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+            StoreError::Crypto(format!(
+                "{} holds {} bytes; a secret key is 32 bytes",
+                path.display(),
+                bytes.len()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; 32];
+            OsRng.fill_bytes(&mut key);
+            // Written beside and renamed into place, so a crash never leaves a short key file
+            // that would make every secret unreadable.
+            let tmp = dir.join(format!("{KEY_FILE}.tmp"));
+            let mut options = fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut file = options.open(&tmp).map_err(io(&tmp))?;
+            file.write_all(&key).map_err(io(&tmp))?;
+            file.sync_all().map_err(io(&tmp))?;
+            drop(file);
+            fs::rename(&tmp, &path).map_err(io(&path))?;
+            // The rename itself must be durable before any secret is written under this key.
+            #[cfg(unix)]
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(dir))?;
+            Ok(key)
+        }
+        Err(e) => Err(StoreError::Io { path, source: e }),
+    }
+}
+
+/// The store's key-value pairs as rules templates (`st2kv.system.x`, `kv.x`) and Rhai
+/// scripts (`kv::get/set/delete`) see them.
+#[derive(Debug, Clone)]
+pub struct StoreKv(pub Arc<Store>);
+
+impl squall_rules::KeyValueLookup for StoreKv {
+    fn get(&self, name: &str) -> Option<String> {
+        match self.0.kv_get(name, true) {
+            Ok(pair) => pair.map(|p| p.value),
+            // Templates can only say "undefined"; the cause goes to the log.
+            Err(e) => {
+                tracing::warn!(key = name, error = %e, "key-value lookup failed");
+                None
+            }
+        }
+    }
+}
+
+impl squall_actions::KvStore for StoreKv {
+    fn get(&self, name: &str) -> Result<Option<String>, String> {
+        self.0
+            .kv_get(name, true)
+            .map(|pair| pair.map(|p| p.value))
+            .map_err(|e| e.to_string())
+    }
+
+    // Not flushed here: a script's write reaches disk with sled's periodic flush or the
+    // engine's next flush, as a script cannot wait on the async runtime.
+    fn set(&self, name: &str, value: &str, ttl_seconds: Option<u64>) -> Result<(), String> {
+        self.0
+            .kv_set(name, value, false, ttl_seconds)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn delete(&self, name: &str) -> Result<bool, String> {
+        self.0.kv_delete(name).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Map, Value};
+    use std::time::{Duration, Instant};
+
+    /// A ULID minted `ms` milliseconds after a fixed recent base, so tests control id order.
+    fn id_at(ms: u64) -> String {
+        let base = u64::try_from(Utc::now().timestamp_millis()).expect("clock after 1970") - 60_000;
+        ulid::Ulid::from_parts(base + ms, 7).to_string()
+    }
+
+    fn old_id(age: Duration, n: u128) -> String {
+        let at = std::time::SystemTime::now() - age;
+        let ms = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_millis();
+        ulid::Ulid::from_parts(u64::try_from(ms).expect("ms fit"), n).to_string()
+    }
+
+    fn open(dir: &Path) -> Store {
+        Store::open(dir, None).expect("open store")
+    }
+
+    fn ti(id: &str, trigger: &str) -> TriggerInstance {
+        let mut t = TriggerInstance::new(trigger, None, json!({"n": id}), "test");
+        t.id = id.to_string();
+        t
+    }
+
+    fn exec(id: &str, action: &str, status: ExecutionStatus) -> Execution {
+        let mut params = Map::new();
+        params.insert("x".into(), json!(1));
+        let mut e = Execution::new(action, params);
+        e.id = id.to_string();
+        e.status = status;
+        e
+    }
+
+    fn enforcement(id: &str, rule: &str, ti: &str, execution: Option<&str>) -> RuleEnforcement {
+        RuleEnforcement {
+            v: SCHEMA_VERSION,
+            id: id.to_string(),
+            rule_ref: rule.to_string(),
+            trigger_instance_id: ti.to_string(),
+            execution_id: execution.map(str::to_string),
+            enforced_at: Utc::now(),
+            failure_reason: execution.is_none().then(|| "no action".to_string()),
+        }
+    }
+
+    fn as_json<T: Serialize>(t: &T) -> Value {
+        serde_json::to_value(t).expect("serialize")
+    }
+
+    fn ids<T: Serialize>(records: &[T]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| as_json(r)["id"].as_str().expect("id").to_string())
+            .collect()
+    }
+
+    fn count(store: &Store, status: ExecutionStatus) -> u64 {
+        store
+            .count_executions_by_status()
+            .expect("counts")
+            .into_iter()
+            .find(|(s, _)| *s == status)
+            .map_or(0, |(_, n)| n)
+    }
+
+    #[test]
+    fn trigger_instances_round_trip_and_list_newest_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let (a, b, c) = (id_at(1), id_at(2), id_at(3));
+        let mut first = ti(&a, "core.webhook");
+        first.trace_tag = Some("tag-1".into());
+        first.trigger_parameters = Some(json!({"url": "alerts"}));
+        store.insert_trigger_instance(&first).expect("insert");
+        store
+            .insert_trigger_instance(&ti(&b, "docker.container_event"))
+            .expect("insert");
+        store
+            .insert_trigger_instance(&ti(&c, "core.webhook"))
+            .expect("insert");
+
+        let got = store.trigger_instance(&a).expect("get").expect("present");
+        assert_eq!(as_json(&got), as_json(&first));
+        assert!(store.trigger_instance("nope").expect("get").is_none());
+
+        let all = store.list_trigger_instances(None, 10, 0).expect("list");
+        assert_eq!(ids(&all), [c.as_str(), b.as_str(), a.as_str()]);
+        let page = store.list_trigger_instances(None, 1, 1).expect("list");
+        assert_eq!(ids(&page), [b.as_str()]);
+        assert!(store
+            .list_trigger_instances(None, 0, 0)
+            .expect("list")
+            .is_empty());
+        assert!(store
+            .list_trigger_instances(None, 5, 3)
+            .expect("list")
+            .is_empty());
+
+        let hooks = store
+            .list_trigger_instances(Some("core.webhook"), 10, 0)
+            .expect("list");
+        assert_eq!(ids(&hooks), [c.as_str(), a.as_str()]);
+        // st2's name of the same trigger finds the same instances.
+        let st2 = store
+            .list_trigger_instances(Some("core.st2.webhook"), 10, 0)
+            .expect("list");
+        assert_eq!(ids(&st2), [c.as_str(), a.as_str()]);
+        let hooks = store
+            .list_trigger_instances(Some("core.webhook"), 1, 1)
+            .expect("list");
+        assert_eq!(ids(&hooks), [a.as_str()]);
+
+        let pending = store.pending_trigger_instances().expect("pending");
+        assert_eq!(ids(&pending), [a, b, c], "oldest first");
+    }
+
+    #[test]
+    fn complete_trigger_instance_is_exactly_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let t = id_at(1);
+        store
+            .insert_trigger_instance(&ti(&t, "core.webhook"))
+            .expect("insert");
+
+        let (e1, enf1, enf2) = (id_at(2), id_at(3), id_at(4));
+        let enforcements = [
+            enforcement(&enf1, "pack.restart", &t, Some(&e1)),
+            enforcement(&enf2, "pack.broken", &t, None),
+        ];
+        let executions = [exec(&e1, "pack.restart", ExecutionStatus::Requested)];
+        let written = store
+            .complete_trigger_instance(
+                &t,
+                TriggerInstanceStatus::Processed,
+                &enforcements,
+                &executions,
+            )
+            .expect("complete");
+        assert_eq!(ids(&written), [enf1.as_str(), enf2.as_str()]);
+        let stored = store.execution(&e1).expect("get").expect("written");
+        assert_eq!(as_json(&stored), as_json(&executions[0]));
+        assert_eq!(
+            ids(&store.active_executions().expect("active")),
+            [e1.as_str()]
+        );
+        assert_eq!(
+            store.trigger_instance(&t).expect("get").expect("ti").status,
+            TriggerInstanceStatus::Processed
+        );
+        assert!(store
+            .pending_trigger_instances()
+            .expect("pending")
+            .is_empty());
+        let mut rules = store.enforced_rules(&t).expect("enforced");
+        rules.sort();
+        assert_eq!(rules, ["pack.broken", "pack.restart"]);
+        assert_eq!(count(&store, ExecutionStatus::Requested), 1);
+
+        // Reprocessing after a crash mints new ids for the same rules: nothing new is written.
+        let (e2, enf3, enf4) = (id_at(5), id_at(6), id_at(7));
+        let again = store
+            .complete_trigger_instance(
+                &t,
+                TriggerInstanceStatus::Processed,
+                &[
+                    enforcement(&enf3, "pack.restart", &t, Some(&e2)),
+                    enforcement(&enf4, "pack.broken", &t, None),
+                ],
+                &[exec(&e2, "pack.restart", ExecutionStatus::Requested)],
+            )
+            .expect("complete again");
+        assert!(again.is_empty());
+        assert!(store.execution(&e2).expect("get").is_none());
+        assert!(store.execution(&e1).expect("get").is_some());
+        assert_eq!(
+            ids(&store
+                .list_enforcements(None, Some(&t), 10, 0)
+                .expect("list")),
+            [enf2, enf1]
+        );
+        assert_eq!(count(&store, ExecutionStatus::Requested), 1);
+
+        // A new rule matching on reprocessing is still enforced once.
+        let (e3, enf5) = (id_at(8), id_at(9));
+        let added = store
+            .complete_trigger_instance(
+                &t,
+                TriggerInstanceStatus::Processed,
+                &[enforcement(&enf5, "pack.new", &t, Some(&e3))],
+                &[exec(&e3, "pack.other", ExecutionStatus::Requested)],
+            )
+            .expect("complete");
+        assert_eq!(ids(&added), [enf5]);
+        assert!(store.execution(&e3).expect("get").is_some());
+    }
+
+    #[test]
+    fn complete_trigger_instance_rejects_bad_calls_and_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let t = id_at(1);
+        store
+            .insert_trigger_instance(&ti(&t, "core.webhook"))
+            .expect("insert");
+        let e = exec(&id_at(2), "pack.a", ExecutionStatus::Requested);
+
+        let orphan = store.complete_trigger_instance(
+            &t,
+            TriggerInstanceStatus::Processed,
+            &[],
+            std::slice::from_ref(&e),
+        );
+        assert!(matches!(orphan, Err(StoreError::Invalid(m)) if m.contains(&e.id)));
+        let not_final =
+            store.complete_trigger_instance(&t, TriggerInstanceStatus::Processing, &[], &[]);
+        assert!(matches!(not_final, Err(StoreError::Invalid(_))));
+        let other_ti = store.complete_trigger_instance(
+            &t,
+            TriggerInstanceStatus::Processed,
+            &[enforcement(&id_at(3), "pack.r", "other", None)],
+            &[],
+        );
+        assert!(matches!(other_ti, Err(StoreError::Invalid(_))));
+        let unknown = store.complete_trigger_instance(
+            "missing",
+            TriggerInstanceStatus::Processed,
+            &[enforcement(&id_at(4), "pack.r", "missing", None)],
+            &[],
+        );
+        assert!(matches!(unknown, Err(StoreError::NotFound { .. })));
+
+        assert_eq!(
+            ids(&store.pending_trigger_instances().expect("pending")),
+            [t]
+        );
+        assert!(store.execution(&e.id).expect("get").is_none());
+        assert!(store
+            .list_enforcements(None, None, 10, 0)
+            .expect("list")
+            .is_empty());
+    }
+
+    #[test]
+    fn executions_list_filters_and_active_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let (a, b, c, d) = (id_at(1), id_at(2), id_at(3), id_at(4));
+        let mut ea = exec(&a, "pack.deploy", ExecutionStatus::Running);
+        ea.rule = Some("pack.on_push".into());
+        ea.trigger_instance = Some("ti-1".into());
+        ea.user = Some("alice".into());
+        let mut eb = exec(&b, "pack.step", ExecutionStatus::Succeeded);
+        eb.parent = Some(a.clone());
+        eb.result = json!({"ok": true});
+        eb.end_timestamp = Some(Utc::now());
+        let mut ec = exec(&c, "pack.step", ExecutionStatus::Requested);
+        ec.parent = Some(a.clone());
+        let mut ed = exec(&d, "pack.deploy", ExecutionStatus::Failed);
+        ed.rule = Some("pack.on_push".into());
+        ed.trigger_instance = Some("ti-2".into());
+        for e in [&ea, &eb, &ec, &ed] {
+            store.put_execution(e).expect("put");
+        }
+        assert_eq!(
+            as_json(&store.execution(&b).expect("get").expect("present")),
+            as_json(&eb)
+        );
+        assert!(store.execution("nope").expect("get").is_none());
+
+        let list = |f: ExecutionFilter, limit, offset| {
+            ids(&store.list_executions(&f, limit, offset).expect("list"))
+        };
+        let all = ExecutionFilter::default();
+        assert_eq!(
+            list(all.clone(), 10, 0),
+            [d.as_str(), c.as_str(), b.as_str(), a.as_str()]
+        );
+        assert_eq!(list(all.clone(), 2, 1), [c.as_str(), b.as_str()]);
+        let action = |a: &str| ExecutionFilter {
+            action: Some(a.into()),
+            ..Default::default()
+        };
+        assert_eq!(list(action("pack.deploy"), 10, 0), [d.as_str(), a.as_str()]);
+        assert_eq!(list(action("pack.step"), 1, 1), [b.as_str()]);
+        let status = |s| ExecutionFilter {
+            status: Some(s),
+            ..Default::default()
+        };
+        assert_eq!(
+            list(status(ExecutionStatus::Succeeded), 10, 0),
+            [b.as_str()]
+        );
+        assert_eq!(list(status(ExecutionStatus::Running), 10, 0), [a.as_str()]);
+        assert!(list(status(ExecutionStatus::Paused), 10, 0).is_empty());
+        let parent = ExecutionFilter {
+            parent: Some(a.clone()),
+            ..Default::default()
+        };
+        assert_eq!(list(parent.clone(), 10, 0), [c.as_str(), b.as_str()]);
+        let parent_done = ExecutionFilter {
+            status: Some(ExecutionStatus::Succeeded),
+            ..parent
+        };
+        assert_eq!(list(parent_done, 10, 0), [b.as_str()]);
+        let by_ti = ExecutionFilter {
+            trigger_instance: Some("ti-2".into()),
+            ..Default::default()
+        };
+        assert_eq!(list(by_ti, 10, 0), [d.as_str()]);
+        let by_rule = ExecutionFilter {
+            rule: Some("pack.on_push".into()),
+            ..Default::default()
+        };
+        assert_eq!(list(by_rule.clone(), 10, 0), [d.as_str(), a.as_str()]);
+        let rule_and_action = ExecutionFilter {
+            action: Some("pack.step".into()),
+            ..by_rule
+        };
+        assert!(list(rule_and_action, 10, 0).is_empty());
+
+        assert_eq!(
+            ids(&store.active_executions().expect("active")),
+            [a.as_str(), c.as_str()]
+        );
+        assert_eq!(count(&store, ExecutionStatus::Running), 1);
+        assert_eq!(count(&store, ExecutionStatus::Requested), 1);
+        assert_eq!(count(&store, ExecutionStatus::Succeeded), 1);
+        assert_eq!(count(&store, ExecutionStatus::Failed), 1);
+        assert_eq!(
+            store.count_executions_by_status().expect("counts").len(),
+            ExecutionStatus::ALL.len()
+        );
+
+        // Status changes move executions in and out of the active index and the counters;
+        // a changed field moves it between index entries.
+        ea.status = ExecutionStatus::Succeeded;
+        ea.rule = Some("pack.other".into());
+        store.put_execution(&ea).expect("put");
+        ec.status = ExecutionStatus::Running;
+        store.put_execution(&ec).expect("put");
+        store.put_execution(&ec).expect("put is idempotent");
+        assert_eq!(
+            ids(&store.active_executions().expect("active")),
+            [c.as_str()]
+        );
+        assert_eq!(count(&store, ExecutionStatus::Running), 1);
+        assert_eq!(count(&store, ExecutionStatus::Requested), 0);
+        assert_eq!(count(&store, ExecutionStatus::Succeeded), 2);
+        let old_rule = ExecutionFilter {
+            rule: Some("pack.on_push".into()),
+            ..Default::default()
+        };
+        assert_eq!(list(old_rule, 10, 0), [d.as_str()]);
+        let new_rule = ExecutionFilter {
+            rule: Some("pack.other".into()),
+            ..Default::default()
+        };
+        assert_eq!(list(new_rule, 10, 0), [a.as_str()]);
+        ec.status = ExecutionStatus::Canceled;
+        store.put_execution(&ec).expect("put");
+        assert!(store.active_executions().expect("active").is_empty());
+    }
+
+    #[test]
+    fn enforcements_list_filters() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let (t1, t2) = (id_at(1), id_at(2));
+        for t in [&t1, &t2] {
+            store
+                .insert_trigger_instance(&ti(t, "core.webhook"))
+                .expect("insert");
+        }
+        let (n1, n2, n3) = (id_at(3), id_at(4), id_at(5));
+        let first = enforcement(&n1, "pack.a", &t1, None);
+        store
+            .complete_trigger_instance(
+                &t1,
+                TriggerInstanceStatus::Processed,
+                &[first.clone(), enforcement(&n2, "pack.b", &t1, None)],
+                &[],
+            )
+            .expect("complete");
+        store
+            .complete_trigger_instance(
+                &t2,
+                TriggerInstanceStatus::ProcessingFailed,
+                &[enforcement(&n3, "pack.a", &t2, None)],
+                &[],
+            )
+            .expect("complete");
+        let list = |rule: Option<&str>, t: Option<&str>, limit, offset| {
+            ids(&store
+                .list_enforcements(rule, t, limit, offset)
+                .expect("list"))
+        };
+        assert_eq!(
+            list(None, None, 10, 0),
+            [n3.as_str(), n2.as_str(), n1.as_str()]
+        );
+        assert_eq!(list(None, None, 1, 2), [n1.as_str()]);
+        assert_eq!(
+            list(Some("pack.a"), None, 10, 0),
+            [n3.as_str(), n1.as_str()]
+        );
+        assert_eq!(list(Some("pack.a"), None, 1, 1), [n1.as_str()]);
+        assert_eq!(list(None, Some(&t1), 10, 0), [n2.as_str(), n1.as_str()]);
+        assert_eq!(list(Some("pack.a"), Some(&t1), 10, 0), [n1.as_str()]);
+        assert!(list(Some("pack.b"), Some(&t2), 10, 0).is_empty());
+        let got = store
+            .list_enforcements(Some("pack.a"), Some(&t1), 1, 0)
+            .expect("list");
+        assert_eq!(as_json(&got[0]), as_json(&first));
+        assert_eq!(
+            store
+                .trigger_instance(&t2)
+                .expect("get")
+                .expect("ti")
+                .status,
+            TriggerInstanceStatus::ProcessingFailed
+        );
+    }
+
+    #[test]
+    fn kv_set_get_list_delete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let set = store.kv_set("app.replicas", "3", false, None).expect("set");
+        assert_eq!(set.value, "3");
+        store
+            .kv_set("app.image", "nginx", false, None)
+            .expect("set");
+        store.kv_set("other", "x", false, None).expect("set");
+        let got = store
+            .kv_get("app.replicas", false)
+            .expect("get")
+            .expect("present");
+        assert_eq!(as_json(&got), as_json(&set));
+        assert!(store.kv_get("missing", true).expect("get").is_none());
+
+        let names = |prefix| {
+            store
+                .kv_list(prefix, false)
+                .expect("list")
+                .into_iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(None), ["app.image", "app.replicas", "other"]);
+        assert_eq!(names(Some("app.")), ["app.image", "app.replicas"]);
+
+        store
+            .kv_set("app.replicas", "4", false, None)
+            .expect("overwrite");
+        assert_eq!(
+            store
+                .kv_get("app.replicas", true)
+                .expect("get")
+                .expect("present")
+                .value,
+            "4"
+        );
+        assert!(store.kv_delete("app.replicas").expect("delete"));
+        assert!(!store.kv_delete("app.replicas").expect("delete"));
+        assert!(store.kv_get("app.replicas", true).expect("get").is_none());
+        assert!(matches!(
+            store.kv_set("", "x", false, None),
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            store.kv_set("big", "x", false, Some(u64::MAX)),
+            Err(StoreError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn kv_ttl_expires_through_sweep_and_get() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let short = store.kv_set("short", "x", false, Some(1)).expect("set");
+        assert!(short.expire_timestamp.is_some());
+        store.kv_set("long", "y", false, Some(3600)).expect("set");
+        store.kv_set("forever", "z", false, None).expect("set");
+        // Set with a TTL, then overwritten without one: the old expiry must not delete it.
+        store.kv_set("kept", "1", false, Some(1)).expect("set");
+        store.kv_set("kept", "2", false, None).expect("set");
+        assert_eq!(
+            store
+                .kv_get("short", false)
+                .expect("get")
+                .expect("live")
+                .value,
+            "x"
+        );
+
+        let now = Utc::now();
+        assert_eq!(store.kv_sweep_expired(now).expect("sweep"), 0);
+        let later = now + TimeDelta::try_seconds(2).expect("2 s");
+        assert_eq!(store.kv_sweep_expired(later).expect("sweep"), 1);
+        assert!(store.kv_get("short", false).expect("get").is_none());
+        assert_eq!(store.kv_sweep_expired(later).expect("sweep"), 0);
+        for name in ["long", "forever", "kept"] {
+            assert!(store.kv_get(name, false).expect("get").is_some(), "{name}");
+        }
+        assert!(
+            store.kv_expiry.len() == 1,
+            "only `long` is still due to expire"
+        );
+
+        // Without a sweep, reads stop seeing the pair once its TTL has passed.
+        store.kv_set("lazy", "v", false, Some(1)).expect("set");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.kv_get("lazy", false).expect("get").is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "ttl of 1 s did not expire in 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            store.kv.get("lazy").expect("raw").is_none(),
+            "deleted lazily"
+        );
+        assert!(!store.kv_delete("lazy").expect("delete"));
+        let names: Vec<_> = store
+            .kv_list(None, false)
+            .expect("list")
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(names, ["forever", "kept", "long"]);
+    }
+
+    #[test]
+    fn kv_list_leaves_out_expired_pairs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        store.kv_set("a", "1", false, Some(1)).expect("set");
+        store.kv_set("b", "2", false, None).expect("set");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.kv_list(None, false).expect("list").len() != 1 {
+            assert!(
+                Instant::now() < deadline,
+                "ttl of 1 s did not expire in 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(store.kv_list(None, false).expect("list")[0].name, "b");
+    }
+
+    fn raw_kv_bytes(store: &Store) -> Vec<u8> {
+        let mut all = Vec::new();
+        for item in store.kv.iter() {
+            let (k, v) = item.expect("raw");
+            all.extend_from_slice(&k);
+            all.extend_from_slice(&v);
+        }
+        all
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn secrets_are_encrypted_at_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let clear = "hunter2-very-secret-password";
+        let stored = store.kv_set("db.password", clear, true, None).expect("set");
+        assert!(stored.secret);
+        assert_ne!(stored.value, clear);
+        assert!(!contains(&raw_kv_bytes(&store), clear.as_bytes()));
+
+        let masked = store
+            .kv_get("db.password", false)
+            .expect("get")
+            .expect("present");
+        assert_eq!(masked.value, stored.value, "ciphertext, never clear text");
+        let revealed = store
+            .kv_get("db.password", true)
+            .expect("get")
+            .expect("present");
+        assert_eq!(revealed.value, clear);
+        assert!(revealed.secret);
+
+        let again = store.kv_set("db.password", clear, true, None).expect("set");
+        assert_ne!(again.value, stored.value, "a fresh nonce per write");
+        let listed = store.kv_list(Some("db."), true).expect("list");
+        assert_eq!(listed[0].value, clear);
+        let listed = store.kv_list(Some("db."), false).expect("list");
+        assert_eq!(listed[0].value, again.value);
+
+        use squall_actions::KvStore as _;
+        let adapter = StoreKv(Arc::new(store));
+        assert_eq!(
+            squall_rules::KeyValueLookup::get(&adapter, "db.password").as_deref(),
+            Some(clear)
+        );
+        adapter.set("script.value", "v", None).expect("script set");
+        assert_eq!(
+            squall_actions::KvStore::get(&adapter, "script.value"),
+            Ok(Some("v".to_string()))
+        );
+        let pair = adapter
+            .0
+            .kv_get("script.value", false)
+            .expect("get")
+            .expect("set");
+        assert!(!pair.secret, "values scripts set are not secret");
+        assert_eq!(adapter.delete("script.value"), Ok(true));
+        assert_eq!(
+            squall_rules::KeyValueLookup::get(&adapter, "script.value"),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn key_file_persists_across_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = open(dir.path());
+            store.kv_set("token", "s3cr3t", true, None).expect("set");
+            store.flush().await.expect("flush");
+        }
+        let key_path = dir.path().join(KEY_FILE);
+        let key = fs::read(&key_path).expect("key file");
+        assert_eq!(key.len(), 32);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&key_path)
+                .expect("metadata")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let store = open(dir.path());
+        let got = store
+            .kv_get("token", true)
+            .expect("decrypt")
+            .expect("present");
+        assert_eq!(got.value, "s3cr3t");
+        assert_eq!(
+            fs::read(&key_path).expect("key file"),
+            key,
+            "not regenerated"
+        );
+    }
+
+    #[test]
+    fn wrong_key_is_a_crypto_error_and_plain_data_still_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path(), Some([1; 32])).expect("open");
+            store.kv_set("token", "s3cr3t", true, None).expect("set");
+            store.kv_set("plain", "p", false, None).expect("set");
+            store
+                .put_execution(&exec(&id_at(1), "pack.a", ExecutionStatus::Succeeded))
+                .expect("put");
+            store.flush_blocking().expect("flush");
+        }
+        let store = Store::open(dir.path(), Some([2; 32])).expect("open with another key");
+        assert_eq!(
+            store
+                .kv_get("plain", true)
+                .expect("get")
+                .expect("present")
+                .value,
+            "p"
+        );
+        assert_eq!(
+            store
+                .list_executions(&ExecutionFilter::default(), 10, 0)
+                .expect("list")
+                .len(),
+            1
+        );
+        assert!(matches!(
+            store.kv_get("token", true),
+            Err(StoreError::Crypto(m)) if m.contains("token")
+        ));
+        assert!(store.kv_get("token", false).expect("ciphertext").is_some());
+        assert!(matches!(
+            store.kv_list(None, true),
+            Err(StoreError::Crypto(_))
+        ));
+        assert!(
+            !dir.path().join(KEY_FILE).exists(),
+            "a configured key needs no file"
+        );
+    }
+
+    #[test]
+    fn api_keys_create_verify_delete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let (record, key) = store.apikey_create("alice").expect("create");
+        assert_eq!(key.len(), 43, "32 bytes, base64url without padding");
+        assert!(!key.contains('=') && !key.contains('+') && !key.contains('/'));
+        assert_eq!(record.user, "alice");
+        assert!(record.enabled);
+        let verified = store.apikey_verify(&key).expect("verify").expect("valid");
+        assert_eq!(verified.id, record.id);
+        assert!(store.apikey_verify("not-a-key").expect("verify").is_none());
+        let (other, other_key) = store.apikey_create("bob").expect("create");
+        assert_eq!(store.apikey_count().expect("count"), 2);
+
+        let listed = store.apikey_list().expect("list");
+        assert_eq!(listed.len(), 2);
+        let dump = serde_json::to_string(&listed).expect("json");
+        assert!(
+            !dump.contains(&key) && !dump.contains(&other_key),
+            "hashes only"
+        );
+
+        assert!(store.apikey_delete(&record.id).expect("delete"));
+        assert!(!store.apikey_delete(&record.id).expect("delete"));
+        assert!(store.apikey_verify(&key).expect("verify").is_none());
+        assert_eq!(store.apikey_count().expect("count"), 1);
+        assert_eq!(
+            store
+                .apikey_verify(&other_key)
+                .expect("verify")
+                .map(|k| k.id),
+            Some(other.id)
+        );
+    }
+
+    #[test]
+    fn sweep_removes_old_terminal_records_and_keeps_live_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let week = Duration::from_secs(7 * 24 * 3600);
+        let (old_done, old_pending) = (old_id(week, 1), old_id(week, 2));
+        store
+            .insert_trigger_instance(&ti(&old_done, "core.webhook"))
+            .expect("insert");
+        store
+            .insert_trigger_instance(&ti(&old_pending, "core.webhook"))
+            .expect("insert");
+        let (old_exec, old_enf) = (old_id(week, 3), old_id(week, 4));
+        let mut e = exec(&old_exec, "pack.a", ExecutionStatus::Requested);
+        e.trigger_instance = Some(old_done.clone());
+        store
+            .complete_trigger_instance(
+                &old_done,
+                TriggerInstanceStatus::Processed,
+                &[enforcement(&old_enf, "pack.r", &old_done, Some(&old_exec))],
+                std::slice::from_ref(&e),
+            )
+            .expect("complete");
+        e.status = ExecutionStatus::Succeeded;
+        store.put_execution(&e).expect("finish");
+        let old_active = old_id(week, 5);
+        store
+            .put_execution(&exec(&old_active, "pack.a", ExecutionStatus::Running))
+            .expect("put");
+        let new_done = id_at(1);
+        store
+            .put_execution(&exec(&new_done, "pack.a", ExecutionStatus::Failed))
+            .expect("put");
+        let new_ti = id_at(2);
+        store
+            .insert_trigger_instance(&ti(&new_ti, "core.webhook"))
+            .expect("insert");
+        store
+            .complete_trigger_instance(&new_ti, TriggerInstanceStatus::Processed, &[], &[])
+            .expect("complete");
+
+        let cutoff = Utc::now() - TimeDelta::try_days(1).expect("1 day");
+        let counts = store.sweep_older_than(cutoff).expect("sweep");
+        assert_eq!(
+            counts,
+            SweepCounts {
+                trigger_instances: 1,
+                enforcements: 1,
+                executions: 1
+            }
+        );
+        assert!(store.trigger_instance(&old_done).expect("get").is_none());
+        assert!(store.trigger_instance(&old_pending).expect("get").is_some());
+        assert!(store.trigger_instance(&new_ti).expect("get").is_some());
+        assert!(store.execution(&old_exec).expect("get").is_none());
+        assert!(store.execution(&old_active).expect("get").is_some());
+        assert!(store.execution(&new_done).expect("get").is_some());
+        assert!(store
+            .enforced_rules(&old_done)
+            .expect("enforced")
+            .is_empty());
+        assert!(store
+            .list_enforcements(Some("pack.r"), None, 10, 0)
+            .expect("list")
+            .is_empty());
+        assert!(store
+            .list_trigger_instances(Some("core.webhook"), 10, 0)
+            .expect("list")
+            .iter()
+            .all(|t| t.id != old_done));
+        let by_ti = ExecutionFilter {
+            trigger_instance: Some(old_done.clone()),
+            ..Default::default()
+        };
+        assert!(store
+            .list_executions(&by_ti, 10, 0)
+            .expect("list")
+            .is_empty());
+        assert_eq!(count(&store, ExecutionStatus::Succeeded), 0);
+        assert_eq!(count(&store, ExecutionStatus::Running), 1);
+        assert_eq!(count(&store, ExecutionStatus::Failed), 1);
+        assert_eq!(
+            ids(&store.pending_trigger_instances().expect("pending")),
+            [old_pending]
+        );
+        assert_eq!(
+            store.sweep_older_than(cutoff).expect("sweep"),
+            SweepCounts::default()
+        );
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopen_after_flush() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (t, e) = (id_at(1), id_at(2));
+        let key = {
+            let store = open(dir.path());
+            store
+                .insert_trigger_instance(&ti(&t, "core.webhook"))
+                .expect("insert");
+            store
+                .put_execution(&exec(&e, "pack.a", ExecutionStatus::Running))
+                .expect("put");
+            store.kv_set("k", "v", false, None).expect("set");
+            let (_, key) = store.apikey_create("alice").expect("create");
+            store.flush().await.expect("flush");
+            key
+        };
+        let store = open(dir.path());
+        assert_eq!(
+            ids(&store.pending_trigger_instances().expect("pending")),
+            [t.as_str()]
+        );
+        assert_eq!(
+            ids(&store.active_executions().expect("active")),
+            [e.as_str()]
+        );
+        assert_eq!(count(&store, ExecutionStatus::Running), 1);
+        assert_eq!(
+            store.kv_get("k", false).expect("get").expect("kv").value,
+            "v"
+        );
+        assert!(store.apikey_verify(&key).expect("verify").is_some());
+    }
+
+    #[test]
+    fn indexes_are_rebuilt_when_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (id_at(1), id_at(2));
+        {
+            let store = open(dir.path());
+            let mut ea = exec(&a, "pack.a", ExecutionStatus::Running);
+            ea.parent = Some("wf".into());
+            store.put_execution(&ea).expect("put");
+            store
+                .put_execution(&exec(&b, "pack.b", ExecutionStatus::Succeeded))
+                .expect("put");
+            // As a data dir from a build with other (or no) indexes would look.
+            for tree in [&store.active, &store.exec_by_field, &store.exec_counts] {
+                tree.clear().expect("clear");
+            }
+            store.meta.remove(META_INDEX_VERSION).expect("remove");
+            store.flush_blocking().expect("flush");
+        }
+        let store = open(dir.path());
+        assert_eq!(
+            ids(&store.active_executions().expect("active")),
+            [a.as_str()]
+        );
+        assert_eq!(count(&store, ExecutionStatus::Succeeded), 1);
+        let children = ExecutionFilter {
+            parent: Some("wf".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(&store.list_executions(&children, 10, 0).expect("list")),
+            [a.as_str()]
+        );
+    }
+
+    #[test]
+    fn records_from_a_newer_squall_are_refused_clearly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let id = id_at(1);
+        let mut record = as_json(&exec(&id, "pack.a", ExecutionStatus::Succeeded));
+        record["v"] = json!(SCHEMA_VERSION + 1);
+        store
+            .executions
+            .insert(id.as_bytes(), serde_json::to_vec(&record).expect("json"))
+            .expect("raw insert");
+        match store.execution(&id) {
+            Err(StoreError::Corrupt { tree, key, error }) => {
+                assert_eq!(tree, T_EXECUTIONS);
+                assert_eq!(key, id);
+                assert!(error.contains("newer squall"), "{error}");
+            }
+            other => panic!("expected a corrupt-record error, got {other:?}"),
+        }
+        // A newer record that no longer parses says the same, not a serde message.
+        store
+            .kv
+            .insert(
+                "n",
+                serde_json::to_vec(&json!({"v": 99, "shape": "new"})).expect("json"),
+            )
+            .expect("raw insert");
+        assert!(matches!(
+            store.kv_get("n", false),
+            Err(StoreError::Corrupt { error, .. }) if error.contains("newer squall")
+        ));
+        store.kv.insert("g", &b"not json"[..]).expect("raw insert");
+        assert!(matches!(
+            store.kv_get("g", false),
+            Err(StoreError::Corrupt { tree: T_KV, .. })
+        ));
+    }
+}
