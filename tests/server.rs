@@ -606,6 +606,12 @@ fn crash_safety_under_sigkill() {
         .iter()
         .filter(|e| e["status"] == "abandoned")
         .collect();
+    println!(
+        "{} webhooks acknowledged over 8 kills; {} executions, {} abandoned",
+        acknowledged.len(),
+        execs.len(),
+        abandoned.len()
+    );
     for e in abandoned {
         assert!(
             e["reason"]
