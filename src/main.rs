@@ -1,16 +1,20 @@
 //! The `squall` command line: one binary for validating packs, testing rules, running actions
-//! and (with `run`) the whole engine.
+//! here and now, (with `run`) the whole engine, and (in `client`) the commands that talk to a
+//! running engine over its HTTP API.
 //!
 //! Only argument parsing, printing and exit codes live here; everything else is in the crates.
 //! Exit codes follow st2-rule-tester where it applies: 0 success/match, 1 failure/no match,
-//! 2 bad input.
+//! 2 bad input (or an API error, or no server to talk to).
+
+mod client;
+mod run_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use serde_json::{Map, Value};
 use squall_engine::actions::{
     parse_cli_value, validate_params, CancelToken, Limits, LogLine, MemoryKv, RhaiRuntime,
@@ -19,7 +23,11 @@ use squall_engine::rules::{EvalEnv, NoKeyValues, Rule, RuleSet, TriggerInstanceV
 use squall_engine::{load_packs, run_action, Catalog, FinalStatus, RunContext};
 
 #[derive(Parser)]
-#[command(name = "squall", version, about = "Event-driven automation for operations teams")]
+#[command(
+    name = "squall",
+    version,
+    about = "Event-driven automation for operations teams"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,20 +35,42 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Packs: validate them.
+    /// Run the whole engine in one process.
+    Run(run_cmd::RunArgs),
+    /// Packs: validate them here; list or reload the server's.
     Pack {
         #[command(subcommand)]
         command: PackCommand,
     },
-    /// Rules: test one against a trigger instance.
+    /// Rules: list and show the server's; test one against a trigger instance.
     Rule {
         #[command(subcommand)]
         command: RuleCommand,
     },
-    /// Actions: run one here and now.
+    /// Actions: run one on the server or here and now; list and show the server's.
     Action {
         #[command(subcommand)]
         command: ActionCommand,
+    },
+    /// Executions on the server: list, show, follow, cancel, re-run.
+    Execution {
+        #[command(subcommand)]
+        command: client::ExecutionCommand,
+    },
+    /// Trigger types and trigger instances on the server; fire a trigger.
+    Trigger {
+        #[command(subcommand)]
+        command: client::TriggerCommand,
+    },
+    /// The server's key-value store (st2kv).
+    Key {
+        #[command(subcommand)]
+        command: client::KeyCommand,
+    },
+    /// API keys for the server.
+    Apikey {
+        #[command(subcommand)]
+        command: client::ApikeyCommand,
     },
 }
 
@@ -51,6 +81,10 @@ enum PackCommand {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
     },
+    /// List the packs the server has loaded, with their problems (exit 1 if any).
+    List(client::PackListArgs),
+    /// Make the server load its packs again; print what it loaded and the problems.
+    Reload(client::PackReloadArgs),
 }
 
 #[derive(Args)]
@@ -62,22 +96,60 @@ struct PacksArg {
 
 #[derive(Subcommand)]
 enum RuleCommand {
-    /// Test a rule file against a trigger instance file, like st2-rule-tester.
-    Test {
-        /// The rule (YAML or JSON).
-        #[arg(long, value_name = "FILE")]
-        rule: PathBuf,
-        /// The trigger instance: {"trigger": "<type ref>", "payload": {...}} (YAML or JSON).
-        #[arg(long = "trigger-instance", value_name = "FILE")]
-        trigger_instance: PathBuf,
-        #[command(flatten)]
-        packs: PacksArg,
-    },
+    /// List the server's rules.
+    List(client::RuleListArgs),
+    /// Show one of the server's rules.
+    Get(client::RuleGetArgs),
+    /// Test a rule against a trigger instance, like st2-rule-tester: files here
+    /// (--rule, --trigger-instance), or the server's rule and stored instance
+    /// (--rule-ref, --trigger-instance-id).
+    Test(RuleTestArgs),
+}
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("mode").required(true).args(["rule", "rule_ref"])))]
+struct RuleTestArgs {
+    /// The rule (YAML or JSON).
+    #[arg(long, value_name = "FILE", requires = "trigger_instance")]
+    rule: Option<PathBuf>,
+    /// The trigger instance: {"trigger": "<type ref>", "payload": {...}} (YAML or JSON).
+    #[arg(long = "trigger-instance", value_name = "FILE", requires = "rule")]
+    trigger_instance: Option<PathBuf>,
+    /// With --rule: a pack or a folder of packs to check the action against; may be repeated.
+    #[arg(long = "packs", value_name = "DIR", default_value = "./packs")]
+    packs: Vec<PathBuf>,
+    /// A rule the server has, by reference.
+    #[arg(
+        long = "rule-ref",
+        value_name = "REF",
+        requires = "trigger_instance_id",
+        conflicts_with_all = ["rule", "trigger_instance", "packs"]
+    )]
+    rule_ref: Option<String>,
+    /// A trigger instance the server has stored, by id.
+    #[arg(
+        long = "trigger-instance-id",
+        value_name = "ID",
+        requires = "rule_ref",
+        conflicts_with_all = ["rule", "trigger_instance", "packs"]
+    )]
+    trigger_instance_id: Option<String>,
+    /// With --rule-ref: print the server's answer as JSON.
+    #[arg(long, requires = "rule_ref")]
+    json: bool,
+    #[command(flatten)]
+    api: client::ApiOptions,
 }
 
 #[derive(Subcommand)]
 enum ActionCommand {
-    /// Run an action now and print its result.
+    /// Run an action on the server and follow it to its end (or not, with --async).
+    Run(client::ActionRunArgs),
+    /// List the server's actions.
+    List(client::ActionListArgs),
+    /// Show one of the server's actions and its parameters.
+    Get(client::ActionGetArgs),
+    /// Run an action here and now, without a server, and print its result.
     Exec {
         /// The action's reference, e.g. core.echo.
         action: String,
@@ -94,26 +166,32 @@ enum ActionCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Pack {
-            command: PackCommand::Validate { dirs },
-        } => pack_validate(&dirs),
-        Command::Rule {
-            command:
-                RuleCommand::Test {
-                    rule,
-                    trigger_instance,
-                    packs,
-                },
-        } => rule_test(&rule, &trigger_instance, &packs.packs),
-        Command::Action {
-            command:
-                ActionCommand::Exec {
-                    action,
-                    params,
-                    packs,
-                    json,
-                },
-        } => action_exec(&action, &params, &packs.packs, json),
+        Command::Run(args) => run_cmd::run(args),
+        Command::Pack { command } => match command {
+            PackCommand::Validate { dirs } => pack_validate(&dirs),
+            PackCommand::List(args) => client::pack_list(&args),
+            PackCommand::Reload(args) => client::pack_reload(&args),
+        },
+        Command::Rule { command } => match command {
+            RuleCommand::List(args) => client::rule_list(&args),
+            RuleCommand::Get(args) => client::rule_get(&args),
+            RuleCommand::Test(args) => rule_test_either(&args),
+        },
+        Command::Action { command } => match command {
+            ActionCommand::Run(args) => client::action_run(&args),
+            ActionCommand::List(args) => client::action_list(&args),
+            ActionCommand::Get(args) => client::action_get(&args),
+            ActionCommand::Exec {
+                action,
+                params,
+                packs,
+                json,
+            } => action_exec(&action, &params, &packs.packs, json),
+        },
+        Command::Execution { command } => client::execution(&command),
+        Command::Trigger { command } => client::trigger(&command),
+        Command::Key { command } => client::key(&command),
+        Command::Apikey { command } => client::apikey(&command),
     };
     match outcome {
         Ok(code) => code,
@@ -121,6 +199,25 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `rule test` takes either the local pair of options or the server's; clap has checked that
+/// exactly one pair is complete, this says so again rather than trust it.
+fn rule_test_either(args: &RuleTestArgs) -> Result<ExitCode> {
+    match (
+        &args.rule,
+        &args.trigger_instance,
+        &args.rule_ref,
+        &args.trigger_instance_id,
+    ) {
+        (Some(rule), Some(instance), None, None) => rule_test(rule, instance, &args.packs),
+        (None, None, Some(rule), Some(instance)) => {
+            client::rule_test(&args.api, rule, instance, args.json)
+        }
+        _ => bail!(
+            "give either --rule FILE --trigger-instance FILE, or --rule-ref REF --trigger-instance-id ID"
+        ),
     }
 }
 
@@ -161,7 +258,8 @@ fn optional_catalog(dirs: &[PathBuf]) -> Option<Catalog> {
 }
 
 fn read_data(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_yaml::from_str::<Value>(&text).map_err(|e| {
         let p = squall_engine::rules::yaml_problem(&e);
         match p.line {
@@ -172,24 +270,39 @@ fn read_data(path: &Path) -> Result<Value> {
 }
 
 fn rule_test(rule_file: &Path, instance_file: &Path, packs: &[PathBuf]) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(rule_file).with_context(|| format!("cannot read {}", rule_file.display()))?;
+    let text = std::fs::read_to_string(rule_file)
+        .with_context(|| format!("cannot read {}", rule_file.display()))?;
     let rule = Rule::from_yaml(&text).map_err(|errs| {
-        let lines: Vec<String> = errs.iter().map(|p| format!("{}: {p}", rule_file.display())).collect();
+        let lines: Vec<String> = errs
+            .iter()
+            .map(|p| format!("{}: {p}", rule_file.display()))
+            .collect();
         anyhow!("invalid rule:\n{}", lines.join("\n"))
     })?;
     let instance = read_data(instance_file)?;
     let trigger = instance
         .get("trigger")
         .and_then(Value::as_str)
-        .ok_or_else(|| anyhow!("{}: 'trigger' (the trigger type ref) is required", instance_file.display()))?
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: 'trigger' (the trigger type ref) is required",
+                instance_file.display()
+            )
+        })?
         .to_string();
-    let payload = instance.get("payload").cloned().unwrap_or(Value::Object(Map::new()));
+    let payload = instance
+        .get("payload")
+        .cloned()
+        .unwrap_or(Value::Object(Map::new()));
     let rule_ref = rule.reference();
     let throttle = rule.throttle.clone();
     let set = RuleSet::new(vec![rule]).map_err(|errs| {
         anyhow!(
             "invalid rule: {}",
-            errs.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>().join("; ")
+            errs.iter()
+                .map(|(_, m)| m.clone())
+                .collect::<Vec<_>>()
+                .join("; ")
         )
     })?;
     let env = EvalEnv {
@@ -225,7 +338,12 @@ fn rule_test(rule_file: &Path, instance_file: &Path, packs: &[PathBuf]) -> Resul
                     bail!("the action would be refused:\n  {}", list.join("\n  "));
                 }
             },
-            None => note = Some(format!("note: action '{}' is not in the loaded packs", request.action)),
+            None => {
+                note = Some(format!(
+                    "note: action '{}' is not in the loaded packs",
+                    request.action
+                ))
+            }
         }
     }
     println!("=== RULE MATCHES ===");
@@ -250,7 +368,15 @@ fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
 
-fn action_exec(action_ref: &str, args: &[String], packs: &[PathBuf], json: bool) -> Result<ExitCode> {
+/// Where `action exec` sends log lines as the script prints them.
+type LiveLog = Arc<dyn Fn(&LogLine) + Send + Sync>;
+
+fn action_exec(
+    action_ref: &str,
+    args: &[String],
+    packs: &[PathBuf],
+    json: bool,
+) -> Result<ExitCode> {
     let rt = runtime();
     let catalog = load_packs(packs, &rt);
     let action = catalog.action(action_ref).ok_or_else(|| {
@@ -273,7 +399,13 @@ fn action_exec(action_ref: &str, args: &[String], packs: &[PathBuf], json: bool)
         match action.meta.parameters.get(name) {
             None => errors.push(format!(
                 "parameter '{name}': action {action_ref} has no such parameter (it has: {})",
-                action.meta.parameters.keys().cloned().collect::<Vec<_>>().join(", ")
+                action
+                    .meta
+                    .parameters
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
             Some(spec) => match parse_cli_value(spec.ty, text) {
                 Ok(v) => {
@@ -287,7 +419,7 @@ fn action_exec(action_ref: &str, args: &[String], packs: &[PathBuf], json: bool)
         bail!("invalid parameters:\n  {}", errors.join("\n  "));
     }
     let cancel = CancelToken::default();
-    let live: Option<Arc<dyn Fn(&LogLine) + Send + Sync>> = if json {
+    let live: Option<LiveLog> = if json {
         None
     } else {
         Some(Arc::new(|line: &LogLine| {
@@ -320,7 +452,10 @@ fn action_exec(action_ref: &str, args: &[String], packs: &[PathBuf], json: bool)
             (result, status) => {
                 let message = result["error"].as_str().unwrap_or("no message");
                 let at = match (result["line"].as_u64(), result["column"].as_u64()) {
-                    (Some(l), Some(c)) => format!(" (line {l}, column {c} of {})", action.entry_point.display()),
+                    (Some(l), Some(c)) => format!(
+                        " (line {l}, column {c} of {})",
+                        action.entry_point.display()
+                    ),
                     _ => String::new(),
                 };
                 eprintln!("{}: {message}{at}", status.as_str());

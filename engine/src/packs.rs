@@ -115,6 +115,9 @@ pub struct Pack {
     pub actions: Vec<LoadedAction>,
     pub rules: Vec<LoadedRule>,
     pub config_schema: Option<Value>,
+    /// The deployment's settings for this pack (`configs/<pack>.yaml`), checked against the
+    /// schema with its defaults applied; scripts see it as `ctx.config`.
+    pub config: serde_json::Map<String, Value>,
     /// The other YAML files of the pack (sensors, aliases, policies), syntax-checked, keyed by
     /// their folder name.
     pub extras: BTreeMap<String, Vec<(PathBuf, Value)>>,
@@ -207,6 +210,89 @@ pub fn load_packs(dirs: &[PathBuf], runtime: &RhaiRuntime) -> Catalog {
     let policy_problems = crate::policies::check(&catalog);
     catalog.problems.extend(policy_problems);
     catalog
+}
+
+/// Loads packs as [`load_packs`] does, then each pack's deployment config from
+/// `<configs_dir>/<pack>.yaml`, checked against the pack's `config.schema.yaml` (st2's format:
+/// each key with `type`, `required`, `default`, `secret`, `description`). A missing file is an
+/// empty config; a required key without a value, a value of the wrong type or a key the schema
+/// does not declare is a problem, reported with the config file.
+pub fn load_packs_with_configs(dirs: &[PathBuf], configs_dir: &Path, runtime: &RhaiRuntime) -> Catalog {
+    let mut catalog = load_packs(dirs, runtime);
+    let mut problems = Vec::new();
+    for pack in &mut catalog.packs {
+        let file = configs_dir.join(format!("{}.yaml", pack.reference));
+        let given = if file.is_file() {
+            match parse_yaml_value(&file, &mut problems) {
+                Some(Value::Object(m)) => m,
+                Some(Value::Null) => serde_json::Map::new(),
+                Some(_) => {
+                    problems.push(Problem::new(&file, Some(1), None, "a pack config must be a mapping of settings"));
+                    continue;
+                }
+                None => continue,
+            }
+        } else {
+            serde_json::Map::new()
+        };
+        let Some(schema) = &pack.config_schema else {
+            if !given.is_empty() {
+                problems.push(Problem::new(
+                    &file,
+                    None,
+                    None,
+                    format!("pack '{}' has no config.schema.yaml, so it takes no settings", pack.reference),
+                ));
+            }
+            continue;
+        };
+        let meta = match config_meta(&pack.dir.join("config.schema.yaml"), schema) {
+            Ok(m) => m,
+            Err(_) => continue,
+        };
+        match squall_actions::validate_params(&meta, given) {
+            Ok(config) => pack.config = config,
+            Err(errors) => {
+                let text = read_or_empty(&file);
+                for e in errors {
+                    let line = squall_rules::line_of(&text, &e.parameter);
+                    let shown = if file.is_file() { file.clone() } else { file.with_extension("yaml (missing)") };
+                    problems.push(Problem::new(&shown, line, None, format!("setting '{}': {}", e.parameter, e.message)));
+                }
+            }
+        }
+    }
+    catalog.problems.extend(problems);
+    catalog
+}
+
+/// A config schema read as action parameters, so settings are checked and cast like them.
+fn config_meta(file: &Path, schema: &Value) -> Result<ActionMeta, Vec<Problem>> {
+    let params = match schema {
+        Value::Object(m) => m.clone(),
+        Value::Null => serde_json::Map::new(),
+        _ => return Err(vec![Problem::new(file, Some(1), None, "config.schema.yaml must map each setting to its schema")]),
+    };
+    let doc = serde_json::json!({
+        "name": "config",
+        "runner_type": "rhai",
+        "entry_point": "config",
+        "parameters": params,
+    });
+    let text = serde_yaml::to_string(&doc).unwrap_or_default();
+    ActionMeta::from_yaml(&text).map_err(|errs| {
+        let source = read_or_empty(file);
+        errs.into_iter()
+            .map(|p| {
+                let line = p
+                    .message
+                    .split('\'')
+                    .nth(1)
+                    .and_then(|name| squall_rules::line_of(&source, name));
+                Problem::new(file, line, None, p.message)
+            })
+            .collect()
+    })
 }
 
 /// Checks what needs every pack: rules name actions that exist, dependencies are loaded, and
@@ -348,6 +434,7 @@ fn load_pack(dir: &Path, runtime: &RhaiRuntime, problems: &mut Vec<Problem>) -> 
         actions: Vec::new(),
         rules: Vec::new(),
         config_schema: None,
+        config: serde_json::Map::new(),
         extras: BTreeMap::new(),
     };
 
@@ -373,6 +460,12 @@ fn load_pack(dir: &Path, runtime: &RhaiRuntime, problems: &mut Vec<Problem>) -> 
     let schema_file = dir.join("config.schema.yaml");
     if schema_file.is_file() {
         pack.config_schema = parse_yaml_value(&schema_file, problems);
+        if let Some(schema) = &pack.config_schema {
+            if let Err(mut errs) = config_meta(&schema_file, schema) {
+                problems.append(&mut errs);
+                pack.config_schema = None;
+            }
+        }
     }
     for extra in ["sensors", "aliases", "policies"] {
         for file in yaml_files(&dir.join(extra)) {

@@ -583,6 +583,13 @@ impl Engine {
 
     fn work_item(&self, loaded: &Loaded, e: &Execution) -> Option<WorkItem> {
         let action = loaded.catalog.action(&e.action)?;
+        let config = loaded
+            .catalog
+            .packs
+            .iter()
+            .find(|p| p.reference == action.pack)
+            .map(|p| Value::Object(p.config.clone()))
+            .unwrap_or(Value::Null);
         Some(WorkItem {
             execution_id: e.id.clone(),
             action: e.action.clone(),
@@ -596,6 +603,7 @@ impl Engine {
                 "trigger_instance": e.trigger_instance,
                 "user": e.user,
                 "attempt": e.attempt,
+                "config": config,
                 "trigger": e.trigger_instance.as_ref().and_then(|id| self.store.trigger_instance(id).ok().flatten()).map(|t| t.payload),
             }),
             timeout: action.meta.timeout.map(Duration::from_secs),

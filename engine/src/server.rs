@@ -17,7 +17,7 @@ use squall_actions::{Limits, RhaiRuntime};
 use tokio::sync::watch;
 
 use crate::api::{packs_json, router, ApiConfig, AppState};
-use crate::packs::load_packs;
+use crate::packs::load_packs_with_configs;
 use crate::pipeline::Engine;
 use crate::signatures::SignatureCheck;
 use crate::store::Store;
@@ -123,7 +123,7 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
         tracing::warn!("authentication is on and no API key exists: create one with `squall apikey create` against a loopback instance");
     }
     let runtime = Arc::new(RhaiRuntime::new(Limits::default()));
-    let catalog = load_packs(&config.packs, &runtime);
+    let catalog = load_packs_with_configs(&config.packs, &config.configs, &runtime);
     if !catalog.problems.is_empty() {
         let list: Vec<String> = catalog.problems.iter().map(ToString::to_string).collect();
         if config.strict {
@@ -149,12 +149,13 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
     let reload = {
         let engine = engine.clone();
         let packs = config.packs.clone();
+        let configs = config.configs.clone();
         let runtime = runtime.clone();
         let timer_tasks = timer_tasks.clone();
         let shutdown_rx = shutdown_rx.clone();
         let handle = tokio::runtime::Handle::current();
         Arc::new(move || {
-            let catalog = load_packs(&packs, &runtime);
+            let catalog = load_packs_with_configs(&packs, &configs, &runtime);
             let problems: Vec<String> = catalog.problems.iter().map(ToString::to_string).collect();
             let summary = json!({"packs": packs_json(&catalog), "problems": problems});
             engine.set_loaded(catalog);
