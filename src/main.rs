@@ -92,6 +92,9 @@ struct PacksArg {
     /// A pack or a folder of packs; may be repeated.
     #[arg(long = "packs", value_name = "DIR", default_value = "./packs")]
     packs: Vec<PathBuf>,
+    /// Where pack configs live (`<DIR>/<pack>.yaml`).
+    #[arg(long, value_name = "DIR", default_value = "./configs")]
+    configs: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -186,7 +189,7 @@ fn main() -> ExitCode {
                 params,
                 packs,
                 json,
-            } => action_exec(&action, &params, &packs.packs, json),
+            } => action_exec(&action, &params, &packs, json),
         },
         Command::Execution { command } => client::execution(&command),
         Command::Trigger { command } => client::trigger(&command),
@@ -374,11 +377,11 @@ type LiveLog = Arc<dyn Fn(&LogLine) + Send + Sync>;
 fn action_exec(
     action_ref: &str,
     args: &[String],
-    packs: &[PathBuf],
+    packs: &PacksArg,
     json: bool,
 ) -> Result<ExitCode> {
     let rt = runtime();
-    let catalog = load_packs(packs, &rt);
+    let catalog = squall_engine::load_packs_with_configs(&packs.packs, &packs.configs, &rt);
     let action = catalog.action(action_ref).ok_or_else(|| {
         let mut msg = format!("no loaded pack provides action '{action_ref}'");
         if !catalog.problems.is_empty() {
@@ -427,22 +430,34 @@ fn action_exec(
             eprintln!("[{}] {}", level.as_str().unwrap_or("log"), line.message);
         }))
     };
-    let record = run_action(
-        &catalog,
-        &rt,
-        action_ref,
-        given,
-        RunContext {
-            kv: Arc::new(MemoryKv::new()),
-            cancel,
-            ctx: serde_json::json!({
-                "execution_id": format!("local-{}", chrono::Utc::now().timestamp_micros()),
-                "action": action_ref,
-                "user": std::env::var("USER").unwrap_or_else(|_| "cli".into()),
-            }),
-            on_log: live,
-        },
-    )?;
+    let config = catalog
+        .packs
+        .iter()
+        .find(|p| p.reference == action.pack)
+        .map(|p| Value::Object(p.config.clone()))
+        .unwrap_or(Value::Null);
+    let context = RunContext {
+        kv: Arc::new(MemoryKv::new()),
+        cancel,
+        ctx: serde_json::json!({
+            "execution_id": format!("local-{}", chrono::Utc::now().timestamp_micros()),
+            "action": action_ref,
+            "user": std::env::var("USER").unwrap_or_else(|_| "cli".into()),
+            "config": config,
+        }),
+        on_log: live,
+    };
+    // Scripts need the deep stack the worker pool gives them (see SCRIPT_THREAD_STACK_SIZE).
+    let record = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .stack_size(squall_engine::actions::SCRIPT_THREAD_STACK_SIZE)
+            .spawn_scoped(scope, || {
+                run_action(&catalog, &rt, action_ref, given, context)
+            })
+            .map_err(|e| anyhow!("cannot start the script thread: {e}"))?
+            .join()
+            .map_err(|_| anyhow!("the script thread panicked"))
+    })??;
     if json {
         println!("{}", pretty(&serde_json::to_value(&record)?));
     } else {

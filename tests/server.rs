@@ -463,6 +463,27 @@ fn authentication_with_api_keys() {
 }
 
 #[test]
+fn first_api_key_can_be_created_from_loopback_when_auth_is_on() {
+    let (_dir, s) = start(&[], &["--auth"]);
+    let (code, _) = s.get("/api/v1/executions");
+    assert_eq!(code, 401);
+    let (code, created) = s.post("/api/v1/apikeys", r#"{"user": "first"}"#);
+    assert_eq!(code, 201, "{created}");
+    let (code, _) = s.post("/api/v1/apikeys", r#"{"user": "second"}"#);
+    assert_eq!(code, 401, "once a key exists, creating another needs one");
+    let key = created["key"].as_str().expect("key");
+    let (code, _) = s
+        .request_with(
+            "POST",
+            "/api/v1/apikeys",
+            Some("{}"),
+            &[("St2-Api-Key", key)],
+        )
+        .expect("request");
+    assert_eq!(code, 201);
+}
+
+#[test]
 fn refuses_to_listen_beyond_loopback_without_auth() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_squall"))

@@ -189,6 +189,9 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
         })
         .or(from_query);
     let Some(key) = key else {
+        if bootstrap_allowed(&state, &req) {
+            return next.run(req).await;
+        }
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "an API key is required (St2-Api-Key or Authorization: Bearer)",
@@ -202,6 +205,19 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
         }
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+/// With authentication on and no API key yet, the first key may be created from the machine
+/// itself (a request from loopback to `POST /api/v1/apikeys`).
+fn bootstrap_allowed(state: &AppState, req: &Request) -> bool {
+    let from_loopback = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .is_some_and(|c| c.0.ip().is_loopback());
+    from_loopback
+        && req.method() == axum::http::Method::POST
+        && req.uri().path() == "/api/v1/apikeys"
+        && state.engine.store.apikey_count().is_ok_and(|n| n == 0)
 }
 
 async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {

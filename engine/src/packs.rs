@@ -217,7 +217,11 @@ pub fn load_packs(dirs: &[PathBuf], runtime: &RhaiRuntime) -> Catalog {
 /// each key with `type`, `required`, `default`, `secret`, `description`). A missing file is an
 /// empty config; a required key without a value, a value of the wrong type or a key the schema
 /// does not declare is a problem, reported with the config file.
-pub fn load_packs_with_configs(dirs: &[PathBuf], configs_dir: &Path, runtime: &RhaiRuntime) -> Catalog {
+pub fn load_packs_with_configs(
+    dirs: &[PathBuf],
+    configs_dir: &Path,
+    runtime: &RhaiRuntime,
+) -> Catalog {
     let mut catalog = load_packs(dirs, runtime);
     let mut problems = Vec::new();
     for pack in &mut catalog.packs {
@@ -227,7 +231,12 @@ pub fn load_packs_with_configs(dirs: &[PathBuf], configs_dir: &Path, runtime: &R
                 Some(Value::Object(m)) => m,
                 Some(Value::Null) => serde_json::Map::new(),
                 Some(_) => {
-                    problems.push(Problem::new(&file, Some(1), None, "a pack config must be a mapping of settings"));
+                    problems.push(Problem::new(
+                        &file,
+                        Some(1),
+                        None,
+                        "a pack config must be a mapping of settings",
+                    ));
                     continue;
                 }
                 None => continue,
@@ -241,7 +250,10 @@ pub fn load_packs_with_configs(dirs: &[PathBuf], configs_dir: &Path, runtime: &R
                     &file,
                     None,
                     None,
-                    format!("pack '{}' has no config.schema.yaml, so it takes no settings", pack.reference),
+                    format!(
+                        "pack '{}' has no config.schema.yaml, so it takes no settings",
+                        pack.reference
+                    ),
                 ));
             }
             continue;
@@ -256,8 +268,17 @@ pub fn load_packs_with_configs(dirs: &[PathBuf], configs_dir: &Path, runtime: &R
                 let text = read_or_empty(&file);
                 for e in errors {
                     let line = squall_rules::line_of(&text, &e.parameter);
-                    let shown = if file.is_file() { file.clone() } else { file.with_extension("yaml (missing)") };
-                    problems.push(Problem::new(&shown, line, None, format!("setting '{}': {}", e.parameter, e.message)));
+                    let shown = if file.is_file() {
+                        file.clone()
+                    } else {
+                        file.with_extension("yaml (missing)")
+                    };
+                    problems.push(Problem::new(
+                        &shown,
+                        line,
+                        None,
+                        format!("setting '{}': {}", e.parameter, e.message),
+                    ));
                 }
             }
         }
@@ -271,7 +292,14 @@ fn config_meta(file: &Path, schema: &Value) -> Result<ActionMeta, Vec<Problem>> 
     let params = match schema {
         Value::Object(m) => m.clone(),
         Value::Null => serde_json::Map::new(),
-        _ => return Err(vec![Problem::new(file, Some(1), None, "config.schema.yaml must map each setting to its schema")]),
+        _ => {
+            return Err(vec![Problem::new(
+                file,
+                Some(1),
+                None,
+                "config.schema.yaml must map each setting to its schema",
+            )])
+        }
     };
     let doc = serde_json::json!({
         "name": "config",

@@ -120,7 +120,7 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
             .map_err(|e| ServerError::Config(e.to_string()))?
             == 0
     {
-        tracing::warn!("authentication is on and no API key exists: create one with `squall apikey create` against a loopback instance");
+        tracing::warn!("authentication is on and no API key exists: create the first one with `squall apikey create` from this machine (allowed from 127.0.0.1 without a key until one exists)");
     }
     let runtime = Arc::new(RhaiRuntime::new(Limits::default()));
     let catalog = load_packs_with_configs(&config.packs, &config.configs, &runtime);
@@ -208,11 +208,14 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
     let app = router(state);
     let mut http_shutdown = shutdown_rx.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_shutdown.wait_for(|stop| *stop).await;
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = http_shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
     });
 
     wait_for_signal().await;
