@@ -93,6 +93,13 @@ fn resolve(args: RunArgs) -> Result<RunConfig> {
         shutdown_grace: std::time::Duration::from_secs(file.shutdown_grace_seconds.unwrap_or(30)),
         secret_key,
         webhooks: file.webhooks,
+        alert_receivers: [
+            ("alertmanager", file.alertmanager),
+            ("grafana", file.grafana),
+        ]
+        .into_iter()
+        .map(|(name, c)| (name.to_string(), c.unwrap_or_default()))
+        .collect(),
     })
 }
 

@@ -39,6 +39,8 @@ pub struct ApiConfig {
     pub body_limit: usize,
     /// Signature checks per webhook url.
     pub signatures: HashMap<String, SignatureCheck>,
+    /// Settings of the Alertmanager and Grafana receivers, by source name.
+    pub alert_receivers: HashMap<String, crate::alerts::AlertReceiverConfig>,
     pub reload: ReloadFn,
 }
 
@@ -116,7 +118,7 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub type ApiResult<T> = Result<T, ApiError>;
 
 /// The router, with authentication when configured.
 pub fn router(state: AppState) -> Router {
@@ -252,6 +254,9 @@ async fn webhook(
     body: Bytes,
 ) -> ApiResult<Response> {
     let url = url.trim_matches('/').to_string();
+    if url == "alertmanager" || url == "grafana" {
+        return crate::alerts::handle(&state, &url, &headers, &body).await;
+    }
     let parsed: Value = if body.is_empty() {
         Value::Object(Map::new())
     } else {

@@ -4,6 +4,7 @@
 //! The only crate that imports `rules`, `actions` and `sensors` together; shared vocabulary is
 //! re-exported from here.
 
+pub mod alerts;
 pub mod api;
 pub mod exec;
 pub mod metrics;

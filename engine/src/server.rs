@@ -42,6 +42,12 @@ pub struct FileConfig {
     /// Signature checks per webhook url, e.g. `github: {scheme: github, secret: ...}`.
     #[serde(default)]
     pub webhooks: HashMap<String, SignatureCheck>,
+    /// The Alertmanager receiver (`POST /api/v1/webhooks/alertmanager`).
+    #[serde(default)]
+    pub alertmanager: Option<crate::alerts::AlertReceiverConfig>,
+    /// The Grafana receiver (`POST /api/v1/webhooks/grafana`).
+    #[serde(default)]
+    pub grafana: Option<crate::alerts::AlertReceiverConfig>,
 }
 
 /// Everything `squall run` needs, resolved.
@@ -59,6 +65,8 @@ pub struct RunConfig {
     pub shutdown_grace: Duration,
     pub secret_key: Option<[u8; 32]>,
     pub webhooks: HashMap<String, SignatureCheck>,
+    /// Alert receivers' settings by source (`alertmanager`, `grafana`).
+    pub alert_receivers: HashMap<String, crate::alerts::AlertReceiverConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +185,7 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
             auth: config.auth,
             body_limit: config.webhook_body_limit,
             signatures: config.webhooks.clone(),
+            alert_receivers: config.alert_receivers.clone(),
             reload: reload.clone(),
         }),
     };

@@ -1,0 +1,1 @@
+//! Grafana webhook payloads (being written).

@@ -1,0 +1,1 @@
+//! RecordIO framing (being written).
