@@ -151,6 +151,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/apikeys", get(list_apikeys).post(create_apikey))
         .route("/api/v1/apikeys/{id}", axum::routing::delete(delete_apikey))
+        .route("/api/v1/sensors", get(list_sensors))
         .route("/api/v1/stream", get(stream))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -493,8 +494,17 @@ pub fn builtin_trigger_types() -> Vec<Value> {
     ]
 }
 
+async fn list_sensors(State(state): State<AppState>) -> Json<Value> {
+    let list: Vec<Value> = match state.engine.sensors.lock() {
+        Ok(s) => s.iter().map(|s| s.json()).collect(),
+        Err(p) => p.into_inner().iter().map(|s| s.json()).collect(),
+    };
+    Json(Value::Array(list))
+}
+
 async fn list_trigger_types(State(state): State<AppState>) -> Json<Value> {
     let mut types = builtin_trigger_types();
+    types.extend(crate::sensing::sensor_trigger_types());
     let known: std::collections::HashSet<String> = types
         .iter()
         .filter_map(|t| t["ref"].as_str().map(str::to_string))

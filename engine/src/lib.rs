@@ -12,6 +12,7 @@ pub mod model;
 pub mod packs;
 pub mod pipeline;
 pub mod policies;
+pub mod sensing;
 pub mod server;
 pub mod signatures;
 pub mod store;

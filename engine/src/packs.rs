@@ -262,6 +262,20 @@ pub fn load_packs_with_configs(
             Ok(m) => m,
             Err(_) => continue,
         };
+        // A single value where the schema wants a list is a list of one (`master: http://m:5050`).
+        let mut given = given;
+        for (name, spec) in &meta.parameters {
+            if spec.ty == squall_actions::ParamType::Array {
+                if let Some(v @ Value::String(_)) = given.get(name).cloned() {
+                    if serde_json::from_str::<Value>(v.as_str().unwrap_or_default())
+                        .map(|j| !j.is_array())
+                        .unwrap_or(true)
+                    {
+                        given.insert(name.clone(), Value::Array(vec![v]));
+                    }
+                }
+            }
+        }
         match squall_actions::validate_params(&meta, given) {
             Ok(config) => pack.config = config,
             Err(errors) => {
@@ -284,6 +298,8 @@ pub fn load_packs_with_configs(
         }
     }
     catalog.problems.extend(problems);
+    let (_, sensor_problems) = crate::sensing::declarations(&catalog);
+    catalog.problems.extend(sensor_problems);
     catalog
 }
 

@@ -150,6 +150,8 @@ pub struct Engine {
     flusher: Flusher,
     running: AtomicUsize,
     stopping: AtomicBool,
+    /// The sensors packs declared, running or with the reason they are not.
+    pub sensors: Mutex<Vec<crate::sensing::RunningSensor>>,
 }
 
 /// Errors the API turns into responses.
@@ -199,6 +201,7 @@ impl Engine {
             },
             running: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            sensors: Mutex::new(Vec::new()),
         });
         (engine, ti_rx)
     }

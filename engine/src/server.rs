@@ -153,6 +153,7 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let timer_tasks = Arc::new(Mutex::new(start_timers(&engine, shutdown_rx.clone())));
+    restart_sensors(&engine, shutdown_rx.clone());
 
     let reload = {
         let engine = engine.clone();
@@ -174,6 +175,7 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
                 }
                 *tasks = start_timers(&engine, shutdown_rx.clone());
             }
+            restart_sensors(&engine, shutdown_rx.clone());
             tracing::info!(problems = problems.len(), "packs reloaded");
             summary
         }) as Arc<dyn Fn() -> serde_json::Value + Send + Sync>
@@ -244,6 +246,16 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Stops the running sensors (if any) and starts those the loaded packs declare.
+fn restart_sensors(engine: &Arc<Engine>, shutdown: watch::Receiver<bool>) {
+    let (declarations, _) = crate::sensing::declarations(&engine.loaded().catalog);
+    let started = crate::sensing::start_sensors(engine, declarations, shutdown);
+    match engine.sensors.lock() {
+        Ok(mut s) => *s = started,
+        Err(p) => *p.into_inner() = started,
+    }
 }
 
 fn start_timers(

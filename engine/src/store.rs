@@ -480,6 +480,22 @@ impl Store {
         Ok(())
     }
 
+    /// A sensor's saved position (its checkpoint), by sensor reference.
+    pub fn sensor_state(&self, sensor: &str) -> StoreResult<Option<String>> {
+        let key = format!("sensor/{sensor}");
+        Ok(self
+            .meta
+            .get(key.as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Saves a sensor's position; durable with the next flush.
+    pub fn set_sensor_state(&self, sensor: &str, value: &str) -> StoreResult<()> {
+        let key = format!("sensor/{sensor}");
+        self.meta.insert(key.as_bytes(), value.as_bytes())?;
+        Ok(())
+    }
+
     /// Rebuilds the secondary indexes from the records when they were built by another
     /// layout version. The version is written last, so a crash mid-rebuild redoes it.
     fn ensure_indexes(&self) -> StoreResult<()> {
