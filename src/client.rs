@@ -365,6 +365,20 @@ pub struct PackReloadArgs {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum SensorCommand {
+    /// List the server's sensors: running or why not, connected, events, last error.
+    List(SensorListArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SensorListArgs {
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub api: ApiOptions,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum ApikeyCommand {
     /// Create an API key; it is printed once, now.
     Create(ApikeyCreateArgs),
@@ -1909,6 +1923,62 @@ pub fn pack_list(args: &PackListArgs) -> Result<ExitCode> {
         eprintln!("{problems} problems found");
     }
     Ok(code)
+}
+
+pub fn sensor(command: &SensorCommand) -> Result<ExitCode> {
+    let SensorCommand::List(args) = command;
+    let client = Client::new(&args.api)?;
+    let sensors = list(client.get(&["sensors"], &[])?, "sensors")?;
+    if args.json {
+        print_json(&Value::Array(sensors));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if sensors.is_empty() {
+        println!("no sensors");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = sensors
+        .iter()
+        .map(|s| {
+            let state = if s["running"].as_bool() == Some(true) {
+                if s["connected"].as_bool() == Some(true) {
+                    "connected"
+                } else {
+                    "connecting"
+                }
+                .to_string()
+            } else {
+                format!("not running: {}", text(&s["not_started"]))
+            };
+            vec![
+                text(&s["ref"]),
+                text(&s["kind"]),
+                state,
+                count(&s["events"]),
+                count(&s["reconnects"]),
+                count(&s["errors"]),
+                text(&s["last_event"]),
+                text(&s["last_error"]),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "sensor",
+                "kind",
+                "state",
+                "events",
+                "reconnects",
+                "errors",
+                "last event",
+                "last error"
+            ],
+            &rows
+        )
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn pack_reload(args: &PackReloadArgs) -> Result<ExitCode> {

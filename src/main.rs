@@ -67,6 +67,11 @@ enum Command {
         #[command(subcommand)]
         command: client::KeyCommand,
     },
+    /// The server's sensors and their state.
+    Sensor {
+        #[command(subcommand)]
+        command: client::SensorCommand,
+    },
     /// API keys for the server.
     Apikey {
         #[command(subcommand)]
@@ -195,6 +200,7 @@ fn main() -> ExitCode {
         Command::Trigger { command } => client::trigger(&command),
         Command::Key { command } => client::key(&command),
         Command::Apikey { command } => client::apikey(&command),
+        Command::Sensor { command } => client::sensor(&command),
     };
     match outcome {
         Ok(code) => code,

@@ -225,10 +225,13 @@ fn bootstrap_allowed(state: &AppState, req: &Request) -> bool {
 
 async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     let stored = state.engine.store.count_executions_by_status()?;
-    let text = state
+    let mut text = state
         .engine
         .metrics
         .render(state.engine.queue.len(), &stored);
+    if let Ok(sensors) = state.engine.sensors.lock() {
+        text.push_str(&crate::sensing::render_metrics(&sensors));
+    }
     Ok(([("content-type", "text/plain; version=0.0.4")], text).into_response())
 }
 
