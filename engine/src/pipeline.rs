@@ -37,6 +37,9 @@ pub struct StreamEvent {
     pub data: Value,
 }
 
+/// The most work items one worker takes at once when there is a backlog.
+const MAX_WORKER_BATCH: usize = 64;
+
 /// What a worker needs to run one execution.
 #[derive(Clone)]
 pub struct WorkItem {
@@ -150,6 +153,7 @@ pub struct Engine {
     flusher: Flusher,
     running: AtomicUsize,
     stopping: AtomicBool,
+    workers: AtomicUsize,
     /// The sensors packs declared, running or with the reason they are not.
     pub sensors: Mutex<Vec<crate::sensing::RunningSensor>>,
 }
@@ -201,6 +205,7 @@ impl Engine {
             },
             running: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            workers: AtomicUsize::new(1),
             sensors: Mutex::new(Vec::new()),
         });
         (engine, ti_rx)
@@ -303,6 +308,7 @@ impl Engine {
         tokio::spawn(self.clone().flush_loop());
         self.recover()?;
         tokio::spawn(self.clone().rules_loop(ti_rx));
+        self.workers.store(workers.max(1), Ordering::SeqCst);
         let mut handles = Vec::new();
         for i in 0..workers.max(1) {
             let engine = self.clone();
@@ -629,50 +635,91 @@ impl Engine {
             if self.is_stopping() && self.queue.is_empty() {
                 return;
             }
-            let Some(item) = self.queue.pop(Duration::from_millis(200)) else {
+            let Some(first) = self.queue.pop(Duration::from_millis(200)) else {
                 continue;
             };
             if self.is_stopping() {
                 // Left scheduled on disk: the next start dispatches it again.
                 return;
             }
-            self.run_item(item);
+            // With a backlog, take several items at once so one flush covers their "running"
+            // marks and one flush their results; without one, run items one by one so a long
+            // action never holds a short one back.
+            let mut batch = vec![first];
+            let workers = self.workers.load(Ordering::SeqCst).max(1);
+            while batch.len() < MAX_WORKER_BATCH && self.queue.len() > workers {
+                match self.queue.pop(Duration::ZERO) {
+                    Some(item) => batch.push(item),
+                    None => break,
+                }
+            }
+            self.run_batch(batch);
         }
     }
 
-    fn run_item(&self, item: WorkItem) {
+    fn run_batch(&self, batch: Vec<WorkItem>) {
         let loaded = self.loaded();
+        let claimed: Vec<(WorkItem, Execution, CancelToken)> = batch
+            .into_iter()
+            .filter_map(|item| self.claim(&loaded, item))
+            .collect();
+        if claimed.is_empty() {
+            return;
+        }
+        // An action that is not idempotent must be on record as running before it starts.
+        self.durable_blocking();
+        for (_, e, _) in &claimed {
+            self.publish("st2.execution__update", execution_json(&loaded, e));
+        }
+        let mut finished = Vec::with_capacity(claimed.len());
+        for (item, mut e, cancel) in claimed {
+            let (status, result, log) = self.execute(&item, &e, &cancel);
+            if let Ok(mut c) = self.cancels.lock() {
+                c.remove(&e.id);
+            }
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            self.metrics.running_delta(&e.action, -1);
+            self.record_final(&mut e, status, result, log);
+            finished.push(e);
+        }
+        self.durable_blocking();
+        for e in &finished {
+            self.announce_final(&loaded, e);
+        }
+    }
+
+    /// Checks an item can run and marks it running (not yet durable).
+    fn claim(&self, loaded: &Loaded, item: WorkItem) -> Option<(WorkItem, Execution, CancelToken)> {
         let mut e = match self.store.execution(&item.execution_id) {
             Ok(Some(e)) => e,
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(err) => {
                 tracing::error!(execution = %item.execution_id, error = %err, "cannot read execution");
-                return;
+                return None;
             }
         };
         if e.status.is_terminal() {
-            return;
+            return None;
         }
         if e.status == ExecutionStatus::Canceling {
             self.finish(
-                &loaded,
+                loaded,
                 &mut e,
                 ExecutionStatus::Canceled,
                 json!({"error": "canceled before it started"}),
                 Vec::new(),
             );
-            return;
+            return None;
         }
         if e.status == ExecutionStatus::Delayed {
             if let Some(policy) = loaded.policies.concurrency(&e.action) {
-                let running = self.running_of(&e.action);
-                if running >= policy.threshold {
+                if self.running_of(&e.action) >= policy.threshold {
                     let queue = self.queue.clone();
                     std::thread::spawn(move || {
                         std::thread::sleep(Duration::from_millis(200));
                         queue.push(item);
                     });
-                    return;
+                    return None;
                 }
             }
         }
@@ -684,13 +731,21 @@ impl Engine {
         e.start_timestamp = Utc::now();
         if let Err(err) = self.store.put_execution(&e) {
             tracing::error!(execution = %e.id, error = %err, "cannot record running status");
+            return None;
         }
-        self.durable_blocking();
-        self.publish("st2.execution__update", execution_json(&loaded, &e));
         self.running.fetch_add(1, Ordering::SeqCst);
         self.metrics.running_delta(&e.action, 1);
+        Some((item, e, cancel))
+    }
 
-        let (status, result, log) = match (&item.runner, &item.source) {
+    /// Runs a claimed item to its final status.
+    fn execute(
+        &self,
+        item: &WorkItem,
+        e: &Execution,
+        cancel: &CancelToken,
+    ) -> (ExecutionStatus, Value, Vec<LogLine>) {
+        match (&item.runner, &item.source) {
             (RunnerType::Rhai, Some(source)) => {
                 let exec_id = e.id.clone();
                 let events = self.events.clone();
@@ -741,13 +796,7 @@ impl Engine {
                 json!({"error": format!("action '{}' has a runner this squall cannot run yet (workflows come with the workflow engine)", item.action)}),
                 Vec::new(),
             ),
-        };
-        if let Ok(mut c) = self.cancels.lock() {
-            c.remove(&e.id);
         }
-        self.running.fetch_sub(1, Ordering::SeqCst);
-        self.metrics.running_delta(&e.action, -1);
-        self.finish(&loaded, &mut e, status, result, log);
     }
 
     fn running_of(&self, action: &str) -> usize {
@@ -763,6 +812,19 @@ impl Engine {
         result: Value,
         log: Vec<LogLine>,
     ) {
+        self.record_final(e, status, result, log);
+        self.durable_blocking();
+        self.announce_final(loaded, e);
+    }
+
+    /// Stores a final status (durable with the next flush).
+    fn record_final(
+        &self,
+        e: &mut Execution,
+        status: ExecutionStatus,
+        result: Value,
+        log: Vec<LogLine>,
+    ) {
         e.status = status;
         e.result = result;
         e.log = log;
@@ -770,9 +832,14 @@ impl Engine {
         if let Err(err) = self.store.put_execution(e) {
             tracing::error!(execution = %e.id, error = %err, "cannot record the final status");
         }
-        self.durable_blocking();
         self.metrics
             .execution_finished(status, e.elapsed_seconds().unwrap_or(0.0));
+    }
+
+    /// Once a final status is durable: tells the stream, fires `core.action_finished`, and
+    /// applies the retry policy.
+    fn announce_final(&self, loaded: &Loaded, e: &Execution) {
+        let status = e.status;
         self.publish("st2.execution__update", execution_json(loaded, e));
 
         let payload = json!({
