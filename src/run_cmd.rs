@@ -32,7 +32,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", env = "SQUALL_WORKERS")]
     workers: Option<usize>,
     /// A YAML settings file (keys: data_dir, packs, configs, listen, workers, strict, auth,
-    /// webhook_body_limit, retention_days, shutdown_grace_seconds, secret_key_file, webhooks).
+    /// webhook_body_limit, retention_days, shutdown_grace_seconds, secret_key_file, webhooks,
+    /// alertmanager, grafana).
     #[arg(long, value_name = "FILE", env = "SQUALL_CONFIG")]
     config: Option<PathBuf>,
     /// Refuse to start when a pack has a problem (default: report it and skip the file).
@@ -116,6 +117,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("squall-io")
+        .worker_threads(8)
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(squall_engine::server::run(config))?;

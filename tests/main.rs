@@ -1,5 +1,6 @@
 //! End-to-end tests of the `squall` binary: one test binary, one module per area.
 
+mod alertmanager;
 mod cli;
 mod harness;
 mod server;

@@ -256,7 +256,7 @@ fn executions_from_the_api_cancel_and_rerun() {
 fn interval_timer_fires() {
     let (_dir, s) = start(&[repo().join("tests/packs/e2e_timers")], &[]);
     let v = s.wait_for(
-        "/api/v1/executions?action=core.echo&status=succeeded",
+        "/api/v1/executions?rule=e2e_timers.every_second&status=succeeded",
         15,
         |v| v.as_array().is_some_and(|a| a.len() >= 2),
     );

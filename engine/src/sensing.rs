@@ -271,18 +271,21 @@ pub fn sensor_trigger_types() -> Vec<Value> {
     for kind in builtin_sensors() {
         add(kind.name, (kind.trigger_types)());
     }
+    add(
+        "alertmanager",
+        squall_sensors::alertmanager::trigger_types(),
+    );
+    add("grafana", squall_sensors::grafana::trigger_types());
     out
 }
+
+/// Reads one counter of a sensor's status.
+type StatusGetter = fn(&squall_sensors::SensorStatusView) -> u64;
 
 /// Prometheus lines for the sensors' counters.
 pub fn render_metrics(sensors: &[RunningSensor]) -> String {
     let mut out = String::new();
-    let series: [(
-        &str,
-        &str,
-        &str,
-        fn(&squall_sensors::SensorStatusView) -> u64,
-    ); 4] = [
+    let series: [(&str, &str, &str, StatusGetter); 4] = [
         (
             "squall_sensor_events_total",
             "counter",

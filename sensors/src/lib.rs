@@ -148,6 +148,9 @@ pub trait Sensor: Send {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 }
 
+/// Builds a sensor from its settings; an error names the bad setting.
+pub type BuildSensor = fn(&serde_json::Map<String, Value>) -> Result<Box<dyn Sensor>, String>;
+
 /// A kind of sensor: its name, its trigger types, and how to build one from its settings
 /// (the pack's `sensors/*.yaml` merged with the deployment's `configs/<pack>.yaml`).
 pub struct SensorKind {
@@ -155,7 +158,7 @@ pub struct SensorKind {
     pub description: &'static str,
     pub trigger_types: fn() -> Vec<TriggerTypeInfo>,
     /// Builds the sensor; an error names the bad setting.
-    pub build: fn(&serde_json::Map<String, Value>) -> Result<Box<dyn Sensor>, String>,
+    pub build: BuildSensor,
 }
 
 /// Every built-in sensor kind, in one place.
