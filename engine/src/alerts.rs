@@ -528,11 +528,27 @@ mod tests {
   "title": "[FIRING:1] MemoryHigh", "state": "alerting"
 }"#;
 
+    /// Waits for the rules loop to put an accepted (journaled) instance into the store.
+    async fn stored(engine: &Engine, id: &str) -> crate::model::TriggerInstance {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(ti) = engine.store.trigger_instance(id).unwrap() {
+                return ti;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "instance {id} never reached the store"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// A started engine on a temporary store (the flusher must run for ingest to return).
     fn engine(dir: &std::path::Path) -> Arc<Engine> {
         let store = Arc::new(Store::open(dir, Some([7; 32])).unwrap());
         let runtime = Arc::new(RhaiRuntime::new(Limits::default()));
-        let (engine, rx) = Engine::new(store, Catalog::default(), runtime);
+        let journal = crate::journal::Journal::open(&dir.join("journal")).unwrap();
+        let (engine, rx) = Engine::new(store, journal, Catalog::default(), runtime);
         engine.start(rx, 1).unwrap();
         engine
     }
@@ -590,11 +606,7 @@ mod tests {
         assert_eq!(body["accepted"], 2);
         assert_eq!(body["duplicates"], 0);
         let ids = body["trigger_instances"].as_array().unwrap();
-        let first = engine
-            .store
-            .trigger_instance(ids[0].as_str().unwrap())
-            .unwrap()
-            .unwrap();
+        let first = stored(&engine, ids[0].as_str().unwrap()).await;
         assert_eq!(first.trigger, "alertmanager.alert");
         assert_eq!(first.source, "alertmanager");
         assert_eq!(first.payload["alertname"], "ContainerCPUHigh");
@@ -603,11 +615,7 @@ mod tests {
             first.occurrence_time.to_rfc3339(),
             "2026-11-25T10:00:00+00:00"
         );
-        let second = engine
-            .store
-            .trigger_instance(ids[1].as_str().unwrap())
-            .unwrap()
-            .unwrap();
+        let second = stored(&engine, ids[1].as_str().unwrap()).await;
         assert_eq!(
             second.occurrence_time.to_rfc3339(),
             "2026-11-25T09:58:00+00:00"
@@ -636,11 +644,7 @@ mod tests {
         .await;
         assert_eq!(body["accepted"], 1, "{body}");
         assert_eq!(body["duplicates"], 1);
-        let resolved = engine
-            .store
-            .trigger_instance(body["trigger_instances"][0].as_str().unwrap())
-            .unwrap()
-            .unwrap();
+        let resolved = stored(&engine, body["trigger_instances"][0].as_str().unwrap()).await;
         assert_eq!(resolved.payload["status"], "resolved");
         assert_eq!(
             resolved.occurrence_time.to_rfc3339(),
@@ -652,11 +656,7 @@ mod tests {
         let (status, body) = post(&engine, &config, &dedup, "grafana", &none, &g).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["accepted"], 1);
-        let ti = engine
-            .store
-            .trigger_instance(body["trigger_instances"][0].as_str().unwrap())
-            .unwrap()
-            .unwrap();
+        let ti = stored(&engine, body["trigger_instances"][0].as_str().unwrap()).await;
         assert_eq!(ti.trigger, "grafana.alert");
         assert_eq!(ti.payload["values"]["B"], 0.87);
 

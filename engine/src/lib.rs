@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod api;
 pub mod exec;
+pub mod journal;
 pub mod metrics;
 pub mod model;
 pub mod packs;

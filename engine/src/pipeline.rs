@@ -142,12 +142,14 @@ struct Flusher {
 /// The engine.
 pub struct Engine {
     pub store: Arc<Store>,
+    /// Makes accepted trigger instances durable before sled's (slower) flush does.
+    journal: Arc<crate::journal::Journal>,
     loaded: RwLock<Arc<Loaded>>,
     pub runtime: Arc<RhaiRuntime>,
     pub events: broadcast::Sender<StreamEvent>,
     pub metrics: Metrics,
     pub queue: Arc<dyn WorkQueue>,
-    ti_tx: mpsc::UnboundedSender<TriggerInstance>,
+    ti_tx: mpsc::UnboundedSender<(TriggerInstance, Option<u64>)>,
     cancels: Mutex<HashMap<String, CancelToken>>,
     throttle: Mutex<ThrottleState>,
     flusher: Flusher,
@@ -184,13 +186,18 @@ impl Engine {
     /// Builds the engine and returns the receiver the rules loop consumes (see [`Engine::start`]).
     pub fn new(
         store: Arc<Store>,
+        journal: Arc<crate::journal::Journal>,
         catalog: Catalog,
         runtime: Arc<RhaiRuntime>,
-    ) -> (Arc<Engine>, mpsc::UnboundedReceiver<TriggerInstance>) {
+    ) -> (
+        Arc<Engine>,
+        mpsc::UnboundedReceiver<(TriggerInstance, Option<u64>)>,
+    ) {
         let (ti_tx, ti_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(4096);
         let engine = Arc::new(Engine {
             store,
+            journal,
             loaded: RwLock::new(Arc::new(Loaded::new(catalog))),
             runtime,
             events,
@@ -266,24 +273,32 @@ impl Engine {
     }
 
     async fn flush_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
-            self.flusher.wake.notified().await;
+            let periodic = tokio::select! {
+                _ = self.flusher.wake.notified() => false,
+                _ = tick.tick() => true,
+            };
             let batch: Vec<_> = match self.flusher.waiting.lock() {
                 Ok(mut w) => std::mem::take(&mut *w),
                 Err(p) => std::mem::take(&mut *p.into_inner()),
             };
-            if batch.is_empty() {
+            // Without waiters, flush once a second only to let closed journal segments go.
+            if batch.is_empty() && (!periodic || self.journal.releasable().is_empty()) {
                 continue;
             }
             // sled's synchronous flush on a blocking thread: measured several times faster
             // here than its flush_async under concurrent writers.
             let store = self.store.clone();
+            // Journal segments whose records are all in the store are safe once this flush is.
+            let releasable = self.journal.releasable();
             let result = match tokio::task::spawn_blocking(move || store.flush_blocking()).await {
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(e) => Err(format!("flush task failed: {e}")),
             };
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "flushing the store failed");
+            match &result {
+                Err(e) => tracing::error!(error = %e, "flushing the store failed"),
+                Ok(()) => self.journal.release(&releasable),
             }
             for tx in batch {
                 let _ = tx.send(result.clone());
@@ -296,11 +311,15 @@ impl Engine {
         if self.is_stopping() {
             return Err(EngineError::ShuttingDown);
         }
-        self.store.insert_trigger_instance(&ti)?;
-        self.durable().await?;
+        // The journal makes it durable; the rules loop puts it into the store.
+        let segment = self
+            .journal
+            .append(&ti)
+            .await
+            .map_err(|e| EngineError::Durability(e.to_string()))?;
         self.metrics.trigger_instance(&ti.trigger);
         self.publish("st2.trigger_instance__create", trigger_instance_json(&ti));
-        let _ = self.ti_tx.send(ti.clone());
+        let _ = self.ti_tx.send((ti.clone(), Some(segment)));
         Ok(ti)
     }
 
@@ -308,7 +327,7 @@ impl Engine {
     /// previous run left unfinished.
     pub fn start(
         self: &Arc<Self>,
-        ti_rx: mpsc::UnboundedReceiver<TriggerInstance>,
+        ti_rx: mpsc::UnboundedReceiver<(TriggerInstance, Option<u64>)>,
         workers: usize,
     ) -> Result<Vec<std::thread::JoinHandle<()>>, EngineError> {
         tokio::spawn(self.clone().flush_loop());
@@ -341,7 +360,7 @@ impl Engine {
             );
         }
         for ti in pending {
-            let _ = self.ti_tx.send(ti);
+            let _ = self.ti_tx.send((ti, None));
         }
         let loaded = self.loaded();
         for mut e in self.store.active_executions()? {
@@ -378,24 +397,40 @@ impl Engine {
         Ok(())
     }
 
-    async fn rules_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<TriggerInstance>) {
+    async fn rules_loop(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<(TriggerInstance, Option<u64>)>,
+    ) {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
             while batch.len() < 512 {
                 match rx.try_recv() {
-                    Ok(ti) => batch.push(ti),
+                    Ok(item) => batch.push(item),
                     Err(_) => break,
                 }
             }
-            let loaded = self.loaded();
-            let mut to_dispatch = Vec::new();
-            for ti in &batch {
-                match self.enforce(&loaded, ti) {
-                    Ok(mut execs) => to_dispatch.append(&mut execs),
-                    Err(e) => {
-                        tracing::error!(trigger_instance = %ti.id, error = %e, "rules loop failed on an instance; it stays pending")
+            // sled can block for a while under load: keep it off the async threads.
+            let engine = self.clone();
+            let worked = tokio::task::spawn_blocking(move || {
+                let loaded = engine.loaded();
+                let mut to_dispatch = Vec::new();
+                for (ti, segment) in &batch {
+                    match engine.enforce_journaled(&loaded, ti, *segment) {
+                        Ok(mut execs) => to_dispatch.append(&mut execs),
+                        Err(e) => tracing::error!(trigger_instance = %ti.id, error = %e, "rules loop failed on an instance; it stays pending"),
                     }
                 }
+                (loaded, to_dispatch)
+            })
+            .await;
+            let Ok((loaded, to_dispatch)) = worked else {
+                tracing::error!("the rules loop's batch panicked; its instances stay pending");
+                continue;
+            };
+            // Only requested executions must be durable before they run; an instance that
+            // requested nothing is simply processed again if a crash loses its new status.
+            if to_dispatch.is_empty() {
+                continue;
             }
             if let Err(e) = self.durable().await {
                 tracing::error!(error = %e, "could not persist rule enforcements");
@@ -406,6 +441,22 @@ impl Engine {
                 self.schedule(&loaded, e);
             }
         }
+    }
+
+    /// Puts a journaled instance into the store (if a restart has not already), then enforces.
+    fn enforce_journaled(
+        &self,
+        loaded: &Loaded,
+        ti: &TriggerInstance,
+        segment: Option<u64>,
+    ) -> Result<Vec<Execution>, EngineError> {
+        if let Some(seq) = segment {
+            if self.store.trigger_instance(&ti.id)?.is_none() {
+                self.store.insert_trigger_instance(ti)?;
+            }
+            self.journal.stored(seq);
+        }
+        self.enforce(loaded, ti)
     }
 
     /// Matches one instance and records the outcome. Returns the executions to dispatch.
@@ -864,7 +915,7 @@ impl Engine {
             tracing::error!(error = %err, "cannot record core.action_finished");
         } else {
             self.metrics.trigger_instance(&ti.trigger);
-            let _ = self.ti_tx.send(ti);
+            let _ = self.ti_tx.send((ti, None));
         }
 
         if let Some(retry) = loaded.policies.retry(&e.action) {

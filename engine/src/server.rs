@@ -122,6 +122,7 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
             error: e.to_string(),
         })?;
     let store = Arc::new(store);
+    let journal = open_journal(&config.data_dir, &store)?;
     if config.auth
         && store
             .apikey_count()
@@ -148,7 +149,7 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
         problems = catalog.problems.len(),
         "packs loaded"
     );
-    let (engine, ti_rx) = Engine::new(store.clone(), catalog, runtime.clone());
+    let (engine, ti_rx) = Engine::new(store.clone(), journal, catalog, runtime.clone());
     let workers = engine.start(ti_rx, config.workers)?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -246,6 +247,43 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Puts back into the store what the ingest journal holds and a crash took from the store,
+/// then starts a fresh journal.
+fn open_journal(
+    data_dir: &std::path::Path,
+    store: &Store,
+) -> Result<Arc<crate::journal::Journal>, ServerError> {
+    let dir = data_dir.join("journal");
+    let fail = |e: String| ServerError::Store {
+        path: dir.clone(),
+        error: e,
+    };
+    let records = crate::journal::replay(&dir).map_err(|e| fail(e.to_string()))?;
+    let mut restored = 0usize;
+    for ti in records {
+        if store
+            .trigger_instance(&ti.id)
+            .map_err(|e| fail(e.to_string()))?
+            .is_none()
+        {
+            store
+                .insert_trigger_instance(&ti)
+                .map_err(|e| fail(e.to_string()))?;
+            restored += 1;
+        }
+    }
+    store.flush_blocking().map_err(|e| fail(e.to_string()))?;
+    if restored > 0 {
+        tracing::info!(
+            restored,
+            "trigger instances restored from the ingest journal"
+        );
+    }
+    let journal = crate::journal::Journal::open(&dir).map_err(|e| fail(e.to_string()))?;
+    journal.clear().map_err(|e| fail(e.to_string()))?;
+    Ok(journal)
 }
 
 /// Stops the running sensors (if any) and starts those the loaded packs declare.
