@@ -525,6 +525,11 @@ impl Engine {
                 Ok(mut e) => {
                     e.rule = Some(rule_ref.clone());
                     e.trigger_instance = Some(ti.id.clone());
+                    // Stored straight as scheduled (one write fewer) unless a concurrency
+                    // policy may hold it back.
+                    if loaded.policies.concurrency(&e.action).is_none() {
+                        e.status = ExecutionStatus::Scheduled;
+                    }
                     enforcements.push(enforcement(&rule_ref, &ti.id, Some(e.id.clone()), None));
                     executions.push(e);
                 }
@@ -639,9 +644,12 @@ impl Engine {
                 return;
             }
         }
-        e.status = ExecutionStatus::Scheduled;
-        if let Err(err) = self.store.put_execution(&e) {
-            tracing::error!(error = %err, "could not record a scheduled execution");
+        // Executions a rule requested were stored as scheduled already (see `enforce`).
+        if e.status != ExecutionStatus::Scheduled {
+            e.status = ExecutionStatus::Scheduled;
+            if let Err(err) = self.store.put_execution(&e) {
+                tracing::error!(error = %err, "could not record a scheduled execution");
+            }
         }
         self.publish("st2.execution__update", execution_json(loaded, &e));
         self.dispatch(loaded, &e);
@@ -910,12 +918,20 @@ impl Engine {
             "rule": e.rule,
             "trigger_instance": e.trigger_instance,
         });
-        let ti = TriggerInstance::new("core.action_finished", None, payload, "squall");
-        if let Err(err) = self.store.insert_trigger_instance(&ti) {
-            tracing::error!(error = %err, "cannot record core.action_finished");
-        } else {
-            self.metrics.trigger_instance(&ti.trigger);
-            let _ = self.ti_tx.send((ti, None));
+        // Recorded only when a rule listens to it: storing one per execution nobody reads
+        // would double the store's work per execution.
+        if loaded
+            .rules
+            .trigger_types()
+            .any(|t| t == "core.action_finished")
+        {
+            let ti = TriggerInstance::new("core.action_finished", None, payload, "squall");
+            if let Err(err) = self.store.insert_trigger_instance(&ti) {
+                tracing::error!(error = %err, "cannot record core.action_finished");
+            } else {
+                self.metrics.trigger_instance(&ti.trigger);
+                let _ = self.ti_tx.send((ti, None));
+            }
         }
 
         if let Some(retry) = loaded.policies.retry(&e.action) {
