@@ -2,5 +2,6 @@
 
 mod alertmanager;
 mod cli;
+mod docker;
 mod harness;
 mod server;
