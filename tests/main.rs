@@ -2,6 +2,7 @@
 
 mod alertmanager;
 mod cli;
+mod cli_api;
 mod docker;
 mod harness;
 mod server;

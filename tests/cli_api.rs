@@ -1,0 +1,176 @@
+//! The command line against a running `squall run`, as an operator uses it: run an action and
+//! wait for it, look at executions, the key-value store, rules (post-mortem test), triggers,
+//! packs and sensors; and a webhook guarded by a GitHub signature.
+
+use std::process::{Command, Output};
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::harness::{repo, Squall};
+
+fn cli(s: &Squall, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_squall"))
+        .args(args)
+        .env("SQUALL_API_URL", format!("http://127.0.0.1:{}", s.port))
+        .env_remove("SQUALL_API_KEY")
+        .current_dir(repo())
+        .output()
+        .expect("squall runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn operator_commands_against_a_running_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Squall::start(
+        &dir.path().join("data"),
+        &[repo().join("tests/packs/e2e")],
+        &[],
+    );
+
+    let out = cli(
+        &s,
+        &["action", "run", "examples.greet", "name=cli", "times=2"],
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("hello, cli"), "{all}");
+    assert!(all.contains("succeeded"), "{all}");
+
+    let out = cli(&s, &["action", "run", "e2e.fail"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed execution exits 1: {}",
+        text(&out)
+    );
+
+    let out = cli(&s, &["action", "run", "examples.greet", "times=x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("name"), "{}", text(&out));
+
+    let out = cli(
+        &s,
+        &["execution", "list", "--action", "examples.greet", "--json"],
+    );
+    let list: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+
+    assert!(cli(&s, &["key", "set", "owner", "ops-team"])
+        .status
+        .success());
+    let out = cli(&s, &["key", "get", "owner"]);
+    assert!(text(&out).contains("ops-team"), "{}", text(&out));
+    assert!(cli(&s, &["key", "set", "token", "t0ps3cret", "--secret"])
+        .status
+        .success());
+    let out = cli(&s, &["key", "get", "token"]);
+    assert!(
+        !text(&out).contains("t0ps3cret"),
+        "secrets stay encrypted without --decrypt"
+    );
+    let out = cli(&s, &["key", "get", "token", "--decrypt"]);
+    assert!(text(&out).contains("t0ps3cret"));
+    let out = cli(&s, &["key", "get", "nobody"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    // Post-mortem rule test on a stored trigger instance.
+    let (code, ti) = s.post("/api/v1/webhooks/hello", r#"{"name": "pm"}"#);
+    assert_eq!(code, 202);
+    let id = ti["id"].as_str().expect("id").to_string();
+    s.executions_of(&id, 1);
+    let out = cli(
+        &s,
+        &[
+            "rule",
+            "test",
+            "--rule-ref",
+            "e2e.hello",
+            "--trigger-instance-id",
+            &id,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("=== RULE MATCHES ==="));
+    let out = cli(
+        &s,
+        &[
+            "rule",
+            "test",
+            "--rule-ref",
+            "e2e.typed",
+            "--trigger-instance-id",
+            &id,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("=== RULE DOES NOT MATCH ==="));
+
+    let out = cli(&s, &["trigger", "fire", "ops.deploy_done", "app=web"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (_, instances) = s.get("/api/v1/triggerinstances?trigger=ops.deploy_done");
+    assert_eq!(instances[0]["payload"]["app"], "web");
+
+    let out = cli(&s, &["pack", "list"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("examples"));
+    let out = cli(&s, &["sensor", "list"]);
+    assert!(text(&out).contains("docker.events"), "{}", text(&out));
+    let out = cli(&s, &["rule", "list"]);
+    assert!(text(&out).contains("e2e.hello"));
+}
+
+#[test]
+fn webhook_with_a_github_signature() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("squall.yaml");
+    std::fs::write(
+        &config,
+        "webhooks:\n  hello: {scheme: github, secret: \"It's a Secret to Everybody\"}\n",
+    )
+    .expect("write");
+    let s = Squall::start(
+        &dir.path().join("data"),
+        &[repo().join("tests/packs/e2e")],
+        &["--config", config.to_str().expect("utf-8")],
+    );
+    let body = r#"{"name": "signed"}"#;
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"It's a Secret to Everybody").expect("key");
+    mac.update(body.as_bytes());
+    let sig: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let header = format!("sha256={sig}");
+    let (code, ti) = s
+        .request_with(
+            "POST",
+            "/api/v1/webhooks/hello",
+            Some(body),
+            &[("X-Hub-Signature-256", &header)],
+        )
+        .expect("request");
+    assert_eq!(code, 202, "{ti}");
+    let (code, err) = s
+        .request_with(
+            "POST",
+            "/api/v1/webhooks/hello",
+            Some(r#"{"name": "forged"}"#),
+            &[("X-Hub-Signature-256", &header)],
+        )
+        .expect("request");
+    assert_eq!(code, 401, "{err}");
+    let (code, _) = s.post("/api/v1/webhooks/hello", body);
+    assert_eq!(code, 401, "an unsigned request is refused");
+}
