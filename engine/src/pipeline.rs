@@ -427,15 +427,10 @@ impl Engine {
                 tracing::error!("the rules loop's batch panicked; its instances stay pending");
                 continue;
             };
-            // Only requested executions must be durable before they run; an instance that
-            // requested nothing is simply processed again if a crash loses its new status.
-            if to_dispatch.is_empty() {
-                continue;
-            }
-            if let Err(e) = self.durable().await {
-                tracing::error!(error = %e, "could not persist rule enforcements");
-                continue;
-            }
+            // No sync here: the worker syncs the store before an action starts, and sled
+            // recovers a prefix of its writes, so an execution that ever ran has its
+            // enforcement on disk too. One that never ran may be lost with its enforcement in a
+            // crash; its instance is still in the journal or pending and is enforced again.
             for e in to_dispatch {
                 self.publish("st2.execution__create", execution_json(&loaded, &e));
                 self.schedule(&loaded, e);
