@@ -232,7 +232,12 @@ pub fn start_sensors(
                     task = Some(tokio::spawn(sensor.run(ctx)));
                 }
                 Err(e) => {
-                    tracing::warn!(sensor = %decl.reference(), reason = %e, "sensor not started");
+                    tracing::warn!(
+                        sensor = %decl.reference(),
+                        reason = %e,
+                        settings = %format!("configs/{}.yaml (see the pack's config.schema.yaml)", decl.pack),
+                        "sensor not started"
+                    );
                     status.error(e.clone());
                     not_started = Some(e);
                 }
