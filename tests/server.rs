@@ -643,3 +643,44 @@ fn crash_safety_under_sigkill() {
         );
     }
 }
+
+#[test]
+fn packs_reload_on_sighup_and_on_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = dir.path().join("live");
+    write(&extra, "pack.yaml", "ref: live\nname: live\n");
+    let s = Squall::start(&dir.path().join("data"), std::slice::from_ref(&extra), &[]);
+    let (code, _) = s.get("/api/v1/rules/live.first");
+    assert_eq!(code, 404);
+
+    write(
+        &extra,
+        "rules/first.yaml",
+        "name: first\nenabled: true\ntrigger: {type: core.webhook, parameters: {url: first}}\naction: {ref: core.noop}\n",
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &s.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    s.wait_for("/api/v1/rules", 10, |v| {
+        v.as_array()
+            .is_some_and(|a| a.iter().any(|r| r["ref"] == "live.first"))
+    });
+    let (code, _) = s.post("/api/v1/webhooks/first", "{}");
+    assert_eq!(code, 202, "the reloaded rule's webhook is live");
+
+    write(
+        &extra,
+        "rules/second.yaml",
+        "name: second\nenabled: true\ntrigger: {type: core.webhook}\naction: {ref: live.missing}\n",
+    );
+    let (code, summary) = s.post("/api/v1/packs/reload", "");
+    assert_eq!(code, 200);
+    assert!(
+        summary["problems"].to_string().contains("live.missing"),
+        "{summary}"
+    );
+    let (code, _) = s.post("/api/v1/webhooks/first", "{}");
+    assert_eq!(code, 202, "a bad file is skipped; the rest keeps working");
+}
