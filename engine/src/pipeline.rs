@@ -242,6 +242,13 @@ impl Engine {
         let _ = self.events.send(StreamEvent { event, data });
     }
 
+    /// [`Engine::publish`], building the event only when someone follows the stream.
+    fn publish_with(&self, event: &'static str, data: impl FnOnce() -> Value) {
+        if self.events.receiver_count() > 0 {
+            self.publish(event, data());
+        }
+    }
+
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
@@ -318,7 +325,9 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Durability(e.to_string()))?;
         self.metrics.trigger_instance(&ti.trigger);
-        self.publish("st2.trigger_instance__create", trigger_instance_json(&ti));
+        self.publish_with("st2.trigger_instance__create", || {
+            trigger_instance_json(&ti)
+        });
         let _ = self.ti_tx.send((ti.clone(), Some(segment)));
         Ok(ti)
     }
@@ -432,7 +441,7 @@ impl Engine {
             // enforcement on disk too. One that never ran may be lost with its enforcement in a
             // crash; its instance is still in the journal or pending and is enforced again.
             for e in to_dispatch {
-                self.publish("st2.execution__create", execution_json(&loaded, &e));
+                self.publish_with("st2.execution__create", || execution_json(&loaded, &e));
                 self.schedule(&loaded, e);
             }
         }
@@ -601,7 +610,7 @@ impl Engine {
         self.store.put_execution(&e)?;
         self.durable().await?;
         let loaded = self.loaded();
-        self.publish("st2.execution__create", execution_json(&loaded, &e));
+        self.publish_with("st2.execution__create", || execution_json(&loaded, &e));
         self.schedule(&loaded, e.clone());
         Ok(e)
     }
@@ -634,7 +643,7 @@ impl Engine {
                 if let Err(err) = self.store.put_execution(&e) {
                     tracing::error!(error = %err, "could not record a delayed execution");
                 }
-                self.publish("st2.execution__update", execution_json(loaded, &e));
+                self.publish_with("st2.execution__update", || execution_json(loaded, &e));
                 self.dispatch(loaded, &e);
                 return;
             }
@@ -646,7 +655,7 @@ impl Engine {
                 tracing::error!(error = %err, "could not record a scheduled execution");
             }
         }
-        self.publish("st2.execution__update", execution_json(loaded, &e));
+        self.publish_with("st2.execution__update", || execution_json(loaded, &e));
         self.dispatch(loaded, &e);
     }
 
@@ -729,7 +738,7 @@ impl Engine {
         // An action that is not idempotent must be on record as running before it starts.
         self.durable_blocking();
         for (_, e, _) in &claimed {
-            self.publish("st2.execution__update", execution_json(&loaded, e));
+            self.publish_with("st2.execution__update", || execution_json(&loaded, e));
         }
         let mut finished = Vec::with_capacity(claimed.len());
         for (item, mut e, cancel) in claimed {
@@ -900,7 +909,7 @@ impl Engine {
     /// applies the retry policy.
     fn announce_final(&self, loaded: &Loaded, e: &Execution) {
         let status = e.status;
-        self.publish("st2.execution__update", execution_json(loaded, e));
+        self.publish_with("st2.execution__update", || execution_json(loaded, e));
 
         let payload = json!({
             "execution_id": e.id,
@@ -956,7 +965,7 @@ impl Engine {
                     tracing::error!(error = %err, "cannot record a retry");
                     return;
                 }
-                self.publish("st2.execution__create", execution_json(loaded, &next));
+                self.publish_with("st2.execution__create", || execution_json(loaded, &next));
                 let item = self.work_item(loaded, &next);
                 let queue = self.queue.clone();
                 let delay = retry.delay;
@@ -995,7 +1004,9 @@ impl Engine {
             }
         }
         self.durable().await?;
-        self.publish("st2.execution__update", execution_json(&self.loaded(), &e));
+        self.publish_with("st2.execution__update", || {
+            execution_json(&self.loaded(), &e)
+        });
         Ok(e)
     }
 
