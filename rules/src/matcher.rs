@@ -225,11 +225,22 @@ pub struct RuleSet {
 
 impl RuleSet {
     /// Builds the set and its index. Errors name the rule and what failed to compile.
-    pub fn new(mut rules: Vec<Rule>) -> Result<RuleSet, Vec<(String, String)>> {
+    pub fn new(rules: Vec<Rule>) -> Result<RuleSet, Vec<(String, String)>> {
+        let (set, problems) = RuleSet::build(rules);
+        if problems.is_empty() {
+            Ok(set)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Builds the set from the rules that compile, and names each rule left out and why.
+    pub fn build(given: Vec<Rule>) -> (RuleSet, Vec<(String, String)>) {
         let mut templates = Templates::new();
-        let mut compiled = Vec::with_capacity(rules.len());
+        let mut rules = Vec::with_capacity(given.len());
+        let mut compiled = Vec::with_capacity(given.len());
         let mut problems = Vec::new();
-        for rule in &mut rules {
+        for mut rule in given {
             let mut errs = Vec::new();
             compile_patterns(&mut rule.criteria, &mut templates, &mut errs);
             let mut parameters = Vec::new();
@@ -239,13 +250,14 @@ impl RuleSet {
                     Err(e) => errs.push(format!("action.parameters.{k}: {e}")),
                 }
             }
-            for e in errs {
-                problems.push((rule.reference(), e));
+            if errs.is_empty() {
+                compiled.push(RuleTemplates { parameters });
+                rules.push(rule);
+            } else {
+                for e in errs {
+                    problems.push((rule.reference(), e));
+                }
             }
-            compiled.push(RuleTemplates { parameters });
-        }
-        if !problems.is_empty() {
-            return Err(problems);
         }
         let mut index: HashMap<String, TriggerIndex> = HashMap::new();
         for (id, rule) in rules.iter().enumerate() {
@@ -260,12 +272,15 @@ impl RuleSet {
                 RuleType::Backstop => entry.backstop.add(id, rule),
             }
         }
-        Ok(RuleSet {
-            rules,
-            compiled,
-            templates,
-            index,
-        })
+        (
+            RuleSet {
+                rules,
+                compiled,
+                templates,
+                index,
+            },
+            problems,
+        )
     }
 
     pub fn rules(&self) -> &[Rule] {
