@@ -100,11 +100,8 @@ pub struct Loaded {
 
 impl Loaded {
     pub fn new(catalog: Catalog) -> Loaded {
-        let rules = match catalog.rule_set() {
-            Ok(r) => r,
-            // Every rule compiled at load; a failure here was already reported as a problem.
-            Err(_) => RuleSet::new(Vec::new()).unwrap_or_else(|_| unreachable_empty()),
-        };
+        // A rule that fails to compile was reported as a pack problem; the others still run.
+        let (rules, _) = RuleSet::build(catalog.rules().map(|r| r.rule.clone()).collect());
         let webhooks = rules
             .rules()
             .iter()
@@ -121,14 +118,6 @@ impl Loaded {
             webhooks,
             policies,
         }
-    }
-}
-
-fn unreachable_empty() -> RuleSet {
-    // An empty rule set has nothing that can fail to compile.
-    match RuleSet::new(Vec::new()) {
-        Ok(r) => r,
-        Err(_) => std::process::abort(),
     }
 }
 

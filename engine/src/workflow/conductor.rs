@@ -1,0 +1,692 @@
+//! The workflow conductor: a deterministic state machine that says which action executions a
+//! workflow needs next and folds their results back in, with Orquesta's semantics for
+//! transitions, publish, join, with-items, retry, engine commands and fail-fast.
+//!
+//! The whole [`Conductor`] is `Serialize + Deserialize` and holds only plain data (the parsed
+//! workflow, the context, the task runs), so the engine can persist it after every step and
+//! resume it after a crash. It must never do I/O, read a clock or start anything itself: the
+//! caller runs what [`Conductor::next_requests`] returns and reports back through
+//! [`Conductor::on_task_result`].
+//!
+//! Choices where Orquesta is silent or where squall is simpler (stated so operators know):
+//! - One workflow context: a publish is visible to every task started after it, not only to
+//!   the branch that published it (Orquesta keeps per-branch contexts merged at joins).
+//! - A result reported for a task that has several runs in flight (a task reached twice without
+//!   `join`) is matched to the oldest one.
+//! - Retry applies per action execution: for with-items, each item is retried on its own.
+//! - A transition that commands `fail` still starts the tasks listed with it (Orquesta's own
+//!   example logs the error, then fails); after that, nothing new starts.
+//! - Output is rendered when the workflow ends, failed or not; for a failed workflow, entries
+//!   that cannot be rendered are left out rather than added to `errors`.
+//! - A join that can no longer be satisfied (an inbound task took another path) simply never
+//!   runs; it does not fail the workflow by itself.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::expr::{self, Scope};
+use super::model::{Join, Workflow};
+
+/// Bound on task starts in one `next_requests` call (see there).
+const MAX_STARTS_PER_CALL: usize = 100_000;
+
+/// Why a workflow could not start or a result was not accepted.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Error {
+    #[error("workflow input must be a JSON object")]
+    InputNotObject,
+    #[error("workflow input '{0}' is required")]
+    MissingInput(String),
+    #[error("workflow input '{0}' is not declared by the workflow")]
+    UnknownInput(String),
+    #[error("{what}: {message}")]
+    Expression { what: String, message: String },
+    #[error("no execution of task '{task}' (item {item:?}) is outstanding")]
+    UnexpectedResult { task: String, item: Option<usize> },
+}
+
+/// An action execution the engine should start now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRequest {
+    pub task: String,
+    /// The item's index, for a with-items task.
+    pub item: Option<usize>,
+    /// 0 for the first execution, then 1, 2... for retries.
+    pub attempt: u32,
+    pub action: String,
+    pub input: Map<String, Value>,
+    /// Seconds to wait before running it (the task's `delay`, or `retry.delay` for a retry).
+    pub delay: Option<u64>,
+}
+
+/// How an action execution ended, as far as the workflow cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutcomeStatus {
+    Succeeded,
+    Failed,
+}
+
+impl OutcomeStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            OutcomeStatus::Succeeded => "succeeded",
+            OutcomeStatus::Failed => "failed",
+        }
+    }
+}
+
+/// An action execution's end: its status and result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskOutcome {
+    pub status: OutcomeStatus,
+    #[serde(default)]
+    pub result: Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkflowStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum RunState {
+    Staged,
+    Running,
+    Done,
+}
+
+/// One action execution's slot in a run: the only one, or one per item.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Unit {
+    attempt: u32,
+    outstanding: bool,
+    done: Option<TaskOutcome>,
+}
+
+/// One run of a task (a task without `join` reached twice runs twice).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TaskRun {
+    name: String,
+    state: RunState,
+    /// The items, for a with-items task once it has started.
+    items: Option<Vec<Value>>,
+    units: Vec<Unit>,
+}
+
+/// A workflow in progress. See the module doc for how it is driven.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Conductor {
+    workflow: Workflow,
+    ctx: Map<String, Value>,
+    runs: Vec<TaskRun>,
+    /// Runs waiting to start, in the order they were reached.
+    staged: VecDeque<usize>,
+    /// For each join task, the inbound tasks whose transition reached it.
+    joins: BTreeMap<String, BTreeSet<String>>,
+    fired_joins: BTreeSet<String>,
+    /// The latest status of each task that has started, for `task_status()`.
+    task_status: Map<String, Value>,
+    /// Set once the workflow is bound to fail: nothing new starts, running work finishes.
+    failing: bool,
+    errors: Vec<Value>,
+    status: WorkflowStatus,
+    output: Map<String, Value>,
+}
+
+impl Conductor {
+    /// Binds the input (defaults filled in, rendered in order), renders `vars`, and stages the
+    /// tasks no transition leads to.
+    pub fn new(workflow: Workflow, input: Value) -> Result<Conductor, Error> {
+        let Value::Object(mut given) = input else {
+            return Err(Error::InputNotObject);
+        };
+        if let Some(unknown) = given
+            .keys()
+            .find(|k| !workflow.input.iter().any(|(n, _)| n == *k))
+        {
+            return Err(Error::UnknownInput(unknown.clone()));
+        }
+        let mut ctx = Map::new();
+        for (name, default) in &workflow.input {
+            let value = match (given.remove(name), default) {
+                (Some(v), _) => v,
+                (None, Some(d)) => render_setup(d, &ctx, &format!("input '{name}'"))?,
+                (None, None) => return Err(Error::MissingInput(name.clone())),
+            };
+            ctx.insert(name.clone(), value);
+        }
+        for (name, v) in &workflow.vars {
+            let value = render_setup(v, &ctx, &format!("vars '{name}'"))?;
+            ctx.insert(name.clone(), value);
+        }
+        let mut conductor = Conductor {
+            ctx,
+            runs: Vec::new(),
+            staged: VecDeque::new(),
+            joins: BTreeMap::new(),
+            fired_joins: BTreeSet::new(),
+            task_status: Map::new(),
+            failing: false,
+            errors: Vec::new(),
+            status: WorkflowStatus::Running,
+            output: Map::new(),
+            workflow,
+        };
+        for name in conductor.workflow.start_tasks() {
+            conductor.stage(&name);
+        }
+        Ok(conductor)
+    }
+
+    pub fn status(&self) -> WorkflowStatus {
+        self.status
+    }
+
+    /// The workflow execution's result: `{output: {...}}`, with `errors` when it failed.
+    pub fn output(&self) -> Value {
+        let mut result = json!({ "output": self.output });
+        if self.status == WorkflowStatus::Failed {
+            result["errors"] = Value::Array(self.errors.clone());
+        }
+        result
+    }
+
+    /// The action executions to start now. Empty when the workflow is waiting on results or
+    /// has ended.
+    pub fn next_requests(&mut self) -> Vec<TaskRequest> {
+        let mut out = Vec::new();
+        // Action-less tasks complete as they start and may stage more; a cycle of them would
+        // never yield, so the number of starts per call is bounded.
+        let mut starts = 0usize;
+        while self.status == WorkflowStatus::Running {
+            while let Some(idx) = self.staged.pop_front() {
+                starts += 1;
+                if starts > MAX_STARTS_PER_CALL {
+                    let name = self.runs[idx].name.clone();
+                    self.fail_with(
+                        &name,
+                        format!("more than {MAX_STARTS_PER_CALL} tasks started without an action execution: the workflow loops"),
+                        None,
+                    );
+                    break;
+                }
+                self.start(idx, &mut out);
+            }
+            for idx in 0..self.runs.len() {
+                if self.runs[idx].state == RunState::Running {
+                    self.dispatch(idx, &mut out, false);
+                }
+            }
+            if self.staged.is_empty() {
+                self.maybe_finish();
+                break;
+            }
+        }
+        out
+    }
+
+    /// Folds one action execution's end into the workflow.
+    pub fn on_task_result(
+        &mut self,
+        task: &str,
+        item: Option<usize>,
+        outcome: TaskOutcome,
+    ) -> Result<(), Error> {
+        let unit_index = item.unwrap_or(0);
+        let found = self.runs.iter().position(|r| {
+            r.name == task
+                && r.state == RunState::Running
+                && r.items.is_some() == item.is_some()
+                && r.units.get(unit_index).is_some_and(|u| u.outstanding)
+        });
+        let Some(idx) = found else {
+            return Err(Error::UnexpectedResult {
+                task: task.to_string(),
+                item,
+            });
+        };
+        let retry = self.workflow.tasks.get(task).and_then(|t| t.retry.clone());
+        let attempt = self.runs[idx].units[unit_index].attempt;
+        self.runs[idx].units[unit_index].outstanding = false;
+        if let Some(retry) = retry.filter(|r| attempt < r.count && !self.failing) {
+            let item_value = self.item_value(idx, item);
+            let scope = Scope {
+                ctx: Some(&self.ctx),
+                result: Some(&outcome.result),
+                status: Some(outcome.status.as_str()),
+                item: item_value.as_ref(),
+                tasks: Some(&self.task_status),
+            };
+            let wanted = match &retry.when {
+                None => Ok(outcome.status == OutcomeStatus::Failed),
+                Some(when) => expr::condition(when, &scope),
+            };
+            match wanted {
+                Ok(true) => {
+                    self.runs[idx].units[unit_index].attempt += 1;
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => self.fail_with(task, format!("retry when: {e}"), None),
+            }
+        }
+        self.runs[idx].units[unit_index].done = Some(outcome);
+        if self.runs[idx].units.iter().all(|u| u.done.is_some()) {
+            self.complete_run(idx);
+        }
+        self.maybe_finish();
+        Ok(())
+    }
+
+    fn stage(&mut self, name: &str) {
+        self.runs.push(TaskRun {
+            name: name.to_string(),
+            state: RunState::Staged,
+            items: None,
+            units: Vec::new(),
+        });
+        self.staged.push_back(self.runs.len() - 1);
+    }
+
+    fn start(&mut self, idx: usize, out: &mut Vec<TaskRequest>) {
+        let name = self.runs[idx].name.clone();
+        let Some(task) = self.workflow.tasks.get(&name) else {
+            return;
+        };
+        self.runs[idx].state = RunState::Running;
+        self.task_status.insert(name.clone(), json!("running"));
+        if task.action.is_none() {
+            self.runs[idx].units.push(Unit {
+                attempt: 0,
+                outstanding: false,
+                done: Some(TaskOutcome {
+                    status: OutcomeStatus::Succeeded,
+                    result: Value::Null,
+                }),
+            });
+            self.complete_run(idx);
+            return;
+        }
+        let units = match &task.with {
+            None => 1,
+            Some(with) => {
+                let scope = Scope {
+                    ctx: Some(&self.ctx),
+                    tasks: Some(&self.task_status),
+                    ..Scope::default()
+                };
+                let items = expr::single_expression(&with.items)
+                    .ok_or_else(|| "not an expression".to_string())
+                    .and_then(|e| expr::eval(e, &scope));
+                match items {
+                    Ok(Value::Array(items)) => {
+                        let n = items.len();
+                        self.runs[idx].items = Some(items);
+                        n
+                    }
+                    Ok(other) => {
+                        self.fail_run(idx, format!("with items: expected a list, got {other}"));
+                        return;
+                    }
+                    Err(e) => {
+                        self.fail_run(idx, format!("with items: {e}"));
+                        return;
+                    }
+                }
+            }
+        };
+        self.runs[idx].units = vec![
+            Unit {
+                attempt: 0,
+                outstanding: false,
+                done: None,
+            };
+            units
+        ];
+        if units == 0 {
+            // An empty item list: nothing to run, the task succeeds with an empty result.
+            self.complete_run(idx);
+            return;
+        }
+        // A run only starts while failing when a `fail` transition listed it: let it run.
+        self.dispatch(idx, out, true);
+    }
+
+    /// Requests the run's pending executions, up to its concurrency. Once the workflow is
+    /// failing, only a run's first requests go out (`starting`), never more items or retries.
+    fn dispatch(&mut self, idx: usize, out: &mut Vec<TaskRequest>, starting: bool) {
+        if self.failing && !starting {
+            return;
+        }
+        let name = self.runs[idx].name.clone();
+        let Some(task) = self.workflow.tasks.get(&name).cloned() else {
+            return;
+        };
+        let limit = task
+            .with
+            .as_ref()
+            .and_then(|w| w.concurrency)
+            .unwrap_or(usize::MAX);
+        let with_items = self.runs[idx].items.is_some();
+        let mut outstanding = self.runs[idx]
+            .units
+            .iter()
+            .filter(|u| u.outstanding)
+            .count();
+        for u in 0..self.runs[idx].units.len() {
+            if outstanding >= limit {
+                break;
+            }
+            let unit = &self.runs[idx].units[u];
+            if unit.outstanding || unit.done.is_some() {
+                continue;
+            }
+            let attempt = unit.attempt;
+            let item = with_items.then_some(u);
+            let item_value = self.item_value(idx, item);
+            let scope = Scope {
+                ctx: Some(&self.ctx),
+                item: item_value.as_ref(),
+                tasks: Some(&self.task_status),
+                ..Scope::default()
+            };
+            let action = task.action.clone().unwrap_or_default();
+            let rendered = expr::render(&Value::String(action), &scope).and_then(|a| {
+                let input = expr::render(&Value::Object(task.input.clone()), &scope)?;
+                Ok((a, input))
+            });
+            match rendered {
+                Ok((Value::String(action), Value::Object(input))) => {
+                    let delay = if attempt > 0 {
+                        task.retry.as_ref().and_then(|r| r.delay)
+                    } else {
+                        task.delay
+                    };
+                    self.runs[idx].units[u].outstanding = true;
+                    outstanding += 1;
+                    out.push(TaskRequest {
+                        task: name.clone(),
+                        item,
+                        attempt,
+                        action,
+                        input,
+                        delay,
+                    });
+                }
+                Ok((action, _)) => {
+                    self.fail_run(idx, format!("action must render to text, got {action}"));
+                    return;
+                }
+                Err(e) => {
+                    self.fail_run(idx, e);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn item_value(&self, idx: usize, item: Option<usize>) -> Option<Value> {
+        let (items, i) = (self.runs[idx].items.as_ref()?, item?);
+        let value = items.get(i)?.clone();
+        let names = &self
+            .workflow
+            .tasks
+            .get(&self.runs[idx].name)?
+            .with
+            .as_ref()?
+            .names;
+        Some(match names.len() {
+            0 => value,
+            1 => json!({ names[0].clone(): value }),
+            // `a, b in ...`: each item is a list unpacked by position.
+            _ => Value::Object(
+                names
+                    .iter()
+                    .enumerate()
+                    .map(|(p, n)| (n.clone(), value.get(p).cloned().unwrap_or(Value::Null)))
+                    .collect(),
+            ),
+        })
+    }
+
+    /// A run that could not even request its action (a template failed): it fails, and the
+    /// workflow with it, as Orquesta fails on expression errors.
+    fn fail_run(&mut self, idx: usize, message: String) {
+        let name = self.runs[idx].name.clone();
+        self.runs[idx].state = RunState::Done;
+        self.runs[idx]
+            .units
+            .iter_mut()
+            .for_each(|u| u.outstanding = false);
+        self.task_status.insert(name.clone(), json!("failed"));
+        self.fail_with(&name, message, None);
+    }
+
+    fn fail_with(&mut self, task: &str, message: String, result: Option<&Value>) {
+        let mut error = json!({ "type": "error", "message": message, "task_id": task });
+        if let Some(r) = result {
+            error["result"] = r.clone();
+        }
+        self.errors.push(error);
+        self.failing = true;
+        // Fail-fast: what was reached but not started never starts.
+        self.staged.clear();
+    }
+
+    /// A run's every execution has ended: its status and result are final; evaluate `next`.
+    fn complete_run(&mut self, idx: usize) {
+        let name = self.runs[idx].name.clone();
+        let run = &mut self.runs[idx];
+        run.state = RunState::Done;
+        let failed = run.units.iter().any(|u| {
+            u.done
+                .as_ref()
+                .is_some_and(|d| d.status == OutcomeStatus::Failed)
+        });
+        let results: Vec<Value> = run
+            .units
+            .iter()
+            .map(|u| {
+                u.done
+                    .as_ref()
+                    .map(|d| d.result.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let result = if run.items.is_some() {
+            Value::Array(results)
+        } else {
+            results.into_iter().next().unwrap_or_default()
+        };
+        let status = if failed {
+            OutcomeStatus::Failed
+        } else {
+            OutcomeStatus::Succeeded
+        };
+        self.task_status
+            .insert(name.clone(), json!(status.as_str()));
+        let Some(task) = self.workflow.tasks.get(&name).cloned() else {
+            return;
+        };
+        let mut handled = status == OutcomeStatus::Succeeded;
+        for transition in &task.next {
+            let scope = Scope {
+                ctx: Some(&self.ctx),
+                result: Some(&result),
+                status: Some(status.as_str()),
+                tasks: Some(&self.task_status),
+                item: None,
+            };
+            let taken = match &transition.when {
+                None => Ok(true),
+                Some(when) => expr::condition(when, &scope),
+            };
+            match taken {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    self.fail_with(&name, format!("next when: {e}"), None);
+                    return;
+                }
+            }
+            for (key, value) in &transition.publish {
+                let scope = Scope {
+                    ctx: Some(&self.ctx),
+                    result: Some(&result),
+                    status: Some(status.as_str()),
+                    tasks: Some(&self.task_status),
+                    item: None,
+                };
+                match expr::render(value, &scope) {
+                    Ok(v) => {
+                        self.ctx.insert(key.clone(), v);
+                    }
+                    Err(e) => {
+                        self.fail_with(&name, format!("publish '{key}': {e}"), None);
+                        return;
+                    }
+                }
+            }
+            let commands_fail = transition.targets.iter().any(|t| t == "fail");
+            if commands_fail {
+                self.fail_with(
+                    &name,
+                    "the workflow was failed by a 'fail' command".to_string(),
+                    Some(&result),
+                );
+            }
+            for target in &transition.targets {
+                match target.as_str() {
+                    "noop" => handled = true,
+                    "continue" | "fail" => {}
+                    _ => {
+                        handled = true;
+                        if !self.failing || commands_fail {
+                            self.route(&name, target);
+                        }
+                    }
+                }
+            }
+        }
+        if !handled {
+            self.fail_with(
+                &name,
+                "Execution failed. See result for details.".to_string(),
+                Some(&result),
+            );
+        }
+    }
+
+    fn route(&mut self, from: &str, target: &str) {
+        let join = self.workflow.tasks.get(target).and_then(|t| t.join);
+        match join {
+            None => self.stage(target),
+            Some(join) => {
+                let arrived = self.joins.entry(target.to_string()).or_default();
+                arrived.insert(from.to_string());
+                let satisfied = match join {
+                    Join::All => self
+                        .workflow
+                        .inbound(target)
+                        .iter()
+                        .all(|t| arrived.contains(t)),
+                    Join::Count(n) => arrived.len() >= n,
+                };
+                if satisfied && self.fired_joins.insert(target.to_string()) {
+                    self.stage(target);
+                }
+            }
+        }
+    }
+
+    fn maybe_finish(&mut self) {
+        if self.status != WorkflowStatus::Running || !self.staged.is_empty() {
+            return;
+        }
+        let outstanding = self
+            .runs
+            .iter()
+            .any(|r| r.units.iter().any(|u| u.outstanding));
+        // Without failure, a running run with pending items or retries still has work to request.
+        let pending = !self.failing
+            && self
+                .runs
+                .iter()
+                .any(|r| r.state == RunState::Running && r.units.iter().any(|u| u.done.is_none()));
+        if outstanding || pending {
+            return;
+        }
+        for (name, value) in self.workflow.output.clone() {
+            let scope = Scope {
+                ctx: Some(&self.ctx),
+                tasks: Some(&self.task_status),
+                ..Scope::default()
+            };
+            match expr::render(&value, &scope) {
+                Ok(v) => {
+                    self.output.insert(name, v);
+                }
+                // A failed workflow's output is best effort: its errors already say why, and an
+                // entry that depended on the failed work is simply left out.
+                Err(_) if self.failing => {}
+                Err(e) => {
+                    self.errors.push(json!({
+                        "type": "error",
+                        "message": format!("output '{name}': {e}"),
+                    }));
+                    self.failing = true;
+                }
+            }
+        }
+        self.status = if self.failing {
+            WorkflowStatus::Failed
+        } else {
+            WorkflowStatus::Succeeded
+        };
+    }
+}
+
+fn render_setup(v: &Value, ctx: &Map<String, Value>, what: &str) -> Result<Value, Error> {
+    let scope = Scope {
+        ctx: Some(ctx),
+        ..Scope::default()
+    };
+    expr::render(v, &scope).map_err(|message| Error::Expression {
+        what: what.to_string(),
+        message,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_through_json_mid_run() {
+        let wf = Workflow::parse(
+            "version: 1.0\ntasks:\n  a:\n    action: core.echo\n    next:\n      - publish: [x: \"{{ result() }}\"]\n        do: b\n  b:\n    action: core.echo\n    input: {v: \"{{ ctx().x }}\"}\noutput:\n  - x: \"{{ ctx().x }}\"\n",
+        )
+        .unwrap();
+        let mut c = Conductor::new(wf, json!({})).unwrap();
+        assert_eq!(c.next_requests().len(), 1);
+        let ok = |r| TaskOutcome {
+            status: OutcomeStatus::Succeeded,
+            result: r,
+        };
+        c.on_task_result("a", None, ok(json!(7))).unwrap();
+        let saved = serde_json::to_string(&c).unwrap();
+        let mut c: Conductor = serde_json::from_str(&saved).unwrap();
+        let reqs = c.next_requests();
+        assert_eq!(reqs[0].input, json!({"v": 7}).as_object().cloned().unwrap());
+        assert!(c.on_task_result("a", None, ok(json!(1))).is_err());
+        c.on_task_result("b", None, ok(json!(null))).unwrap();
+        assert_eq!(c.status(), WorkflowStatus::Succeeded);
+        assert_eq!(c.output(), json!({"output": {"x": 7}}));
+    }
+}
