@@ -63,6 +63,16 @@ fn broken_pack() -> (tempfile::TempDir, PathBuf) {
     );
     write(
         &root,
+        "actions/bad_flow.yaml",
+        "name: bad_flow\nrunner_type: orquesta\nentry_point: workflows/bad_flow.yaml\n",
+    );
+    write(
+        &root,
+        "actions/workflows/bad_flow.yaml",
+        "version: 1.0\ntasks:\n  first:\n    action: core.noop\n    next:\n      - do: second\n",
+    );
+    write(
+        &root,
         "rules/typo.yaml",
         "name: typo\nenabled: true\ntrigger: {type: core.webhook}\naction: {ref: broken.good}\ncritera: {}\n",
     );
@@ -102,6 +112,7 @@ fn validate_lists_every_problem_with_file_and_line() {
         ("actions/bad_yaml.yaml:3", "mapping values"),
         ("actions/bad_type.yaml:6", "integr"),
         ("actions/bad_script.rhai:2", ""),
+        ("actions/workflows/bad_flow.yaml:", "second"),
         ("rules/typo.yaml:5", "critera"),
         ("rules/bad_op.yaml:5", "looks_like"),
         ("rules/missing_action.yaml:5", "broken.nope"),
@@ -113,7 +124,7 @@ fn validate_lists_every_problem_with_file_and_line() {
             .unwrap_or_else(|| panic!("no problem reported at {location}:\n{all}"));
         assert!(line.contains(words), "{line}");
     }
-    assert!(all.contains("6 problems found"), "{all}");
+    assert!(all.contains("7 problems found"), "{all}");
 }
 
 #[test]

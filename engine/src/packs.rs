@@ -604,9 +604,11 @@ fn load_action(
                 source = Some(Arc::from(script.as_str()));
             }
             RunnerType::Workflow => {
-                if let Err(e) = serde_yaml::from_str::<serde_yaml::Value>(&script) {
-                    let p = squall_rules::yaml_problem(&e);
-                    problems.push(Problem::new(&entry_point, p.line, p.column, p.message));
+                // Orquesta's language, checked now so a broken workflow is reported at load.
+                if let Err(errs) = crate::workflow::Workflow::parse(&script) {
+                    for p in errs {
+                        problems.push(Problem::new(&entry_point, p.line, p.column, p.message));
+                    }
                     return None;
                 }
             }
