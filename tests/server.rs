@@ -684,3 +684,52 @@ fn packs_reload_on_sighup_and_on_request() {
     let (code, _) = s.post("/api/v1/webhooks/first", "{}");
     assert_eq!(code, 202, "a bad file is skipped; the rest keeps working");
 }
+
+#[test]
+fn workflows_run_their_tasks_as_child_executions() {
+    let (_dir, s) = start(&[], &[]);
+    let (code, e) = s.post(
+        "/api/v1/executions",
+        r#"{"action": "e2e.flow", "parameters": {"name": "ops"}}"#,
+    );
+    assert_eq!(code, 201, "{e}");
+    let id = e["id"].as_str().expect("id").to_string();
+    let done = s.wait_for(&format!("/api/v1/executions/{id}"), 20, |v| {
+        is_terminal(v["status"].as_str().unwrap_or(""))
+    });
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        done["result"]["output"],
+        json!({"greeting": "hello ops", "shouted": "HELLO OPS"})
+    );
+    let (_, children) = s.get(&format!("/api/v1/executions?parent={id}"));
+    let tasks: Vec<&str> = children
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|c| c["task"].as_str())
+        .collect();
+    assert_eq!(tasks, vec!["shout", "greet"], "newest first");
+    assert!(children
+        .as_array()
+        .expect("list")
+        .iter()
+        .all(|c| c["status"] == "succeeded" && c["parent"] == id.as_str()));
+
+    let (_, e) = s.post("/api/v1/executions", r#"{"action": "e2e.flow_fail"}"#);
+    let id = e["id"].as_str().expect("id").to_string();
+    let done = s.wait_for(&format!("/api/v1/executions/{id}"), 20, |v| {
+        is_terminal(v["status"].as_str().unwrap_or(""))
+    });
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(
+        done["result"]["errors"].to_string().contains("boom"),
+        "{done}"
+    );
+    let (_, children) = s.get(&format!("/api/v1/executions?parent={id}"));
+    assert_eq!(
+        children.as_array().map(Vec::len),
+        Some(1),
+        "a workflow's task is not retried by action policies: {children}"
+    );
+}

@@ -191,6 +191,14 @@ pub struct Execution {
     /// Whether it may run again after a crash (from the action's metadata at request time).
     #[serde(default)]
     pub idempotent: bool,
+    /// For a workflow's task: the task's name and, under with-items, the item's index.
+    #[serde(default)]
+    pub task: Option<String>,
+    #[serde(default)]
+    pub item: Option<usize>,
+    /// For a workflow execution: the conductor's state, saved after every step.
+    #[serde(default)]
+    pub workflow: Option<Value>,
 }
 
 fn one() -> u32 {
@@ -217,6 +225,9 @@ impl Execution {
             reason: None,
             rerun_of: None,
             idempotent: false,
+            task: None,
+            item: None,
+            workflow: None,
         }
     }
 

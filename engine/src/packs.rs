@@ -579,7 +579,7 @@ fn load_action(
     let reference = meta.action_ref(pack_ref);
     let entry_point = pack_dir.join("actions").join(&meta.entry_point);
     let entry_line = squall_rules::line_of(&text, "entry_point");
-    let mut source = None;
+    let source;
     match std::fs::read_to_string(&entry_point) {
         Err(e) => {
             problems.push(Problem::new(
@@ -611,6 +611,7 @@ fn load_action(
                     }
                     return None;
                 }
+                source = Some(Arc::from(script.as_str()));
             }
         },
     }

@@ -145,6 +145,8 @@ pub struct Engine {
     running: AtomicUsize,
     stopping: AtomicBool,
     workers: AtomicUsize,
+    /// Serialises workflow steps: a workflow's state is read, advanced and saved as one.
+    workflows: Mutex<()>,
     /// The sensors packs declared, running or with the reason they are not.
     pub sensors: Mutex<Vec<crate::sensing::RunningSensor>>,
 }
@@ -202,6 +204,7 @@ impl Engine {
             running: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             workers: AtomicUsize::new(1),
+            workflows: Mutex::new(()),
             sensors: Mutex::new(Vec::new()),
         });
         (engine, ti_rx)
@@ -361,7 +364,12 @@ impl Engine {
             let _ = self.ti_tx.send((ti, None));
         }
         let loaded = self.loaded();
+        let mut abandoned_tasks = Vec::new();
         for mut e in self.store.active_executions()? {
+            // A started workflow is carried on by its tasks' results; its state is on disk.
+            if e.workflow.is_some() && !e.status.is_terminal() {
+                continue;
+            }
             match e.status {
                 ExecutionStatus::Running
                 | ExecutionStatus::Canceling
@@ -376,6 +384,9 @@ impl Engine {
                     self.store.put_execution(&e)?;
                     self.metrics.execution_finished(e.status, 0.0);
                     tracing::warn!(execution = %e.id, action = %e.action, "abandoned after restart");
+                    if e.parent.is_some() {
+                        abandoned_tasks.push(e);
+                    }
                 }
                 _ => {
                     if matches!(
@@ -392,6 +403,10 @@ impl Engine {
             }
         }
         self.store.flush_blocking()?;
+        // Their workflows follow their failure paths.
+        for e in abandoned_tasks {
+            self.on_task_finished(&loaded, &e);
+        }
         Ok(())
     }
 
@@ -678,6 +693,12 @@ impl Engine {
     }
 
     fn dispatch(&self, loaded: &Loaded, e: &Execution) {
+        if let Some(action) = loaded.catalog.action(&e.action) {
+            if action.meta.runner_type == RunnerType::Workflow {
+                self.start_workflow(loaded, e.clone());
+                return;
+            }
+        }
         match self.work_item(loaded, e) {
             Some(item) => self.queue.push(item),
             None => {
@@ -927,6 +948,11 @@ impl Engine {
             }
         }
 
+        if e.parent.is_some() {
+            // A workflow's task: the workflow decides what follows (its own `retry`).
+            self.on_task_finished(loaded, e);
+            return;
+        }
         if let Some(retry) = loaded.policies.retry(&e.action) {
             let wanted = match status {
                 ExecutionStatus::Failed => retry.on_failure,
@@ -965,6 +991,172 @@ impl Engine {
                     }
                 });
             }
+        }
+    }
+
+    /// Starts a workflow execution: its conductor's first tasks become child executions.
+    fn start_workflow(&self, loaded: &Loaded, mut e: Execution) {
+        let source = loaded
+            .catalog
+            .action(&e.action)
+            .and_then(|a| a.source.clone());
+        let conductor = source
+            .ok_or_else(|| format!("workflow action '{}' is no longer loaded", e.action))
+            .and_then(|text| {
+                crate::workflow::Workflow::parse(&text).map_err(|errs| {
+                    errs.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+            })
+            .and_then(|wf| {
+                crate::workflow::Conductor::new(wf, Value::Object(e.parameters.clone()))
+                    .map_err(|err| err.to_string())
+            });
+        match conductor {
+            Ok(conductor) => {
+                let _guard = lock_workflows(&self.workflows);
+                e.status = ExecutionStatus::Running;
+                e.start_timestamp = Utc::now();
+                self.advance_workflow(loaded, e, conductor);
+            }
+            Err(message) => {
+                let result =
+                    json!({"output": null, "errors": [{"type": "error", "message": message}]});
+                self.finish(loaded, &mut e, ExecutionStatus::Failed, result, Vec::new());
+            }
+        }
+    }
+
+    /// Hands a finished task's result to its workflow and takes the workflow's next steps.
+    fn on_task_finished(&self, loaded: &Loaded, task: &Execution) {
+        let (Some(parent_id), Some(name)) = (&task.parent, &task.task) else {
+            return;
+        };
+        let _guard = lock_workflows(&self.workflows);
+        let parent = match self.store.execution(parent_id) {
+            Ok(Some(p)) if !p.status.is_terminal() => p,
+            Ok(_) => return,
+            Err(err) => {
+                tracing::error!(workflow = %parent_id, error = %err, "cannot read the workflow of a finished task");
+                return;
+            }
+        };
+        let Some(state) = parent.workflow.clone() else {
+            return;
+        };
+        let mut conductor: crate::workflow::Conductor = match serde_json::from_value(state) {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::error!(workflow = %parent.id, error = %err, "the workflow's saved state cannot be read");
+                return;
+            }
+        };
+        let status = if task.status == ExecutionStatus::Succeeded {
+            crate::workflow::OutcomeStatus::Succeeded
+        } else {
+            crate::workflow::OutcomeStatus::Failed
+        };
+        let outcome = crate::workflow::TaskOutcome {
+            status,
+            result: task.result.clone(),
+        };
+        if let Err(err) = conductor.on_task_result(name, task.item, outcome) {
+            tracing::warn!(workflow = %parent.id, task = %name, error = %err, "a task result the workflow did not expect");
+            return;
+        }
+        self.advance_workflow(loaded, parent, conductor);
+    }
+
+    /// Starts what the conductor asks for, saves its state with the new tasks in one
+    /// transaction, and ends the workflow when the conductor says it is done. Call with the
+    /// workflow lock held.
+    fn advance_workflow(
+        &self,
+        loaded: &Loaded,
+        mut parent: Execution,
+        mut conductor: crate::workflow::Conductor,
+    ) {
+        let mut children = Vec::new();
+        let mut delays = Vec::new();
+        loop {
+            let requests = conductor.next_requests();
+            if requests.is_empty() {
+                break;
+            }
+            for req in requests {
+                match self.new_execution(loaded, &req.action, req.input.clone()) {
+                    Ok(mut child) => {
+                        child.parent = Some(parent.id.clone());
+                        child.task = Some(req.task.clone());
+                        child.item = req.item;
+                        child.user = parent.user.clone();
+                        child.attempt = req.attempt + 1;
+                        if req.delay.is_some_and(|d| d > 0) {
+                            child.status = ExecutionStatus::Delayed;
+                        }
+                        delays.push(req.delay);
+                        children.push(child);
+                    }
+                    Err(err) => {
+                        // The task fails without running: the workflow follows its failure path.
+                        let result = match &err {
+                            EngineError::InvalidParameters { errors, .. } => {
+                                json!({"error": err.to_string(), "parameters": errors.iter().map(ToString::to_string).collect::<Vec<_>>()})
+                            }
+                            other => json!({"error": other.to_string()}),
+                        };
+                        let outcome = crate::workflow::TaskOutcome {
+                            status: crate::workflow::OutcomeStatus::Failed,
+                            result,
+                        };
+                        if let Err(e) = conductor.on_task_result(&req.task, req.item, outcome) {
+                            tracing::error!(workflow = %parent.id, error = %e, "the workflow refused a task's failure");
+                        }
+                    }
+                }
+            }
+        }
+        let status = conductor.status();
+        parent.workflow = serde_json::to_value(&conductor).ok();
+        let done = match status {
+            crate::workflow::WorkflowStatus::Running => None,
+            crate::workflow::WorkflowStatus::Succeeded => Some(ExecutionStatus::Succeeded),
+            crate::workflow::WorkflowStatus::Failed => Some(ExecutionStatus::Failed),
+        };
+        if let Some(final_status) = done {
+            parent.status = final_status;
+            parent.result = conductor.output();
+            parent.end_timestamp = Some(Utc::now());
+            self.metrics
+                .execution_finished(final_status, parent.elapsed_seconds().unwrap_or(0.0));
+        }
+        let mut batch = vec![parent.clone()];
+        batch.extend(children.iter().cloned());
+        if let Err(err) = self.store.put_executions(&batch) {
+            tracing::error!(workflow = %parent.id, error = %err, "cannot save the workflow's step");
+            return;
+        }
+        self.durable_blocking();
+        self.publish_with("st2.execution__update", || execution_json(loaded, &parent));
+        for (child, delay) in children.into_iter().zip(delays) {
+            self.publish_with("st2.execution__create", || execution_json(loaded, &child));
+            if let Some(seconds) = delay.filter(|d| *d > 0) {
+                let item = self.work_item(loaded, &child);
+                let queue = self.queue.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs(seconds));
+                    if let Some(item) = item {
+                        queue.push(item);
+                    }
+                });
+            } else {
+                self.schedule(loaded, child);
+            }
+        }
+        if done.is_some() {
+            self.announce_final(loaded, &parent);
         }
     }
 
@@ -1027,6 +1219,13 @@ impl Engine {
     }
 }
 
+fn lock_workflows(m: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
 fn enforcement(
     rule_ref: &str,
     ti_id: &str,
@@ -1081,5 +1280,7 @@ pub fn execution_json(loaded: &Loaded, e: &Execution) -> Value {
         "attempt": e.attempt,
         "reason": e.reason,
         "rerun_of": e.rerun_of,
+        "task": e.task,
+        "item": e.item,
     })
 }

@@ -774,6 +774,34 @@ impl Store {
             .map_err(tx_error)
     }
 
+    /// Several executions in one transaction (a workflow step: the workflow's state and the
+    /// tasks it starts are written together or not at all).
+    pub fn put_executions(&self, list: &[Execution]) -> StoreResult<()> {
+        let encoded = list
+            .iter()
+            .map(|e| encode(T_EXECUTIONS, &e.id, e).map(|b| (e, b)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        (
+            &self.executions,
+            &self.active,
+            &self.exec_by_field,
+            &self.exec_counts,
+        )
+            .transaction(|(executions, active, by_field, counts)| {
+                let tx = ExecTx {
+                    executions,
+                    active,
+                    by_field,
+                    counts,
+                };
+                for (e, bytes) in &encoded {
+                    tx.put(e, bytes)?;
+                }
+                Ok(())
+            })
+            .map_err(tx_error)
+    }
+
     pub fn execution(&self, id: &str) -> StoreResult<Option<Execution>> {
         self.execution_by_key(id.as_bytes())
     }
