@@ -733,3 +733,48 @@ fn workflows_run_their_tasks_as_child_executions() {
         "a workflow's task is not retried by action policies: {children}"
     );
 }
+
+/// kill -9 while a workflow's task runs: after the restart an idempotent task runs again and the
+/// workflow completes; a task that is not idempotent is abandoned and the workflow fails on it.
+/// Either way nothing stays running.
+#[test]
+fn workflows_survive_sigkill() {
+    let (_dir, mut s) = start(&[], &[]);
+    let (_, safe) = s.post(
+        "/api/v1/executions",
+        r#"{"action": "e2e.flow_slow", "parameters": {"idempotent_sleep": true}}"#,
+    );
+    let (_, unsafe_) = s.post("/api/v1/executions", r#"{"action": "e2e.flow_slow"}"#);
+    let safe = safe["id"].as_str().expect("id").to_string();
+    let unsafe_ = unsafe_["id"].as_str().expect("id").to_string();
+    for id in [&safe, &unsafe_] {
+        s.wait_for(&format!("/api/v1/executions?parent={id}"), 20, |v| {
+            v.as_array()
+                .is_some_and(|a| a.iter().any(|c| c["status"] == "running"))
+        });
+    }
+    s.kill9();
+    s.restart();
+    let done = s.wait_for(&format!("/api/v1/executions/{safe}"), 30, |v| {
+        is_terminal(v["status"].as_str().unwrap_or(""))
+    });
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let done = s.wait_for(&format!("/api/v1/executions/{unsafe_}"), 30, |v| {
+        is_terminal(v["status"].as_str().unwrap_or(""))
+    });
+    assert_eq!(done["status"], "failed", "{done}");
+    let (_, children) = s.get(&format!("/api/v1/executions?parent={unsafe_}"));
+    let slow = children
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["task"] == "slow").cloned())
+        .expect("the slow task");
+    assert_eq!(slow["status"], "abandoned", "{slow}");
+    let (_, all) = s.get("/api/v1/executions?limit=1000");
+    assert!(
+        all.as_array()
+            .expect("list")
+            .iter()
+            .all(|e| is_terminal(e["status"].as_str().unwrap_or(""))),
+        "nothing stays running: {all}"
+    );
+}
