@@ -1431,7 +1431,25 @@ mod tests {
     }
 
     fn open(dir: &Path) -> Store {
-        Store::open(dir, None).expect("open store")
+        open_with(dir, None)
+    }
+
+    /// sled releases its file lock from a background thread after a drop, so reopening a data
+    /// dir in the same process may briefly find it locked: wait for it, with a deadline.
+    fn open_with(dir: &Path, key: Option<[u8; 32]>) -> Store {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Store::open(dir, key) {
+                Ok(s) => return s,
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("open store: {e}"),
+            }
+        }
     }
 
     fn ti(id: &str, trigger: &str) -> TriggerInstance {
@@ -2071,7 +2089,7 @@ mod tests {
     fn wrong_key_is_a_crypto_error_and_plain_data_still_reads() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let store = Store::open(dir.path(), Some([1; 32])).expect("open");
+            let store = open_with(dir.path(), Some([1; 32]));
             store.kv_set("token", "s3cr3t", true, None).expect("set");
             store.kv_set("plain", "p", false, None).expect("set");
             store
@@ -2079,7 +2097,7 @@ mod tests {
                 .expect("put");
             store.flush_blocking().expect("flush");
         }
-        let store = Store::open(dir.path(), Some([2; 32])).expect("open with another key");
+        let store = open_with(dir.path(), Some([2; 32]));
         assert_eq!(
             store
                 .kv_get("plain", true)
