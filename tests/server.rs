@@ -769,12 +769,15 @@ fn workflows_survive_sigkill() {
         .and_then(|a| a.iter().find(|c| c["task"] == "slow").cloned())
         .expect("the slow task");
     assert_eq!(slow["status"], "abandoned", "{slow}");
-    let (_, all) = s.get("/api/v1/executions?limit=1000");
-    assert!(
-        all.as_array()
-            .expect("list")
-            .iter()
-            .all(|e| is_terminal(e["status"].as_str().unwrap_or(""))),
-        "nothing stays running: {all}"
-    );
+    for id in [&safe, &unsafe_] {
+        let (_, children) = s.get(&format!("/api/v1/executions?parent={id}"));
+        assert!(
+            children
+                .as_array()
+                .expect("list")
+                .iter()
+                .all(|e| is_terminal(e["status"].as_str().unwrap_or(""))),
+            "nothing stays running: {children}"
+        );
+    }
 }
