@@ -282,10 +282,10 @@ fn alertmanager_notifications_become_trigger_instances_and_executions() {
     assert_eq!(p["receiver"], "squall");
     assert_eq!(p["group_key"], "{}:{alertname=\"SquallE2E\"}");
     assert_eq!(p["group_labels"], json!({"alertname": "SquallE2E"}));
-    assert_eq!(
-        p["common_labels"],
-        json!({"alertname": "SquallE2E", "severity": "page"})
-    );
+    // Alertmanager may send the first notification before it has received both alerts of
+    // the group; the labels common to what it sent always include these two.
+    assert_eq!(p["common_labels"]["alertname"], "SquallE2E");
+    assert_eq!(p["common_labels"]["severity"], "page");
     assert!(
         p["external_url"].as_str().is_some_and(|u| !u.is_empty()),
         "{p}"
