@@ -755,23 +755,7 @@ impl Store {
 
     /// Creates or replaces an execution, keeping the active index and counters in step.
     pub fn put_execution(&self, e: &Execution) -> StoreResult<()> {
-        let bytes = encode(T_EXECUTIONS, &e.id, e)?;
-        (
-            &self.executions,
-            &self.active,
-            &self.exec_by_field,
-            &self.exec_counts,
-        )
-            .transaction(|(executions, active, by_field, counts)| {
-                ExecTx {
-                    executions,
-                    active,
-                    by_field,
-                    counts,
-                }
-                .put(e, &bytes)
-            })
-            .map_err(tx_error)
+        self.put_executions(std::slice::from_ref(e))
     }
 
     /// Several executions in one transaction (a workflow step: the workflow's state and the
