@@ -475,58 +475,9 @@ mod tests {
     use axum::http::HeaderValue;
     use squall_actions::{Limits, RhaiRuntime};
 
-    const AM_FIXTURE: &str = r#"{
-  "version": "4",
-  "groupKey": "{}:{alertname=\"ContainerCPUHigh\"}",
-  "truncatedAlerts": 0,
-  "status": "firing",
-  "receiver": "squall",
-  "groupLabels": {"alertname": "ContainerCPUHigh"},
-  "commonLabels": {"alertname": "ContainerCPUHigh", "severity": "page", "cluster": "dc1"},
-  "commonAnnotations": {"summary": "CPU above 80% for 5 minutes"},
-  "externalURL": "http://alertmanager.dc1:9093",
-  "alerts": [
-    {
-      "status": "firing",
-      "labels": {"alertname": "ContainerCPUHigh", "severity": "page", "cluster": "dc1", "app": "100008580"},
-      "annotations": {"summary": "CPU above 80% for 5 minutes", "value": "0.91"},
-      "startsAt": "2026-11-25T10:00:00Z",
-      "endsAt": "0001-01-01T00:00:00Z",
-      "generatorURL": "http://prometheus.dc1:9090/graph?g0.expr=avg_cpu%3E0.8",
-      "fingerprint": "c6eadffa33fcdf37"
-    },
-    {
-      "status": "resolved",
-      "labels": {"alertname": "ContainerCPUHigh", "severity": "page", "cluster": "dc1", "app": "100008990"},
-      "annotations": {"summary": "CPU above 80% for 5 minutes", "value": "0.42"},
-      "startsAt": "2026-11-25T09:40:00Z",
-      "endsAt": "2026-11-25T09:58:00Z",
-      "generatorURL": "http://prometheus.dc1:9090/graph?g0.expr=avg_cpu%3E0.8",
-      "fingerprint": "0b1d7a2e3f4c5d6e"
-    }
-  ]
-}"#;
+    const AM_FIXTURE: &str = include_str!("../../sensors/tests/fixtures/alertmanager-webhook.json");
 
-    const GRAFANA_FIXTURE: &str = r#"{
-  "receiver": "squall", "status": "firing", "orgId": 1,
-  "alerts": [{
-    "status": "firing",
-    "labels": {"alertname": "MemoryHigh", "app": "100008580", "grafana_folder": "capacity"},
-    "annotations": {"summary": "Memory above 85%"},
-    "startsAt": "2026-11-25T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
-    "generatorURL": "http://grafana.dc1:3000/alerting/grafana/abc/view",
-    "fingerprint": "5e2a1b0c9d8e7f6a",
-    "silenceURL": "http://grafana.dc1:3000/alerting/silence/new?matcher=alertname%3DMemoryHigh",
-    "dashboardURL": "http://grafana.dc1:3000/d/cdos-docker-service",
-    "panelURL": "http://grafana.dc1:3000/d/cdos-docker-service?viewPanel=2",
-    "values": {"B": 0.87}
-  }],
-  "groupLabels": {"alertname": "MemoryHigh"},
-  "commonLabels": {"alertname": "MemoryHigh", "app": "100008580"},
-  "externalURL": "http://grafana.dc1:3000/", "version": "1",
-  "groupKey": "{}:{alertname=\"MemoryHigh\"}", "truncatedAlerts": 0,
-  "title": "[FIRING:1] MemoryHigh", "state": "alerting"
-}"#;
+    const GRAFANA_FIXTURE: &str = include_str!("../../sensors/tests/fixtures/grafana-webhook.json");
 
     /// Waits for the rules loop to put an accepted (journaled) instance into the store.
     async fn stored(engine: &Engine, id: &str) -> crate::model::TriggerInstance {

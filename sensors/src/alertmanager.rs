@@ -357,39 +357,8 @@ fn time(obj: &Map<String, Value>, path: &str, key: &str) -> Result<Option<DateTi
 mod tests {
     use super::*;
 
-    /// /work/shared/fixtures/alertmanager-webhook.json: Alertmanager's documented payload.
-    const FIXTURE: &str = r#"{
-  "version": "4",
-  "groupKey": "{}:{alertname=\"ContainerCPUHigh\"}",
-  "truncatedAlerts": 0,
-  "status": "firing",
-  "receiver": "squall",
-  "groupLabels": {"alertname": "ContainerCPUHigh"},
-  "commonLabels": {"alertname": "ContainerCPUHigh", "severity": "page", "cluster": "dc1"},
-  "commonAnnotations": {"summary": "CPU above 80% for 5 minutes"},
-  "externalURL": "http://alertmanager.dc1:9093",
-  "notification_reason": "first notification",
-  "alerts": [
-    {
-      "status": "firing",
-      "labels": {"alertname": "ContainerCPUHigh", "severity": "page", "cluster": "dc1", "app": "100008580"},
-      "annotations": {"summary": "CPU above 80% for 5 minutes", "value": "0.91"},
-      "startsAt": "2026-11-25T10:00:00Z",
-      "endsAt": "0001-01-01T00:00:00Z",
-      "generatorURL": "http://prometheus.dc1:9090/graph?g0.expr=avg_cpu%3E0.8",
-      "fingerprint": "c6eadffa33fcdf37"
-    },
-    {
-      "status": "resolved",
-      "labels": {"alertname": "ContainerCPUHigh", "severity": "page", "cluster": "dc1", "app": "100008990"},
-      "annotations": {"summary": "CPU above 80% for 5 minutes", "value": "0.42"},
-      "startsAt": "2026-11-25T09:40:00Z",
-      "endsAt": "2026-11-25T09:58:00Z",
-      "generatorURL": "http://prometheus.dc1:9090/graph?g0.expr=avg_cpu%3E0.8",
-      "fingerprint": "0b1d7a2e3f4c5d6e"
-    }
-  ]
-}"#;
+    /// The documented payload (a copy of shared/fixtures), shared with the engine's tests.
+    const FIXTURE: &str = include_str!("../tests/fixtures/alertmanager-webhook.json");
 
     fn fixture() -> Value {
         serde_json::from_str(FIXTURE).unwrap()

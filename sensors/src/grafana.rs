@@ -111,38 +111,8 @@ pub fn trigger_types() -> Vec<TriggerTypeInfo> {
 mod tests {
     use super::*;
 
-    /// /work/shared/fixtures/grafana-webhook.json: Grafana's documented payload.
-    const FIXTURE: &str = r#"{
-  "receiver": "squall",
-  "status": "firing",
-  "orgId": 1,
-  "alerts": [
-    {
-      "status": "firing",
-      "labels": {"alertname": "MemoryHigh", "app": "100008580", "grafana_folder": "capacity"},
-      "annotations": {"summary": "Memory above 85%"},
-      "startsAt": "2026-11-25T10:00:00Z",
-      "endsAt": "0001-01-01T00:00:00Z",
-      "generatorURL": "http://grafana.dc1:3000/alerting/grafana/abc/view",
-      "fingerprint": "5e2a1b0c9d8e7f6a",
-      "silenceURL": "http://grafana.dc1:3000/alerting/silence/new?matcher=alertname%3DMemoryHigh",
-      "dashboardURL": "http://grafana.dc1:3000/d/cdos-docker-service",
-      "panelURL": "http://grafana.dc1:3000/d/cdos-docker-service?viewPanel=2",
-      "values": {"B": 0.87},
-      "valueString": "[ var='B' labels={app=100008580} value=0.87 ]"
-    }
-  ],
-  "groupLabels": {"alertname": "MemoryHigh"},
-  "commonLabels": {"alertname": "MemoryHigh", "app": "100008580"},
-  "commonAnnotations": {"summary": "Memory above 85%"},
-  "externalURL": "http://grafana.dc1:3000/",
-  "version": "1",
-  "groupKey": "{}:{alertname=\"MemoryHigh\"}",
-  "truncatedAlerts": 0,
-  "title": "[FIRING:1] MemoryHigh",
-  "state": "alerting",
-  "message": "Memory above 85% for app 100008580"
-}"#;
+    /// The documented payload (a copy of shared/fixtures), shared with the engine's tests.
+    const FIXTURE: &str = include_str!("../tests/fixtures/grafana-webhook.json");
 
     fn fixture() -> Value {
         serde_json::from_str(FIXTURE).unwrap()
