@@ -1673,24 +1673,18 @@ pub fn trigger(command: &TriggerCommand) -> Result<ExitCode> {
         TriggerCommand::List(args) => {
             let client = Client::new(&args.api)?;
             let types = list(client.get(&["triggertypes"], &[])?, "trigger types")?;
-            if args.json {
-                return Ok(print_json(&Value::Array(types)));
-            }
-            if types.is_empty() {
-                println!("no trigger types");
-                return Ok(ExitCode::SUCCESS);
-            }
-            let rows: Vec<Vec<String>> = types
-                .iter()
-                .map(|t| {
+            Ok(print_list(
+                types,
+                args.json,
+                "no trigger types",
+                &["REF", "DESCRIPTION"],
+                |t| {
                     vec![
                         cell(&text(&t["ref"])),
                         cell(&clip(&first_line(&text(&t["description"])), 70)),
                     ]
-                })
-                .collect();
-            print!("{}", table(&["REF", "DESCRIPTION"], &rows));
-            Ok(ExitCode::SUCCESS)
+                },
+            ))
         }
         TriggerCommand::Fire(args) => {
             let payload = match &args.payload {
@@ -1929,17 +1923,22 @@ pub fn sensor(command: &SensorCommand) -> Result<ExitCode> {
     let SensorCommand::List(args) = command;
     let client = Client::new(&args.api)?;
     let sensors = list(client.get(&["sensors"], &[])?, "sensors")?;
-    if args.json {
-        print_json(&Value::Array(sensors));
-        return Ok(ExitCode::SUCCESS);
-    }
-    if sensors.is_empty() {
-        println!("no sensors");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let rows: Vec<Vec<String>> = sensors
-        .iter()
-        .map(|s| {
+    let headers = [
+        "SENSOR",
+        "KIND",
+        "STATE",
+        "EVENTS",
+        "RECONNECTS",
+        "ERRORS",
+        "LAST EVENT",
+        "LAST ERROR",
+    ];
+    Ok(print_list(
+        sensors,
+        args.json,
+        "no sensors",
+        &headers,
+        |s| {
             let state = if s["running"].as_bool() == Some(true) {
                 if s["connected"].as_bool() == Some(true) {
                     "connected"
@@ -1960,25 +1959,29 @@ pub fn sensor(command: &SensorCommand) -> Result<ExitCode> {
                 text(&s["last_event"]),
                 text(&s["last_error"]),
             ]
-        })
-        .collect();
-    print!(
-        "{}",
-        table(
-            &[
-                "sensor",
-                "kind",
-                "state",
-                "events",
-                "reconnects",
-                "errors",
-                "last event",
-                "last error"
-            ],
-            &rows
-        )
-    );
-    Ok(ExitCode::SUCCESS)
+        },
+    ))
+}
+
+/// Prints a list the server returned: its JSON with `--json`, a note when it is empty, or a
+/// table with one row per item.
+fn print_list(
+    items: Vec<Value>,
+    json: bool,
+    empty: &str,
+    headers: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> ExitCode {
+    if json {
+        return print_json(&Value::Array(items));
+    }
+    if items.is_empty() {
+        println!("{empty}");
+        return ExitCode::SUCCESS;
+    }
+    let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+    print!("{}", table(headers, &rows));
+    ExitCode::SUCCESS
 }
 
 pub fn pack_reload(args: &PackReloadArgs) -> Result<ExitCode> {
@@ -2062,33 +2065,20 @@ pub fn apikey(command: &ApikeyCommand) -> Result<ExitCode> {
         ApikeyCommand::List(args) => {
             let client = Client::new(&args.api)?;
             let keys = list(client.get(&["apikeys"], &[])?, "API keys")?;
-            if args.json {
-                return Ok(print_json(&Value::Array(keys)));
-            }
-            if keys.is_empty() {
-                println!("no API keys");
-                return Ok(ExitCode::SUCCESS);
-            }
-            let rows: Vec<Vec<String>> = keys
-                .iter()
-                .map(|k| {
-                    vec![
-                        cell(&text(&k["id"])),
-                        cell(&text(&k["user"])),
-                        short_time(&k["created_at"]),
-                        if k["enabled"] == Value::Bool(false) {
-                            "no".to_string()
-                        } else {
-                            "yes".to_string()
-                        },
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                table(&["ID", "USER", "CREATED (UTC)", "ENABLED"], &rows)
-            );
-            Ok(ExitCode::SUCCESS)
+            let headers = ["ID", "USER", "CREATED (UTC)", "ENABLED"];
+            Ok(print_list(keys, args.json, "no API keys", &headers, |k| {
+                let enabled = if k["enabled"] == Value::Bool(false) {
+                    "no"
+                } else {
+                    "yes"
+                };
+                vec![
+                    cell(&text(&k["id"])),
+                    cell(&text(&k["user"])),
+                    short_time(&k["created_at"]),
+                    enabled.to_string(),
+                ]
+            }))
         }
         ApikeyCommand::Delete(args) => {
             let client = Client::new(&args.api)?;
