@@ -781,3 +781,47 @@ fn workflows_survive_sigkill() {
         );
     }
 }
+
+#[test]
+fn throttled_rules_fire_at_most_max_times_per_window_and_group() {
+    let (_dir, s) = start(&[], &[]);
+    let mut ids = Vec::new();
+    for host in ["web-1", "web-1", "web-1", "web-2"] {
+        let (code, ti) = s.post(
+            "/api/v1/webhooks/throttled",
+            &format!("{{\"host\": \"{host}\"}}"),
+        );
+        assert_eq!(code, 202);
+        ids.push(ti["id"].as_str().expect("id").to_string());
+    }
+    let enforcements = s.wait_for("/api/v1/ruleenforcements?rule_ref=e2e.throttled", 20, |v| {
+        v.as_array().is_some_and(|a| a.len() == 4)
+    });
+    let throttled: Vec<&Value> = enforcements
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|e| e["execution_id"].is_null())
+        .collect();
+    assert_eq!(throttled.len(), 1, "{enforcements}");
+    assert_eq!(throttled[0]["trigger_instance_id"], ids[2].as_str());
+    assert!(throttled[0]["failure_reason"]
+        .as_str()
+        .unwrap_or("")
+        .contains("throttled"));
+    let runs = s.wait_for("/api/v1/executions?rule=e2e.throttled", 20, |v| {
+        v.as_array().is_some_and(|a| {
+            a.len() == 3
+                && a.iter()
+                    .all(|e| is_terminal(e["status"].as_str().unwrap_or("")))
+        })
+    });
+    let hosts: Vec<&str> = runs
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|e| e["result"].as_str())
+        .collect();
+    assert_eq!(hosts.iter().filter(|h| **h == "web-1").count(), 2);
+    assert_eq!(hosts.iter().filter(|h| **h == "web-2").count(), 1);
+}

@@ -637,3 +637,33 @@ impl ThrottleState {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_admits_max_per_window_per_group() {
+        let rule = Rule::from_yaml(
+            "name: t\nenabled: true\ntrigger: {type: a.b}\naction: {ref: core.noop}\nthrottle: {window: 60, max: 2, group_by: [trigger.host]}\n",
+        )
+        .unwrap();
+        let t = rule.throttle.unwrap();
+        let now = chrono::Utc::now();
+        let a = ThrottleState::group_key(&t, &serde_json::json!({"host": "a"}));
+        let b = ThrottleState::group_key(&t, &serde_json::json!({"host": "b"}));
+        let mut state = ThrottleState::default();
+        assert!(state.admit("p.t", &t, &a, now));
+        assert!(state.admit("p.t", &t, &a, now));
+        assert!(
+            !state.admit("p.t", &t, &a, now),
+            "a third in the window is refused"
+        );
+        assert!(
+            state.admit("p.t", &t, &b, now),
+            "another group has its own count"
+        );
+        let later = now + chrono::Duration::seconds(61);
+        assert!(state.admit("p.t", &t, &a, later), "the window moved on");
+    }
+}
