@@ -143,8 +143,12 @@ pub enum ExecutionCommand {
     List(ExecutionListArgs),
     /// Show one execution: parameters, status, result and log.
     Get(ExecutionGetArgs),
-    /// Cancel a running execution.
+    /// Cancel a running execution (a workflow: with its tasks and subworkflows).
     Cancel(ExecutionIdArgs),
+    /// Pause a workflow: nothing new starts; paused once its running tasks end.
+    Pause(ExecutionIdArgs),
+    /// Resume a paused workflow.
+    Resume(ExecutionIdArgs),
     /// Run an execution again, with some parameters changed; then follow it like `action run`.
     Rerun(ExecutionRerunArgs),
     /// Print an execution's log lines as they come until it ends (its stored log if it has).
@@ -205,6 +209,13 @@ pub struct ExecutionRerunArgs {
     pub id: String,
     /// Parameters to change, as name=value (the others are the original's).
     pub params: Vec<String>,
+    /// A failed workflow: run it again from these failed tasks (comma-separated or repeated),
+    /// keeping its context and the tasks that succeeded.
+    #[arg(long, value_name = "TASK", value_delimiter = ',')]
+    pub tasks: Vec<String>,
+    /// With-items tasks among --tasks whose every item runs again, not only the failed ones.
+    #[arg(long, value_name = "TASK", value_delimiter = ',')]
+    pub reset: Vec<String>,
     #[command(flatten)]
     pub follow: FollowOptions,
     #[command(flatten)]
@@ -1477,6 +1488,8 @@ pub fn execution(command: &ExecutionCommand) -> Result<ExitCode> {
         ExecutionCommand::List(args) => execution_list(args),
         ExecutionCommand::Get(args) => execution_get(args),
         ExecutionCommand::Cancel(args) => execution_cancel(args),
+        ExecutionCommand::Pause(args) => execution_set_status(args, "pausing"),
+        ExecutionCommand::Resume(args) => execution_set_status(args, "resuming"),
         ExecutionCommand::Rerun(args) => execution_rerun(args),
         ExecutionCommand::Tail(args) => execution_tail(args),
     }
@@ -1557,6 +1570,18 @@ fn execution_cancel(args: &ExecutionIdArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Pause or resume, as st2 does: `PUT /executions/{id}` with the status asked for.
+fn execution_set_status(args: &ExecutionIdArgs, status: &str) -> Result<ExitCode> {
+    let client = Client::new(&args.api)?;
+    let body = json!({ "status": status });
+    let execution = client.call(Method::PUT, &["executions", &args.id], &[], Some(&body))?;
+    if args.json {
+        return Ok(print_json(&execution));
+    }
+    println!("execution {}: {}", args.id, text(&execution["status"]));
+    Ok(ExitCode::SUCCESS)
+}
+
 fn execution_rerun(args: &ExecutionRerunArgs) -> Result<ExitCode> {
     let params = parse_params(&args.params)?;
     deadline(&args.follow)?;
@@ -1566,10 +1591,12 @@ fn execution_rerun(args: &ExecutionRerunArgs) -> Result<ExitCode> {
     } else {
         open_stream(&client)
     };
-    let created = client.post(
-        &["executions", &args.id, "re_run"],
-        &json!({ "parameters": params }),
-    )?;
+    let body = if args.tasks.is_empty() {
+        json!({ "parameters": params })
+    } else {
+        json!({ "tasks": args.tasks, "reset": args.reset })
+    };
+    let created = client.post(&["executions", &args.id, "re_run"], &body)?;
     report_requested(&client, created, &args.follow, events)
 }
 

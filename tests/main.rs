@@ -5,4 +5,6 @@ mod cli;
 mod cli_api;
 mod docker;
 mod harness;
+mod marathon_actions;
 mod server;
+mod workflows;

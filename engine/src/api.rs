@@ -24,7 +24,9 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 
 use crate::model::{Execution, ExecutionStatus, TriggerInstance};
-use crate::pipeline::{execution_json, trigger_instance_json, Engine, EngineError};
+use crate::pipeline::{
+    execution_json, is_workflow, trigger_instance_json, Control, Engine, EngineError,
+};
 use crate::signatures::SignatureCheck;
 use crate::store::{ExecutionFilter, StoreKv};
 
@@ -107,6 +109,10 @@ impl From<EngineError> for ApiError {
             EngineError::ShuttingDown => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "squall is shutting down")
             }
+            EngineError::NotWorkflow(id) => ApiError::bad_request(format!(
+                "execution {id} is not a workflow: only workflows can be paused, resumed or re-run from a task"
+            )),
+            EngineError::Workflow(message) => ApiError::new(StatusCode::CONFLICT, message),
             other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
         }
     }
@@ -130,7 +136,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/v1/executions/{id}",
-            get(get_execution).delete(cancel_execution),
+            get(get_execution)
+                .put(update_execution)
+                .delete(cancel_execution),
         )
         .route("/api/v1/executions/{id}/re_run", post(rerun_execution))
         .route("/api/v1/triggerinstances", get(list_trigger_instances))
@@ -430,11 +438,49 @@ async fn cancel_execution(
     Ok(Json(execution_json(&state.engine.loaded(), &e)))
 }
 
+/// `PUT /api/v1/executions/{id}` with `{status}`, as st2's `execution pause|resume`:
+/// `pausing`/`paused` pauses a workflow, `resuming`/`running` resumes it, `canceling`/`canceled`
+/// cancels any execution.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateExecution {
+    status: String,
+}
+
+async fn update_execution(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let req: UpdateExecution = parse_json(&body)?;
+    let control = match req.status.as_str() {
+        "pausing" | "paused" => Control::Pause,
+        "resuming" | "running" => Control::Resume,
+        "canceling" | "canceled" => {
+            let e = state.engine.cancel(&id).await?;
+            return Ok(Json(execution_json(&state.engine.loaded(), &e)));
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "status: '{other}' cannot be asked for; use pausing, resuming or canceling"
+            )))
+        }
+    };
+    let e = state.engine.control_workflow(&id, control).await?;
+    Ok(Json(execution_json(&state.engine.loaded(), &e)))
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RerunRequest {
     #[serde(default)]
     parameters: Map<String, Value>,
+    /// For a workflow: run it again from these failed tasks, keeping what succeeded.
+    #[serde(default)]
+    tasks: Vec<String>,
+    /// With-items tasks among `tasks` whose every item runs again (not only the failed ones).
+    #[serde(default)]
+    reset: Vec<String>,
 }
 
 async fn rerun_execution(
@@ -452,9 +498,24 @@ async fn rerun_execution(
         .store
         .execution(&id)?
         .ok_or_else(|| ApiError::not_found(format!("no execution {id}")))?;
+    let loaded = state.engine.loaded();
+    if !req.tasks.is_empty() {
+        if !req.parameters.is_empty() {
+            return Err(ApiError::bad_request(
+                "a re-run from tasks keeps the workflow's parameters: give tasks or parameters, not both",
+            ));
+        }
+        if !is_workflow(&loaded, &old) {
+            return Err(EngineError::NotWorkflow(old.id).into());
+        }
+        let e = state
+            .engine
+            .rerun_workflow(&old, &req.tasks, &req.reset)
+            .await?;
+        return Ok((StatusCode::CREATED, Json(execution_json(&loaded, &e))).into_response());
+    }
     let mut params = old.parameters.clone();
     params.extend(req.parameters);
-    let loaded = state.engine.loaded();
     let mut e: Execution = state.engine.new_execution(&loaded, &old.action, params)?;
     e.rerun_of = Some(old.id.clone());
     e.user = old.user.clone();

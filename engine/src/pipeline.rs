@@ -30,6 +30,11 @@ use crate::packs::Catalog;
 use crate::policies::Policies;
 use crate::store::{Store, StoreError, StoreKv};
 
+mod workflows;
+
+pub use workflows::Control;
+use workflows::WorkflowEvent;
+
 /// An event on the live stream (`GET /api/v1/stream`), st2's event names.
 #[derive(Debug, Clone)]
 pub struct StreamEvent {
@@ -145,8 +150,9 @@ pub struct Engine {
     running: AtomicUsize,
     stopping: AtomicBool,
     workers: AtomicUsize,
-    /// Serialises workflow steps: a workflow's state is read, advanced and saved as one.
-    workflows: Mutex<()>,
+    /// To the workflow driver (see `workflows`), which alone advances running workflows.
+    wf_tx: crossbeam_channel::Sender<WorkflowEvent>,
+    wf_rx: Mutex<Option<crossbeam_channel::Receiver<WorkflowEvent>>>,
     /// The sensors packs declared, running or with the reason they are not.
     pub sensors: Mutex<Vec<crate::sensing::RunningSensor>>,
 }
@@ -171,6 +177,10 @@ pub enum EngineError {
     NoExecution(String),
     #[error("squall is shutting down")]
     ShuttingDown,
+    #[error("execution {0} is not a workflow")]
+    NotWorkflow(String),
+    #[error("workflow: {0}")]
+    Workflow(String),
 }
 
 impl Engine {
@@ -186,6 +196,7 @@ impl Engine {
     ) {
         let (ti_tx, ti_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(4096);
+        let (wf_tx, wf_rx) = crossbeam_channel::unbounded();
         let engine = Arc::new(Engine {
             store,
             journal,
@@ -204,7 +215,8 @@ impl Engine {
             running: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             workers: AtomicUsize::new(1),
-            workflows: Mutex::new(()),
+            wf_tx,
+            wf_rx: Mutex::new(Some(wf_rx)),
             sensors: Mutex::new(Vec::new()),
         });
         (engine, ti_rx)
@@ -332,6 +344,19 @@ impl Engine {
         workers: usize,
     ) -> Result<Vec<std::thread::JoinHandle<()>>, EngineError> {
         tokio::spawn(self.clone().flush_loop());
+        let wf_rx = match self.wf_rx.lock() {
+            Ok(mut rx) => rx.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(rx) = wf_rx {
+            let engine = self.clone();
+            std::thread::Builder::new()
+                .name("squall-workflows".into())
+                .spawn(move || engine.workflow_loop(rx))
+                .map_err(|e| {
+                    EngineError::Durability(format!("cannot start the workflow thread: {e}"))
+                })?;
+        }
         self.recover()?;
         tokio::spawn(self.clone().rules_loop(ti_rx));
         self.workers.store(workers.max(1), Ordering::SeqCst);
@@ -365,9 +390,11 @@ impl Engine {
         }
         let loaded = self.loaded();
         let mut abandoned_tasks = Vec::new();
+        let mut workflows = Vec::new();
         for mut e in self.store.active_executions()? {
             // A started workflow is carried on by its tasks' results; its state is on disk.
             if e.workflow.is_some() && !e.status.is_terminal() {
+                workflows.push(e);
                 continue;
             }
             match e.status {
@@ -404,9 +431,11 @@ impl Engine {
         }
         self.store.flush_blocking()?;
         // Their workflows follow their failure paths.
+        let reported: HashSet<String> = abandoned_tasks.iter().map(|e| e.id.clone()).collect();
         for e in abandoned_tasks {
-            self.on_task_finished(&loaded, &e);
+            self.workflow_event(WorkflowEvent::TaskEnded(e));
         }
+        self.reconcile_workflows(&workflows, &reported);
         Ok(())
     }
 
@@ -695,7 +724,7 @@ impl Engine {
     fn dispatch(&self, loaded: &Loaded, e: &Execution) {
         if let Some(action) = loaded.catalog.action(&e.action) {
             if action.meta.runner_type == RunnerType::Workflow {
-                self.start_workflow(loaded, e.clone());
+                self.workflow_event(WorkflowEvent::Start(e.clone()));
                 return;
             }
         }
@@ -950,7 +979,7 @@ impl Engine {
 
         if e.parent.is_some() {
             // A workflow's task: the workflow decides what follows (its own `retry`).
-            self.on_task_finished(loaded, e);
+            self.workflow_event(WorkflowEvent::TaskEnded(e.clone()));
             return;
         }
         if let Some(retry) = loaded.policies.retry(&e.action) {
@@ -994,187 +1023,50 @@ impl Engine {
         }
     }
 
-    /// Starts a workflow execution: its conductor's first tasks become child executions.
-    fn start_workflow(&self, loaded: &Loaded, mut e: Execution) {
-        let source = loaded
-            .catalog
-            .action(&e.action)
-            .and_then(|a| a.source.clone());
-        let conductor = source
-            .ok_or_else(|| format!("workflow action '{}' is no longer loaded", e.action))
-            .and_then(|text| {
-                crate::workflow::Workflow::parse(&text).map_err(|errs| {
-                    errs.iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
-            })
-            .and_then(|wf| {
-                crate::workflow::Conductor::new(wf, Value::Object(e.parameters.clone()))
-                    .map_err(|err| err.to_string())
-            });
-        match conductor {
-            Ok(conductor) => {
-                let _guard = lock_workflows(&self.workflows);
-                e.status = ExecutionStatus::Running;
-                e.start_timestamp = Utc::now();
-                self.advance_workflow(loaded, e, conductor);
-            }
-            Err(message) => {
-                let result =
-                    json!({"output": null, "errors": [{"type": "error", "message": message}]});
-                self.finish(loaded, &mut e, ExecutionStatus::Failed, result, Vec::new());
-            }
-        }
-    }
-
-    /// Hands a finished task's result to its workflow and takes the workflow's next steps.
-    fn on_task_finished(&self, loaded: &Loaded, task: &Execution) {
-        let (Some(parent_id), Some(name)) = (&task.parent, &task.task) else {
-            return;
-        };
-        let _guard = lock_workflows(&self.workflows);
-        let parent = match self.store.execution(parent_id) {
-            Ok(Some(p)) if !p.status.is_terminal() => p,
-            Ok(_) => return,
-            Err(err) => {
-                tracing::error!(workflow = %parent_id, error = %err, "cannot read the workflow of a finished task");
-                return;
-            }
-        };
-        let Some(state) = parent.workflow.clone() else {
-            return;
-        };
-        let mut conductor: crate::workflow::Conductor = match serde_json::from_value(state) {
-            Ok(c) => c,
-            Err(err) => {
-                tracing::error!(workflow = %parent.id, error = %err, "the workflow's saved state cannot be read");
-                return;
-            }
-        };
-        let status = if task.status == ExecutionStatus::Succeeded {
-            crate::workflow::OutcomeStatus::Succeeded
-        } else {
-            crate::workflow::OutcomeStatus::Failed
-        };
-        let outcome = crate::workflow::TaskOutcome {
-            status,
-            result: task.result.clone(),
-        };
-        if let Err(err) = conductor.on_task_result(name, task.item, outcome) {
-            tracing::warn!(workflow = %parent.id, task = %name, error = %err, "a task result the workflow did not expect");
-            return;
-        }
-        self.advance_workflow(loaded, parent, conductor);
-    }
-
-    /// Starts what the conductor asks for, saves its state with the new tasks in one
-    /// transaction, and ends the workflow when the conductor says it is done. Call with the
-    /// workflow lock held.
-    fn advance_workflow(
-        &self,
-        loaded: &Loaded,
-        mut parent: Execution,
-        mut conductor: crate::workflow::Conductor,
-    ) {
-        let mut children = Vec::new();
-        let mut delays = Vec::new();
-        loop {
-            let requests = conductor.next_requests();
-            if requests.is_empty() {
-                break;
-            }
-            for req in requests {
-                match self.new_execution(loaded, &req.action, req.input.clone()) {
-                    Ok(mut child) => {
-                        child.parent = Some(parent.id.clone());
-                        child.task = Some(req.task.clone());
-                        child.item = req.item;
-                        child.user = parent.user.clone();
-                        child.attempt = req.attempt + 1;
-                        if req.delay.is_some_and(|d| d > 0) {
-                            child.status = ExecutionStatus::Delayed;
-                        }
-                        delays.push(req.delay);
-                        children.push(child);
-                    }
-                    Err(err) => {
-                        // The task fails without running: the workflow follows its failure path.
-                        let result = match &err {
-                            EngineError::InvalidParameters { errors, .. } => {
-                                json!({"error": err.to_string(), "parameters": errors.iter().map(ToString::to_string).collect::<Vec<_>>()})
-                            }
-                            other => json!({"error": other.to_string()}),
-                        };
-                        let outcome = crate::workflow::TaskOutcome {
-                            status: crate::workflow::OutcomeStatus::Failed,
-                            result,
-                        };
-                        if let Err(e) = conductor.on_task_result(&req.task, req.item, outcome) {
-                            tracing::error!(workflow = %parent.id, error = %e, "the workflow refused a task's failure");
-                        }
-                    }
-                }
-            }
-        }
-        let status = conductor.status();
-        parent.workflow = serde_json::to_value(&conductor).ok();
-        let done = match status {
-            crate::workflow::WorkflowStatus::Running => None,
-            crate::workflow::WorkflowStatus::Succeeded => Some(ExecutionStatus::Succeeded),
-            crate::workflow::WorkflowStatus::Failed => Some(ExecutionStatus::Failed),
-        };
-        if let Some(final_status) = done {
-            parent.status = final_status;
-            parent.result = conductor.output();
-            parent.end_timestamp = Some(Utc::now());
-            self.metrics
-                .execution_finished(final_status, parent.elapsed_seconds().unwrap_or(0.0));
-        }
-        let mut batch = vec![parent.clone()];
-        batch.extend(children.iter().cloned());
-        if let Err(err) = self.store.put_executions(&batch) {
-            tracing::error!(workflow = %parent.id, error = %err, "cannot save the workflow's step");
-            return;
-        }
-        self.durable_blocking();
-        self.publish_with("st2.execution__update", || execution_json(loaded, &parent));
-        for (child, delay) in children.into_iter().zip(delays) {
-            self.publish_with("st2.execution__create", || execution_json(loaded, &child));
-            if let Some(seconds) = delay.filter(|d| *d > 0) {
-                let item = self.work_item(loaded, &child);
-                let queue = self.queue.clone();
-                std::thread::spawn(move || {
-                    std::thread::sleep(Duration::from_secs(seconds));
-                    if let Some(item) = item {
-                        queue.push(item);
-                    }
-                });
-            } else {
-                self.schedule(loaded, child);
-            }
-        }
-        if done.is_some() {
-            self.announce_final(loaded, &parent);
-        }
-    }
-
     /// Cancels an execution: at once when it has not started, through its token when running.
     pub async fn cancel(&self, id: &str) -> Result<Execution, EngineError> {
-        let mut e = self
+        let e = self
             .store
             .execution(id)?
             .ok_or_else(|| EngineError::NoExecution(id.to_string()))?;
         if e.status.is_terminal() {
             return Ok(e);
         }
-        let token = self.cancels.lock().ok().and_then(|c| c.get(id).cloned());
+        let loaded = self.loaded();
+        if is_workflow(&loaded, &e) {
+            return self.control_workflow(id, Control::Cancel).await;
+        }
+        let (e, ended) = self.cancel_action(e)?;
+        self.durable().await?;
+        self.after_cancel(&loaded, &e, ended);
+        Ok(e)
+    }
+
+    /// [`Engine::cancel`] of an action execution, for the workflow driver's thread.
+    fn cancel_action_blocking(&self, loaded: &Loaded, id: &str) -> Result<(), EngineError> {
+        let e = self
+            .store
+            .execution(id)?
+            .ok_or_else(|| EngineError::NoExecution(id.to_string()))?;
+        if e.status.is_terminal() {
+            return Ok(());
+        }
+        let (e, ended) = self.cancel_action(e)?;
+        self.durable_blocking();
+        self.after_cancel(loaded, &e, ended);
+        Ok(())
+    }
+
+    /// Cancels a running action through its token (its worker records the end), or one that
+    /// has not started at once; true when it ended here.
+    fn cancel_action(&self, mut e: Execution) -> Result<(Execution, bool), EngineError> {
+        let token = self.cancels.lock().ok().and_then(|c| c.get(&e.id).cloned());
         match token {
             Some(t) => {
                 e.status = ExecutionStatus::Canceling;
                 self.store.put_execution(&e)?;
                 t.cancel();
+                Ok((e, false))
             }
             None => {
                 e.status = ExecutionStatus::Canceled;
@@ -1182,13 +1074,18 @@ impl Engine {
                 e.result = json!({"error": "canceled before it started"});
                 self.store.put_execution(&e)?;
                 self.metrics.execution_finished(e.status, 0.0);
+                Ok((e, true))
             }
         }
-        self.durable().await?;
-        self.publish_with("st2.execution__update", || {
-            execution_json(&self.loaded(), &e)
-        });
-        Ok(e)
+    }
+
+    fn after_cancel(&self, loaded: &Loaded, e: &Execution, ended: bool) {
+        if ended {
+            // Its workflow, if any, and `core.action_finished` hear of it.
+            self.announce_final(loaded, e);
+        } else {
+            self.publish_with("st2.execution__update", || execution_json(loaded, e));
+        }
     }
 
     /// Stops taking work, lets running executions finish within `grace`, then returns.
@@ -1216,13 +1113,6 @@ impl Engine {
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "final flush failed");
         }
-    }
-}
-
-fn lock_workflows(m: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 
@@ -1255,6 +1145,15 @@ pub fn trigger_instance_json(ti: &TriggerInstance) -> Value {
         "source": ti.source,
         "status": ti.status,
     })
+}
+
+/// Whether the execution runs a workflow (by its action's runner, or by its saved state).
+pub fn is_workflow(loaded: &Loaded, e: &Execution) -> bool {
+    e.workflow.is_some()
+        || loaded
+            .catalog
+            .action(&e.action)
+            .is_some_and(|a| a.meta.runner_type == RunnerType::Workflow)
 }
 
 /// An execution as the API shows it: st2's fields, secrets masked.

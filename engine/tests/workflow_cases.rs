@@ -5,7 +5,10 @@
 //! `script.json` is a list of steps `{task, item?, status, result?}` answered in order (each
 //! must match a request that is outstanding), or `{steps: [...], otherwise: "echo"}` where,
 //! once the steps run out, every outstanding request succeeds in request order with its
-//! input as result. This file must never simulate anything the conductor decides.
+//! input as result. A step may also be an operator's command, `{command: pause|resume|cancel}`
+//! or `{command: rerun, tasks: [...], reset: [...]}` (a re-run of the failed workflow), or a
+//! check of the status at that point, `{expect_status: paused}`. This file must never simulate
+//! anything the conductor decides.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -89,7 +92,7 @@ fn run_case(dir: &Path) -> Result<(), String> {
             ))
         }
     };
-    let mut steps = steps.into_iter();
+    let mut steps = steps.into_iter().peekable();
     let mut outstanding: Vec<TaskRequest> = Vec::new();
     let mut log: Vec<TaskRequest> = Vec::new();
     let mut max_outstanding: BTreeMap<String, usize> = BTreeMap::new();
@@ -102,8 +105,19 @@ fn run_case(dir: &Path) -> Result<(), String> {
             let max = max_outstanding.entry(r.task.clone()).or_default();
             *max = (*max).max(n);
         }
-        if conductor.status() != WorkflowStatus::Running {
+        let is_operator_step =
+            |step: &Value| step.get("command").is_some() || step.get("expect_status").is_some();
+        let terminal = matches!(
+            conductor.status(),
+            WorkflowStatus::Succeeded | WorkflowStatus::Failed | WorkflowStatus::Canceled
+        );
+        if terminal && !steps.peek().is_some_and(is_operator_step) {
             break;
+        }
+        if steps.peek().is_some_and(is_operator_step) {
+            let step = steps.next().unwrap_or_default();
+            operator_step(&mut conductor, &step)?;
+            continue;
         }
         let (pos, outcome) = match steps.next() {
             Some(step) => {
@@ -171,6 +185,40 @@ fn run_case(dir: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn operator_step(conductor: &mut Conductor, step: &Value) -> Result<(), String> {
+    if let Some(want) = step.get("expect_status") {
+        let got = json!(conductor.status());
+        return if *want == got {
+            Ok(())
+        } else {
+            Err(format!("at {step}: status {got}, wanted {want}"))
+        };
+    }
+    let names = |key: &str| -> Vec<String> {
+        step.get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let done = match step["command"].as_str() {
+        Some("pause") => conductor.pause(),
+        Some("resume") => conductor.resume(),
+        Some("cancel") => conductor.cancel(),
+        Some("rerun") => conductor.rerun(&names("tasks"), &names("reset")),
+        other => return Err(format!("unknown command {other:?} in {step}")),
+    };
+    match (done, step.get("error").and_then(Value::as_str)) {
+        (Ok(()), None) => Ok(()),
+        (Err(e), Some(want)) if e.to_string().contains(want) => Ok(()),
+        (Ok(()), Some(want)) => Err(format!("{step}: succeeded, wanted error {want}")),
+        (Err(e), _) => Err(format!("{step}: {e}")),
+    }
 }
 
 #[test]

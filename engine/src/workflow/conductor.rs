@@ -20,6 +20,15 @@
 //!   that cannot be rendered are left out rather than added to `errors`.
 //! - A join that can no longer be satisfied (an inbound task took another path) simply never
 //!   runs; it does not fail the workflow by itself.
+//!
+//! Pause, resume, cancel and re-run, as Orquesta: [`Conductor::pause`] starts nothing new and
+//! the workflow is `paused` once no execution is outstanding (results that arrive meanwhile are
+//! folded in, and what they reach waits); [`Conductor::resume`] carries on. [`Conductor::cancel`]
+//! drops what was reached but not started, lets outstanding executions end (the engine cancels
+//! them) without following their transitions, and ends `canceled`. [`Conductor::rerun`] turns a
+//! failed workflow back into a running one from its failed tasks (for with-items, the failed
+//! items, or every item of the tasks named in `reset`), keeping the context and every task that
+//! succeeded.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -45,6 +54,13 @@ pub enum Error {
     Expression { what: String, message: String },
     #[error("no execution of task '{task}' (item {item:?}) is outstanding")]
     UnexpectedResult { task: String, item: Option<usize> },
+    #[error("a {status} workflow cannot be {action}")]
+    NotNow {
+        status: &'static str,
+        action: &'static str,
+    },
+    #[error("task '{0}' has not failed in this workflow, so it cannot be run again")]
+    NotFailed(String),
 }
 
 /// An action execution the engine should start now.
@@ -90,8 +106,36 @@ pub struct TaskOutcome {
 #[serde(rename_all = "lowercase")]
 pub enum WorkflowStatus {
     Running,
+    /// Paused by request, waiting for outstanding executions to end.
+    Pausing,
+    Paused,
+    /// Canceled by request, waiting for outstanding executions to end.
+    Canceling,
+    Canceled,
     Succeeded,
     Failed,
+}
+
+impl WorkflowStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkflowStatus::Running => "running",
+            WorkflowStatus::Pausing => "pausing",
+            WorkflowStatus::Paused => "paused",
+            WorkflowStatus::Canceling => "canceling",
+            WorkflowStatus::Canceled => "canceled",
+            WorkflowStatus::Succeeded => "succeeded",
+            WorkflowStatus::Failed => "failed",
+        }
+    }
+
+    /// Succeeded, failed and canceled are final.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            WorkflowStatus::Succeeded | WorkflowStatus::Failed | WorkflowStatus::Canceled
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +161,24 @@ struct TaskRun {
     /// The items, for a with-items task once it has started.
     items: Option<Vec<Value>>,
     units: Vec<Unit>,
+}
+
+impl TaskRun {
+    /// The task's status from its executions so far.
+    fn status_of_units(&self) -> &'static str {
+        let failed = self.units.iter().any(|u| {
+            u.done
+                .as_ref()
+                .is_some_and(|d| d.status == OutcomeStatus::Failed)
+        });
+        if failed {
+            "failed"
+        } else if self.units.iter().all(|u| u.done.is_some()) {
+            "succeeded"
+        } else {
+            "running"
+        }
+    }
 }
 
 /// A workflow in progress. See the module doc for how it is driven.
@@ -188,6 +250,166 @@ impl Conductor {
         self.status
     }
 
+    /// The action executions the workflow waits for: task, item and attempt of each.
+    pub fn outstanding(&self) -> Vec<(String, Option<usize>, u32)> {
+        self.runs
+            .iter()
+            .flat_map(|r| {
+                let with_items = r.items.is_some();
+                r.units
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, u)| u.outstanding)
+                    .map(move |(i, u)| (r.name.clone(), with_items.then_some(i), u.attempt))
+            })
+            .collect()
+    }
+
+    fn has_outstanding(&self) -> bool {
+        self.runs
+            .iter()
+            .any(|r| r.units.iter().any(|u| u.outstanding))
+    }
+
+    /// Starts nothing new from now on; `paused` once nothing is outstanding.
+    pub fn pause(&mut self) -> Result<(), Error> {
+        match self.status {
+            WorkflowStatus::Running => {
+                self.status = WorkflowStatus::Pausing;
+                self.settle();
+                Ok(())
+            }
+            WorkflowStatus::Pausing | WorkflowStatus::Paused => Ok(()),
+            other => Err(Error::NotNow {
+                status: other.as_str(),
+                action: "paused",
+            }),
+        }
+    }
+
+    /// A pausing workflow whose outstanding executions are themselves paused (subworkflows)
+    /// is paused: the engine, which knows their statuses, says so.
+    pub fn mark_paused(&mut self) {
+        if self.status == WorkflowStatus::Pausing {
+            self.status = WorkflowStatus::Paused;
+        }
+    }
+
+    /// Carries on a paused (or pausing) workflow; the next [`Conductor::next_requests`]
+    /// starts what waited.
+    pub fn resume(&mut self) -> Result<(), Error> {
+        match self.status {
+            WorkflowStatus::Pausing | WorkflowStatus::Paused => {
+                self.status = WorkflowStatus::Running;
+                self.settle();
+                Ok(())
+            }
+            WorkflowStatus::Running => Ok(()),
+            other => Err(Error::NotNow {
+                status: other.as_str(),
+                action: "resumed",
+            }),
+        }
+    }
+
+    /// Cancels the workflow: nothing new starts; `canceled` once nothing is outstanding.
+    pub fn cancel(&mut self) -> Result<(), Error> {
+        match self.status {
+            WorkflowStatus::Canceling | WorkflowStatus::Canceled => Ok(()),
+            WorkflowStatus::Succeeded | WorkflowStatus::Failed => Err(Error::NotNow {
+                status: self.status.as_str(),
+                action: "canceled",
+            }),
+            _ => {
+                self.status = WorkflowStatus::Canceling;
+                self.staged.clear();
+                self.settle();
+                Ok(())
+            }
+        }
+    }
+
+    /// Turns a failed workflow back into a running one from its failed tasks: `tasks` names
+    /// them (empty: every failed task); for with-items tasks only the failed items run again,
+    /// unless the task is named in `reset`. Tasks reached but never started because of the
+    /// failure start again too.
+    pub fn rerun(&mut self, tasks: &[String], reset: &[String]) -> Result<(), Error> {
+        if self.status != WorkflowStatus::Failed {
+            return Err(Error::NotNow {
+                status: self.status.as_str(),
+                action: "re-run from its failed tasks",
+            });
+        }
+        let failed_run = |run: &TaskRun| {
+            run.state == RunState::Done
+                && (run.units.is_empty()
+                    || run.units.iter().any(|u| {
+                        u.done
+                            .as_ref()
+                            .is_none_or(|d| d.status == OutcomeStatus::Failed)
+                    }))
+        };
+        // The latest run of each task that failed.
+        let mut latest: BTreeMap<String, usize> = BTreeMap::new();
+        for (idx, run) in self.runs.iter().enumerate() {
+            if run.state != RunState::Staged {
+                latest.insert(run.name.clone(), idx);
+            }
+        }
+        latest.retain(|_, idx| failed_run(&self.runs[*idx]));
+        let mut chosen = Vec::new();
+        if tasks.is_empty() {
+            chosen.extend(latest.values().copied());
+        } else {
+            for name in tasks {
+                match latest.get(name) {
+                    Some(idx) => chosen.push(*idx),
+                    None => return Err(Error::NotFailed(name.clone())),
+                }
+            }
+        }
+        if chosen.is_empty() {
+            return Err(Error::NotFailed("(any)".into()));
+        }
+        for idx in chosen {
+            let name = self.runs[idx].name.clone();
+            let run = &mut self.runs[idx];
+            if run.items.is_some() && !run.units.is_empty() && !reset.contains(&name) {
+                for unit in &mut run.units {
+                    if unit
+                        .done
+                        .as_ref()
+                        .is_none_or(|d| d.status == OutcomeStatus::Failed)
+                    {
+                        *unit = Unit {
+                            attempt: 0,
+                            outstanding: false,
+                            done: None,
+                        };
+                    }
+                }
+                run.state = RunState::Running;
+                self.task_status.insert(name, json!("running"));
+            } else {
+                run.state = RunState::Staged;
+                run.items = None;
+                run.units.clear();
+                self.staged.push_back(idx);
+            }
+        }
+        // What fail-fast dropped before it started.
+        for idx in 0..self.runs.len() {
+            if self.runs[idx].state == RunState::Staged && !self.staged.contains(&idx) {
+                self.staged.push_back(idx);
+            }
+        }
+        self.failing = false;
+        self.errors.clear();
+        self.output.clear();
+        self.status = WorkflowStatus::Running;
+        Ok(())
+    }
+
     /// The workflow execution's result: `{output: {...}}`, with `errors` when it failed.
     pub fn output(&self) -> Value {
         let mut result = json!({ "output": self.output });
@@ -254,7 +476,8 @@ impl Conductor {
         let retry = self.workflow.tasks.get(task).and_then(|t| t.retry.clone());
         let attempt = self.runs[idx].units[unit_index].attempt;
         self.runs[idx].units[unit_index].outstanding = false;
-        if let Some(retry) = retry.filter(|r| attempt < r.count && !self.failing) {
+        let canceling = self.status == WorkflowStatus::Canceling;
+        if let Some(retry) = retry.filter(|r| attempt < r.count && !self.failing && !canceling) {
             let item_value = self.item_value(idx, item);
             let scope = Scope {
                 ctx: Some(&self.ctx),
@@ -277,11 +500,39 @@ impl Conductor {
             }
         }
         self.runs[idx].units[unit_index].done = Some(outcome);
-        if self.runs[idx].units.iter().all(|u| u.done.is_some()) {
+        if canceling {
+            // Nothing follows a canceled workflow's tasks.
+            self.task_status
+                .insert(task.to_string(), json!(self.runs[idx].status_of_units()));
+        } else if self.runs[idx].units.iter().all(|u| u.done.is_some()) {
             self.complete_run(idx);
         }
-        self.maybe_finish();
+        self.settle();
         Ok(())
+    }
+
+    /// Moves a pausing or canceling workflow on once its outstanding work has ended.
+    fn settle(&mut self) {
+        match self.status {
+            WorkflowStatus::Running => self.maybe_finish(),
+            WorkflowStatus::Pausing => {
+                // A workflow with nothing left to do ends rather than pauses.
+                self.status = WorkflowStatus::Running;
+                self.maybe_finish();
+                if self.status == WorkflowStatus::Running {
+                    self.status = if self.has_outstanding() {
+                        WorkflowStatus::Pausing
+                    } else {
+                        WorkflowStatus::Paused
+                    };
+                }
+            }
+            WorkflowStatus::Canceling if !self.has_outstanding() => {
+                self.render_output();
+                self.status = WorkflowStatus::Canceled;
+            }
+            _ => {}
+        }
     }
 
     fn stage(&mut self, name: &str) {
@@ -622,6 +873,18 @@ impl Conductor {
         if outstanding || pending {
             return;
         }
+        self.render_output();
+        self.status = if self.failing {
+            WorkflowStatus::Failed
+        } else {
+            WorkflowStatus::Succeeded
+        };
+    }
+
+    /// Renders the workflow's output; for a failing or canceled workflow, entries that cannot
+    /// be rendered are left out.
+    fn render_output(&mut self) {
+        let best_effort = self.failing || self.status == WorkflowStatus::Canceling;
         for (name, value) in self.workflow.output.clone() {
             let scope = Scope {
                 ctx: Some(&self.ctx),
@@ -634,7 +897,7 @@ impl Conductor {
                 }
                 // A failed workflow's output is best effort: its errors already say why, and an
                 // entry that depended on the failed work is simply left out.
-                Err(_) if self.failing => {}
+                Err(_) if best_effort => {}
                 Err(e) => {
                     self.errors.push(json!({
                         "type": "error",
@@ -644,11 +907,6 @@ impl Conductor {
                 }
             }
         }
-        self.status = if self.failing {
-            WorkflowStatus::Failed
-        } else {
-            WorkflowStatus::Succeeded
-        };
     }
 }
 
