@@ -6,5 +6,6 @@ mod cli_api;
 mod docker;
 mod harness;
 mod marathon_actions;
+mod ops;
 mod server;
 mod workflows;

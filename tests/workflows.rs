@@ -214,3 +214,90 @@ fn a_failed_workflow_reruns_from_its_failed_task() {
         "failed"
     );
 }
+
+/// kill -9 at random points while workflows run, many times: after the last restart every
+/// workflow ends, nothing stays running, a step that is not idempotent ran at most once (and
+/// exactly once when it is recorded as succeeded), and idempotent workflows all succeed.
+#[test]
+fn workflows_survive_repeated_kill_9_at_random_points() {
+    let (_dir, mut s) = start();
+    let mut seed: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(7)
+        | 1;
+    let mut random = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut unsafe_ids = Vec::new();
+    let mut safe_ids = Vec::new();
+    for round in 0..6 {
+        for i in 0..3 {
+            let tag = format!("r{round}w{i}");
+            unsafe_ids.push(run(&s, "e2e.flow_crash", &format!(r#"{{"tag": "{tag}"}}"#)));
+        }
+        safe_ids.push(run(&s, "e2e.flow_crash_safe", "{}"));
+        std::thread::sleep(std::time::Duration::from_millis(100 + random(600)));
+        s.kill9();
+        s.restart();
+    }
+    for id in unsafe_ids.iter().chain(&safe_ids) {
+        let done = s.wait_for(&format!("/api/v1/executions/{id}"), 60, |v| {
+            is_terminal(v["status"].as_str().unwrap_or(""))
+        });
+        for child in children(&s, id) {
+            let status = child["status"].as_str().unwrap_or("");
+            assert!(
+                is_terminal(status),
+                "a task stays {status}: {child}\nof {done}"
+            );
+        }
+    }
+    for id in &safe_ids {
+        let done = s.get(&format!("/api/v1/executions/{id}")).1;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(tasks_of(&s, id).len(), 6, "{:?}", tasks_of(&s, id));
+    }
+    for id in &unsafe_ids {
+        for child in children(&s, id) {
+            let key = child["parameters"]["key"].as_str().expect("key");
+            let (_, kv) = s.get(&format!("/api/v1/keys/{key}"));
+            let runs = kv["value"].as_str().unwrap_or("0").to_string();
+            assert!(
+                runs == "0" || runs == "1",
+                "{key} ran {runs} times: {child}"
+            );
+            if child["status"] == "succeeded" {
+                assert_eq!(runs, "1", "{key} succeeded: {child}");
+            }
+        }
+        // Each step (task, item) has one execution at most: abandoned is never started again.
+        let mut steps: Vec<String> = children(&s, id)
+            .iter()
+            .map(|c| format!("{}[{}]", c["task"], c["item"]))
+            .collect();
+        let all = steps.len();
+        steps.sort();
+        steps.dedup();
+        assert_eq!(all, steps.len(), "a step ran twice: {steps:?}");
+    }
+    let abandoned = unsafe_ids
+        .iter()
+        .flat_map(|id| children(&s, id))
+        .filter(|c| c["status"] == "abandoned")
+        .count();
+    let failed = unsafe_ids
+        .iter()
+        .filter(|id| s.get(&format!("/api/v1/executions/{id}")).1["status"] == "failed")
+        .count();
+    eprintln!(
+        "{} workflows through 6 kills: {abandoned} steps abandoned, {failed} workflows failed on them",
+        unsafe_ids.len() + safe_ids.len()
+    );
+    // After all that, the same workflows run to success.
+    let id = run(&s, "e2e.flow_crash", r#"{"tag": "after"}"#);
+    assert_eq!(wait_end(&s, &id)["status"], "succeeded");
+}

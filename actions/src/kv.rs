@@ -16,6 +16,9 @@ pub trait KvStore: Send + Sync {
     fn set(&self, name: &str, value: &str, ttl_seconds: Option<u64>) -> Result<(), String>;
     /// Deletes `name`; true when it existed.
     fn delete(&self, name: &str) -> Result<bool, String>;
+    /// Sets `name` only when it is absent (or expired); true when it was set. Two scripts
+    /// claiming one name at once: exactly one gets true (a cooldown, a lock).
+    fn claim(&self, name: &str, value: &str, ttl_seconds: Option<u64>) -> Result<bool, String>;
 }
 
 /// An in-memory store with TTLs, for the CLI's local runs and for tests.
@@ -65,14 +68,7 @@ impl KvStore for MemoryKv {
     }
 
     fn set(&self, name: &str, value: &str, ttl_seconds: Option<u64>) -> Result<(), String> {
-        let expires = match ttl_seconds {
-            None => None,
-            Some(seconds) => Some(
-                Instant::now()
-                    .checked_add(Duration::from_secs(seconds))
-                    .ok_or_else(|| format!("ttl of {seconds} seconds is too large"))?,
-            ),
-        };
+        let expires = expiry(ttl_seconds)?;
         self.entries().insert(
             name.to_string(),
             Entry {
@@ -89,6 +85,34 @@ impl KvStore for MemoryKv {
             .entries()
             .remove(name)
             .is_some_and(|entry| entry.live(now)))
+    }
+
+    fn claim(&self, name: &str, value: &str, ttl_seconds: Option<u64>) -> Result<bool, String> {
+        let now = Instant::now();
+        let expires = expiry(ttl_seconds)?;
+        let mut entries = self.entries();
+        if entries.get(name).is_some_and(|entry| entry.live(now)) {
+            return Ok(false);
+        }
+        entries.insert(
+            name.to_string(),
+            Entry {
+                value: value.to_string(),
+                expires,
+            },
+        );
+        Ok(true)
+    }
+}
+
+/// When an entry set now with `ttl_seconds` expires.
+fn expiry(ttl_seconds: Option<u64>) -> Result<Option<Instant>, String> {
+    match ttl_seconds {
+        None => Ok(None),
+        Some(seconds) => Instant::now()
+            .checked_add(Duration::from_secs(seconds))
+            .map(Some)
+            .ok_or_else(|| format!("ttl of {seconds} seconds is too large")),
     }
 }
 
@@ -125,5 +149,16 @@ mod tests {
         }
         assert_eq!(kv.get("long"), Ok(Some("y".into())));
         assert_eq!(kv.delete("short"), Ok(false));
+    }
+
+    #[test]
+    fn claim_sets_only_an_absent_or_expired_name() {
+        let kv = MemoryKv::new();
+        assert_eq!(kv.claim("c", "first", Some(1)), Ok(true));
+        assert_eq!(kv.claim("c", "second", Some(1)), Ok(false));
+        assert_eq!(kv.get("c"), Ok(Some("first".into())));
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(kv.claim("c", "third", None), Ok(true));
+        assert_eq!(kv.get("c"), Ok(Some("third".into())));
     }
 }

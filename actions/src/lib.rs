@@ -5,8 +5,9 @@
 //! - [`params`]: parameter validation and st2-style casting of rendered values;
 //! - [`runtime`]: the sandboxed Rhai runtime (limits, timeout, cancellation, host modules).
 //!
-//! This crate never imports `engine`, `rules` or `sensors`, never uses tokio, and gives scripts
-//! no file system and no processes.
+//! This crate never imports `engine`, `rules` or `sensors`, never runs a script on tokio (the
+//! `docker` host module alone keeps a private runtime for bollard's calls), and gives scripts no
+//! file system and no processes.
 
 pub mod error;
 mod host;

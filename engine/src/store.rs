@@ -1391,6 +1391,19 @@ impl squall_actions::KvStore for StoreKv {
     fn delete(&self, name: &str) -> Result<bool, String> {
         self.0.kv_delete(name).map_err(|e| e.to_string())
     }
+
+    /// Atomic within this process (one squall owns its store): claims are serialized.
+    fn claim(&self, name: &str, value: &str, ttl_seconds: Option<u64>) -> Result<bool, String> {
+        static CLAIMS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = CLAIMS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.get(name)?.is_some() {
+            return Ok(false);
+        }
+        self.set(name, value, ttl_seconds)?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

@@ -334,18 +334,7 @@ fn reply_to_map(reply: Reply) -> Dynamic {
 
 /// reqwest's error and its causes ("connection refused" is a cause, not the error itself).
 fn error_chain(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    super::error_chain(&error.without_url())
 }
 
 #[cfg(test)]

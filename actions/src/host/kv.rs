@@ -1,5 +1,7 @@
 //! The `kv` host module: `kv::get(name)`, `kv::set(name, value[, ttl_seconds])`,
-//! `kv::delete(name)`, over the run's [`crate::KvStore`].
+//! `kv::delete(name)`, and `kv::claim(name, value[, ttl_seconds])`, which sets the name only
+//! when it is absent and says whether it did (of two scripts claiming a name at once, exactly
+//! one gets `true`: a cooldown or a lock), over the run's [`crate::KvStore`].
 //!
 //! Values are strings; a non-string value given to `kv::set` is stored as its JSON text.
 //! Store errors become script errors; this module never caches values across runs.
@@ -41,7 +43,33 @@ pub(super) fn module() -> Module {
         "delete",
         |context: NativeCallContext, name: &str| { located(&context, delete(name)) }
     );
+    add_fn!(
+        &mut module,
+        "claim",
+        |context: NativeCallContext, name: &str, value: Dynamic| {
+            located(&context, claim(name, &value, None))
+        }
+    );
+    add_fn!(
+        &mut module,
+        "claim",
+        |context: NativeCallContext, name: &str, value: Dynamic, ttl: INT| {
+            let ttl = u64::try_from(ttl).map_err(|_| {
+                script_error(format!(
+                    "kv::claim('{name}'): ttl must not be negative, got {ttl}"
+                ))
+            });
+            located(&context, ttl.and_then(|ttl| claim(name, &value, Some(ttl))))
+        }
+    );
     module
+}
+
+fn claim(name: &str, value: &Dynamic, ttl: Option<u64>) -> Result<bool> {
+    let text = convert::to_message(value);
+    kv_store()?
+        .claim(name, &text, ttl)
+        .map_err(|e| script_error(format!("kv::claim('{name}'): {e}")))
 }
 
 fn get(name: &str) -> Result<Dynamic> {

@@ -1,6 +1,6 @@
 //! The host side of a script run: the per-run state (log sink, deadline, cancel token, key-value
 //! store) that host functions reach through a thread-local, and the registration of the host
-//! modules (`kv`, `http`, `json`, `time`, `log`) on an engine.
+//! modules (`kv`, `http`, `json`, `time`, `log`, `docker`) on an engine.
 //!
 //! The state lives in a thread-local because each worker thread has one `rhai::Engine`,
 //! configured once, whose callbacks cannot capture per-run data; the state is installed for
@@ -19,6 +19,7 @@ macro_rules! add_fn {
 }
 
 pub(crate) mod convert;
+mod docker;
 mod http;
 mod json;
 mod kv;
@@ -301,14 +302,31 @@ pub(crate) fn script_error(message: impl Into<String>) -> Box<EvalAltResult> {
     EvalAltResult::ErrorRuntime(Dynamic::from(message.into()), Position::NONE).into()
 }
 
+/// An error and its causes: the cause ("connection refused") is what a script author needs,
+/// and many errors' own text stops before it.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The host modules, registered under their names (`kv::get(...)`); the one list of them.
 pub(crate) fn register(engine: &mut Engine) {
-    let modules: [(&str, Module); 5] = [
+    let modules: [(&str, Module); 6] = [
         ("kv", kv::module()),
         ("http", http::module()),
         ("json", json::module()),
         ("time", time::module()),
         ("log", log::module()),
+        ("docker", docker::module()),
     ];
     for (name, module) in modules {
         engine.register_static_module(name, module.into());

@@ -496,6 +496,9 @@ impl KvStore for BrokenKv {
     fn delete(&self, _: &str) -> Result<bool, String> {
         Err("store unavailable".into())
     }
+    fn claim(&self, _: &str, _: &str, _: Option<u64>) -> Result<bool, String> {
+        Err("store unavailable".into())
+    }
 }
 
 #[test]
