@@ -774,8 +774,12 @@ impl Engine {
         if claimed.is_empty() {
             return;
         }
-        // An action that is not idempotent must be on record as running before it starts.
-        self.durable_blocking();
+        // An action that is not idempotent must be on record as running before it starts (so
+        // that a crash abandons it rather than running it again); an idempotent one may run
+        // again, so it need not wait for the disk.
+        if claimed.iter().any(|(_, e, _)| !e.idempotent) {
+            self.durable_blocking();
+        }
         for (_, e, _) in &claimed {
             self.publish_with("st2.execution__update", || execution_json(&loaded, e));
         }
@@ -790,7 +794,11 @@ impl Engine {
             self.record_final(&mut e, status, result, log);
             finished.push(e);
         }
-        self.durable_blocking();
+        // A workflow's task is made durable by the workflow's next step, which writes after it
+        // and flushes before anything follows from its result.
+        if finished.iter().any(|e| e.parent.is_none()) {
+            self.durable_blocking();
+        }
         for e in &finished {
             self.announce_final(&loaded, e);
         }

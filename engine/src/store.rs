@@ -61,6 +61,9 @@ const T_KV_EXPIRY: &str = "kv_expiry";
 const T_APIKEYS: &str = "apikeys";
 const T_APIKEY_BY_HASH: &str = "apikeys_by_hash";
 const T_META: &str = "meta";
+/// Parts of large workflows' states kept beside their execution record (see
+/// [`Store::put_workflow_step`]), keyed by workflow id, then the part's own key.
+const T_WORKFLOW_PARTS: &str = "workflow_parts";
 
 const META_INDEX_VERSION: &[u8] = b"index_version";
 const KEY_FILE: &str = "secret.key";
@@ -157,6 +160,7 @@ pub struct Store {
     apikeys: Tree,
     apikey_by_hash: Tree,
     meta: Tree,
+    workflow_parts: Tree,
     cipher: ChaCha20Poly1305,
 }
 
@@ -243,6 +247,15 @@ fn abort<T>(e: StoreError) -> TxResult<T> {
 
 /// `<a>\0<b>`: the layout of every composite index key. Lookups always re-check the record,
 /// so a value that itself holds a NUL can at worst cost a wasted read, never a wrong answer.
+/// A workflow part's key: the workflow's id, a 0 byte, the part's own key.
+fn part_key(workflow: &str, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(workflow.len() + 1 + key.len());
+    k.extend_from_slice(workflow.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key);
+    k
+}
+
 fn pair_key(a: &str, b: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(a.len() + b.len() + 1);
     k.extend_from_slice(a.as_bytes());
@@ -461,6 +474,7 @@ impl Store {
             apikeys: db.open_tree(T_APIKEYS)?,
             apikey_by_hash: db.open_tree(T_APIKEY_BY_HASH)?,
             meta: db.open_tree(T_META)?,
+            workflow_parts: db.open_tree(T_WORKFLOW_PARTS)?,
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
             db,
         };
@@ -784,6 +798,59 @@ impl Store {
                 Ok(())
             })
             .map_err(tx_error)
+    }
+
+    /// A workflow step: executions (the workflows' records and their new tasks) and parts of
+    /// the workflows' states kept apart from their records, in one transaction. A part is
+    /// `(workflow id, part key, bytes)`; writing a part replaces the one with that key.
+    ///
+    /// Large workflows (with-items over thousands of items) change a few items per step:
+    /// keeping each item's state as its own part makes a step's cost follow what changed,
+    /// not the workflow's size.
+    pub fn put_workflow_step(
+        &self,
+        list: &[Execution],
+        parts: &[(String, Vec<u8>, Vec<u8>)],
+    ) -> StoreResult<()> {
+        let encoded = list
+            .iter()
+            .map(|e| encode(T_EXECUTIONS, &e.id, e).map(|b| (e, b)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        (
+            &self.executions,
+            &self.active,
+            &self.exec_by_field,
+            &self.exec_counts,
+            &self.workflow_parts,
+        )
+            .transaction(|(executions, active, by_field, counts, wf_parts)| {
+                let tx = ExecTx {
+                    executions,
+                    active,
+                    by_field,
+                    counts,
+                };
+                for (e, bytes) in &encoded {
+                    tx.put(e, bytes)?;
+                }
+                for (workflow, key, bytes) in parts {
+                    wf_parts.insert(part_key(workflow, key), bytes.as_slice())?;
+                }
+                Ok(())
+            })
+            .map_err(tx_error)
+    }
+
+    /// A workflow's parts, as `(part key, bytes)` in key order.
+    pub fn workflow_parts(&self, workflow: &str) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let prefix = part_key(workflow, b"");
+        self.workflow_parts
+            .scan_prefix(&prefix)
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((k[prefix.len()..].to_vec(), v.to_vec()))
+            })
+            .collect()
     }
 
     pub fn execution(&self, id: &str) -> StoreResult<Option<Execution>> {
@@ -1303,6 +1370,12 @@ impl Store {
                     }
                 })
                 .map_err(tx_error)?;
+            if removed {
+                let prefix = part_key(&String::from_utf8_lossy(&k), b"");
+                for part in self.workflow_parts.scan_prefix(&prefix).keys() {
+                    self.workflow_parts.remove(part?)?;
+                }
+            }
             counts.executions += usize::from(removed);
         }
         Ok(counts)

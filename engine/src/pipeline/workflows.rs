@@ -53,8 +53,8 @@ type Reply = oneshot::Sender<Result<Execution, EngineError>>;
 pub(crate) enum WorkflowEvent {
     /// A workflow execution to start (it is stored, scheduled, without state yet).
     Start(Execution),
-    /// A workflow execution that carries its state already (a re-run from failed tasks).
-    Adopt(Execution, Option<Reply>),
+    /// A workflow execution with its state already (a re-run from failed tasks).
+    Adopt(Execution, Box<Conductor>, Option<Reply>),
     /// A task's execution reached a final status, durably.
     TaskEnded(Execution),
     Control(String, Control, Option<Reply>),
@@ -120,15 +120,17 @@ impl Engine {
         if self.is_stopping() {
             return Err(EngineError::ShuttingDown);
         }
-        let state = old
-            .workflow
-            .clone()
-            .ok_or_else(|| EngineError::NotWorkflow(old.id.clone()))?;
-        let mut conductor: Conductor = serde_json::from_value(state)
+        if old.workflow.is_none() {
+            return Err(EngineError::NotWorkflow(old.id.clone()));
+        }
+        let mut conductor = self
+            .conductor_of(old)
             .map_err(|e| EngineError::Workflow(format!("its saved state cannot be read: {e}")))?;
         conductor
             .rerun(tasks, reset)
             .map_err(|e| EngineError::Workflow(e.to_string()))?;
+        // Saved anew under the new execution.
+        conductor.mark_all_parts();
         let mut e = Execution::new(&old.action, old.parameters.clone());
         e.idempotent = old.idempotent;
         e.user = old.user.clone();
@@ -143,9 +145,8 @@ impl Engine {
             }
         ));
         e.status = ExecutionStatus::Running;
-        e.workflow = serde_json::to_value(&conductor).ok();
         let (tx, rx) = oneshot::channel();
-        self.workflow_event(WorkflowEvent::Adopt(e, Some(tx)));
+        self.workflow_event(WorkflowEvent::Adopt(e, Box::new(conductor), Some(tx)));
         rx.await.map_err(|_| EngineError::ShuttingDown)?
     }
 
@@ -183,25 +184,18 @@ impl Engine {
     ) {
         match event {
             WorkflowEvent::Start(e) => self.start_workflow(loaded, active, e, step),
-            WorkflowEvent::Adopt(e, reply) => {
-                let state = e.workflow.clone().unwrap_or_default();
-                match serde_json::from_value::<Conductor>(state) {
-                    Ok(conductor) => {
-                        let id = e.id.clone();
-                        active.insert(id.clone(), Active { exec: e, conductor });
-                        self.advance(loaded, active, &id, step);
-                        if let Some(reply) = reply {
-                            step.replies.push((id, reply));
-                        }
-                    }
-                    Err(err) => {
-                        if let Some(reply) = reply {
-                            step.refusals.push((
-                                reply,
-                                EngineError::Workflow(format!("its state cannot be read: {err}")),
-                            ));
-                        }
-                    }
+            WorkflowEvent::Adopt(e, conductor, reply) => {
+                let id = e.id.clone();
+                active.insert(
+                    id.clone(),
+                    Active {
+                        exec: e,
+                        conductor: *conductor,
+                    },
+                );
+                self.advance(loaded, active, &id, step);
+                if let Some(reply) = reply {
+                    step.replies.push((id, reply));
                 }
             }
             WorkflowEvent::TaskEnded(task) => self.task_ended(loaded, active, task, step),
@@ -227,6 +221,19 @@ impl Engine {
         }
     }
 
+    /// A workflow's conductor as saved: its record's state and the parts kept beside it.
+    fn conductor_of(&self, e: &Execution) -> Result<Conductor, String> {
+        let state = e.workflow.clone().ok_or("no saved state")?;
+        let mut conductor: Conductor =
+            serde_json::from_value(state).map_err(|err| err.to_string())?;
+        let parts = self
+            .store
+            .workflow_parts(&e.id)
+            .map_err(|err| err.to_string())?;
+        conductor.restore_parts(parts)?;
+        Ok(conductor)
+    }
+
     /// Makes sure the workflow is in memory; false when it is not a running workflow.
     fn load(&self, active: &mut HashMap<String, Active>, id: &str) -> bool {
         if active.contains_key(id) {
@@ -240,10 +247,10 @@ impl Engine {
                 return false;
             }
         };
-        let Some(state) = exec.workflow.clone() else {
+        if exec.workflow.is_none() {
             return false;
-        };
-        match serde_json::from_value::<Conductor>(state) {
+        }
+        match self.conductor_of(&exec) {
             Ok(conductor) => {
                 active.insert(id.to_string(), Active { exec, conductor });
                 true
@@ -560,15 +567,22 @@ impl Engine {
             let _ = reply.send(Err(err));
         }
         let mut batch = Vec::with_capacity(touched.len() + children.len());
+        let mut parts = Vec::new();
         for id in &touched {
             if let Some(a) = active.get_mut(id) {
                 a.exec.workflow = serde_json::to_value(&a.conductor).ok();
                 batch.push(a.exec.clone());
+                parts.extend(
+                    a.conductor
+                        .take_parts()
+                        .into_iter()
+                        .map(|(key, bytes)| (id.clone(), key, bytes)),
+                );
             }
         }
         batch.extend(children.iter().map(|(c, _)| c.clone()));
         if !batch.is_empty() {
-            if let Err(err) = self.store.put_executions(&batch) {
+            if let Err(err) = self.store.put_workflow_step(&batch, &parts) {
                 tracing::error!(error = %err, "cannot save a workflow step");
                 for (_, reply) in replies {
                     let _ = reply.send(Err(EngineError::Durability(err.to_string())));
@@ -631,11 +645,12 @@ impl Engine {
     /// already are refused by its conductor, so a task is never counted twice.
     pub(crate) fn reconcile_workflows(&self, workflows: &[Execution], reported: &HashSet<String>) {
         for wf in workflows {
-            let Some(state) = wf.workflow.clone() else {
-                continue;
-            };
-            let Ok(conductor) = serde_json::from_value::<Conductor>(state) else {
-                continue;
+            let conductor = match self.conductor_of(wf) {
+                Ok(c) => c,
+                Err(err) => {
+                    tracing::error!(workflow = %wf.id, error = %err, "the workflow's saved state cannot be read");
+                    continue;
+                }
             };
             let outstanding = conductor.outstanding();
             if outstanding.is_empty() {

@@ -41,6 +41,37 @@ use super::model::{Join, Workflow};
 /// Bound on task starts in one `next_requests` call (see there).
 const MAX_STARTS_PER_CALL: usize = 100_000;
 
+/// With-items runs over more items than this keep their items and each item's state out of
+/// the conductor's own serialized form, as separate parts (see [`Conductor::take_parts`]), so
+/// that saving a step costs what the step changed, not the size of the workflow.
+pub const EXTERNAL_UNITS: usize = 64;
+
+fn many_items(items: &Option<Vec<Value>>) -> bool {
+    items.as_ref().is_some_and(|i| i.len() > EXTERNAL_UNITS)
+}
+
+// serde's skip_serializing_if hands the field itself.
+#[allow(clippy::ptr_arg)]
+fn many_units(units: &Vec<Unit>) -> bool {
+    units.len() > EXTERNAL_UNITS
+}
+
+/// A part's key: the run's index, `i` (its items) or `u` and the item's index.
+fn part_key(run: usize, unit: Option<usize>) -> Vec<u8> {
+    let mut key = u32::try_from(run)
+        .unwrap_or(u32::MAX)
+        .to_be_bytes()
+        .to_vec();
+    match unit {
+        None => key.push(b'i'),
+        Some(u) => {
+            key.push(b'u');
+            key.extend_from_slice(&u32::try_from(u).unwrap_or(u32::MAX).to_be_bytes());
+        }
+    }
+    key
+}
+
 /// Why a workflow could not start or a result was not accepted.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
@@ -159,7 +190,9 @@ struct TaskRun {
     name: String,
     state: RunState,
     /// The items, for a with-items task once it has started.
+    #[serde(default, skip_serializing_if = "many_items")]
     items: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "many_units")]
     units: Vec<Unit>,
 }
 
@@ -199,6 +232,11 @@ pub struct Conductor {
     errors: Vec<Value>,
     status: WorkflowStatus,
     output: Map<String, Value>,
+    /// Parts changed since [`Conductor::take_parts`]: items' states, and runs' item lists.
+    #[serde(skip)]
+    dirty_units: BTreeSet<(usize, usize)>,
+    #[serde(skip)]
+    dirty_items: BTreeSet<usize>,
 }
 
 impl Conductor {
@@ -238,6 +276,8 @@ impl Conductor {
             errors: Vec::new(),
             status: WorkflowStatus::Running,
             output: Map::new(),
+            dirty_units: BTreeSet::new(),
+            dirty_items: BTreeSet::new(),
             workflow,
         };
         for name in conductor.workflow.start_tasks() {
@@ -248,6 +288,99 @@ impl Conductor {
 
     pub fn status(&self) -> WorkflowStatus {
         self.status
+    }
+
+    /// The parts of large with-items runs changed since the last call, as `(key, bytes)`:
+    /// the caller saves them with the conductor's serialized form, which leaves them out.
+    pub fn take_parts(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut parts = Vec::new();
+        for idx in std::mem::take(&mut self.dirty_items) {
+            if let Some(items) = self.runs.get(idx).and_then(|r| r.items.as_ref()) {
+                if items.len() > EXTERNAL_UNITS {
+                    if let Ok(bytes) = serde_json::to_vec(items) {
+                        parts.push((part_key(idx, None), bytes));
+                    }
+                }
+            }
+        }
+        for (idx, u) in std::mem::take(&mut self.dirty_units) {
+            let Some(run) = self.runs.get(idx) else {
+                continue;
+            };
+            if let (true, Some(unit)) = (many_units(&run.units), run.units.get(u)) {
+                if let Ok(bytes) = serde_json::to_vec(unit) {
+                    parts.push((part_key(idx, Some(u)), bytes));
+                }
+            }
+        }
+        parts
+    }
+
+    /// Marks every part as changed: the state is being saved somewhere new (a re-run).
+    pub fn mark_all_parts(&mut self) {
+        for idx in 0..self.runs.len() {
+            if many_items(&self.runs[idx].items) {
+                self.dirty_items.insert(idx);
+            }
+            if many_units(&self.runs[idx].units) {
+                self.dirty_units
+                    .extend((0..self.runs[idx].units.len()).map(|u| (idx, u)));
+            }
+        }
+    }
+
+    /// Puts back the parts [`Conductor::take_parts`] gave, read back from where they were saved.
+    pub fn restore_parts(&mut self, parts: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), String> {
+        let mut units: BTreeMap<usize, BTreeMap<usize, Unit>> = BTreeMap::new();
+        for (key, bytes) in parts {
+            let run = key
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .map(|b: [u8; 4]| u32::from_be_bytes(b) as usize)
+                .ok_or("a workflow part has a malformed key")?;
+            // Parts of a run that is small again (re-run with fewer items) are stale.
+            let Some(r) = self.runs.get_mut(run) else {
+                continue;
+            };
+            match key.get(4) {
+                Some(b'i') if r.items.is_none() => {
+                    r.items = Some(serde_json::from_slice(&bytes).map_err(|e| e.to_string())?);
+                }
+                Some(b'u') => {
+                    let u = key
+                        .get(5..9)
+                        .and_then(|b| b.try_into().ok())
+                        .map(|b: [u8; 4]| u32::from_be_bytes(b) as usize)
+                        .ok_or("a workflow part has a malformed key")?;
+                    let unit = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+                    units.entry(run).or_default().insert(u, unit);
+                }
+                _ => {}
+            }
+        }
+        for (run, list) in units {
+            let r = &mut self.runs[run];
+            let count = r.items.as_ref().map_or(0, Vec::len);
+            if !r.units.is_empty() || count <= EXTERNAL_UNITS {
+                continue;
+            }
+            if list.len() < count || list.keys().take(count).enumerate().any(|(i, k)| i != *k) {
+                return Err(format!(
+                    "task '{}': {} of its {count} items' states are missing",
+                    r.name,
+                    count.saturating_sub(list.len())
+                ));
+            }
+            r.units = list.into_values().take(count).collect();
+        }
+        Ok(())
+    }
+
+    /// Records that an item's state changed, for a run whose items are kept as parts.
+    fn touch(&mut self, idx: usize, u: usize) {
+        if many_units(&self.runs[idx].units) {
+            self.dirty_units.insert((idx, u));
+        }
     }
 
     /// The action executions the workflow waits for: task, item and attempt of each.
@@ -372,6 +505,9 @@ impl Conductor {
             return Err(Error::NotFailed("(any)".into()));
         }
         for idx in chosen {
+            for u in 0..self.runs[idx].units.len() {
+                self.touch(idx, u);
+            }
             let name = self.runs[idx].name.clone();
             let run = &mut self.runs[idx];
             if run.items.is_some() && !run.units.is_empty() && !reset.contains(&name) {
@@ -476,6 +612,7 @@ impl Conductor {
         let retry = self.workflow.tasks.get(task).and_then(|t| t.retry.clone());
         let attempt = self.runs[idx].units[unit_index].attempt;
         self.runs[idx].units[unit_index].outstanding = false;
+        self.touch(idx, unit_index);
         let canceling = self.status == WorkflowStatus::Canceling;
         if let Some(retry) = retry.filter(|r| attempt < r.count && !self.failing && !canceling) {
             let item_value = self.item_value(idx, item);
@@ -600,6 +737,10 @@ impl Conductor {
             };
             units
         ];
+        if units > EXTERNAL_UNITS {
+            self.dirty_items.insert(idx);
+            self.dirty_units.extend((0..units).map(|u| (idx, u)));
+        }
         if units == 0 {
             // An empty item list: nothing to run, the task succeeds with an empty result.
             self.complete_run(idx);
@@ -660,6 +801,7 @@ impl Conductor {
                         task.delay
                     };
                     self.runs[idx].units[u].outstanding = true;
+                    self.touch(idx, u);
                     outstanding += 1;
                     out.push(TaskRequest {
                         task: name.clone(),
@@ -715,6 +857,9 @@ impl Conductor {
             .units
             .iter_mut()
             .for_each(|u| u.outstanding = false);
+        for u in 0..self.runs[idx].units.len() {
+            self.touch(idx, u);
+        }
         self.task_status.insert(name.clone(), json!("failed"));
         self.fail_with(&name, message, None);
     }
@@ -946,5 +1091,60 @@ mod tests {
         c.on_task_result("b", None, ok(json!(null))).unwrap();
         assert_eq!(c.status(), WorkflowStatus::Succeeded);
         assert_eq!(c.output(), json!({"output": {"x": 7}}));
+    }
+
+    /// A large with-items run is saved as a small record plus parts; saved and restored at
+    /// every step, it ends exactly as one that never left memory.
+    #[test]
+    fn large_with_items_state_round_trips_through_parts() {
+        let wf = Workflow::parse(
+            "version: 1.0\ntasks:\n  each:\n    with:\n      items: i in {{ range(200) | list }}\n      concurrency: 7\n    action: core.echo\n    input: {n: \"{{ item('i') }}\"}\n    next:\n      - publish: [all: \"{{ result() }}\"]\noutput:\n  - sum: \"{{ ctx().all | sum }}\"\n",
+        )
+        .unwrap();
+        let mut c = Conductor::new(wf, json!({})).unwrap();
+        let mut saved: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut pending = c.next_requests();
+        while let Some(req) = pending.pop() {
+            let n = req.input["n"].clone();
+            c.on_task_result(
+                &req.task,
+                req.item,
+                TaskOutcome {
+                    status: if n == json!(13) && req.attempt == 0 {
+                        OutcomeStatus::Failed
+                    } else {
+                        OutcomeStatus::Succeeded
+                    },
+                    result: n,
+                },
+            )
+            .unwrap();
+            pending.extend(c.next_requests());
+            saved.extend(c.take_parts());
+            let record = serde_json::to_string(&c).unwrap();
+            assert!(
+                record.len() < 4096,
+                "the record stays small: {} bytes",
+                record.len()
+            );
+            c = serde_json::from_str(&record).unwrap();
+            c.restore_parts(saved.clone().into_iter().collect())
+                .unwrap();
+        }
+        assert_eq!(c.status(), WorkflowStatus::Failed);
+        c.rerun(&[], &[]).unwrap();
+        let again = c.next_requests();
+        assert_eq!(again.len(), 1);
+        c.on_task_result(
+            "each",
+            again[0].item,
+            TaskOutcome {
+                status: OutcomeStatus::Succeeded,
+                result: json!(13),
+            },
+        )
+        .unwrap();
+        assert_eq!(c.status(), WorkflowStatus::Succeeded);
+        assert_eq!(c.output(), json!({"output": {"sum": 19900}}));
     }
 }
