@@ -174,3 +174,60 @@ fn webhook_with_a_github_signature() {
     let (code, _) = s.post("/api/v1/webhooks/hello", body);
     assert_eq!(code, 401, "an unsigned request is refused");
 }
+
+/// `execution pause`, `resume` and `rerun --tasks` drive a workflow as the API does.
+#[test]
+fn workflow_commands_pause_resume_and_rerun_from_a_task() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Squall::start(
+        &dir.path().join("data"),
+        &[repo().join("tests/packs/e2e")],
+        &[],
+    );
+    let out = cli(
+        &s,
+        &["action", "run", "e2e.flow_pause", "seconds=1", "--async"],
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let id = all
+        .split_whitespace()
+        .find(|w| w.len() == 26 && w.chars().all(|c| c.is_ascii_alphanumeric()))
+        .unwrap_or_else(|| panic!("an execution id in {all}"))
+        .to_string();
+    let out = cli(&s, &["execution", "pause", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("paus"), "{}", text(&out));
+    s.wait_for(&format!("/api/v1/executions/{id}"), 30, |v| {
+        v["status"] == "paused"
+    });
+    let out = cli(&s, &["execution", "resume", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let done = s.wait_for(&format!("/api/v1/executions/{id}"), 30, |v| {
+        v["status"] == "succeeded"
+    });
+    assert_eq!(
+        done["result"]["output"]["greeting"],
+        "HELLO PAUSED SUCCEEDED"
+    );
+    let out = cli(&s, &["execution", "pause", &id]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a finished workflow cannot pause"
+    );
+    assert!(text(&out).contains("succeeded"), "{}", text(&out));
+
+    let out = cli(&s, &["action", "run", "e2e.flow_gate"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let (_, list) = s.get("/api/v1/executions?action=e2e.flow_gate");
+    let failed = list[0]["id"].as_str().expect("id").to_string();
+    let (code, _) = s
+        .request("PUT", "/api/v1/keys/e2e.gate", Some(r#"{"value": "open"}"#))
+        .expect("request");
+    assert_eq!(code, 200);
+    let out = cli(&s, &["execution", "rerun", &failed, "--tasks", "gate"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("passed"), "{all}");
+}

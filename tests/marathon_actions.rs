@@ -681,3 +681,49 @@ fn basic_auth_is_sent_when_configured() {
         "cannot read app /web: Marathon answered 401: Invalid username or password.",
     ]);
 }
+
+/// The ops pack on the Marathon backend: a firing capacity alert for app `web` reads `/web`'s
+/// instances, scales it by the step, waits until the new tasks run, and records the change.
+#[test]
+fn ops_scale_out_scales_a_marathon_app() {
+    let marathon = Marathon::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "configs/marathon.yaml",
+        &format!("url: {}/\n", marathon.url),
+    );
+    write(
+        dir.path(),
+        "configs/ops.yaml",
+        "backend: marathon\nstep: 2\nmax_instances: 4\nalertnames: [HighLoad]\n",
+    );
+    let configs = dir.path().join("configs");
+    let s = crate::harness::Squall::start(
+        &dir.path().join("data"),
+        &[],
+        &["--configs", configs.to_str().expect("utf-8 path")],
+    );
+    crate::ops::alert(&s, "firing", "HighLoad", "web", "a");
+    let runs = crate::ops::ended(&s, "ops.scale_out", 1);
+    assert_eq!(runs[0]["status"], "succeeded", "{}", runs[0]);
+    let output = &runs[0]["result"]["output"];
+    assert_eq!(output["before"], 2, "{output}");
+    assert_eq!(output["after"], 4, "{output}");
+    assert!(
+        output["outcome"].to_string().contains("on marathon"),
+        "{output}"
+    );
+    assert_eq!(marathon.instances("/web"), 4);
+    let puts = marathon.seen_of("PUT");
+    assert_eq!(puts.len(), 1, "{puts:?}");
+    assert_eq!(puts[0].body, json!({"instances": 4}));
+    // It waited for the deployment: the app's tasks were running when it ended.
+    let last_get = marathon
+        .seen_of("GET")
+        .into_iter()
+        .filter(|g| g.target.starts_with("/v2/apps/web"))
+        .last()
+        .expect("a GET of the app");
+    assert_eq!(last_get.answer["app"]["tasksRunning"], 4, "{last_get:?}");
+}

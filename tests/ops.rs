@@ -77,7 +77,7 @@ fn start(dir: &Path, ops: &str) -> Squall {
     )
 }
 
-fn alert(s: &Squall, status: &str, alertname: &str, app: &str, instance: &str) {
+pub(crate) fn alert(s: &Squall, status: &str, alertname: &str, app: &str, instance: &str) {
     let body = json!({
         "version": "4",
         "status": status,
@@ -98,7 +98,7 @@ fn alert(s: &Squall, status: &str, alertname: &str, app: &str, instance: &str) {
 }
 
 /// Waits for `count` executions of `action` to end; returns them, oldest first.
-fn ended(s: &Squall, action: &str, count: usize) -> Vec<Value> {
+pub(crate) fn ended(s: &Squall, action: &str, count: usize) -> Vec<Value> {
     let list = s.wait_for(&format!("/api/v1/executions?action={action}"), 90, |v| {
         v.as_array().is_some_and(|a| {
             a.len() >= count
