@@ -104,6 +104,15 @@ fn resolve(args: RunArgs) -> Result<RunConfig> {
     })
 }
 
+/// Threads of the async runtime (HTTP, sensors, timers): `SQUALL_IO_THREADS`, else 8.
+fn io_threads() -> usize {
+    std::env::var("SQUALL_IO_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(8)
+}
+
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let config = resolve(args)?;
     tracing_subscriber::fmt()
@@ -117,7 +126,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("squall-io")
-        .worker_threads(8)
+        .worker_threads(io_threads())
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(squall_engine::server::run(config))?;

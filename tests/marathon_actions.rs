@@ -722,8 +722,8 @@ fn ops_scale_out_scales_a_marathon_app() {
     let last_get = marathon
         .seen_of("GET")
         .into_iter()
-        .filter(|g| g.target.starts_with("/v2/apps/web"))
-        .last()
+        .rev()
+        .find(|g| g.target.starts_with("/v2/apps/web"))
         .expect("a GET of the app");
     assert_eq!(last_get.answer["app"]["tasksRunning"], 4, "{last_get:?}");
 }

@@ -28,7 +28,7 @@ use crate::model::{
 };
 use crate::packs::Catalog;
 use crate::policies::Policies;
-use crate::store::{Store, StoreError, StoreKv};
+use crate::store::{Completion, Store, StoreError, StoreKv};
 
 mod workflows;
 
@@ -455,13 +455,7 @@ impl Engine {
             let engine = self.clone();
             let worked = tokio::task::spawn_blocking(move || {
                 let loaded = engine.loaded();
-                let mut to_dispatch = Vec::new();
-                for (ti, segment) in &batch {
-                    match engine.enforce_journaled(&loaded, ti, *segment) {
-                        Ok(mut execs) => to_dispatch.append(&mut execs),
-                        Err(e) => tracing::error!(trigger_instance = %ti.id, error = %e, "rules loop failed on an instance; it stays pending"),
-                    }
-                }
+                let to_dispatch = engine.enforce_batch(&loaded, &batch);
                 (loaded, to_dispatch)
             })
             .await;
@@ -480,28 +474,93 @@ impl Engine {
         }
     }
 
-    /// Puts a journaled instance into the store (if a restart has not already), then enforces.
-    fn enforce_journaled(
+    /// Enforces a batch of instances. Those straight from the journal (the common case) are
+    /// written with their outcomes in one transaction; the others (replayed after a restart,
+    /// or stored before they came here) one by one, with the exactly-once check.
+    fn enforce_batch(
         &self,
         loaded: &Loaded,
-        ti: &TriggerInstance,
-        segment: Option<u64>,
-    ) -> Result<Vec<Execution>, EngineError> {
-        if let Some(seq) = segment {
-            if self.store.trigger_instance(&ti.id)?.is_none() {
-                self.store.insert_trigger_instance(ti)?;
+        batch: &[(TriggerInstance, Option<u64>)],
+    ) -> Vec<Execution> {
+        let mut fresh = Vec::new();
+        let mut to_dispatch = Vec::new();
+        for (ti, segment) in batch {
+            let new = match segment {
+                Some(_) => match self.store.trigger_instance(&ti.id) {
+                    Ok(found) => found.is_none(),
+                    Err(e) => {
+                        tracing::error!(trigger_instance = %ti.id, error = %e, "rules loop cannot read an instance; it stays in the journal");
+                        continue;
+                    }
+                },
+                None => false,
+            };
+            let plan = match self.plan(loaded, ti, new) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    tracing::error!(trigger_instance = %ti.id, error = %e, "rules loop failed on an instance; it stays pending");
+                    continue;
+                }
+            };
+            if new {
+                fresh.push((plan, *segment));
+                continue;
             }
-            self.journal.stored(seq);
+            match self.store.complete_trigger_instance(
+                &ti.id,
+                plan.status,
+                &plan.enforcements,
+                &plan.executions,
+            ) {
+                Ok(written) => to_dispatch.extend(plan.written(&written)),
+                Err(e) => {
+                    tracing::error!(trigger_instance = %ti.id, error = %e, "rules loop failed on an instance; it stays pending");
+                    continue;
+                }
+            }
+            if let Some(seq) = segment {
+                self.journal.stored(*seq);
+            }
         }
-        self.enforce(loaded, ti)
+        if fresh.is_empty() {
+            return to_dispatch;
+        }
+        let completions: Vec<Completion<'_>> = fresh
+            .iter()
+            .map(|(plan, _)| Completion {
+                ti_id: &plan.ti.id,
+                status: plan.status,
+                new: Some(&plan.ti),
+                enforcements: &plan.enforcements,
+                executions: &plan.executions,
+            })
+            .collect();
+        let written = match self.store.complete_trigger_instances(&completions) {
+            Ok(w) => w,
+            Err(e) => {
+                // Left in the journal: replayed and enforced at the next start.
+                tracing::error!(count = fresh.len(), error = %e, "rules loop could not record a batch of instances; they stay in the journal");
+                return to_dispatch;
+            }
+        };
+        drop(completions);
+        for ((plan, segment), written) in fresh.into_iter().zip(written) {
+            to_dispatch.extend(plan.written(&written));
+            if let Some(seq) = segment {
+                self.journal.stored(seq);
+            }
+        }
+        to_dispatch
     }
 
-    /// Matches one instance and records the outcome. Returns the executions to dispatch.
-    fn enforce(
+    /// Matches one instance and decides its outcome (nothing written). `fresh`: the instance
+    /// is not in the store yet, so nothing can have been enforced for it.
+    fn plan(
         &self,
         loaded: &Loaded,
         ti: &TriggerInstance,
-    ) -> Result<Vec<Execution>, EngineError> {
+        fresh: bool,
+    ) -> Result<Plan, EngineError> {
         let env = EvalEnv {
             now: Utc::now(),
             kv: Arc::new(StoreKv(self.store.clone())),
@@ -512,7 +571,11 @@ impl Engine {
             trigger_parameters: ti.trigger_parameters.as_ref(),
         };
         let eval = loaded.rules.evaluate(&view, &env);
-        let already: HashSet<String> = self.store.enforced_rules(&ti.id)?.into_iter().collect();
+        let already: HashSet<String> = if fresh {
+            HashSet::new()
+        } else {
+            self.store.enforced_rules(&ti.id)?.into_iter().collect()
+        };
         let mut enforcements = Vec::new();
         let mut executions = Vec::new();
         for (id, failure) in &eval.errors {
@@ -596,17 +659,12 @@ impl Engine {
         } else {
             TriggerInstanceStatus::Processed
         };
-        let written =
-            self.store
-                .complete_trigger_instance(&ti.id, status, &enforcements, &executions)?;
-        let written_execs: HashSet<String> = written
-            .iter()
-            .filter_map(|e| e.execution_id.clone())
-            .collect();
-        Ok(executions
-            .into_iter()
-            .filter(|e| written_execs.contains(&e.id))
-            .collect())
+        Ok(Plan {
+            ti: ti.clone(),
+            status,
+            enforcements,
+            executions,
+        })
     }
 
     /// Validates parameters and builds a requested execution (not yet stored).
@@ -774,6 +832,19 @@ impl Engine {
         if claimed.is_empty() {
             return;
         }
+        // Their "running" marks in one transaction.
+        let running: Vec<Execution> = claimed.iter().map(|(_, e, _)| e.clone()).collect();
+        if let Err(err) = self.store.put_executions(&running) {
+            tracing::error!(error = %err, "cannot record running executions; they stay queued in the store");
+            for (_, e, _) in &claimed {
+                if let Ok(mut c) = self.cancels.lock() {
+                    c.remove(&e.id);
+                }
+                self.running.fetch_sub(1, Ordering::SeqCst);
+                self.metrics.running_delta(&e.action, -1);
+            }
+            return;
+        }
         // An action that is not idempotent must be on record as running before it starts (so
         // that a crash abandons it rather than running it again); an idempotent one may run
         // again, so it need not wait for the disk.
@@ -791,8 +862,17 @@ impl Engine {
             }
             self.running.fetch_sub(1, Ordering::SeqCst);
             self.metrics.running_delta(&e.action, -1);
-            self.record_final(&mut e, status, result, log);
+            e.status = status;
+            e.result = result;
+            e.log = log;
+            e.end_timestamp = Some(Utc::now());
+            self.metrics
+                .execution_finished(status, e.elapsed_seconds().unwrap_or(0.0));
             finished.push(e);
+        }
+        // Their results in one transaction.
+        if let Err(err) = self.store.put_executions(&finished) {
+            tracing::error!(error = %err, "cannot record final statuses");
         }
         // A workflow's task is made durable by the workflow's next step, which writes after it
         // and flushes before anything follows from its result.
@@ -804,7 +884,8 @@ impl Engine {
         }
     }
 
-    /// Checks an item can run and marks it running (not yet durable).
+    /// Checks an item can run and marks it running (not yet written: [`Engine::run_batch`]
+    /// writes a batch's marks together).
     fn claim(&self, loaded: &Loaded, item: WorkItem) -> Option<(WorkItem, Execution, CancelToken)> {
         let mut e = match self.store.execution(&item.execution_id) {
             Ok(Some(e)) => e,
@@ -845,10 +926,6 @@ impl Engine {
         }
         e.status = ExecutionStatus::Running;
         e.start_timestamp = Utc::now();
-        if let Err(err) = self.store.put_execution(&e) {
-            tracing::error!(execution = %e.id, error = %err, "cannot record running status");
-            return None;
-        }
         self.running.fetch_add(1, Ordering::SeqCst);
         self.metrics.running_delta(&e.action, 1);
         Some((item, e, cancel))
@@ -1121,6 +1198,29 @@ impl Engine {
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "final flush failed");
         }
+    }
+}
+
+/// What the rules decided for one trigger instance, before it is written.
+struct Plan {
+    ti: TriggerInstance,
+    status: TriggerInstanceStatus,
+    enforcements: Vec<RuleEnforcement>,
+    executions: Vec<Execution>,
+}
+
+impl Plan {
+    /// The executions to dispatch: those whose enforcement was written (not one enforced
+    /// before a restart).
+    fn written(self, written: &[RuleEnforcement]) -> Vec<Execution> {
+        let ids: HashSet<&str> = written
+            .iter()
+            .filter_map(|e| e.execution_id.as_deref())
+            .collect();
+        self.executions
+            .into_iter()
+            .filter(|e| ids.contains(e.id.as_str()))
+            .collect()
     }
 }
 

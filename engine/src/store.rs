@@ -44,7 +44,7 @@ use crate::model::{
 /// Version of the secondary indexes' layout. When a data dir was indexed under another
 /// version (or never), the indexes are rebuilt from the records at open, so changing an
 /// index's layout only needs a bump here.
-const INDEX_VERSION: u32 = 1;
+const INDEX_VERSION: u32 = 2;
 
 const T_TRIGGER_INSTANCES: &str = "trigger_instances";
 const T_PENDING: &str = "trigger_instances_pending";
@@ -103,6 +103,17 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Which executions to list; every field set must match (ANDed).
+/// One trigger instance's outcome for [`Store::complete_trigger_instances`].
+pub struct Completion<'a> {
+    pub ti_id: &'a str,
+    /// Final: processed or processing_failed.
+    pub status: TriggerInstanceStatus,
+    /// The instance itself when it is not in the store yet.
+    pub new: Option<&'a TriggerInstance>,
+    pub enforcements: &'a [RuleEnforcement],
+    pub executions: &'a [Execution],
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecutionFilter {
     pub action: Option<String>,
@@ -405,23 +416,37 @@ impl ExecTx<'_> {
         }
     }
 
+    /// The stored status of an execution: from the active index (which holds it, so a live
+    /// execution's update decodes nothing), else from its record.
+    fn old_status(&self, id: &str) -> TxResult<Option<ExecutionStatus>> {
+        if let Some(v) = self.active.get(id.as_bytes())? {
+            if let Some(status) = std::str::from_utf8(&v)
+                .ok()
+                .and_then(ExecutionStatus::parse)
+            {
+                return Ok(Some(status));
+            }
+        }
+        Ok(self.old(id)?.map(|o| o.status))
+    }
+
+    /// Writes an execution. Its indexed fields (action, parent, rule, trigger instance) are
+    /// set when it is created and never change, so only a new execution adds index entries.
     fn put(&self, e: &Execution, bytes: &[u8]) -> TxResult<()> {
-        let old = self.old(&e.id)?;
+        let old_status = self.old_status(&e.id)?;
         self.executions.insert(e.id.as_bytes(), bytes)?;
         if e.status.is_terminal() {
             self.active.remove(e.id.as_bytes())?;
         } else {
-            self.active.insert(e.id.as_bytes(), &[][..])?;
+            self.active
+                .insert(e.id.as_bytes(), e.status.as_str().as_bytes())?;
         }
-        if let Some(old) = &old {
-            for k in exec_field_keys(old) {
-                self.by_field.remove(k)?;
+        if old_status.is_none() {
+            for k in exec_field_keys(e) {
+                self.by_field.insert(k, &[][..])?;
             }
         }
-        for k in exec_field_keys(e) {
-            self.by_field.insert(k, &[][..])?;
-        }
-        match old.map(|o| o.status) {
+        match old_status {
             Some(s) if s == e.status => {}
             Some(s) => {
                 self.bump(s, false)?;
@@ -555,7 +580,8 @@ impl Store {
             let (k, v) = item?;
             let e: Execution = decode(T_EXECUTIONS, &k, &v)?;
             if !e.status.is_terminal() {
-                self.active.insert(e.id.as_bytes(), &[][..])?;
+                self.active
+                    .insert(e.id.as_bytes(), e.status.as_str().as_bytes())?;
             }
             for key in exec_field_keys(&e) {
                 self.exec_by_field.insert(key, &[][..])?;
@@ -662,40 +688,92 @@ impl Store {
         enforcements: &[RuleEnforcement],
         executions: &[Execution],
     ) -> StoreResult<Vec<RuleEnforcement>> {
-        if matches!(
+        let mut written = self.complete(&[Completion {
+            ti_id,
             status,
-            TriggerInstanceStatus::Pending | TriggerInstanceStatus::Processing
-        ) {
-            return Err(StoreError::Invalid(format!(
-                "trigger instance `{ti_id}` cannot be completed with status {status:?}"
-            )));
-        }
-        let mut encoded_enfs = Vec::with_capacity(enforcements.len());
-        for enf in enforcements {
-            if enf.trigger_instance_id != ti_id {
-                return Err(StoreError::Invalid(format!(
-                    "enforcement `{}` is for trigger instance `{}`, not `{ti_id}`",
-                    enf.id, enf.trigger_instance_id
-                )));
-            }
-            encoded_enfs.push((enf, encode(T_ENFORCEMENTS, &enf.id, enf)?));
-        }
-        let requested: HashSet<&str> = enforcements
-            .iter()
-            .filter_map(|enf| enf.execution_id.as_deref())
-            .collect();
-        let mut encoded_execs = HashMap::with_capacity(executions.len());
-        for e in executions {
-            if !requested.contains(e.id.as_str()) {
-                // Written on its own, it would escape the exactly-once check.
-                return Err(StoreError::Invalid(format!(
-                    "execution `{}` is not requested by any enforcement of `{ti_id}`",
-                    e.id
-                )));
-            }
-            encoded_execs.insert(e.id.as_str(), (e, encode(T_EXECUTIONS, &e.id, e)?));
-        }
+            new: None,
+            enforcements,
+            executions,
+        }])?;
+        Ok(written.pop().unwrap_or_default())
+    }
 
+    /// [`Store::complete_trigger_instance`] for several instances in one transaction; those
+    /// with `new` set are not in the store yet (the rules loop's common case, straight from
+    /// the journal) and are written with their final status. Returns, per completion, the
+    /// enforcements written.
+    pub fn complete_trigger_instances(
+        &self,
+        completions: &[Completion<'_>],
+    ) -> StoreResult<Vec<Vec<RuleEnforcement>>> {
+        self.complete(completions)
+    }
+
+    fn complete(&self, completions: &[Completion<'_>]) -> StoreResult<Vec<Vec<RuleEnforcement>>> {
+        struct Encoded<'a> {
+            ti_id: &'a str,
+            status: TriggerInstanceStatus,
+            new: Option<(Vec<u8>, &'a str)>,
+            enfs: Vec<(&'a RuleEnforcement, Vec<u8>)>,
+            execs: HashMap<&'a str, (&'a Execution, Vec<u8>)>,
+        }
+        let mut encoded = Vec::with_capacity(completions.len());
+        for c in completions {
+            let ti_id = c.ti_id;
+            if matches!(
+                c.status,
+                TriggerInstanceStatus::Pending | TriggerInstanceStatus::Processing
+            ) {
+                return Err(StoreError::Invalid(format!(
+                    "trigger instance `{ti_id}` cannot be completed with status {:?}",
+                    c.status
+                )));
+            }
+            let mut enfs = Vec::with_capacity(c.enforcements.len());
+            for enf in c.enforcements {
+                if enf.trigger_instance_id != ti_id {
+                    return Err(StoreError::Invalid(format!(
+                        "enforcement `{}` is for trigger instance `{}`, not `{ti_id}`",
+                        enf.id, enf.trigger_instance_id
+                    )));
+                }
+                enfs.push((enf, encode(T_ENFORCEMENTS, &enf.id, enf)?));
+            }
+            let requested: HashSet<&str> = c
+                .enforcements
+                .iter()
+                .filter_map(|enf| enf.execution_id.as_deref())
+                .collect();
+            let mut execs = HashMap::with_capacity(c.executions.len());
+            for e in c.executions {
+                if !requested.contains(e.id.as_str()) {
+                    // Written on its own, it would escape the exactly-once check.
+                    return Err(StoreError::Invalid(format!(
+                        "execution `{}` is not requested by any enforcement of `{ti_id}`",
+                        e.id
+                    )));
+                }
+                execs.insert(e.id.as_str(), (e, encode(T_EXECUTIONS, &e.id, e)?));
+            }
+            let new = match c.new {
+                Some(ti) => {
+                    let mut done = ti.clone();
+                    done.status = c.status;
+                    Some((
+                        encode(T_TRIGGER_INSTANCES, ti_id, &done)?,
+                        ti.trigger.as_str(),
+                    ))
+                }
+                None => None,
+            };
+            encoded.push(Encoded {
+                ti_id,
+                status: c.status,
+                new,
+                enfs,
+                execs,
+            });
+        }
         (
             &self.trigger_instances,
             &self.pending,
@@ -706,22 +784,21 @@ impl Store {
             &self.active,
             &self.exec_by_field,
             &self.exec_counts,
+            &self.ti_by_trigger,
         )
             .transaction(
-                |(tis, pending, enfs, by_instance, by_rule, execs, active, by_field, counts)| {
-                    let Some(bytes) = tis.get(ti_id.as_bytes())? else {
-                        return abort(StoreError::NotFound {
-                            kind: "trigger instance",
-                            id: ti_id.to_string(),
-                        });
-                    };
-                    let mut ti: TriggerInstance =
-                        decode(T_TRIGGER_INSTANCES, ti_id.as_bytes(), &bytes).or_else(abort)?;
-                    ti.status = status;
-                    let ti_bytes = encode(T_TRIGGER_INSTANCES, ti_id, &ti).or_else(abort)?;
-                    tis.insert(ti_id.as_bytes(), ti_bytes)?;
-                    pending.remove(ti_id.as_bytes())?;
-
+                |(
+                    tis,
+                    pending,
+                    enfs,
+                    by_instance,
+                    by_rule,
+                    execs,
+                    active,
+                    by_field,
+                    counts,
+                    by_trigger,
+                )| {
                     let exec_tx = ExecTx {
                         executions: execs,
                         active,
@@ -729,25 +806,47 @@ impl Store {
                         counts,
                     };
                     // Built afresh on each attempt: sled reruns this closure on conflict.
-                    let mut written = Vec::new();
-                    for (enf, enf_bytes) in &encoded_enfs {
-                        let marker = pair_key(ti_id, &enf.rule_ref);
-                        if by_instance.get(&marker)?.is_some() {
-                            continue;
+                    let mut all = Vec::with_capacity(encoded.len());
+                    for c in &encoded {
+                        let ti_id = c.ti_id;
+                        if let Some((bytes, trigger)) = &c.new {
+                            tis.insert(ti_id.as_bytes(), bytes.as_slice())?;
+                            by_trigger.insert(pair_key(trigger, ti_id), &[][..])?;
+                        } else {
+                            let Some(bytes) = tis.get(ti_id.as_bytes())? else {
+                                return abort(StoreError::NotFound {
+                                    kind: "trigger instance",
+                                    id: ti_id.to_string(),
+                                });
+                            };
+                            let mut ti: TriggerInstance =
+                                decode(T_TRIGGER_INSTANCES, ti_id.as_bytes(), &bytes)
+                                    .or_else(abort)?;
+                            ti.status = c.status;
+                            let ti_bytes =
+                                encode(T_TRIGGER_INSTANCES, ti_id, &ti).or_else(abort)?;
+                            tis.insert(ti_id.as_bytes(), ti_bytes)?;
+                            pending.remove(ti_id.as_bytes())?;
                         }
-                        by_instance.insert(marker, enf.id.as_bytes())?;
-                        enfs.insert(enf.id.as_bytes(), enf_bytes.as_slice())?;
-                        by_rule.insert(pair_key(&enf.rule_ref, &enf.id), &[][..])?;
-                        if let Some((e, e_bytes)) = enf
-                            .execution_id
-                            .as_deref()
-                            .and_then(|id| encoded_execs.get(id))
-                        {
-                            exec_tx.put(e, e_bytes)?;
+                        let mut written = Vec::new();
+                        for (enf, enf_bytes) in &c.enfs {
+                            let marker = pair_key(ti_id, &enf.rule_ref);
+                            if by_instance.get(&marker)?.is_some() {
+                                continue;
+                            }
+                            by_instance.insert(marker, enf.id.as_bytes())?;
+                            enfs.insert(enf.id.as_bytes(), enf_bytes.as_slice())?;
+                            by_rule.insert(pair_key(&enf.rule_ref, &enf.id), &[][..])?;
+                            if let Some((e, e_bytes)) =
+                                enf.execution_id.as_deref().and_then(|id| c.execs.get(id))
+                            {
+                                exec_tx.put(e, e_bytes)?;
+                            }
+                            written.push((*enf).clone());
                         }
-                        written.push((*enf).clone());
+                        all.push(written);
                     }
-                    Ok(written)
+                    Ok(all)
                 },
             )
             .map_err(tx_error)
@@ -1838,10 +1937,9 @@ mod tests {
             ExecutionStatus::ALL.len()
         );
 
-        // Status changes move executions in and out of the active index and the counters;
-        // a changed field moves it between index entries.
+        // Status changes move executions in and out of the active index and the counters
+        // (the indexed fields never change after an execution is created).
         ea.status = ExecutionStatus::Succeeded;
-        ea.rule = Some("pack.other".into());
         store.put_execution(&ea).expect("put");
         ec.status = ExecutionStatus::Running;
         store.put_execution(&ec).expect("put");
@@ -1853,16 +1951,6 @@ mod tests {
         assert_eq!(count(&store, ExecutionStatus::Running), 1);
         assert_eq!(count(&store, ExecutionStatus::Requested), 0);
         assert_eq!(count(&store, ExecutionStatus::Succeeded), 2);
-        let old_rule = ExecutionFilter {
-            rule: Some("pack.on_push".into()),
-            ..Default::default()
-        };
-        assert_eq!(list(old_rule, 10, 0), [d.as_str()]);
-        let new_rule = ExecutionFilter {
-            rule: Some("pack.other".into()),
-            ..Default::default()
-        };
-        assert_eq!(list(new_rule, 10, 0), [a.as_str()]);
         ec.status = ExecutionStatus::Canceled;
         store.put_execution(&ec).expect("put");
         assert!(store.active_executions().expect("active").is_empty());
