@@ -7,16 +7,33 @@
 //! store lost in a crash are put back from the journal; once a store flush has covered a
 //! journal segment, the segment is deleted.
 //!
-//! Record format: `u32 length (little endian) | u64 FNV-1a checksum of the bytes | JSON bytes`.
-//! A torn or corrupt tail (a crash mid-write) ends replay of that segment; nothing before it is
-//! lost. This file never interprets records beyond decoding them.
+//! Executions' final statuses are journaled too ([`Journal::append_executions_blocking`]): a
+//! worker writes them to the store, then makes them durable here with one group-committed
+//! `fdatasync` instead of a store flush; at start they are put back where the store lost them.
+//!
+//! Record format: `u32 length (little endian) | u64 FNV-1a checksum of the bytes | JSON bytes`;
+//! the JSON is a trigger instance, or `{"execution": {...}}`. A torn or corrupt tail (a crash
+//! mid-write) ends replay of that segment; nothing before it is lost. This file never
+//! interprets records beyond decoding them.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use crate::model::TriggerInstance;
+use crate::model::{Execution, TriggerInstance};
+
+/// A journal record, as replayed.
+#[derive(Debug)]
+pub enum Record {
+    TriggerInstance(Box<TriggerInstance>),
+    Execution(Box<Execution>),
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ExecutionRecord<E> {
+    execution: E,
+}
 
 /// A segment larger than this is closed and a new one started.
 const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
@@ -53,6 +70,8 @@ fn checksum(bytes: &[u8]) -> u64 {
 
 struct Waiter {
     done: tokio::sync::oneshot::Sender<Result<u64, String>>,
+    /// Records of this append that still have to reach the store (see [`Journal::stored`]).
+    records: u64,
 }
 
 struct Pending {
@@ -103,7 +122,7 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
 }
 
 /// Reads every intact record of every segment in `dir`, oldest first.
-pub fn replay(dir: &Path) -> Result<Vec<TriggerInstance>, JournalError> {
+pub fn replay(dir: &Path) -> Result<Vec<Record>, JournalError> {
     if !dir.exists() {
         return Ok(Vec::new());
     }
@@ -128,10 +147,17 @@ pub fn replay(dir: &Path) -> Result<Vec<TriggerInstance>, JournalError> {
                 tracing::warn!(segment = %path.display(), offset = at, "journal record fails its checksum; replay of this segment stops there");
                 break;
             }
-            match serde_json::from_slice::<TriggerInstance>(record) {
-                Ok(ti) => out.push(ti),
+            let decoded = if record.starts_with(b"{\"execution\":") {
+                serde_json::from_slice::<ExecutionRecord<Execution>>(record)
+                    .map(|r| Record::Execution(Box::new(r.execution)))
+            } else {
+                serde_json::from_slice::<TriggerInstance>(record)
+                    .map(|t| Record::TriggerInstance(Box::new(t)))
+            };
+            match decoded {
+                Ok(r) => out.push(r),
                 Err(e) => {
-                    tracing::warn!(segment = %path.display(), offset = at, error = %e, "journal record is not a trigger instance; skipped")
+                    tracing::warn!(segment = %path.display(), offset = at, error = %e, "journal record cannot be read; skipped")
                 }
             }
             at = start + len;
@@ -251,11 +277,47 @@ impl Journal {
             p.buffer.extend_from_slice(&len.to_le_bytes());
             p.buffer.extend_from_slice(&checksum(&bytes).to_le_bytes());
             p.buffer.extend_from_slice(&bytes);
-            p.waiters.push(Waiter { done });
+            p.waiters.push(Waiter { done, records: 1 });
         }
         self.wake.notify_one();
         match wait.await {
             Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(e)) => Err(JournalError::Io {
+                path: self.dir.clone(),
+                source: std::io::Error::other(e),
+            }),
+            Err(_) => Err(JournalError::Stopped),
+        }
+    }
+
+    /// Appends executions (final statuses already written to the store, not yet flushed);
+    /// returns once they are on disk. For worker threads: it blocks, and must not be called
+    /// from an async runtime's thread.
+    pub fn append_executions_blocking(&self, list: &[Execution]) -> Result<(), JournalError> {
+        let mut buffer = Vec::new();
+        for e in list {
+            let bytes = serde_json::to_vec(&ExecutionRecord { execution: e })
+                .map_err(|e| JournalError::Encode(e.to_string()))?;
+            let len = u32::try_from(bytes.len())
+                .map_err(|_| JournalError::Encode("record too large".into()))?;
+            buffer.extend_from_slice(&len.to_le_bytes());
+            buffer.extend_from_slice(&checksum(&bytes).to_le_bytes());
+            buffer.extend_from_slice(&bytes);
+        }
+        let (done, wait) = tokio::sync::oneshot::channel();
+        {
+            let mut p = lock(&self.pending);
+            if p.stopped {
+                return Err(JournalError::Stopped);
+            }
+            p.buffer.extend_from_slice(&buffer);
+            // Already in the store: nothing of theirs keeps a segment from being released
+            // after the next store flush.
+            p.waiters.push(Waiter { done, records: 0 });
+        }
+        self.wake.notify_one();
+        match wait.blocking_recv() {
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(JournalError::Io {
                 path: self.dir.clone(),
                 source: std::io::Error::other(e),
@@ -289,7 +351,7 @@ impl Journal {
             let result = if buffer.is_empty() {
                 Ok(0)
             } else {
-                self.write(&buffer, waiters.len() as u64)
+                self.write(&buffer, waiters.iter().map(|w| w.records).sum())
             };
             let shared = result.map_err(|e| e.to_string());
             for w in waiters {
@@ -368,8 +430,42 @@ mod tests {
         let (_, path) = list_segments(dir.path()).unwrap().pop().unwrap();
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&[200, 0, 0, 0, 1, 2, 3]).unwrap();
+        assert_eq!(ids_of(replay(dir.path()).unwrap()), ids);
+    }
+
+    /// The ids of the records, in order.
+    fn ids_of(records: Vec<Record>) -> Vec<String> {
+        records
+            .into_iter()
+            .map(|r| match r {
+                Record::TriggerInstance(t) => t.id,
+                Record::Execution(e) => e.id,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn executions_are_journaled_between_trigger_instances_and_keep_nothing_outstanding() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open_with_segment_size(dir.path(), 1).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let ti = TriggerInstance::new("core.webhook", None, json!({}), "test");
+        let s1 = rt.block_on(j.append(&ti)).unwrap();
+        let mut e = Execution::new("core.noop", serde_json::Map::new());
+        e.status = crate::model::ExecutionStatus::Succeeded;
+        j.append_executions_blocking(std::slice::from_ref(&e))
+            .unwrap();
         let back = replay(dir.path()).unwrap();
-        assert_eq!(back.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), ids);
+        assert!(matches!(&back[0], Record::TriggerInstance(t) if t.id == ti.id));
+        assert!(matches!(&back[1], Record::Execution(x) if x.id == e.id && x.status == e.status));
+        // Only the trigger instance holds its segment back.
+        j.append_executions_blocking(std::slice::from_ref(&e))
+            .unwrap();
+        assert!(j.releasable().iter().all(|s| *s != s1));
+        j.stored(s1);
+        assert!(j.releasable().contains(&s1));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,12 +484,7 @@ mod tests {
         j.stored(s1);
         assert_eq!(j.releasable(), vec![s1]);
         j.release(&[s1]);
-        let back: Vec<String> = replay(dir.path())
-            .unwrap()
-            .into_iter()
-            .map(|t| t.id)
-            .collect();
-        assert_eq!(back, vec![second.id]);
+        assert_eq!(ids_of(replay(dir.path()).unwrap()), vec![second.id]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,11 +503,7 @@ mod tests {
         for t in tasks {
             ids.push(t.await.unwrap().unwrap());
         }
-        let back: Vec<String> = replay(dir.path())
-            .unwrap()
-            .into_iter()
-            .map(|t| t.id)
-            .collect();
+        let back = ids_of(replay(dir.path()).unwrap());
         assert_eq!(back.len(), 200);
         for id in &ids {
             assert!(back.contains(id));

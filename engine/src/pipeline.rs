@@ -846,10 +846,15 @@ impl Engine {
             return;
         }
         // An action that is not idempotent must be on record as running before it starts (so
-        // that a crash abandons it rather than running it again); an idempotent one may run
-        // again, so it need not wait for the disk.
-        if claimed.iter().any(|(_, e, _)| !e.idempotent) {
-            self.durable_blocking();
+        // that a crash abandons it rather than running it again): the journal makes the mark
+        // durable, and after a crash puts it back with the rule's enforcement, so its trigger
+        // instance is not enforced twice. An idempotent one may run again: no wait.
+        let must: Vec<Execution> = running.into_iter().filter(|e| !e.idempotent).collect();
+        if !must.is_empty() {
+            if let Err(err) = self.journal.append_executions_blocking(&must) {
+                tracing::warn!(error = %err, "cannot journal running marks; flushing the store instead");
+                self.durable_blocking();
+            }
         }
         for (_, e, _) in &claimed {
             self.publish_with("st2.execution__update", || execution_json(&loaded, e));
@@ -874,10 +879,19 @@ impl Engine {
         if let Err(err) = self.store.put_executions(&finished) {
             tracing::error!(error = %err, "cannot record final statuses");
         }
-        // A workflow's task is made durable by the workflow's next step, which writes after it
-        // and flushes before anything follows from its result.
-        if finished.iter().any(|e| e.parent.is_none()) {
-            self.durable_blocking();
+        // Results are made durable by the journal (one group-committed sync of just these
+        // records, cheaper than a store flush). A workflow's task needs neither: the workflow's
+        // next step writes after it and flushes before anything follows from its result.
+        let top: Vec<Execution> = finished
+            .iter()
+            .filter(|e| e.parent.is_none())
+            .cloned()
+            .collect();
+        if !top.is_empty() {
+            if let Err(err) = self.journal.append_executions_blocking(&top) {
+                tracing::warn!(error = %err, "cannot journal results; flushing the store instead");
+                self.durable_blocking();
+            }
         }
         for e in &finished {
             self.announce_final(&loaded, e);

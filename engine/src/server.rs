@@ -261,24 +261,37 @@ fn open_journal(
         error: e,
     };
     let records = crate::journal::replay(&dir).map_err(|e| fail(e.to_string()))?;
-    let mut restored = 0usize;
-    for ti in records {
-        if store
-            .trigger_instance(&ti.id)
-            .map_err(|e| fail(e.to_string()))?
-            .is_none()
-        {
-            store
-                .insert_trigger_instance(&ti)
-                .map_err(|e| fail(e.to_string()))?;
-            restored += 1;
+    let (mut restored, mut executions) = (0usize, 0usize);
+    for record in records {
+        match record {
+            crate::journal::Record::TriggerInstance(ti) => {
+                if store
+                    .trigger_instance(&ti.id)
+                    .map_err(|e| fail(e.to_string()))?
+                    .is_none()
+                {
+                    store
+                        .insert_trigger_instance(&ti)
+                        .map_err(|e| fail(e.to_string()))?;
+                    restored += 1;
+                }
+            }
+            crate::journal::Record::Execution(e) => {
+                if store
+                    .restore_execution(&e)
+                    .map_err(|e| fail(e.to_string()))?
+                {
+                    executions += 1;
+                }
+            }
         }
     }
     store.flush_blocking().map_err(|e| fail(e.to_string()))?;
-    if restored > 0 {
+    if restored > 0 || executions > 0 {
         tracing::info!(
-            restored,
-            "trigger instances restored from the ingest journal"
+            trigger_instances = restored,
+            executions,
+            "records restored from the journal"
         );
     }
     let journal = crate::journal::Journal::open(&dir).map_err(|e| fail(e.to_string()))?;

@@ -899,6 +899,77 @@ impl Store {
             .map_err(tx_error)
     }
 
+    /// Puts back an execution the journal holds after a crash took it (or its latest status)
+    /// from the store: written unless the store has it at the same stage or further (queued,
+    /// started, ended). One a rule requested gets its enforcement back too, so re-processing
+    /// its trigger instance does not enforce that rule again. True when it was written.
+    pub fn restore_execution(&self, e: &Execution) -> StoreResult<bool> {
+        fn stage(s: ExecutionStatus) -> u8 {
+            if s.is_terminal() {
+                2
+            } else if matches!(
+                s,
+                ExecutionStatus::Requested | ExecutionStatus::Scheduled | ExecutionStatus::Delayed
+            ) {
+                0
+            } else {
+                1
+            }
+        }
+        let bytes = encode(T_EXECUTIONS, &e.id, e)?;
+        let enforcement = match (&e.rule, &e.trigger_instance) {
+            (Some(rule), Some(ti)) => {
+                let enf = RuleEnforcement {
+                    v: crate::model::SCHEMA_VERSION,
+                    id: crate::model::new_id(),
+                    rule_ref: rule.clone(),
+                    trigger_instance_id: ti.clone(),
+                    execution_id: Some(e.id.clone()),
+                    enforced_at: e.start_timestamp,
+                    failure_reason: None,
+                };
+                let enf_bytes = encode(T_ENFORCEMENTS, &enf.id, &enf)?;
+                Some((enf, enf_bytes))
+            }
+            _ => None,
+        };
+        (
+            &self.executions,
+            &self.active,
+            &self.exec_by_field,
+            &self.exec_counts,
+            &self.enforcements,
+            &self.enf_by_instance,
+            &self.enf_by_rule,
+        )
+            .transaction(
+                |(executions, active, by_field, counts, enfs, by_instance, by_rule)| {
+                    let tx = ExecTx {
+                        executions,
+                        active,
+                        by_field,
+                        counts,
+                    };
+                    let newer = tx
+                        .old_status(&e.id)?
+                        .is_none_or(|current| stage(e.status) > stage(current));
+                    if newer {
+                        tx.put(e, &bytes)?;
+                    }
+                    if let Some((enf, enf_bytes)) = &enforcement {
+                        let marker = pair_key(&enf.trigger_instance_id, &enf.rule_ref);
+                        if by_instance.get(&marker)?.is_none() {
+                            by_instance.insert(marker, enf.id.as_bytes())?;
+                            enfs.insert(enf.id.as_bytes(), enf_bytes.as_slice())?;
+                            by_rule.insert(pair_key(&enf.rule_ref, &enf.id), &[][..])?;
+                        }
+                    }
+                    Ok(newer)
+                },
+            )
+            .map_err(tx_error)
+    }
+
     /// A workflow step: executions (the workflows' records and their new tasks) and parts of
     /// the workflows' states kept apart from their records, in one transaction. A part is
     /// `(workflow id, part key, bytes)`; writing a part replaces the one with that key.
@@ -1844,6 +1915,48 @@ mod tests {
             .list_enforcements(None, None, 10, 0)
             .expect("list")
             .is_empty());
+    }
+
+    /// What the journal puts back after a crash: only what is newer than the store has, and
+    /// the rule's enforcement with it, once.
+    #[test]
+    fn restored_executions_move_only_forward_and_bring_their_enforcement() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let id = id_at(1);
+        let mut e = exec(&id, "pack.deploy", ExecutionStatus::Succeeded);
+        e.rule = Some("pack.on_push".into());
+        e.trigger_instance = Some("ti-1".into());
+        assert!(store.restore_execution(&e).expect("restore"));
+        assert_eq!(
+            store.enforced_rules("ti-1").expect("rules"),
+            ["pack.on_push"]
+        );
+        assert_eq!(count(&store, ExecutionStatus::Succeeded), 1);
+        // An older status of it changes nothing; nor does the same one again.
+        let mut older = e.clone();
+        older.status = ExecutionStatus::Running;
+        assert!(!store.restore_execution(&older).expect("restore"));
+        assert!(!store.restore_execution(&e).expect("restore"));
+        assert_eq!(
+            store.execution(&id).expect("get").map(|x| x.status),
+            Some(ExecutionStatus::Succeeded)
+        );
+        let enfs = store
+            .list_enforcements(None, Some("ti-1"), 10, 0)
+            .expect("list");
+        assert_eq!(enfs.len(), 1);
+        assert_eq!(enfs[0].execution_id.as_deref(), Some(id.as_str()));
+        // A started one ends.
+        let other = id_at(2);
+        store
+            .put_execution(&exec(&other, "pack.deploy", ExecutionStatus::Running))
+            .expect("put");
+        let done = exec(&other, "pack.deploy", ExecutionStatus::Failed);
+        assert!(store.restore_execution(&done).expect("restore"));
+        assert_eq!(count(&store, ExecutionStatus::Running), 0);
+        assert_eq!(count(&store, ExecutionStatus::Failed), 1);
+        assert!(store.active_executions().expect("active").is_empty());
     }
 
     #[test]
