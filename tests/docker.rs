@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::harness::Squall;
 
-fn docker(args: &[&str]) -> String {
+pub(crate) fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")
         .args(args)
         .output()

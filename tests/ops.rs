@@ -8,22 +8,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::docker::docker;
 use crate::harness::{is_terminal, repo, write, Squall};
 
 const IMAGE: &str = "squall-test-busybox:latest";
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker runs");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// The app's containers, removed when the test ends however it ends.
 struct App {

@@ -60,6 +60,16 @@ fn tasks_of(s: &Squall, id: &str) -> Vec<String> {
     tasks
 }
 
+/// The id of a workflow's one task, once it exists.
+fn only_child(s: &Squall, id: &str) -> String {
+    s.wait_for(&format!("/api/v1/executions?parent={id}"), 30, |v| {
+        v.as_array().is_some_and(|a| a.len() == 1)
+    })[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
 fn wait_task_running(s: &Squall, id: &str, task: &str) {
     s.wait_for(&format!("/api/v1/executions?parent={id}"), 30, |v| {
         v.as_array().is_some_and(|a| {
@@ -127,12 +137,7 @@ fn subworkflows_run_as_tasks_and_pause_resume_and_cancel_with_their_parent() {
 
     // Pause reaches the subworkflow; the parent is paused once it is.
     let id = run(&s, "e2e.flow_nested", r#"{"seconds": 1}"#);
-    let inner = s.wait_for(&format!("/api/v1/executions?parent={id}"), 30, |v| {
-        v.as_array().is_some_and(|a| a.len() == 1)
-    })[0]["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let inner = only_child(&s, &id);
     wait_task_running(&s, &inner, "first");
     let (code, e) = set_status(&s, &id, "pausing");
     assert_eq!(code, 200, "{e}");
@@ -146,12 +151,7 @@ fn subworkflows_run_as_tasks_and_pause_resume_and_cancel_with_their_parent() {
 
     // Cancel reaches every level and the running action.
     let id = run(&s, "e2e.flow_nested", r#"{"seconds": 5}"#);
-    let inner = s.wait_for(&format!("/api/v1/executions?parent={id}"), 30, |v| {
-        v.as_array().is_some_and(|a| a.len() == 1)
-    })[0]["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let inner = only_child(&s, &id);
     wait_task_running(&s, &inner, "first");
     let (code, e) = s
         .request("DELETE", &format!("/api/v1/executions/{id}"), None)

@@ -874,29 +874,7 @@ impl Store {
     /// Several executions in one transaction (a workflow step: the workflow's state and the
     /// tasks it starts are written together or not at all).
     pub fn put_executions(&self, list: &[Execution]) -> StoreResult<()> {
-        let encoded = list
-            .iter()
-            .map(|e| encode(T_EXECUTIONS, &e.id, e).map(|b| (e, b)))
-            .collect::<StoreResult<Vec<_>>>()?;
-        (
-            &self.executions,
-            &self.active,
-            &self.exec_by_field,
-            &self.exec_counts,
-        )
-            .transaction(|(executions, active, by_field, counts)| {
-                let tx = ExecTx {
-                    executions,
-                    active,
-                    by_field,
-                    counts,
-                };
-                for (e, bytes) in &encoded {
-                    tx.put(e, bytes)?;
-                }
-                Ok(())
-            })
-            .map_err(tx_error)
+        self.put_workflow_step(list, &[])
     }
 
     /// Puts back an execution the journal holds after a crash took it (or its latest status)
