@@ -28,14 +28,20 @@ fn text(out: &Output) -> String {
     )
 }
 
-#[test]
-fn operator_commands_against_a_running_server() {
+/// A squall with the bundled packs and the e2e test pack; the directory holds its data.
+fn start_with_e2e_pack() -> (tempfile::TempDir, Squall) {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Squall::start(
         &dir.path().join("data"),
         &[repo().join("tests/packs/e2e")],
         &[],
     );
+    (dir, s)
+}
+
+#[test]
+fn operator_commands_against_a_running_server() {
+    let (_dir, s) = start_with_e2e_pack();
 
     let out = cli(
         &s,
@@ -178,12 +184,7 @@ fn webhook_with_a_github_signature() {
 /// `execution pause`, `resume` and `rerun --tasks` drive a workflow as the API does.
 #[test]
 fn workflow_commands_pause_resume_and_rerun_from_a_task() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = Squall::start(
-        &dir.path().join("data"),
-        &[repo().join("tests/packs/e2e")],
-        &[],
-    );
+    let (_dir, s) = start_with_e2e_pack();
     let out = cli(
         &s,
         &["action", "run", "e2e.flow_pause", "seconds=1", "--async"],
