@@ -190,6 +190,10 @@ fn a_failed_workflow_reruns_from_its_failed_task() {
         .request("PUT", "/api/v1/keys/e2e.gate", Some(r#"{"value": "open"}"#))
         .expect("request");
     assert_eq!(code, 200);
+    // Workflows read the key-value store with st2kv().
+    let kv = run(&s, "e2e.flow_kv", "{}");
+    let done = wait_end(&s, &kv);
+    assert_eq!(done["result"]["output"]["said"], "gate is open", "{done}");
     let (code, rerun) = s.post(
         &format!("/api/v1/executions/{id}/re_run"),
         r#"{"tasks": ["gate"]}"#,

@@ -2,6 +2,8 @@
 //! `input.json`, `script.json` (the simulated action results) and `expected.json` (the
 //! requests in order, the final status, the result, or the load error), run by one test.
 //!
+//! An optional `kv.json` is the key-value store the workflow's `st2kv()` reads.
+//!
 //! `script.json` is a list of steps `{task, item?, status, result?}` answered in order (each
 //! must match a request that is outstanding), or `{steps: [...], otherwise: "echo"}` where,
 //! once the steps run out, every outstanding request succeeds in request order with its
@@ -14,9 +16,19 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{json, Value};
+use squall_engine::rules::KeyValueLookup;
 use squall_engine::workflow::{
     Conductor, OutcomeStatus, TaskOutcome, TaskRequest, Workflow, WorkflowStatus,
 };
+
+/// The key-value store a case sees: `kv.json`, a map of names to values.
+struct Keys(Value);
+
+impl KeyValueLookup for Keys {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).and_then(Value::as_str).map(str::to_string)
+    }
+}
 
 fn read_json(dir: &Path, name: &str, default: Value) -> Value {
     match std::fs::read_to_string(dir.join(name)) {
@@ -74,7 +86,9 @@ fn run_case(dir: &Path) -> Result<(), String> {
         return Err("the workflow loaded, but load errors were expected".into());
     }
     let input = read_json(dir, "input.json", json!({}));
-    let mut conductor = Conductor::new(workflow, input).map_err(|e| e.to_string())?;
+    let kv: std::sync::Arc<dyn KeyValueLookup> =
+        std::sync::Arc::new(Keys(read_json(dir, "kv.json", json!({}))));
+    let mut conductor = Conductor::with_kv(workflow, input, Some(kv)).map_err(|e| e.to_string())?;
 
     let script = read_json(dir, "script.json", json!([]));
     let (steps, echo) = match &script {

@@ -231,7 +231,13 @@ impl Engine {
             .workflow_parts(&e.id)
             .map_err(|err| err.to_string())?;
         conductor.restore_parts(parts)?;
+        conductor.set_kv(self.workflow_kv());
         Ok(conductor)
+    }
+
+    /// The key-value store as workflows' `st2kv()` reads it.
+    fn workflow_kv(&self) -> Arc<dyn squall_rules::KeyValueLookup> {
+        Arc::new(crate::store::StoreKv(self.store.clone()))
     }
 
     /// Makes sure the workflow is in memory; false when it is not a running workflow.
@@ -295,8 +301,12 @@ impl Engine {
                 })
             })
             .and_then(|wf| {
-                Conductor::new(wf, Value::Object(e.parameters.clone()))
-                    .map_err(|err| err.to_string())
+                Conductor::with_kv(
+                    wf,
+                    Value::Object(e.parameters.clone()),
+                    Some(self.workflow_kv()),
+                )
+                .map_err(|err| err.to_string())
             });
         let mut e = e;
         match conductor {

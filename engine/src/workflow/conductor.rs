@@ -32,8 +32,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use squall_rules::template::KeyValueLookup;
 
 use super::expr::{self, Scope};
 use super::model::{Join, Workflow};
@@ -237,12 +240,40 @@ pub struct Conductor {
     dirty_units: BTreeSet<(usize, usize)>,
     #[serde(skip)]
     dirty_items: BTreeSet<usize>,
+    /// What `st2kv()` reads; given again after the state is read back.
+    #[serde(skip)]
+    kv: Kv,
+}
+
+/// The key-value store a conductor's expressions read, kept out of its saved state.
+#[derive(Clone, Default)]
+struct Kv(Option<Arc<dyn KeyValueLookup>>);
+
+impl std::fmt::Debug for Kv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<key-value store>")
+    }
 }
 
 impl Conductor {
+    /// Gives a conductor read back from its saved state the key-value store `st2kv()` reads.
+    pub fn set_kv(&mut self, kv: Arc<dyn KeyValueLookup>) {
+        self.kv = Kv(Some(kv));
+    }
+
     /// Binds the input (defaults filled in, rendered in order), renders `vars`, and stages the
     /// tasks no transition leads to.
     pub fn new(workflow: Workflow, input: Value) -> Result<Conductor, Error> {
+        Conductor::with_kv(workflow, input, None)
+    }
+
+    /// [`Conductor::new`] with the key-value store `st2kv()` reads (see also
+    /// [`Conductor::set_kv`]: the store is not part of the saved state).
+    pub fn with_kv(
+        workflow: Workflow,
+        input: Value,
+        kv: Option<Arc<dyn KeyValueLookup>>,
+    ) -> Result<Conductor, Error> {
         let Value::Object(mut given) = input else {
             return Err(Error::InputNotObject);
         };
@@ -256,13 +287,13 @@ impl Conductor {
         for (name, default) in &workflow.input {
             let value = match (given.remove(name), default) {
                 (Some(v), _) => v,
-                (None, Some(d)) => render_setup(d, &ctx, &format!("input '{name}'"))?,
+                (None, Some(d)) => render_setup(d, &ctx, kv.as_ref(), &format!("input '{name}'"))?,
                 (None, None) => return Err(Error::MissingInput(name.clone())),
             };
             ctx.insert(name.clone(), value);
         }
         for (name, v) in &workflow.vars {
-            let value = render_setup(v, &ctx, &format!("vars '{name}'"))?;
+            let value = render_setup(v, &ctx, kv.as_ref(), &format!("vars '{name}'"))?;
             ctx.insert(name.clone(), value);
         }
         let mut conductor = Conductor {
@@ -278,6 +309,7 @@ impl Conductor {
             output: Map::new(),
             dirty_units: BTreeSet::new(),
             dirty_items: BTreeSet::new(),
+            kv: Kv(kv),
             workflow,
         };
         for name in conductor.workflow.start_tasks() {
@@ -617,6 +649,7 @@ impl Conductor {
         if let Some(retry) = retry.filter(|r| attempt < r.count && !self.failing && !canceling) {
             let item_value = self.item_value(idx, item);
             let scope = Scope {
+                kv: self.kv.0.as_ref(),
                 ctx: Some(&self.ctx),
                 result: Some(&outcome.result),
                 status: Some(outcome.status.as_str()),
@@ -705,6 +738,7 @@ impl Conductor {
             None => 1,
             Some(with) => {
                 let scope = Scope {
+                    kv: self.kv.0.as_ref(),
                     ctx: Some(&self.ctx),
                     tasks: Some(&self.task_status),
                     ..Scope::default()
@@ -783,6 +817,7 @@ impl Conductor {
             let item = with_items.then_some(u);
             let item_value = self.item_value(idx, item);
             let scope = Scope {
+                kv: self.kv.0.as_ref(),
                 ctx: Some(&self.ctx),
                 item: item_value.as_ref(),
                 tasks: Some(&self.task_status),
@@ -913,6 +948,7 @@ impl Conductor {
         let mut handled = status == OutcomeStatus::Succeeded;
         for transition in &task.next {
             let scope = Scope {
+                kv: self.kv.0.as_ref(),
                 ctx: Some(&self.ctx),
                 result: Some(&result),
                 status: Some(status.as_str()),
@@ -933,6 +969,7 @@ impl Conductor {
             }
             for (key, value) in &transition.publish {
                 let scope = Scope {
+                    kv: self.kv.0.as_ref(),
                     ctx: Some(&self.ctx),
                     result: Some(&result),
                     status: Some(status.as_str()),
@@ -1032,6 +1069,7 @@ impl Conductor {
         let best_effort = self.failing || self.status == WorkflowStatus::Canceling;
         for (name, value) in self.workflow.output.clone() {
             let scope = Scope {
+                kv: self.kv.0.as_ref(),
                 ctx: Some(&self.ctx),
                 tasks: Some(&self.task_status),
                 ..Scope::default()
@@ -1055,8 +1093,14 @@ impl Conductor {
     }
 }
 
-fn render_setup(v: &Value, ctx: &Map<String, Value>, what: &str) -> Result<Value, Error> {
+fn render_setup(
+    v: &Value,
+    ctx: &Map<String, Value>,
+    kv: Option<&Arc<dyn KeyValueLookup>>,
+    what: &str,
+) -> Result<Value, Error> {
     let scope = Scope {
+        kv,
         ctx: Some(ctx),
         ..Scope::default()
     };

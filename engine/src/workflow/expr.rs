@@ -1,17 +1,19 @@
 //! Jinja expressions for workflows: squall's template environment
 //! ([`squall_rules::template::environment`]) plus Orquesta's functions `ctx()`, `result()`,
-//! `succeeded()`, `failed()`, `completed()`, `item()` and `task_status(name)`.
+//! `succeeded()`, `failed()`, `completed()`, `item()`, `task_status(name)` and
+//! `st2kv('system.NAME')` (the key-value store; an absent key is an error, as in Orquesta).
 //!
 //! The functions are stateless: they read what they answer from hidden variables of the render
 //! context ([`Scope`]), so one shared environment serves every workflow and the conductor's state
 //! stays plain data. This file must never hold workflow state or do I/O.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
+use minijinja::value::Object;
 use minijinja::value::Value as JValue;
 use minijinja::{Environment, Error, ErrorKind, State};
 use serde_json::{Map, Value};
-use squall_rules::template::{describe, environment, to_json};
+use squall_rules::template::{describe, environment, to_json, KeyValueLookup};
 
 pub use squall_rules::template::is_template;
 
@@ -20,6 +22,18 @@ const RESULT: &str = "__squall_result";
 const STATUS: &str = "__squall_status";
 const ITEM: &str = "__squall_item";
 const TASKS: &str = "__squall_tasks";
+const KV: &str = "__squall_kv";
+
+/// The key-value store, reachable from `st2kv()` through a hidden variable.
+struct KvHandle(Arc<dyn KeyValueLookup>);
+
+impl std::fmt::Debug for KvHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<key-value store>")
+    }
+}
+
+impl Object for KvHandle {}
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = environment();
@@ -48,6 +62,22 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
             Some(n) => lookup_key(&item, &n, "item"),
         }
     });
+    env.add_function(
+        "st2kv",
+        |state: &State, name: String, _decrypt: Option<bool>| {
+            let handle = hidden(state, KV, "st2kv()")?;
+            let kv = handle.downcast_object_ref::<KvHandle>().ok_or_else(|| {
+                Error::new(ErrorKind::InvalidOperation, "st2kv() is not available here")
+            })?;
+            let key = name.strip_prefix("system.").unwrap_or(&name);
+            kv.0.get(key).map(JValue::from).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::UndefinedError,
+                    format!("st2kv('{name}'): no such key in the key-value store"),
+                )
+            })
+        },
+    );
     env.add_function("task_status", |state: &State, name: String| {
         let tasks = hidden(state, TASKS, "task_status()")?;
         // A task that has not run answers None, so `task_status('x') == 'succeeded'` is false.
@@ -90,13 +120,14 @@ fn lookup_key(map: &JValue, key: &str, func: &str) -> Result<JValue, Error> {
 
 /// What an expression can see: the workflow context, and inside a task's transitions, retry
 /// and items, that task's status, result and current item.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Scope<'a> {
     pub ctx: Option<&'a Map<String, Value>>,
     pub result: Option<&'a Value>,
     pub status: Option<&'a str>,
     pub item: Option<&'a Value>,
     pub tasks: Option<&'a Map<String, Value>>,
+    pub kv: Option<&'a Arc<dyn KeyValueLookup>>,
 }
 
 impl Scope<'_> {
@@ -116,6 +147,9 @@ impl Scope<'_> {
         }
         if let Some(t) = self.tasks {
             m.insert(TASKS, JValue::from_serialize(t));
+        }
+        if let Some(kv) = self.kv {
+            m.insert(KV, JValue::from_object(KvHandle(kv.clone())));
         }
         JValue::from(m)
     }
