@@ -248,6 +248,7 @@ mod tests {
             status: Some("succeeded"),
             item: Some(&item),
             tasks: Some(&tasks),
+            kv: None,
         };
         assert_eq!(eval("ctx().a + ctx('a')", &scope).unwrap(), json!(2));
         assert_eq!(eval("ctx().l", &scope).unwrap(), json!([1, 2]));
