@@ -348,11 +348,7 @@ impl Engine {
             OutcomeStatus::Failed
         };
         let attempt = task.attempt.saturating_sub(1);
-        let expected = a
-            .conductor
-            .outstanding()
-            .iter()
-            .any(|(t, i, n)| *t == name && *i == task.item && *n == attempt);
+        let expected = a.conductor.is_outstanding(&name, task.item, attempt);
         if !expected {
             // A result folded in already (reported again after a restart).
             tracing::debug!(workflow = %parent_id, task = %name, "task result not expected");

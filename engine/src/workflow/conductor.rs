@@ -430,6 +430,18 @@ impl Conductor {
             .collect()
     }
 
+    /// Whether the workflow waits for this attempt of this task (and item).
+    pub fn is_outstanding(&self, task: &str, item: Option<usize>, attempt: u32) -> bool {
+        self.runs.iter().any(|r| {
+            r.name == task
+                && r.state == RunState::Running
+                && r.items.is_some() == item.is_some()
+                && r.units
+                    .get(item.unwrap_or(0))
+                    .is_some_and(|u| u.outstanding && u.attempt == attempt)
+        })
+    }
+
     fn has_outstanding(&self) -> bool {
         self.runs
             .iter()
