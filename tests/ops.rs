@@ -150,7 +150,10 @@ fn a_capacity_alert_scales_the_app_out_once_per_cooldown_and_back_in() {
     let runs = ended(&s, "ops.scale_out", 2);
     assert_eq!(runs[1]["status"], "succeeded", "{}", runs[1]);
     let outcome = runs[1]["result"]["output"]["outcome"].to_string();
-    assert!(outcome.contains("cooling down"), "{outcome}");
+    assert!(
+        outcome.contains("cooling down") && outcome.contains("scaled out from 2 to 4 at"),
+        "{outcome}"
+    );
     // An alert that is not about capacity changes nothing either.
     alert(&s, "firing", "DiskFull", &name, "c");
     let runs = ended(&s, "ops.scale_out", 3);
