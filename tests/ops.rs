@@ -162,6 +162,24 @@ fn a_capacity_alert_scales_the_app_out_once_per_cooldown_and_back_in() {
         outcome.contains("not one of the capacity alerts"),
         "{outcome}"
     );
+    // Grafana's alerts go the same way (here: still cooling down).
+    let grafana = json!({
+        "receiver": "squall", "status": "firing", "orgId": 1, "version": "1",
+        "groupKey": "{}:{alertname=\"HighLoad\"}",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "HighLoad", "app": name},
+            "annotations": {"summary": "load above 80%"},
+            "startsAt": "2026-11-25T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+            "fingerprint": format!("{name}grafana"),
+        }],
+    });
+    let (code, answer) = s.post("/api/v1/webhooks/grafana", &grafana.to_string());
+    assert_eq!(code, 200, "{answer}");
+    let runs = ended(&s, "ops.scale_out", 4);
+    assert_eq!(runs[3]["rule"]["ref"], "ops.scale_out_on_grafana_alert");
+    let outcome = runs[3]["result"]["output"]["outcome"].to_string();
+    assert!(outcome.contains("cooling down"), "{outcome}");
     assert_eq!(app.running().len(), 4);
 
     // Once the cooldown is over, the resolved alert scales back in by the step.
