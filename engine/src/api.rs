@@ -258,18 +258,17 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
 
 /// Header names as st2 (WSGI) presents them: `X-Github-Event`.
 fn title_case(name: &str) -> String {
-    name.split('-')
-        .map(|part| {
-            let mut c = part.chars();
-            match c.next() {
-                Some(f) => {
-                    f.to_uppercase().collect::<String>() + c.as_str().to_lowercase().as_str()
-                }
-                None => String::new(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("-")
+    let mut out = String::with_capacity(name.len());
+    let mut start = true;
+    for c in name.chars() {
+        if start {
+            out.extend(c.to_uppercase());
+        } else {
+            out.extend(c.to_lowercase());
+        }
+        start = c == '-';
+    }
+    out
 }
 
 async fn webhook(
@@ -318,13 +317,18 @@ async fn webhook(
             )));
         }
         let mut header_map = Map::new();
-        let mut lower = HashMap::new();
         for (name, value) in headers.iter() {
             let v = value.to_str().unwrap_or_default().to_string();
-            lower.insert(name.as_str().to_string(), v.clone());
             header_map.insert(title_case(name.as_str()), Value::String(v));
         }
         if let Some(check) = state.config.signatures.get(&url) {
+            let lower: HashMap<String, String> = headers
+                .iter()
+                .map(|(name, value)| {
+                    let v = value.to_str().unwrap_or_default().to_string();
+                    (name.as_str().to_string(), v)
+                })
+                .collect();
             check.verify(&lower, &body, Utc::now()).map_err(|e| {
                 ApiError::new(
                     StatusCode::UNAUTHORIZED,
@@ -340,7 +344,11 @@ async fn webhook(
         )
     };
     let ti = state.engine.ingest(ti).await?;
-    Ok((StatusCode::ACCEPTED, Json(trigger_instance_json(&ti))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(crate::pipeline::TriggerInstanceOut::from(&ti)),
+    )
+        .into_response())
 }
 
 /// `limit` (default 50, at most 10,000) and `offset` of a list request. (serde's `flatten`
@@ -1007,4 +1015,18 @@ async fn stream(
             .map(|ev| Ok(Event::default().event(ev.event).data(ev.data.to_string())))
     });
     Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::title_case;
+
+    #[test]
+    fn header_names_read_as_st2_shows_them() {
+        assert_eq!(title_case("x-github-event"), "X-Github-Event");
+        assert_eq!(title_case("content-type"), "Content-Type");
+        assert_eq!(title_case("HOST"), "Host");
+        assert_eq!(title_case("x--y"), "X--Y");
+        assert_eq!(title_case(""), "");
+    }
 }

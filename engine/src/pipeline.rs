@@ -30,6 +30,7 @@ use crate::packs::Catalog;
 use crate::policies::Policies;
 use crate::store::{Completion, Store, StoreError, StoreKv};
 
+mod marks;
 mod workflows;
 
 pub use workflows::Control;
@@ -155,6 +156,8 @@ pub struct Engine {
     wf_rx: Mutex<Option<crossbeam_channel::Receiver<WorkflowEvent>>>,
     /// The sensors packs declared, running or with the reason they are not.
     pub sensors: Mutex<Vec<crate::sensing::RunningSensor>>,
+    /// `running` marks not yet in the store (see `marks`).
+    marks: Arc<marks::RunningMarks>,
 }
 
 /// Errors the API turns into responses.
@@ -218,6 +221,7 @@ impl Engine {
             wf_tx,
             wf_rx: Mutex::new(Some(wf_rx)),
             sensors: Mutex::new(Vec::new()),
+            marks: Arc::default(),
         });
         (engine, ti_rx)
     }
@@ -357,6 +361,9 @@ impl Engine {
                     EngineError::Durability(format!("cannot start the workflow thread: {e}"))
                 })?;
         }
+        self.marks.start_writer(&self.store).map_err(|e| {
+            EngineError::Durability(format!("cannot start the running-marks thread: {e}"))
+        })?;
         self.recover()?;
         tokio::spawn(self.clone().rules_loop(ti_rx));
         self.workers.store(workers.max(1), Ordering::SeqCst);
@@ -832,30 +839,31 @@ impl Engine {
         if claimed.is_empty() {
             return;
         }
-        // Their "running" marks in one transaction.
         let running: Vec<Execution> = claimed.iter().map(|(_, e, _)| e.clone()).collect();
-        if let Err(err) = self.store.put_executions(&running) {
-            tracing::error!(error = %err, "cannot record running executions; they stay queued in the store");
-            for (_, e, _) in &claimed {
-                if let Ok(mut c) = self.cancels.lock() {
-                    c.remove(&e.id);
-                }
-                self.running.fetch_sub(1, Ordering::SeqCst);
-                self.metrics.running_delta(&e.action, -1);
-            }
-            return;
-        }
         // An action that is not idempotent must be on record as running before it starts (so
         // that a crash abandons it rather than running it again): the journal makes the mark
         // durable, and after a crash puts it back with the rule's enforcement, so its trigger
         // instance is not enforced twice. An idempotent one may run again: no wait.
-        let must: Vec<Execution> = running.into_iter().filter(|e| !e.idempotent).collect();
+        let must: Vec<Execution> = running.iter().filter(|e| !e.idempotent).cloned().collect();
         if !must.is_empty() {
             if let Err(err) = self.journal.append_executions_blocking(&must) {
-                tracing::warn!(error = %err, "cannot journal running marks; flushing the store instead");
+                tracing::warn!(error = %err, "cannot journal running marks; writing them to the store and flushing it instead");
+                if let Err(err) = self.store.put_executions(&must) {
+                    tracing::error!(error = %err, "cannot record running executions; they stay queued in the store");
+                    for (_, e, _) in &claimed {
+                        if let Ok(mut c) = self.cancels.lock() {
+                            c.remove(&e.id);
+                        }
+                        self.running.fetch_sub(1, Ordering::SeqCst);
+                        self.metrics.running_delta(&e.action, -1);
+                    }
+                    return;
+                }
                 self.durable_blocking();
             }
         }
+        // The store shows them running only if they still run after a moment (see `marks`).
+        self.marks.add(&running);
         for (_, e, _) in &claimed {
             self.publish_with("st2.execution__update", || execution_json(&loaded, e));
         }
@@ -875,7 +883,8 @@ impl Engine {
                 .execution_finished(status, e.elapsed_seconds().unwrap_or(0.0));
             finished.push(e);
         }
-        // Their results in one transaction.
+        // Their results in one transaction, after any `running` mark still waiting is dropped.
+        self.marks.take(finished.iter().map(|e| e.id.as_str()));
         if let Err(err) = self.store.put_executions(&finished) {
             tracing::error!(error = %err, "cannot record final statuses");
         }
@@ -1163,6 +1172,8 @@ impl Engine {
         match token {
             Some(t) => {
                 e.status = ExecutionStatus::Canceling;
+                // A `running` mark waiting to be written would come after this.
+                self.marks.take([e.id.as_str()]);
                 self.store.put_execution(&e)?;
                 t.cancel();
                 Ok((e, false))
@@ -1257,16 +1268,35 @@ fn enforcement(
 
 /// A trigger instance as the API shows it.
 pub fn trigger_instance_json(ti: &TriggerInstance) -> Value {
-    json!({
-        "id": ti.id,
-        "trigger": ti.trigger,
-        "trigger_parameters": ti.trigger_parameters,
-        "payload": ti.payload,
-        "occurrence_time": ti.occurrence_time,
-        "received_time": ti.received_time,
-        "source": ti.source,
-        "status": ti.status,
-    })
+    serde_json::to_value(TriggerInstanceOut::from(ti)).unwrap_or(Value::Null)
+}
+
+/// A trigger instance as the API shows it (st2's fields), serialized without copying it.
+#[derive(serde::Serialize)]
+pub struct TriggerInstanceOut<'a> {
+    id: &'a str,
+    trigger: &'a str,
+    trigger_parameters: &'a Option<Value>,
+    payload: &'a Value,
+    occurrence_time: &'a chrono::DateTime<Utc>,
+    received_time: &'a chrono::DateTime<Utc>,
+    source: &'a str,
+    status: TriggerInstanceStatus,
+}
+
+impl<'a> From<&'a TriggerInstance> for TriggerInstanceOut<'a> {
+    fn from(ti: &'a TriggerInstance) -> Self {
+        TriggerInstanceOut {
+            id: &ti.id,
+            trigger: &ti.trigger,
+            trigger_parameters: &ti.trigger_parameters,
+            payload: &ti.payload,
+            occurrence_time: &ti.occurrence_time,
+            received_time: &ti.received_time,
+            source: &ti.source,
+            status: ti.status,
+        }
+    }
 }
 
 /// Whether the execution runs a workflow (by its action's runner, or by its saved state).

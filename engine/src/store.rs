@@ -434,6 +434,21 @@ impl ExecTx<'_> {
     /// set when it is created and never change, so only a new execution adds index entries.
     fn put(&self, e: &Execution, bytes: &[u8]) -> TxResult<()> {
         let old_status = self.old_status(&e.id)?;
+        self.write(e, bytes, old_status)
+    }
+
+    /// Writes an execution created in this transaction (its id was never stored): no lookup
+    /// of a previous status.
+    fn put_new(&self, e: &Execution, bytes: &[u8]) -> TxResult<()> {
+        self.write(e, bytes, None)
+    }
+
+    fn write(
+        &self,
+        e: &Execution,
+        bytes: &[u8],
+        old_status: Option<ExecutionStatus>,
+    ) -> TxResult<()> {
         self.executions.insert(e.id.as_bytes(), bytes)?;
         if e.status.is_terminal() {
             self.active.remove(e.id.as_bytes())?;
@@ -828,10 +843,13 @@ impl Store {
                             tis.insert(ti_id.as_bytes(), ti_bytes)?;
                             pending.remove(ti_id.as_bytes())?;
                         }
+                        // An instance new to the store has no enforcements yet, and the
+                        // executions its rules requested have fresh ids.
+                        let fresh = c.new.is_some();
                         let mut written = Vec::new();
                         for (enf, enf_bytes) in &c.enfs {
                             let marker = pair_key(ti_id, &enf.rule_ref);
-                            if by_instance.get(&marker)?.is_some() {
+                            if !fresh && by_instance.get(&marker)?.is_some() {
                                 continue;
                             }
                             by_instance.insert(marker, enf.id.as_bytes())?;
@@ -840,7 +858,11 @@ impl Store {
                             if let Some((e, e_bytes)) =
                                 enf.execution_id.as_deref().and_then(|id| c.execs.get(id))
                             {
-                                exec_tx.put(e, e_bytes)?;
+                                if fresh {
+                                    exec_tx.put_new(e, e_bytes)?;
+                                } else {
+                                    exec_tx.put(e, e_bytes)?;
+                                }
                             }
                             written.push((*enf).clone());
                         }
