@@ -46,14 +46,14 @@ pub struct TriggerInstance {
     /// The trigger type's reference (canonical name, e.g. `core.webhook`).
     pub trigger: String,
     /// Parameters of the trigger that fired (a webhook's `url`, a timer's settings).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger_parameters: Option<Value>,
     pub payload: Value,
     pub occurrence_time: DateTime<Utc>,
     pub received_time: DateTime<Utc>,
     /// Who produced it: `webhook/<url>`, `timer/<rule>`, `api`, `squall`...
     pub source: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_tag: Option<String>,
     pub status: TriggerInstanceStatus,
 }
@@ -166,38 +166,38 @@ pub struct Execution {
     pub status: ExecutionStatus,
     #[serde(default)]
     pub result: Value,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log: Vec<LogLine>,
     pub start_timestamp: DateTime<Utc>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_timestamp: Option<DateTime<Utc>>,
     /// 1 for the first run; retries (policy `action.retry`) count up.
     #[serde(default = "one")]
     pub attempt: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger_instance: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Why an execution ended as it did when the result does not say (abandoned, canceled).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The execution this one re-runs or retries.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerun_of: Option<String>,
     /// Whether it may run again after a crash (from the action's metadata at request time).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub idempotent: bool,
     /// For a workflow's task: the task's name and, under with-items, the item's index.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<usize>,
     /// For a workflow execution: the conductor's state, saved after every step.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<Value>,
 }
 
@@ -244,10 +244,10 @@ pub struct RuleEnforcement {
     pub id: String,
     pub rule_ref: String,
     pub trigger_instance_id: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution_id: Option<String>,
     pub enforced_at: DateTime<Utc>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
 }
 

@@ -492,16 +492,10 @@ impl Engine {
         let mut fresh = Vec::new();
         let mut to_dispatch = Vec::new();
         for (ti, segment) in batch {
-            let new = match segment {
-                Some(_) => match self.store.trigger_instance(&ti.id) {
-                    Ok(found) => found.is_none(),
-                    Err(e) => {
-                        tracing::error!(trigger_instance = %ti.id, error = %e, "rules loop cannot read an instance; it stays in the journal");
-                        continue;
-                    }
-                },
-                None => false,
-            };
+            // One straight from `ingest` is new to the store: `TriggerInstance::new` gave it a
+            // fresh id, and `ingest` takes it by value. Instances the journal held at start
+            // were put into the store as pending and come here without a segment.
+            let new = segment.is_some();
             let plan = match self.plan(loaded, ti, new) {
                 Ok(plan) => plan,
                 Err(e) => {
@@ -1058,17 +1052,6 @@ impl Engine {
         let status = e.status;
         self.publish_with("st2.execution__update", || execution_json(loaded, e));
 
-        let payload = json!({
-            "execution_id": e.id,
-            "status": status.as_str(),
-            "start_timestamp": e.start_timestamp,
-            "action_name": e.action.split_once('.').map(|(_, n)| n).unwrap_or(&e.action),
-            "action_ref": e.action,
-            "parameters": loaded.catalog.action(&e.action).map(|a| Value::Object(mask_secrets(&a.meta, &e.parameters))).unwrap_or(Value::Null),
-            "result": e.result,
-            "rule": e.rule,
-            "trigger_instance": e.trigger_instance,
-        });
         // Recorded only when a rule listens to it: storing one per execution nobody reads
         // would double the store's work per execution.
         if loaded
@@ -1076,6 +1059,17 @@ impl Engine {
             .trigger_types()
             .any(|t| t == "core.action_finished")
         {
+            let payload = json!({
+                "execution_id": e.id,
+                "status": status.as_str(),
+                "start_timestamp": e.start_timestamp,
+                "action_name": e.action.split_once('.').map(|(_, n)| n).unwrap_or(&e.action),
+                "action_ref": e.action,
+                "parameters": loaded.catalog.action(&e.action).map(|a| Value::Object(mask_secrets(&a.meta, &e.parameters))).unwrap_or(Value::Null),
+                "result": e.result,
+                "rule": e.rule,
+                "trigger_instance": e.trigger_instance,
+            });
             let ti = TriggerInstance::new("core.action_finished", None, payload, "squall");
             if let Err(err) = self.store.insert_trigger_instance(&ti) {
                 tracing::error!(error = %err, "cannot record core.action_finished");
