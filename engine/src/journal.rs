@@ -15,9 +15,14 @@
 //! the JSON is a trigger instance, or `{"execution": {...}}`. A torn or corrupt tail (a crash
 //! mid-write) ends replay of that segment; nothing before it is lost. This file never
 //! interprets records beyond decoding them.
+//!
+//! A segment is zero-filled ahead of its records ([`PREALLOCATE_BYTES`] at a time), so most
+//! syncs write data only: a sync that also has to record a larger file costs more. Replay stops
+//! at the first zero length, where the records end.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -37,6 +42,9 @@ struct ExecutionRecord<E> {
 
 /// A segment larger than this is closed and a new one started.
 const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Zeros written ahead of a segment's records at a time.
+const PREALLOCATE_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -84,6 +92,8 @@ struct Segments {
     current: File,
     current_seq: u64,
     current_len: u64,
+    /// The current segment is zero-filled up to here (records end at `current_len`).
+    zeroed: u64,
     /// Closed segments: deletable once none of their records waits to enter the store and a
     /// store flush has run since.
     closed: Vec<(u64, PathBuf)>,
@@ -136,6 +146,10 @@ pub fn replay(dir: &Path) -> Result<Vec<Record>, JournalError> {
         while at + 12 <= bytes.len() {
             let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
                 as usize;
+            if len == 0 {
+                // The zeros written ahead of the records: the segment ends here.
+                break;
+            }
             let mut sum = [0u8; 8];
             sum.copy_from_slice(&bytes[at + 4..at + 12]);
             let start = at + 12;
@@ -180,12 +194,7 @@ impl Journal {
     ) -> Result<Arc<Journal>, JournalError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let next = list_segments(dir)?.last().map(|(s, _)| s + 1).unwrap_or(1);
-        let path = segment_path(dir, next);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        let file = create_segment(dir, next)?;
         let closed = list_segments(dir)?
             .into_iter()
             .filter(|(s, _)| *s != next)
@@ -203,6 +212,7 @@ impl Journal {
                 current: file,
                 current_seq: next,
                 current_len: 0,
+                zeroed: 0,
                 closed,
                 outstanding: std::collections::HashMap::new(),
             }),
@@ -368,12 +378,7 @@ impl Journal {
         let mut segs = lock(&self.segments);
         if segs.current_len >= self.segment_bytes {
             let next = segs.current_seq + 1;
-            let path = segment_path(&self.dir, next);
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(io(&path))?;
+            let file = create_segment(&self.dir, next)?;
             let old = std::mem::replace(&mut segs.current, file);
             drop(old);
             let closed_seq = segs.current_seq;
@@ -381,16 +386,28 @@ impl Journal {
                 .push((closed_seq, segment_path(&self.dir, closed_seq)));
             segs.current_seq = next;
             segs.current_len = 0;
+            segs.zeroed = 0;
         }
         let seq = segs.current_seq;
         let path = segment_path(&self.dir, seq);
         // Counted before the write, under the lock `releasable` takes, so a segment can never be
         // released while one of its records is on its way to the store.
         *segs.outstanding.entry(seq).or_default() += records;
-        let written = segs
-            .current
-            .write_all(buffer)
-            .and_then(|_| segs.current.sync_data());
+        let at = segs.current_len;
+        let end = at + buffer.len() as u64;
+        let mut zeroed = segs.zeroed;
+        let written = (|| {
+            if end > zeroed {
+                // Zeros ahead (synced with this write), so the next syncs write data only.
+                let grow = PREALLOCATE_BYTES.max(end - zeroed);
+                let zeros = vec![0u8; usize::try_from(grow).unwrap_or(usize::MAX)];
+                segs.current.write_all_at(&zeros, zeroed)?;
+                zeroed += grow;
+            }
+            segs.current.write_all_at(buffer, at)?;
+            segs.current.sync_data()
+        })();
+        segs.zeroed = zeroed.max(segs.zeroed);
         if let Err(e) = written {
             if let Some(n) = segs.outstanding.get_mut(&seq) {
                 *n = n.saturating_sub(records);
@@ -400,6 +417,22 @@ impl Journal {
         segs.current_len += buffer.len() as u64;
         Ok(seq)
     }
+}
+
+/// Creates segment `seq` and makes its name durable (the directory's sync).
+fn create_segment(dir: &Path, seq: u64) -> Result<File, JournalError> {
+    let path = segment_path(dir, seq);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    Ok(file)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -428,9 +461,35 @@ mod tests {
         j.stop();
         // A crash mid-write leaves a partial record at the end.
         let (_, path) = list_segments(dir.path()).unwrap().pop().unwrap();
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&[200, 0, 0, 0, 1, 2, 3]).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() as u64 >= PREALLOCATE_BYTES, "zeros ahead");
+        let mut end = 0usize;
+        while u32::from_le_bytes(bytes[end..end + 4].try_into().unwrap()) != 0 {
+            end += 12 + u32::from_le_bytes(bytes[end..end + 4].try_into().unwrap()) as usize;
+        }
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&[200, 0, 0, 0, 1, 2, 3], end as u64)
+            .unwrap();
         assert_eq!(ids_of(replay(dir.path()).unwrap()), ids);
+    }
+
+    #[test]
+    fn records_longer_than_the_zeros_ahead_are_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let big = "x".repeat(usize::try_from(PREALLOCATE_BYTES).unwrap() + 10);
+        let mut e = Execution::new("core.noop", serde_json::Map::new());
+        e.result = json!(big);
+        let small = Execution::new("core.noop", serde_json::Map::new());
+        j.append_executions_blocking(std::slice::from_ref(&small))
+            .unwrap();
+        j.append_executions_blocking(std::slice::from_ref(&e))
+            .unwrap();
+        j.append_executions_blocking(std::slice::from_ref(&small))
+            .unwrap();
+        let back = replay(dir.path()).unwrap();
+        assert_eq!(back.len(), 3);
+        assert!(matches!(&back[1], Record::Execution(x) if x.result == json!(big)));
     }
 
     /// The ids of the records, in order.
