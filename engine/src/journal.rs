@@ -266,9 +266,14 @@ impl Journal {
 
     /// Records that a record of segment `seq` is now in the store (not yet flushed).
     pub fn stored(&self, seq: u64) {
+        self.stored_n(seq, 1);
+    }
+
+    /// Records that `n` records of segment `seq` are now in the store (not yet flushed).
+    pub fn stored_n(&self, seq: u64, n: u64) {
         let mut segs = lock(&self.segments);
-        if let Some(n) = segs.outstanding.get_mut(&seq) {
-            *n = n.saturating_sub(1);
+        if let Some(left) = segs.outstanding.get_mut(&seq) {
+            *left = left.saturating_sub(n);
         }
     }
 
@@ -300,10 +305,17 @@ impl Journal {
         }
     }
 
-    /// Appends executions (final statuses already written to the store, not yet flushed);
-    /// returns once they are on disk. For worker threads: it blocks, and must not be called
-    /// from an async runtime's thread.
-    pub fn append_executions_blocking(&self, list: &[Execution]) -> Result<(), JournalError> {
+    /// Appends executions; returns once they are on disk, with the segment they are in. Like
+    /// a trigger instance, each holds its segment back until [`Journal::stored`] says the store
+    /// has it (or a later status of its execution). For worker threads: it blocks, and must not
+    /// be called from an async runtime's thread.
+    pub fn append_executions_blocking(&self, list: &[Execution]) -> Result<u64, JournalError> {
+        self.submit_executions(list)?.wait_blocking()
+    }
+
+    /// Appends executions without waiting: the returned [`PendingSync`] says when they are on
+    /// disk (and in which segment), so the caller can write the store meanwhile.
+    pub fn submit_executions(&self, list: &[Execution]) -> Result<PendingSync<'_>, JournalError> {
         let mut buffer = Vec::new();
         for e in list {
             let bytes = serde_json::to_vec(&ExecutionRecord { execution: e })
@@ -321,19 +333,16 @@ impl Journal {
                 return Err(JournalError::Stopped);
             }
             p.buffer.extend_from_slice(&buffer);
-            // Already in the store: nothing of theirs keeps a segment from being released
-            // after the next store flush.
-            p.waiters.push(Waiter { done, records: 0 });
+            p.waiters.push(Waiter {
+                done,
+                records: list.len() as u64,
+            });
         }
         self.wake.notify_one();
-        match wait.blocking_recv() {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(JournalError::Io {
-                path: self.dir.clone(),
-                source: std::io::Error::other(e),
-            }),
-            Err(_) => Err(JournalError::Stopped),
-        }
+        Ok(PendingSync {
+            journal: self,
+            wait,
+        })
     }
 
     /// Stops the writer after it wrote what is pending.
@@ -435,6 +444,26 @@ fn create_segment(dir: &Path, seq: u64) -> Result<File, JournalError> {
     Ok(file)
 }
 
+/// Records handed to the journal, on disk once [`PendingSync::wait_blocking`] returns Ok.
+pub struct PendingSync<'a> {
+    journal: &'a Journal,
+    wait: tokio::sync::oneshot::Receiver<Result<u64, String>>,
+}
+
+impl PendingSync<'_> {
+    /// Waits for the sync; returns the segment. Blocks: not for an async runtime's threads.
+    pub fn wait_blocking(self) -> Result<u64, JournalError> {
+        match self.wait.blocking_recv() {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(e)) => Err(JournalError::Io {
+                path: self.journal.dir.clone(),
+                source: std::io::Error::other(e),
+            }),
+            Err(_) => Err(JournalError::Stopped),
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
@@ -504,7 +533,7 @@ mod tests {
     }
 
     #[test]
-    fn executions_are_journaled_between_trigger_instances_and_keep_nothing_outstanding() {
+    fn executions_are_journaled_between_trigger_instances_and_hold_their_segment_until_stored() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open_with_segment_size(dir.path(), 1).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -514,17 +543,21 @@ mod tests {
         let s1 = rt.block_on(j.append(&ti)).unwrap();
         let mut e = Execution::new("core.noop", serde_json::Map::new());
         e.status = crate::model::ExecutionStatus::Succeeded;
-        j.append_executions_blocking(std::slice::from_ref(&e))
+        let s2 = j
+            .append_executions_blocking(std::slice::from_ref(&e))
             .unwrap();
         let back = replay(dir.path()).unwrap();
         assert!(matches!(&back[0], Record::TriggerInstance(t) if t.id == ti.id));
         assert!(matches!(&back[1], Record::Execution(x) if x.id == e.id && x.status == e.status));
-        // Only the trigger instance holds its segment back.
+        // Each record holds its segment back until the store has it.
         j.append_executions_blocking(std::slice::from_ref(&e))
             .unwrap();
-        assert!(j.releasable().iter().all(|s| *s != s1));
+        assert!(j.releasable().iter().all(|s| *s != s1 && *s != s2));
         j.stored(s1);
         assert!(j.releasable().contains(&s1));
+        assert!(!j.releasable().contains(&s2));
+        j.stored_n(s2, 1);
+        assert!(j.releasable().contains(&s2));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

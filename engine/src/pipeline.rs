@@ -361,9 +361,11 @@ impl Engine {
                     EngineError::Durability(format!("cannot start the workflow thread: {e}"))
                 })?;
         }
-        self.marks.start_writer(&self.store).map_err(|e| {
-            EngineError::Durability(format!("cannot start the running-marks thread: {e}"))
-        })?;
+        self.marks
+            .start_writer(&self.store, &self.journal)
+            .map_err(|e| {
+                EngineError::Durability(format!("cannot start the running-marks thread: {e}"))
+            })?;
         self.recover()?;
         tokio::spawn(self.clone().rules_loop(ti_rx));
         self.workers.store(workers.max(1), Ordering::SeqCst);
@@ -839,25 +841,29 @@ impl Engine {
         // durable, and after a crash puts it back with the rule's enforcement, so its trigger
         // instance is not enforced twice. An idempotent one may run again: no wait.
         let must: Vec<Execution> = running.iter().filter(|e| !e.idempotent).cloned().collect();
+        let mut segment = None;
         if !must.is_empty() {
-            if let Err(err) = self.journal.append_executions_blocking(&must) {
-                tracing::warn!(error = %err, "cannot journal running marks; writing them to the store and flushing it instead");
-                if let Err(err) = self.store.put_executions(&must) {
-                    tracing::error!(error = %err, "cannot record running executions; they stay queued in the store");
-                    for (_, e, _) in &claimed {
-                        if let Ok(mut c) = self.cancels.lock() {
-                            c.remove(&e.id);
+            match self.journal.append_executions_blocking(&must) {
+                Ok(seq) => segment = Some(seq),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot journal running marks; writing them to the store and flushing it instead");
+                    if let Err(err) = self.store.put_executions(&must) {
+                        tracing::error!(error = %err, "cannot record running executions; they stay queued in the store");
+                        for (_, e, _) in &claimed {
+                            if let Ok(mut c) = self.cancels.lock() {
+                                c.remove(&e.id);
+                            }
+                            self.running.fetch_sub(1, Ordering::SeqCst);
+                            self.metrics.running_delta(&e.action, -1);
                         }
-                        self.running.fetch_sub(1, Ordering::SeqCst);
-                        self.metrics.running_delta(&e.action, -1);
+                        return;
                     }
-                    return;
+                    self.durable_blocking();
                 }
-                self.durable_blocking();
             }
         }
         // The store shows them running only if they still run after a moment (see `marks`).
-        self.marks.add(&running);
+        self.marks.add(&running, segment);
         for (_, e, _) in &claimed {
             self.publish_with("st2.execution__update", || execution_json(&loaded, e));
         }
@@ -877,23 +883,51 @@ impl Engine {
                 .execution_finished(status, e.elapsed_seconds().unwrap_or(0.0));
             finished.push(e);
         }
-        // Their results in one transaction, after any `running` mark still waiting is dropped.
-        self.marks.take(finished.iter().map(|e| e.id.as_str()));
-        if let Err(err) = self.store.put_executions(&finished) {
-            tracing::error!(error = %err, "cannot record final statuses");
-        }
         // Results are made durable by the journal (one group-committed sync of just these
-        // records, cheaper than a store flush). A workflow's task needs neither: the workflow's
-        // next step writes after it and flushes before anything follows from its result.
+        // records, cheaper than a store flush), written to the store while that sync runs. A
+        // workflow's task needs neither: the workflow's next step writes after it and flushes
+        // before anything follows from its result.
         let top: Vec<Execution> = finished
             .iter()
             .filter(|e| e.parent.is_none())
             .cloned()
             .collect();
-        if !top.is_empty() {
-            if let Err(err) = self.journal.append_executions_blocking(&top) {
-                tracing::warn!(error = %err, "cannot journal results; flushing the store instead");
-                self.durable_blocking();
+        let sync = if top.is_empty() {
+            None
+        } else {
+            match self.journal.submit_executions(&top) {
+                Ok(sync) => Some(sync),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot journal results; flushing the store instead");
+                    None
+                }
+            }
+        };
+        // Their results in one transaction, after any `running` mark still waiting is dropped.
+        let marks = self.marks.take(finished.iter().map(|e| e.id.as_str()));
+        let stored = match self.store.put_executions(&finished) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot record final statuses");
+                false
+            }
+        };
+        match sync {
+            Some(sync) => match sync.wait_blocking() {
+                Ok(seq) if stored => self.journal.stored_n(seq, top.len() as u64),
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot journal results; flushing the store instead");
+                    self.durable_blocking();
+                }
+            },
+            None if !top.is_empty() => self.durable_blocking(),
+            None => {}
+        }
+        if stored {
+            // The store has what follows their marks: the journal may let those go.
+            for seq in marks {
+                self.journal.stored(seq);
             }
         }
         for e in &finished {
@@ -1167,8 +1201,11 @@ impl Engine {
             Some(t) => {
                 e.status = ExecutionStatus::Canceling;
                 // A `running` mark waiting to be written would come after this.
-                self.marks.take([e.id.as_str()]);
+                let marks = self.marks.take([e.id.as_str()]);
                 self.store.put_execution(&e)?;
+                for seq in marks {
+                    self.journal.stored(seq);
+                }
                 t.cancel();
                 Ok((e, false))
             }

@@ -14,43 +14,55 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use crate::journal::Journal;
 use crate::model::Execution;
 use crate::store::Store;
 
 /// How long an action runs before the store shows it `running`.
 pub(crate) const MARK_DELAY: Duration = Duration::from_millis(20);
 
+/// A mark waiting: since when, the execution, and the journal segment that holds it (which
+/// is not released until the store has the mark or a later status).
+type Waiting = (Instant, Execution, Option<u64>);
+
 #[derive(Default)]
 pub(crate) struct RunningMarks {
-    pending: Mutex<HashMap<String, (Instant, Execution)>>,
+    pending: Mutex<HashMap<String, Waiting>>,
     wake: Condvar,
 }
 
 impl RunningMarks {
     /// Starts the thread that writes marks older than [`MARK_DELAY`]; it ends with the store.
-    pub(crate) fn start_writer(self: &Arc<Self>, store: &Arc<Store>) -> std::io::Result<()> {
+    pub(crate) fn start_writer(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        journal: &Arc<Journal>,
+    ) -> std::io::Result<()> {
         let weak_marks = Arc::downgrade(self);
         let weak_store = Arc::downgrade(store);
+        let weak_journal = Arc::downgrade(journal);
         std::thread::Builder::new()
             .name("squall-marks".into())
-            .spawn(move || writer(weak_marks, weak_store))?;
+            .spawn(move || writer(weak_marks, weak_store, weak_journal))?;
         Ok(())
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, (Instant, Execution)>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Waiting>> {
         match self.pending.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
     }
 
-    /// Marks these executions running (in the store after [`MARK_DELAY`] unless taken back).
-    pub(crate) fn add(&self, list: &[Execution]) {
+    /// Marks these executions running (in the store after [`MARK_DELAY`] unless taken back);
+    /// `segment` is where the journal holds the marks of those that are not idempotent.
+    pub(crate) fn add(&self, list: &[Execution], segment: Option<u64>) {
         let now = Instant::now();
         let mut pending = self.lock();
         let was_empty = pending.is_empty();
         for e in list {
-            pending.insert(e.id.clone(), (now, e.clone()));
+            let seg = if e.idempotent { None } else { segment };
+            pending.insert(e.id.clone(), (now, e.clone(), seg));
         }
         drop(pending);
         if was_empty {
@@ -59,44 +71,56 @@ impl RunningMarks {
     }
 
     /// Takes back the marks of these executions (their results follow); a mark already written
-    /// is gone from here, and its write is complete.
-    pub(crate) fn take<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+    /// is gone from here, and its write is complete. Returns the journal segments of the marks
+    /// taken back: call [`Journal::stored`] for each once the store has what follows them.
+    pub(crate) fn take<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Vec<u64> {
         let mut pending = self.lock();
-        for id in ids {
-            pending.remove(id);
-        }
+        ids.into_iter()
+            .filter_map(|id| pending.remove(id).and_then(|(_, _, seg)| seg))
+            .collect()
     }
 }
 
-fn writer(marks: Weak<RunningMarks>, store: Weak<Store>) {
+fn writer(marks: Weak<RunningMarks>, store: Weak<Store>, journal: Weak<Journal>) {
     loop {
-        let (Some(marks), Some(store)) = (marks.upgrade(), store.upgrade()) else {
+        let (Some(marks), Some(store), Some(journal)) =
+            (marks.upgrade(), store.upgrade(), journal.upgrade())
+        else {
             return;
         };
         let mut pending = marks.lock();
         let now = Instant::now();
         let due: Vec<String> = pending
             .iter()
-            .filter(|(_, (at, _))| now.duration_since(*at) >= MARK_DELAY)
+            .filter(|(_, (at, _, _))| now.duration_since(*at) >= MARK_DELAY)
             .map(|(id, _)| id.clone())
             .collect();
         if !due.is_empty() {
-            let list: Vec<Execution> = due
+            let (list, segments): (Vec<Execution>, Vec<Option<u64>>) = due
                 .iter()
-                .filter_map(|id| pending.remove(id).map(|(_, e)| e))
-                .collect();
+                .filter_map(|id| pending.remove(id).map(|(_, e, seg)| (e, seg)))
+                .unzip();
             // Under the lock: see the module's note on order.
-            if let Err(err) = store.put_executions(&list) {
-                tracing::error!(error = %err, "cannot record running executions in the store");
+            match store.put_executions(&list) {
+                Ok(()) => {
+                    for seg in segments.into_iter().flatten() {
+                        journal.stored(seg);
+                    }
+                }
+                // Their journal segments stay: a restart puts the marks back from there.
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot record running executions in the store")
+                }
             }
         }
         let wait = pending
             .values()
-            .map(|(at, _)| (*at + MARK_DELAY).saturating_duration_since(now))
+            .map(|(at, _, _)| (*at + MARK_DELAY).saturating_duration_since(now))
             .min()
             // Nothing pending: wake now and then only to notice the store is gone.
             .unwrap_or(Duration::from_secs(1));
         drop(store);
+        drop(journal);
         let _unused = marks.wake.wait_timeout(pending, wait);
     }
 }
