@@ -58,6 +58,8 @@ pub enum JournalError {
     Encode(String),
     #[error("the journal writer stopped")]
     Stopped,
+    #[error("the journal refuses writes after an earlier failure: {0}")]
+    Failed(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
@@ -80,12 +82,44 @@ struct Waiter {
     done: tokio::sync::oneshot::Sender<Result<u64, String>>,
     /// Records of this append that still have to reach the store (see [`Journal::stored`]).
     records: u64,
+    /// For a trigger instance handed on before its sync: counted only if the store does not
+    /// have it yet when it is written.
+    ticket: Option<Arc<Ticket>>,
+}
+
+/// Where a trigger instance handed to the rules loop before its sync stands: whichever of
+/// "written to segment N" and "in the store" comes second settles the segment's count.
+#[derive(Default)]
+pub struct Ticket {
+    state: Mutex<TicketState>,
+}
+
+#[derive(Default, Clone, Copy)]
+enum TicketState {
+    #[default]
+    Pending,
+    Written(u64),
+    Stored,
+}
+
+impl Ticket {
+    /// The instance is in the store (not yet flushed).
+    pub fn stored(&self, journal: &Journal) {
+        let mut state = lock(&self.state);
+        if let TicketState::Written(seq) = *state {
+            journal.stored(seq);
+        }
+        *state = TicketState::Stored;
+    }
 }
 
 struct Pending {
     buffer: Vec<u8>,
     waiters: Vec<Waiter>,
     stopped: bool,
+    /// Set by a failed write or sync: what was written after it could be durable while what
+    /// came before is not, so nothing more is accepted.
+    failed: Option<String>,
 }
 
 struct Segments {
@@ -206,6 +240,7 @@ impl Journal {
                 buffer: Vec::new(),
                 waiters: Vec::new(),
                 stopped: false,
+                failed: None,
             }),
             wake: Condvar::new(),
             segments: Mutex::new(Segments {
@@ -289,10 +324,17 @@ impl Journal {
             if p.stopped {
                 return Err(JournalError::Stopped);
             }
+            if let Some(e) = &p.failed {
+                return Err(JournalError::Failed(e.clone()));
+            }
             p.buffer.extend_from_slice(&len.to_le_bytes());
             p.buffer.extend_from_slice(&checksum(&bytes).to_le_bytes());
             p.buffer.extend_from_slice(&bytes);
-            p.waiters.push(Waiter { done, records: 1 });
+            p.waiters.push(Waiter {
+                done,
+                records: 1,
+                ticket: None,
+            });
         }
         self.wake.notify_one();
         match wait.await {
@@ -303,6 +345,41 @@ impl Journal {
             }),
             Err(_) => Err(JournalError::Stopped),
         }
+    }
+
+    /// Appends a trigger instance without waiting, so it can be handed on while its sync runs;
+    /// the returned receiver answers once it is on disk. The instance's segment is held until
+    /// `ticket` says the store has it ([`Ticket::stored`]). Anything appended after it is
+    /// durable only if it is: the journal is written in order, and refuses every append after
+    /// a failed write or sync.
+    pub fn submit_instance(
+        &self,
+        ti: &TriggerInstance,
+        ticket: Arc<Ticket>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<u64, String>>, JournalError> {
+        let bytes = serde_json::to_vec(ti).map_err(|e| JournalError::Encode(e.to_string()))?;
+        let len = u32::try_from(bytes.len())
+            .map_err(|_| JournalError::Encode("record too large".into()))?;
+        let (done, wait) = tokio::sync::oneshot::channel();
+        {
+            let mut p = lock(&self.pending);
+            if p.stopped {
+                return Err(JournalError::Stopped);
+            }
+            if let Some(e) = &p.failed {
+                return Err(JournalError::Failed(e.clone()));
+            }
+            p.buffer.extend_from_slice(&len.to_le_bytes());
+            p.buffer.extend_from_slice(&checksum(&bytes).to_le_bytes());
+            p.buffer.extend_from_slice(&bytes);
+            p.waiters.push(Waiter {
+                done,
+                records: 0,
+                ticket: Some(ticket),
+            });
+        }
+        self.wake.notify_one();
+        Ok(wait)
     }
 
     /// Appends executions; returns once they are on disk, with the segment they are in. Like
@@ -332,10 +409,14 @@ impl Journal {
             if p.stopped {
                 return Err(JournalError::Stopped);
             }
+            if let Some(e) = &p.failed {
+                return Err(JournalError::Failed(e.clone()));
+            }
             p.buffer.extend_from_slice(&buffer);
             p.waiters.push(Waiter {
                 done,
                 records: list.len() as u64,
+                ticket: None,
             });
         }
         self.wake.notify_one();
@@ -370,9 +451,18 @@ impl Journal {
             let result = if buffer.is_empty() {
                 Ok(0)
             } else {
-                self.write(&buffer, waiters.iter().map(|w| w.records).sum())
+                self.write(&buffer, &waiters)
             };
             let shared = result.map_err(|e| e.to_string());
+            if let Err(e) = &shared {
+                let mut p = lock(&self.pending);
+                p.failed.get_or_insert_with(|| e.clone());
+                // Appends queued behind the failure cannot be made durable either.
+                for w in std::mem::take(&mut p.waiters) {
+                    let _ = w.done.send(Err(e.clone()));
+                }
+                p.buffer.clear();
+            }
             for w in waiters {
                 // A caller that went away no longer needs the answer.
                 let _ = w.done.send(shared.clone());
@@ -383,7 +473,7 @@ impl Journal {
         }
     }
 
-    fn write(&self, buffer: &[u8], records: u64) -> Result<u64, JournalError> {
+    fn write(&self, buffer: &[u8], waiters: &[Waiter]) -> Result<u64, JournalError> {
         let mut segs = lock(&self.segments);
         if segs.current_len >= self.segment_bytes {
             let next = segs.current_seq + 1;
@@ -401,6 +491,16 @@ impl Journal {
         let path = segment_path(&self.dir, seq);
         // Counted before the write, under the lock `releasable` takes, so a segment can never be
         // released while one of its records is on its way to the store.
+        let mut records: u64 = waiters.iter().map(|w| w.records).sum();
+        for w in waiters {
+            if let Some(ticket) = &w.ticket {
+                let mut state = lock(&ticket.state);
+                if !matches!(*state, TicketState::Stored) {
+                    *state = TicketState::Written(seq);
+                    records += 1;
+                }
+            }
+        }
         *segs.outstanding.entry(seq).or_default() += records;
         let at = segs.current_len;
         let end = at + buffer.len() as u64;
@@ -420,6 +520,10 @@ impl Journal {
         if let Err(e) = written {
             if let Some(n) = segs.outstanding.get_mut(&seq) {
                 *n = n.saturating_sub(records);
+            }
+            // Not in the segment after all: their count is gone, so nothing may settle it.
+            for ticket in waiters.iter().filter_map(|w| w.ticket.as_ref()) {
+                *lock(&ticket.state) = TicketState::Stored;
             }
             return Err(io(&path)(e));
         }
@@ -500,6 +604,44 @@ mod tests {
         f.write_all_at(&[200, 0, 0, 0, 1, 2, 3], end as u64)
             .unwrap();
         assert_eq!(ids_of(replay(dir.path()).unwrap()), ids);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_instance_handed_on_before_its_sync_holds_its_segment_until_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open_with_segment_size(dir.path(), 1).unwrap();
+        // Stored after it was written: its segment waits for the store.
+        let first = TriggerInstance::new("core.webhook", None, json!({}), "test");
+        let ticket = Arc::new(Ticket::default());
+        let s1 = j
+            .submit_instance(&first, ticket.clone())
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+        // The next write closes segment s1 (segments of one byte).
+        let second = TriggerInstance::new("core.webhook", None, json!({}), "test");
+        let early = Arc::new(Ticket::default());
+        // Stored before it is written: nothing to wait for.
+        early.stored(&j);
+        let s2 = j
+            .submit_instance(&second, early)
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(s2 > s1);
+        assert!(
+            j.releasable().is_empty(),
+            "the first is not in the store yet"
+        );
+        ticket.stored(&j);
+        assert_eq!(j.releasable(), vec![s1]);
+        // Both replay, in order.
+        assert_eq!(
+            ids_of(replay(dir.path()).unwrap()),
+            vec![first.id, second.id]
+        );
     }
 
     #[test]

@@ -144,7 +144,7 @@ pub struct Engine {
     pub events: broadcast::Sender<StreamEvent>,
     pub metrics: Metrics,
     pub queue: Arc<dyn WorkQueue>,
-    ti_tx: mpsc::UnboundedSender<(TriggerInstance, Option<u64>)>,
+    ti_tx: mpsc::UnboundedSender<(TriggerInstance, Option<Arc<crate::journal::Ticket>>)>,
     cancels: Mutex<HashMap<String, CancelToken>>,
     throttle: Mutex<ThrottleState>,
     flusher: Flusher,
@@ -195,7 +195,7 @@ impl Engine {
         runtime: Arc<RhaiRuntime>,
     ) -> (
         Arc<Engine>,
-        mpsc::UnboundedReceiver<(TriggerInstance, Option<u64>)>,
+        mpsc::UnboundedReceiver<(TriggerInstance, Option<Arc<crate::journal::Ticket>>)>,
     ) {
         let (ti_tx, ti_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(4096);
@@ -326,17 +326,25 @@ impl Engine {
         if self.is_stopping() {
             return Err(EngineError::ShuttingDown);
         }
-        // The journal makes it durable; the rules loop puts it into the store.
-        let segment = self
+        // The journal makes it durable; the rules loop puts it into the store. It goes to the
+        // rules loop while its sync runs: whatever follows from it is made durable by later
+        // journal records (a `running` mark, a result) or store flushes (a workflow's step),
+        // and those cannot be durable unless it is (see `Journal::submit_instance`).
+        let ticket = Arc::new(crate::journal::Ticket::default());
+        let synced = self
             .journal
-            .append(&ti)
-            .await
+            .submit_instance(&ti, ticket.clone())
             .map_err(|e| EngineError::Durability(e.to_string()))?;
-        self.metrics.trigger_instance(&ti.trigger);
         self.publish_with("st2.trigger_instance__create", || {
             trigger_instance_json(&ti)
         });
-        let _ = self.ti_tx.send((ti.clone(), Some(segment)));
+        let _ = self.ti_tx.send((ti.clone(), Some(ticket)));
+        match synced.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(EngineError::Durability(e)),
+            Err(_) => return Err(EngineError::Durability("the journal writer stopped".into())),
+        }
+        self.metrics.trigger_instance(&ti.trigger);
         Ok(ti)
     }
 
@@ -344,7 +352,7 @@ impl Engine {
     /// previous run left unfinished.
     pub fn start(
         self: &Arc<Self>,
-        ti_rx: mpsc::UnboundedReceiver<(TriggerInstance, Option<u64>)>,
+        ti_rx: mpsc::UnboundedReceiver<(TriggerInstance, Option<Arc<crate::journal::Ticket>>)>,
         workers: usize,
     ) -> Result<Vec<std::thread::JoinHandle<()>>, EngineError> {
         tokio::spawn(self.clone().flush_loop());
@@ -450,7 +458,7 @@ impl Engine {
 
     async fn rules_loop(
         self: Arc<Self>,
-        mut rx: mpsc::UnboundedReceiver<(TriggerInstance, Option<u64>)>,
+        mut rx: mpsc::UnboundedReceiver<(TriggerInstance, Option<Arc<crate::journal::Ticket>>)>,
     ) {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
@@ -489,7 +497,7 @@ impl Engine {
     fn enforce_batch(
         &self,
         loaded: &Loaded,
-        batch: &[(TriggerInstance, Option<u64>)],
+        batch: &[(TriggerInstance, Option<Arc<crate::journal::Ticket>>)],
     ) -> Vec<Execution> {
         let mut fresh = Vec::new();
         let mut to_dispatch = Vec::new();
@@ -506,7 +514,7 @@ impl Engine {
                 }
             };
             if new {
-                fresh.push((plan, *segment));
+                fresh.push((plan, segment.clone()));
                 continue;
             }
             match self.store.complete_trigger_instance(
@@ -521,8 +529,8 @@ impl Engine {
                     continue;
                 }
             }
-            if let Some(seq) = segment {
-                self.journal.stored(*seq);
+            if let Some(ticket) = segment {
+                ticket.stored(&self.journal);
             }
         }
         if fresh.is_empty() {
@@ -547,10 +555,10 @@ impl Engine {
             }
         };
         drop(completions);
-        for ((plan, segment), written) in fresh.into_iter().zip(written) {
+        for ((plan, ticket), written) in fresh.into_iter().zip(written) {
             to_dispatch.extend(plan.written(&written));
-            if let Some(seq) = segment {
-                self.journal.stored(seq);
+            if let Some(ticket) = ticket {
+                ticket.stored(&self.journal);
             }
         }
         to_dispatch
