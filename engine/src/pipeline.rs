@@ -58,6 +58,10 @@ pub struct WorkItem {
     pub timeout: Option<Duration>,
 }
 
+/// A trigger instance on its way to the rules loop, with its journal ticket when it comes
+/// straight from `Engine::ingest`.
+pub type Accepted = (TriggerInstance, Option<Arc<crate::journal::Ticket>>);
+
 /// The bus between the scheduler and the workers.
 pub trait WorkQueue: Send + Sync {
     fn push(&self, item: WorkItem);
@@ -144,7 +148,7 @@ pub struct Engine {
     pub events: broadcast::Sender<StreamEvent>,
     pub metrics: Metrics,
     pub queue: Arc<dyn WorkQueue>,
-    ti_tx: mpsc::UnboundedSender<(TriggerInstance, Option<Arc<crate::journal::Ticket>>)>,
+    ti_tx: mpsc::UnboundedSender<Accepted>,
     cancels: Mutex<HashMap<String, CancelToken>>,
     throttle: Mutex<ThrottleState>,
     flusher: Flusher,
@@ -195,7 +199,7 @@ impl Engine {
         runtime: Arc<RhaiRuntime>,
     ) -> (
         Arc<Engine>,
-        mpsc::UnboundedReceiver<(TriggerInstance, Option<Arc<crate::journal::Ticket>>)>,
+        mpsc::UnboundedReceiver<Accepted>,
     ) {
         let (ti_tx, ti_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(4096);
@@ -352,7 +356,7 @@ impl Engine {
     /// previous run left unfinished.
     pub fn start(
         self: &Arc<Self>,
-        ti_rx: mpsc::UnboundedReceiver<(TriggerInstance, Option<Arc<crate::journal::Ticket>>)>,
+        ti_rx: mpsc::UnboundedReceiver<Accepted>,
         workers: usize,
     ) -> Result<Vec<std::thread::JoinHandle<()>>, EngineError> {
         tokio::spawn(self.clone().flush_loop());
@@ -458,7 +462,7 @@ impl Engine {
 
     async fn rules_loop(
         self: Arc<Self>,
-        mut rx: mpsc::UnboundedReceiver<(TriggerInstance, Option<Arc<crate::journal::Ticket>>)>,
+        mut rx: mpsc::UnboundedReceiver<Accepted>,
     ) {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
@@ -497,7 +501,7 @@ impl Engine {
     fn enforce_batch(
         &self,
         loaded: &Loaded,
-        batch: &[(TriggerInstance, Option<Arc<crate::journal::Ticket>>)],
+        batch: &[Accepted],
     ) -> Vec<Execution> {
         let mut fresh = Vec::new();
         let mut to_dispatch = Vec::new();
