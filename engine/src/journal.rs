@@ -315,29 +315,8 @@ impl Journal {
     /// Appends a trigger instance; returns once it is on disk (fdatasync), with the segment it
     /// is in. Call [`Journal::stored`] with that segment once it is in the store.
     pub async fn append(&self, ti: &TriggerInstance) -> Result<u64, JournalError> {
-        let bytes = serde_json::to_vec(ti).map_err(|e| JournalError::Encode(e.to_string()))?;
-        let len = u32::try_from(bytes.len())
-            .map_err(|_| JournalError::Encode("record too large".into()))?;
-        let (done, wait) = tokio::sync::oneshot::channel();
-        {
-            let mut p = lock(&self.pending);
-            if p.stopped {
-                return Err(JournalError::Stopped);
-            }
-            if let Some(e) = &p.failed {
-                return Err(JournalError::Failed(e.clone()));
-            }
-            p.buffer.extend_from_slice(&len.to_le_bytes());
-            p.buffer.extend_from_slice(&checksum(&bytes).to_le_bytes());
-            p.buffer.extend_from_slice(&bytes);
-            p.waiters.push(Waiter {
-                done,
-                records: 1,
-                ticket: None,
-            });
-        }
-        self.wake.notify_one();
-        match wait.await {
+        let synced = self.submit_instance(ti, Arc::new(Ticket::default()))?;
+        match synced.await {
             Ok(Ok(seq)) => Ok(seq),
             Ok(Err(e)) => Err(JournalError::Io {
                 path: self.dir.clone(),

@@ -197,10 +197,7 @@ impl Engine {
         journal: Arc<crate::journal::Journal>,
         catalog: Catalog,
         runtime: Arc<RhaiRuntime>,
-    ) -> (
-        Arc<Engine>,
-        mpsc::UnboundedReceiver<Accepted>,
-    ) {
+    ) -> (Arc<Engine>, mpsc::UnboundedReceiver<Accepted>) {
         let (ti_tx, ti_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(4096);
         let (wf_tx, wf_rx) = crossbeam_channel::unbounded();
@@ -460,10 +457,7 @@ impl Engine {
         Ok(())
     }
 
-    async fn rules_loop(
-        self: Arc<Self>,
-        mut rx: mpsc::UnboundedReceiver<Accepted>,
-    ) {
+    async fn rules_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Accepted>) {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
             while batch.len() < 512 {
@@ -498,11 +492,7 @@ impl Engine {
     /// Enforces a batch of instances. Those straight from the journal (the common case) are
     /// written with their outcomes in one transaction; the others (replayed after a restart,
     /// or stored before they came here) one by one, with the exactly-once check.
-    fn enforce_batch(
-        &self,
-        loaded: &Loaded,
-        batch: &[Accepted],
-    ) -> Vec<Execution> {
+    fn enforce_batch(&self, loaded: &Loaded, batch: &[Accepted]) -> Vec<Execution> {
         let mut fresh = Vec::new();
         let mut to_dispatch = Vec::new();
         for (ti, segment) in batch {
