@@ -485,9 +485,17 @@ impl Engine {
             // recovers a prefix of its writes, so an execution that ever ran has its
             // enforcement on disk too. One that never ran may be lost with its enforcement in a
             // crash; its instance is still in the journal or pending and is enforced again.
+            let payloads: HashMap<&str, &Value> = batch
+                .iter()
+                .map(|(ti, _)| (ti.id.as_str(), &ti.payload))
+                .collect();
             for e in to_dispatch {
                 self.publish_with("st2.execution__create", || execution_json(&loaded, &e));
-                self.schedule(&loaded, e);
+                let trigger = e
+                    .trigger_instance
+                    .as_deref()
+                    .and_then(|id| payloads.get(id).copied());
+                self.schedule_with(&loaded, e, trigger);
             }
         }
     }
@@ -715,7 +723,13 @@ impl Engine {
     }
 
     /// Applies the concurrency policy, then hands the execution to the workers.
-    fn schedule(&self, loaded: &Loaded, mut e: Execution) {
+    fn schedule(&self, loaded: &Loaded, e: Execution) {
+        self.schedule_with(loaded, e, None);
+    }
+
+    /// [`Engine::schedule`], given the payload of the execution's trigger instance when the
+    /// caller has it (the rules loop), so the work item need not read it back from the store.
+    fn schedule_with(&self, loaded: &Loaded, mut e: Execution, trigger: Option<&Value>) {
         if let Some(policy) = loaded.policies.concurrency(&e.action) {
             let busy = self.running_of(&e.action);
             if busy >= policy.threshold {
@@ -743,7 +757,7 @@ impl Engine {
                     tracing::error!(error = %err, "could not record a delayed execution");
                 }
                 self.publish_with("st2.execution__update", || execution_json(loaded, &e));
-                self.dispatch(loaded, &e);
+                self.dispatch_with(loaded, &e, trigger);
                 return;
             }
         }
@@ -755,10 +769,27 @@ impl Engine {
             }
         }
         self.publish_with("st2.execution__update", || execution_json(loaded, &e));
-        self.dispatch(loaded, &e);
+        self.dispatch_with(loaded, &e, trigger);
     }
 
     fn work_item(&self, loaded: &Loaded, e: &Execution) -> Option<WorkItem> {
+        self.work_item_with(loaded, e, None)
+    }
+
+    fn work_item_with(
+        &self,
+        loaded: &Loaded,
+        e: &Execution,
+        trigger: Option<&Value>,
+    ) -> Option<WorkItem> {
+        let trigger = match trigger {
+            Some(payload) => Some(payload.clone()),
+            None => e
+                .trigger_instance
+                .as_ref()
+                .and_then(|id| self.store.trigger_instance(id).ok().flatten())
+                .map(|t| t.payload),
+        };
         let action = loaded.catalog.action(&e.action)?;
         let config = loaded
             .catalog
@@ -781,20 +812,24 @@ impl Engine {
                 "user": e.user,
                 "attempt": e.attempt,
                 "config": config,
-                "trigger": e.trigger_instance.as_ref().and_then(|id| self.store.trigger_instance(id).ok().flatten()).map(|t| t.payload),
+                "trigger": trigger,
             }),
             timeout: action.meta.timeout.map(Duration::from_secs),
         })
     }
 
     fn dispatch(&self, loaded: &Loaded, e: &Execution) {
+        self.dispatch_with(loaded, e, None);
+    }
+
+    fn dispatch_with(&self, loaded: &Loaded, e: &Execution, trigger: Option<&Value>) {
         if let Some(action) = loaded.catalog.action(&e.action) {
             if action.meta.runner_type == RunnerType::Workflow {
                 self.workflow_event(WorkflowEvent::Start(e.clone()));
                 return;
             }
         }
-        match self.work_item(loaded, e) {
+        match self.work_item_with(loaded, e, trigger) {
             Some(item) => self.queue.push(item),
             None => {
                 let mut e = e.clone();
