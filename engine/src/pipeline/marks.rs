@@ -57,7 +57,10 @@ impl RunningMarks {
     /// Marks these executions running (in the store after [`MARK_DELAY`] unless taken back);
     /// `segment` is where the journal holds the marks of those that are not idempotent.
     pub(crate) fn add(&self, list: &[Execution], segment: Option<u64>) {
-        let now = Instant::now();
+        self.add_at(list, segment, Instant::now());
+    }
+
+    fn add_at(&self, list: &[Execution], segment: Option<u64>, now: Instant) {
         let mut pending = self.lock();
         let was_empty = pending.is_empty();
         for e in list {
@@ -89,38 +92,111 @@ fn writer(marks: Weak<RunningMarks>, store: Weak<Store>, journal: Weak<Journal>)
             return;
         };
         let mut pending = marks.lock();
-        let now = Instant::now();
-        let due: Vec<String> = pending
-            .iter()
-            .filter(|(_, (at, _, _))| now.duration_since(*at) >= MARK_DELAY)
-            .map(|(id, _)| id.clone())
-            .collect();
-        if !due.is_empty() {
-            let (list, segments): (Vec<Execution>, Vec<Option<u64>>) = due
-                .iter()
-                .filter_map(|id| pending.remove(id).map(|(_, e, seg)| (e, seg)))
-                .unzip();
-            // Under the lock: see the module's note on order.
-            match store.put_executions(&list) {
-                Ok(()) => {
-                    for seg in segments.into_iter().flatten() {
-                        journal.stored(seg);
-                    }
-                }
-                // Their journal segments stay: a restart puts the marks back from there.
-                Err(err) => {
-                    tracing::error!(error = %err, "cannot record running executions in the store")
-                }
-            }
-        }
-        let wait = pending
-            .values()
-            .map(|(at, _, _)| (*at + MARK_DELAY).saturating_duration_since(now))
-            .min()
-            // Nothing pending: wake now and then only to notice the store is gone.
-            .unwrap_or(Duration::from_secs(1));
+        let wait = write_due(&mut pending, &store, &journal, Instant::now());
         drop(store);
         drop(journal);
         let _unused = marks.wake.wait_timeout(pending, wait);
+    }
+}
+
+/// Writes the marks due at `now` (under the caller's lock: see the module's note on order);
+/// returns how long until the next one is due.
+fn write_due(
+    pending: &mut HashMap<String, Waiting>,
+    store: &Store,
+    journal: &Journal,
+    now: Instant,
+) -> Duration {
+    let due: Vec<String> = pending
+        .iter()
+        .filter(|(_, (at, _, _))| now.saturating_duration_since(*at) >= MARK_DELAY)
+        .map(|(id, _)| id.clone())
+        .collect();
+    if !due.is_empty() {
+        let (list, segments): (Vec<Execution>, Vec<Option<u64>>) = due
+            .iter()
+            .filter_map(|id| pending.remove(id).map(|(_, e, seg)| (e, seg)))
+            .unzip();
+        match store.put_executions(&list) {
+            Ok(()) => {
+                for seg in segments.into_iter().flatten() {
+                    journal.stored(seg);
+                }
+            }
+            // Their journal segments stay: a restart puts the marks back from there.
+            Err(err) => {
+                tracing::error!(error = %err, "cannot record running executions in the store")
+            }
+        }
+    }
+    pending
+        .values()
+        .map(|(at, _, _)| (*at + MARK_DELAY).saturating_duration_since(now))
+        .min()
+        // Nothing pending: wake now and then only to notice the store is gone.
+        .unwrap_or(Duration::from_secs(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ExecutionStatus;
+
+    fn running(idempotent: bool) -> Execution {
+        let mut e = Execution::new("core.noop", serde_json::Map::new());
+        e.idempotent = idempotent;
+        e.status = ExecutionStatus::Running;
+        e
+    }
+
+    #[test]
+    fn marks_reach_the_store_after_the_delay_unless_taken_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store"), None).unwrap();
+        let journal = Journal::open_with_segment_size(&dir.path().join("journal"), 1).unwrap();
+        let marks = RunningMarks::default();
+        let (quick, slow, safe) = (running(false), running(false), running(true));
+        // The journal holds the marks of actions that are not idempotent.
+        let seq = journal
+            .append_executions_blocking(&[quick.clone(), slow.clone()])
+            .unwrap();
+        let t0 = Instant::now();
+        marks.add_at(&[quick.clone(), slow.clone(), safe.clone()], Some(seq), t0);
+
+        // Nothing is due yet: nothing written, and the next is due after the delay.
+        let wait = write_due(&mut marks.lock(), &store, &journal, t0);
+        assert_eq!(wait, MARK_DELAY);
+        assert!(store.execution(&slow.id).unwrap().is_none());
+
+        // The quick one ended first: its mark comes back with its journal segment.
+        assert_eq!(marks.take([quick.id.as_str()]), vec![seq]);
+        assert!(
+            marks.take([safe.id.as_str(), "unknown"]).is_empty(),
+            "idempotent: none"
+        );
+        marks.add_at(std::slice::from_ref(&safe), None, t0);
+
+        write_due(&mut marks.lock(), &store, &journal, t0 + MARK_DELAY * 2);
+        assert!(
+            store.execution(&quick.id).unwrap().is_none(),
+            "taken back: never written"
+        );
+        for e in [&slow, &safe] {
+            let stored = store
+                .execution(&e.id)
+                .unwrap()
+                .expect("written after the delay");
+            assert_eq!(stored.status, ExecutionStatus::Running);
+        }
+        // Written marks are gone from the waiting list: a result cannot be overtaken by them.
+        assert!(marks.take([slow.id.as_str(), safe.id.as_str()]).is_empty());
+
+        // The segment is held by the quick one's mark until its result is stored.
+        journal
+            .append_executions_blocking(&[running(false)])
+            .unwrap();
+        assert!(!journal.releasable().contains(&seq));
+        journal.stored(seq);
+        assert!(journal.releasable().contains(&seq));
     }
 }
