@@ -307,7 +307,7 @@ pub async fn handle_with(
     let mut failure: Option<ApiError> = None;
     for task in tasks {
         match task.await {
-            Ok(Ok(ti)) => ids.push(Value::String(ti.id)),
+            Ok(Ok(ti)) => ids.push(Value::String(ti.id.clone())),
             Ok(Err(e)) => {
                 failure.get_or_insert(store_failure(source, e));
             }

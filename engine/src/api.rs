@@ -346,7 +346,7 @@ async fn webhook(
     let ti = state.engine.ingest(ti).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(crate::pipeline::TriggerInstanceOut::from(&ti)),
+        Json(crate::pipeline::TriggerInstanceOut::from(&*ti)),
     )
         .into_response())
 }

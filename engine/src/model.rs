@@ -58,7 +58,45 @@ pub struct TriggerInstance {
     pub status: TriggerInstanceStatus,
 }
 
+/// A trigger instance as stored, with another status, serialized without copying it: the same
+/// fields and names as [`TriggerInstance`]'s own serialization.
+#[derive(Serialize)]
+pub struct TriggerInstanceAs<'a> {
+    v: u32,
+    id: &'a str,
+    trigger: &'a str,
+    #[serde(skip_serializing_if = "is_none")]
+    trigger_parameters: &'a Option<Value>,
+    payload: &'a Value,
+    occurrence_time: &'a DateTime<Utc>,
+    received_time: &'a DateTime<Utc>,
+    source: &'a str,
+    #[serde(skip_serializing_if = "is_none")]
+    trace_tag: &'a Option<String>,
+    status: TriggerInstanceStatus,
+}
+
+fn is_none<T>(o: &&Option<T>) -> bool {
+    o.is_none()
+}
+
 impl TriggerInstance {
+    /// This instance as it would be stored with `status`.
+    pub fn with_status(&self, status: TriggerInstanceStatus) -> TriggerInstanceAs<'_> {
+        TriggerInstanceAs {
+            v: self.v,
+            id: &self.id,
+            trigger: &self.trigger,
+            trigger_parameters: &self.trigger_parameters,
+            payload: &self.payload,
+            occurrence_time: &self.occurrence_time,
+            received_time: &self.received_time,
+            source: &self.source,
+            trace_tag: &self.trace_tag,
+            status,
+        }
+    }
+
     pub fn new(
         trigger: &str,
         trigger_parameters: Option<Value>,
@@ -276,4 +314,36 @@ pub struct ApiKey {
     pub created_at: DateTime<Utc>,
     #[serde(default)]
     pub enabled: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_with_another_status_serializes_as_a_copy_would() {
+        let mut ti = TriggerInstance::new(
+            "core.webhook",
+            Some(serde_json::json!({"url": "x"})),
+            serde_json::json!({"body": {"n": 1}}),
+            "test",
+        );
+        for trace in [None, Some("t-1".to_string())] {
+            ti.trace_tag = trace;
+            let mut copy = ti.clone();
+            copy.status = TriggerInstanceStatus::Processed;
+            assert_eq!(
+                serde_json::to_string(&ti.with_status(TriggerInstanceStatus::Processed)).unwrap(),
+                serde_json::to_string(&copy).unwrap()
+            );
+        }
+        ti.trigger_parameters = None;
+        let mut copy = ti.clone();
+        copy.status = TriggerInstanceStatus::ProcessingFailed;
+        assert_eq!(
+            serde_json::to_string(&ti.with_status(TriggerInstanceStatus::ProcessingFailed))
+                .unwrap(),
+            serde_json::to_string(&copy).unwrap()
+        );
+    }
 }

@@ -60,7 +60,7 @@ pub struct WorkItem {
 
 /// A trigger instance on its way to the rules loop, with its journal ticket when it comes
 /// straight from `Engine::ingest`.
-pub type Accepted = (TriggerInstance, Option<Arc<crate::journal::Ticket>>);
+pub type Accepted = (Arc<TriggerInstance>, Option<Arc<crate::journal::Ticket>>);
 
 /// The bus between the scheduler and the workers.
 pub trait WorkQueue: Send + Sync {
@@ -323,7 +323,7 @@ impl Engine {
     }
 
     /// Accepts a trigger instance: on disk when this returns Ok, then handed to the rules loop.
-    pub async fn ingest(&self, ti: TriggerInstance) -> Result<TriggerInstance, EngineError> {
+    pub async fn ingest(&self, ti: TriggerInstance) -> Result<Arc<TriggerInstance>, EngineError> {
         if self.is_stopping() {
             return Err(EngineError::ShuttingDown);
         }
@@ -339,6 +339,7 @@ impl Engine {
         self.publish_with("st2.trigger_instance__create", || {
             trigger_instance_json(&ti)
         });
+        let ti = Arc::new(ti);
         let _ = self.ti_tx.send((ti.clone(), Some(ticket)));
         match synced.await {
             Ok(Ok(_)) => {}
@@ -408,7 +409,7 @@ impl Engine {
             );
         }
         for ti in pending {
-            let _ = self.ti_tx.send((ti, None));
+            let _ = self.ti_tx.send((Arc::new(ti), None));
         }
         let loaded = self.loaded();
         let mut abandoned_tasks = Vec::new();
@@ -546,7 +547,7 @@ impl Engine {
             .map(|(plan, _)| Completion {
                 ti_id: &plan.ti.id,
                 status: plan.status,
-                new: Some(&plan.ti),
+                new: Some(plan.ti),
                 enforcements: &plan.enforcements,
                 executions: &plan.executions,
             })
@@ -571,12 +572,12 @@ impl Engine {
 
     /// Matches one instance and decides its outcome (nothing written). `fresh`: the instance
     /// is not in the store yet, so nothing can have been enforced for it.
-    fn plan(
+    fn plan<'a>(
         &self,
         loaded: &Loaded,
-        ti: &TriggerInstance,
+        ti: &'a TriggerInstance,
         fresh: bool,
-    ) -> Result<Plan, EngineError> {
+    ) -> Result<Plan<'a>, EngineError> {
         let env = EvalEnv {
             now: Utc::now(),
             kv: Arc::new(StoreKv(self.store.clone())),
@@ -676,7 +677,7 @@ impl Engine {
             TriggerInstanceStatus::Processed
         };
         Ok(Plan {
-            ti: ti.clone(),
+            ti,
             status,
             enforcements,
             executions,
@@ -1149,7 +1150,7 @@ impl Engine {
                 tracing::error!(error = %err, "cannot record core.action_finished");
             } else {
                 self.metrics.trigger_instance(&ti.trigger);
-                let _ = self.ti_tx.send((ti, None));
+                let _ = self.ti_tx.send((Arc::new(ti), None));
             }
         }
 
@@ -1298,14 +1299,14 @@ impl Engine {
 }
 
 /// What the rules decided for one trigger instance, before it is written.
-struct Plan {
-    ti: TriggerInstance,
+struct Plan<'a> {
+    ti: &'a TriggerInstance,
     status: TriggerInstanceStatus,
     enforcements: Vec<RuleEnforcement>,
     executions: Vec<Execution>,
 }
 
-impl Plan {
+impl Plan<'_> {
     /// The executions to dispatch: those whose enforcement was written (not one enforced
     /// before a restart).
     fn written(self, written: &[RuleEnforcement]) -> Vec<Execution> {

@@ -771,14 +771,10 @@ impl Store {
                 execs.insert(e.id.as_str(), (e, encode(T_EXECUTIONS, &e.id, e)?));
             }
             let new = match c.new {
-                Some(ti) => {
-                    let mut done = ti.clone();
-                    done.status = c.status;
-                    Some((
-                        encode(T_TRIGGER_INSTANCES, ti_id, &done)?,
-                        ti.trigger.as_str(),
-                    ))
-                }
+                Some(ti) => Some((
+                    encode(T_TRIGGER_INSTANCES, ti_id, &ti.with_status(c.status))?,
+                    ti.trigger.as_str(),
+                )),
                 None => None,
             };
             encoded.push(Encoded {
