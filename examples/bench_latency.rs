@@ -1063,9 +1063,7 @@ async fn run(args: &Args, port: u16) -> Result<u8> {
         println!("  first errors: [{}]", first.join(", "));
     }
     if args.json {
-        let mut line = String::new();
-        write_json(&res, &mut line);
-        println!("{line}");
+        println!("{res}");
     }
     Ok(if unfinished > 0 || !errors.is_empty() {
         1
@@ -1199,33 +1197,4 @@ fn bytes_repr(b: &[u8]) -> String {
     }
     out.push(q as char);
     out
-}
-
-/// JSON as Python's `json.dumps` writes it: ", " and ": " separators.
-fn write_json(v: &Value, out: &mut String) {
-    match v {
-        Value::Array(items) => {
-            out.push('[');
-            for (k, item) in items.iter().enumerate() {
-                if k > 0 {
-                    out.push_str(", ");
-                }
-                write_json(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            out.push('{');
-            for (k, (key, item)) in map.iter().enumerate() {
-                if k > 0 {
-                    out.push_str(", ");
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push_str(": ");
-                write_json(item, out);
-            }
-            out.push('}');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
 }
