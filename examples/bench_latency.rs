@@ -1059,7 +1059,7 @@ async fn run(args: &Args, port: u16) -> Result<u8> {
         println!("  warning: the event stream failed: {e}");
     }
     if !errors.is_empty() {
-        let first: Vec<String> = errors.iter().take(3).map(|e| str_repr(e)).collect();
+        let first: Vec<String> = errors.iter().take(3).map(|e| format!("{e:?}")).collect();
         println!("  first errors: [{}]", first.join(", "));
     }
     if args.json {
@@ -1143,34 +1143,6 @@ fn thousands_1(v: f64) -> String {
     }
     let sign = if v < 0.0 { "-" } else { "" };
     format!("{sign}{grouped}.{frac}")
-}
-
-/// Python's repr of a str.
-fn str_repr(s: &str) -> String {
-    let q = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::from(q);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == q => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(q);
-    out
 }
 
 /// Python's repr of bytes.
