@@ -2,14 +2,15 @@
 //! in one `fdatasync`, with group commit, so webhooks can be acknowledged fast.
 //!
 //! sled's own flush writes every dirty page of every tree and is slow under load; the journal
-//! writes only what was just accepted. A trigger instance is inserted into the store first (in
-//! memory), then appended here; its 202 waits for the journal's sync. At start, records the
-//! store lost in a crash are put back from the journal; once a store flush has covered a
-//! journal segment, the segment is deleted.
+//! writes only what was just accepted. A trigger instance is appended here and handed to the
+//! rules loop, which puts it into the store, while its sync runs; its 202 waits for the sync.
+//! At start, records the store lost in a crash are put back from the journal. A segment is
+//! deleted once every record in it is in the store (or superseded there) and a store flush has
+//! covered it.
 //!
-//! Executions' final statuses are journaled too ([`Journal::append_executions_blocking`]): a
-//! worker writes them to the store, then makes them durable here with one group-committed
-//! `fdatasync` instead of a store flush; at start they are put back where the store lost them.
+//! Executions' `running` marks and final statuses are journaled too
+//! ([`Journal::submit_executions`]): one group-committed `fdatasync` instead of a store flush;
+//! at start they are put back where the store lost them.
 //!
 //! Record format: `u32 length (little endian) | u64 FNV-1a checksum of the bytes | JSON bytes`;
 //! the JSON is a trigger instance, or `{"execution": {...}}`. A torn or corrupt tail (a crash
@@ -312,53 +313,19 @@ impl Journal {
         }
     }
 
-    /// Appends a trigger instance; returns once it is on disk (fdatasync), with the segment it
-    /// is in. Call [`Journal::stored`] with that segment once it is in the store.
-    pub async fn append(&self, ti: &TriggerInstance) -> Result<u64, JournalError> {
-        let synced = self.submit_instance(ti, Arc::new(Ticket::default()))?;
-        match synced.await {
-            Ok(Ok(seq)) => Ok(seq),
-            Ok(Err(e)) => Err(JournalError::Io {
-                path: self.dir.clone(),
-                source: std::io::Error::other(e),
-            }),
-            Err(_) => Err(JournalError::Stopped),
-        }
-    }
-
     /// Appends a trigger instance without waiting, so it can be handed on while its sync runs;
-    /// the returned receiver answers once it is on disk. The instance's segment is held until
-    /// `ticket` says the store has it ([`Ticket::stored`]). Anything appended after it is
+    /// the returned [`PendingSync`] answers once it is on disk. The instance's segment is held
+    /// until `ticket` says the store has it ([`Ticket::stored`]). Anything appended after it is
     /// durable only if it is: the journal is written in order, and refuses every append after
     /// a failed write or sync.
     pub fn submit_instance(
         &self,
         ti: &TriggerInstance,
         ticket: Arc<Ticket>,
-    ) -> Result<tokio::sync::oneshot::Receiver<Result<u64, String>>, JournalError> {
-        let bytes = serde_json::to_vec(ti).map_err(|e| JournalError::Encode(e.to_string()))?;
-        let len = u32::try_from(bytes.len())
-            .map_err(|_| JournalError::Encode("record too large".into()))?;
-        let (done, wait) = tokio::sync::oneshot::channel();
-        {
-            let mut p = lock(&self.pending);
-            if p.stopped {
-                return Err(JournalError::Stopped);
-            }
-            if let Some(e) = &p.failed {
-                return Err(JournalError::Failed(e.clone()));
-            }
-            p.buffer.extend_from_slice(&len.to_le_bytes());
-            p.buffer.extend_from_slice(&checksum(&bytes).to_le_bytes());
-            p.buffer.extend_from_slice(&bytes);
-            p.waiters.push(Waiter {
-                done,
-                records: 0,
-                ticket: Some(ticket),
-            });
-        }
-        self.wake.notify_one();
-        Ok(wait)
+    ) -> Result<PendingSync<'_>, JournalError> {
+        let mut buffer = Vec::new();
+        frame(ti, &mut buffer)?;
+        self.enqueue(buffer, 0, Some(ticket))
     }
 
     /// Appends executions; returns once they are on disk, with the segment they are in. Like
@@ -374,14 +341,19 @@ impl Journal {
     pub fn submit_executions(&self, list: &[Execution]) -> Result<PendingSync<'_>, JournalError> {
         let mut buffer = Vec::new();
         for e in list {
-            let bytes = serde_json::to_vec(&ExecutionRecord { execution: e })
-                .map_err(|e| JournalError::Encode(e.to_string()))?;
-            let len = u32::try_from(bytes.len())
-                .map_err(|_| JournalError::Encode("record too large".into()))?;
-            buffer.extend_from_slice(&len.to_le_bytes());
-            buffer.extend_from_slice(&checksum(&bytes).to_le_bytes());
-            buffer.extend_from_slice(&bytes);
+            frame(&ExecutionRecord { execution: e }, &mut buffer)?;
         }
+        self.enqueue(buffer, list.len() as u64, None)
+    }
+
+    /// Hands framed records to the writer; `records` of them hold their segment (see
+    /// [`Journal::stored`]), and so does the ticket's instance.
+    fn enqueue(
+        &self,
+        buffer: Vec<u8>,
+        records: u64,
+        ticket: Option<Arc<Ticket>>,
+    ) -> Result<PendingSync<'_>, JournalError> {
         let (done, wait) = tokio::sync::oneshot::channel();
         {
             let mut p = lock(&self.pending);
@@ -394,8 +366,8 @@ impl Journal {
             p.buffer.extend_from_slice(&buffer);
             p.waiters.push(Waiter {
                 done,
-                records: list.len() as u64,
-                ticket: None,
+                records,
+                ticket,
             });
         }
         self.wake.notify_one();
@@ -527,19 +499,45 @@ fn create_segment(dir: &Path, seq: u64) -> Result<File, JournalError> {
     Ok(file)
 }
 
-/// Records handed to the journal, on disk once [`PendingSync::wait_blocking`] returns Ok.
+/// Appends one record (`u32 length | u64 checksum | JSON`) to `out`.
+fn frame<T: serde::Serialize>(record: &T, out: &mut Vec<u8>) -> Result<(), JournalError> {
+    let bytes = serde_json::to_vec(record).map_err(|e| JournalError::Encode(e.to_string()))?;
+    let len =
+        u32::try_from(bytes.len()).map_err(|_| JournalError::Encode("record too large".into()))?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&checksum(&bytes).to_le_bytes());
+    out.extend_from_slice(&bytes);
+    Ok(())
+}
+
+/// Records handed to the journal: on disk once a wait returns Ok, with their segment.
 pub struct PendingSync<'a> {
     journal: &'a Journal,
     wait: tokio::sync::oneshot::Receiver<Result<u64, String>>,
 }
 
 impl PendingSync<'_> {
-    /// Waits for the sync; returns the segment. Blocks: not for an async runtime's threads.
+    /// Waits for the sync; returns the segment.
+    pub async fn wait(self) -> Result<u64, JournalError> {
+        let journal = self.journal;
+        journal.answer(self.wait.await)
+    }
+
+    /// [`PendingSync::wait`] for threads outside an async runtime (it blocks).
     pub fn wait_blocking(self) -> Result<u64, JournalError> {
-        match self.wait.blocking_recv() {
+        self.journal.answer(self.wait.blocking_recv())
+    }
+}
+
+impl Journal {
+    fn answer(
+        &self,
+        got: Result<Result<u64, String>, tokio::sync::oneshot::error::RecvError>,
+    ) -> Result<u64, JournalError> {
+        match got {
             Ok(Ok(seq)) => Ok(seq),
             Ok(Err(e)) => Err(JournalError::Io {
-                path: self.journal.dir.clone(),
+                path: self.dir.clone(),
                 source: std::io::Error::other(e),
             }),
             Err(_) => Err(JournalError::Stopped),
@@ -558,6 +556,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    impl Journal {
+        /// Appends an instance and waits for its sync; the caller settles it with
+        /// [`Journal::stored`].
+        async fn append(&self, ti: &TriggerInstance) -> Result<u64, JournalError> {
+            self.submit_instance(ti, Arc::new(Ticket::default()))?
+                .wait()
+                .await
+        }
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn appended_records_replay_and_a_torn_tail_is_ignored() {
@@ -595,8 +603,8 @@ mod tests {
         let s1 = j
             .submit_instance(&first, ticket.clone())
             .unwrap()
+            .wait()
             .await
-            .unwrap()
             .unwrap();
         // The next write closes segment s1 (segments of one byte).
         let second = TriggerInstance::new("core.webhook", None, json!({}), "test");
@@ -606,8 +614,8 @@ mod tests {
         let s2 = j
             .submit_instance(&second, early)
             .unwrap()
+            .wait()
             .await
-            .unwrap()
             .unwrap();
         assert!(s2 > s1);
         assert!(

@@ -322,7 +322,8 @@ impl Engine {
         }
     }
 
-    /// Accepts a trigger instance: on disk when this returns Ok, then handed to the rules loop.
+    /// Accepts a trigger instance: handed to the rules loop at once, on disk when this returns
+    /// Ok.
     pub async fn ingest(&self, ti: TriggerInstance) -> Result<Arc<TriggerInstance>, EngineError> {
         if self.is_stopping() {
             return Err(EngineError::ShuttingDown);
@@ -341,11 +342,10 @@ impl Engine {
         });
         let ti = Arc::new(ti);
         let _ = self.ti_tx.send((ti.clone(), Some(ticket)));
-        match synced.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(EngineError::Durability(e)),
-            Err(_) => return Err(EngineError::Durability("the journal writer stopped".into())),
-        }
+        synced
+            .wait()
+            .await
+            .map_err(|e| EngineError::Durability(e.to_string()))?;
         self.metrics.trigger_instance(&ti.trigger);
         Ok(ti)
     }
@@ -448,7 +448,7 @@ impl Engine {
                     }
                     e.status = ExecutionStatus::Scheduled;
                     self.store.put_execution(&e)?;
-                    self.dispatch(&loaded, &e);
+                    self.dispatch(&loaded, &e, None);
                 }
             }
         }
@@ -482,10 +482,10 @@ impl Engine {
                 tracing::error!("the rules loop's batch panicked; its instances stay pending");
                 continue;
             };
-            // No sync here: the worker syncs the store before an action starts, and sled
-            // recovers a prefix of its writes, so an execution that ever ran has its
-            // enforcement on disk too. One that never ran may be lost with its enforcement in a
-            // crash; its instance is still in the journal or pending and is enforced again.
+            // No sync here: an action that is not idempotent starts only once its `running`
+            // mark is journaled, and after a crash that mark comes back with its rule's
+            // enforcement. One that never ran may be lost with its enforcement in a crash; its
+            // instance is still in the journal or pending and is enforced again.
             let payloads: HashMap<&str, &Value> = batch
                 .iter()
                 .map(|(ti, _)| (ti.id.as_str(), &ti.payload))
@@ -496,7 +496,7 @@ impl Engine {
                     .trigger_instance
                     .as_deref()
                     .and_then(|id| payloads.get(id).copied());
-                self.schedule_with(&loaded, e, trigger);
+                self.schedule(&loaded, e, trigger);
             }
         }
     }
@@ -507,11 +507,11 @@ impl Engine {
     fn enforce_batch(&self, loaded: &Loaded, batch: &[Accepted]) -> Vec<Execution> {
         let mut fresh = Vec::new();
         let mut to_dispatch = Vec::new();
-        for (ti, segment) in batch {
+        for (ti, ticket) in batch {
             // One straight from `ingest` is new to the store: `TriggerInstance::new` gave it a
             // fresh id, and `ingest` takes it by value. Instances the journal held at start
-            // were put into the store as pending and come here without a segment.
-            let new = segment.is_some();
+            // were put into the store as pending and come here without a ticket.
+            let new = ticket.is_some();
             let plan = match self.plan(loaded, ti, new) {
                 Ok(plan) => plan,
                 Err(e) => {
@@ -520,7 +520,7 @@ impl Engine {
                 }
             };
             if new {
-                fresh.push((plan, segment.clone()));
+                fresh.push((plan, ticket.clone()));
                 continue;
             }
             match self.store.complete_trigger_instance(
@@ -534,9 +534,6 @@ impl Engine {
                     tracing::error!(trigger_instance = %ti.id, error = %e, "rules loop failed on an instance; it stays pending");
                     continue;
                 }
-            }
-            if let Some(ticket) = segment {
-                ticket.stored(&self.journal);
             }
         }
         if fresh.is_empty() {
@@ -719,18 +716,14 @@ impl Engine {
         self.durable().await?;
         let loaded = self.loaded();
         self.publish_with("st2.execution__create", || execution_json(&loaded, &e));
-        self.schedule(&loaded, e.clone());
+        self.schedule(&loaded, e.clone(), None);
         Ok(e)
     }
 
-    /// Applies the concurrency policy, then hands the execution to the workers.
-    fn schedule(&self, loaded: &Loaded, e: Execution) {
-        self.schedule_with(loaded, e, None);
-    }
-
-    /// [`Engine::schedule`], given the payload of the execution's trigger instance when the
-    /// caller has it (the rules loop), so the work item need not read it back from the store.
-    fn schedule_with(&self, loaded: &Loaded, mut e: Execution, trigger: Option<&Value>) {
+    /// Applies the concurrency policy, then hands the execution to the workers. `trigger`: the
+    /// payload of its trigger instance when the caller has it (the rules loop), so the work item
+    /// need not read it back from the store.
+    fn schedule(&self, loaded: &Loaded, mut e: Execution, trigger: Option<&Value>) {
         if let Some(policy) = loaded.policies.concurrency(&e.action) {
             let busy = self.running_of(&e.action);
             if busy >= policy.threshold {
@@ -758,7 +751,7 @@ impl Engine {
                     tracing::error!(error = %err, "could not record a delayed execution");
                 }
                 self.publish_with("st2.execution__update", || execution_json(loaded, &e));
-                self.dispatch_with(loaded, &e, trigger);
+                self.dispatch(loaded, &e, trigger);
                 return;
             }
         }
@@ -770,14 +763,10 @@ impl Engine {
             }
         }
         self.publish_with("st2.execution__update", || execution_json(loaded, &e));
-        self.dispatch_with(loaded, &e, trigger);
+        self.dispatch(loaded, &e, trigger);
     }
 
-    fn work_item(&self, loaded: &Loaded, e: &Execution) -> Option<WorkItem> {
-        self.work_item_with(loaded, e, None)
-    }
-
-    fn work_item_with(
+    fn work_item(
         &self,
         loaded: &Loaded,
         e: &Execution,
@@ -819,18 +808,14 @@ impl Engine {
         })
     }
 
-    fn dispatch(&self, loaded: &Loaded, e: &Execution) {
-        self.dispatch_with(loaded, e, None);
-    }
-
-    fn dispatch_with(&self, loaded: &Loaded, e: &Execution, trigger: Option<&Value>) {
+    fn dispatch(&self, loaded: &Loaded, e: &Execution, trigger: Option<&Value>) {
         if let Some(action) = loaded.catalog.action(&e.action) {
             if action.meta.runner_type == RunnerType::Workflow {
                 self.workflow_event(WorkflowEvent::Start(e.clone()));
                 return;
             }
         }
-        match self.work_item_with(loaded, e, trigger) {
+        match self.work_item(loaded, e, trigger) {
             Some(item) => self.queue.push(item),
             None => {
                 let mut e = e.clone();
@@ -1187,7 +1172,7 @@ impl Engine {
                     return;
                 }
                 self.publish_with("st2.execution__create", || execution_json(loaded, &next));
-                let item = self.work_item(loaded, &next);
+                let item = self.work_item(loaded, &next, None);
                 let queue = self.queue.clone();
                 let delay = retry.delay;
                 std::thread::spawn(move || {

@@ -633,10 +633,10 @@ impl Engine {
                     std::thread::spawn(move || {
                         std::thread::sleep(Duration::from_secs(seconds));
                         let loaded = engine.loaded();
-                        engine.dispatch(&loaded, &child);
+                        engine.dispatch(&loaded, &child, None);
                     });
                 }
-                None => self.schedule(loaded, child),
+                None => self.schedule(loaded, child, None),
             }
         }
         for id in cancel {
