@@ -83,16 +83,29 @@ fn is_none<T>(o: &&Option<T>) -> bool {
 impl TriggerInstance {
     /// This instance as it would be stored with `status`.
     pub fn with_status(&self, status: TriggerInstanceStatus) -> TriggerInstanceAs<'_> {
+        // Every field named, so a field added to the instance cannot be left out here.
+        let TriggerInstance {
+            v,
+            id,
+            trigger,
+            trigger_parameters,
+            payload,
+            occurrence_time,
+            received_time,
+            source,
+            trace_tag,
+            status: _,
+        } = self;
         TriggerInstanceAs {
-            v: self.v,
-            id: &self.id,
-            trigger: &self.trigger,
-            trigger_parameters: &self.trigger_parameters,
-            payload: &self.payload,
-            occurrence_time: &self.occurrence_time,
-            received_time: &self.received_time,
-            source: &self.source,
-            trace_tag: &self.trace_tag,
+            v: *v,
+            id,
+            trigger,
+            trigger_parameters,
+            payload,
+            occurrence_time,
+            received_time,
+            source,
+            trace_tag,
             status,
         }
     }
