@@ -9,6 +9,9 @@
 //!
 //! Layout: records are JSON in sled trees. Time-ordered records are keyed by their ULID id, so
 //! key order is time order (newest first = reverse iteration) and retention is a range scan.
+//! Trigger instances, the most numerous, are kept in pages: all those of one millisecond in one
+//! value keyed by the ids' first ten characters (`store/pages.rs`), since sled's cost is per
+//! write; their by-trigger index names pages.
 //! Secondary indexes live in their own trees and change in the same sled transaction as the
 //! record they index. Writes are durable once the caller has awaited [`Store::flush`].
 //! The sled files live in `<dir>/sled/`; the key that encrypts secrets, when none is
@@ -36,6 +39,8 @@ use sled::transaction::{
 };
 use sled::{IVec, Tree};
 
+mod pages;
+
 use crate::model::{
     new_id, ApiKey, Execution, ExecutionStatus, KeyValuePair, RuleEnforcement, TriggerInstance,
     TriggerInstanceStatus, SCHEMA_VERSION,
@@ -44,9 +49,12 @@ use crate::model::{
 /// Version of the secondary indexes' layout. When a data dir was indexed under another
 /// version (or never), the indexes are rebuilt from the records at open, so changing an
 /// index's layout only needs a bump here.
-const INDEX_VERSION: u32 = 2;
+const INDEX_VERSION: u32 = 3;
 
-const T_TRIGGER_INSTANCES: &str = "trigger_instances";
+/// Trigger instances in pages, one per millisecond of ids (see `pages`).
+const T_TI_PAGES: &str = "trigger_instance_pages";
+/// Where squall kept trigger instances one per value, before pages; moved into pages at open.
+const T_TI_LEGACY: &str = "trigger_instances";
 const T_PENDING: &str = "trigger_instances_pending";
 const T_TI_BY_TRIGGER: &str = "trigger_instances_by_trigger";
 const T_ENFORCEMENTS: &str = "enforcements";
@@ -156,7 +164,7 @@ pub struct SweepCounts {
 /// from many threads at once.
 pub struct Store {
     db: sled::Db,
-    trigger_instances: Tree,
+    ti_pages: Tree,
     pending: Tree,
     ti_by_trigger: Tree,
     enforcements: Tree,
@@ -273,6 +281,24 @@ fn pair_key(a: &str, b: &str) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(b.as_bytes());
     k
+}
+
+/// A `trigger_instances_by_trigger` key: the trigger, a 0 byte, the key of a page holding
+/// instances of it.
+fn page_index_key(trigger: &[u8], page_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(trigger.len() + page_key.len() + 1);
+    k.extend_from_slice(trigger);
+    k.push(0);
+    k.extend_from_slice(page_key);
+    k
+}
+
+fn page_corrupt(page_key: &[u8], error: String) -> StoreError {
+    StoreError::Corrupt {
+        tree: T_TI_PAGES,
+        key: String::from_utf8_lossy(page_key).into_owned(),
+        error,
+    }
 }
 
 fn prefix_key(a: &str) -> Vec<u8> {
@@ -499,7 +525,7 @@ impl Store {
             None => load_or_create_key(dir)?,
         };
         let store = Store {
-            trigger_instances: db.open_tree(T_TRIGGER_INSTANCES)?,
+            ti_pages: db.open_tree(T_TI_PAGES)?,
             pending: db.open_tree(T_PENDING)?,
             ti_by_trigger: db.open_tree(T_TI_BY_TRIGGER)?,
             enforcements: db.open_tree(T_ENFORCEMENTS)?,
@@ -518,6 +544,7 @@ impl Store {
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
             db,
         };
+        store.move_legacy_trigger_instances()?;
         store.ensure_indexes()?;
         Ok(store)
     }
@@ -574,11 +601,13 @@ impl Store {
         ] {
             tree.clear()?;
         }
-        for item in self.trigger_instances.iter() {
-            let (k, v) = item?;
-            let ti: TriggerInstance = decode(T_TRIGGER_INSTANCES, &k, &v)?;
-            self.ti_by_trigger
-                .insert(pair_key(&ti.trigger, &ti.id), &[][..])?;
+        for item in self.ti_pages.iter() {
+            let (pk, page) = item?;
+            for frame in pages::frames(&page) {
+                let frame = frame.map_err(|e| page_corrupt(&pk, e))?;
+                self.ti_by_trigger
+                    .insert(page_index_key(frame.trigger, &pk), &[][..])?;
+            }
         }
         for item in self.enforcements.iter() {
             let (k, v) = item?;
@@ -616,24 +645,111 @@ impl Store {
 
     // ---- trigger instances ----
 
+    /// Moves trigger instances a squall before pages stored one per value into pages, then
+    /// drops the old tree. Pages are written and flushed before the old records go, and a
+    /// record put twice replaces itself, so a crash midway only repeats the move.
+    fn move_legacy_trigger_instances(&self) -> StoreResult<()> {
+        if !self
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n == T_TI_LEGACY.as_bytes())
+        {
+            return Ok(());
+        }
+        let legacy = self.db.open_tree(T_TI_LEGACY)?;
+        if !legacy.is_empty() {
+            tracing::info!(
+                records = legacy.len(),
+                "moving trigger instances into pages"
+            );
+        }
+        let mut current: Option<(Vec<u8>, Vec<u8>)> = None;
+        let write = |page: Option<(Vec<u8>, Vec<u8>)>| -> StoreResult<()> {
+            if let Some((pk, bytes)) = page {
+                self.ti_pages.insert(pk, bytes)?;
+            }
+            Ok(())
+        };
+        for item in legacy.iter() {
+            let (k, v) = item?;
+            let ti: TriggerInstance = decode(T_TI_LEGACY, &k, &v)?;
+            let pk = pages::page_key(&ti.id).to_vec();
+            if current.as_ref().is_none_or(|(c, _)| *c != pk) {
+                write(current.take())?;
+                let existing = self
+                    .ti_pages
+                    .get(&pk)?
+                    .map(|p| p.to_vec())
+                    .unwrap_or_default();
+                current = Some((pk.clone(), existing));
+            }
+            if let Some((_, page)) = current.as_mut() {
+                pages::put(page, &ti.id, &ti.trigger, &v).map_err(|e| page_corrupt(&pk, e))?;
+            }
+        }
+        write(current.take())?;
+        self.db.flush()?;
+        // Pages change the by-trigger index's layout: rebuild it.
+        self.meta.remove(META_INDEX_VERSION)?;
+        self.db.drop_tree(T_TI_LEGACY)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Stores a trigger instance and marks it pending for the rules loop, atomically.
     pub fn insert_trigger_instance(&self, ti: &TriggerInstance) -> StoreResult<()> {
-        let bytes = encode(T_TRIGGER_INSTANCES, &ti.id, ti)?;
-        (&self.trigger_instances, &self.pending, &self.ti_by_trigger)
+        let bytes = encode(T_TI_PAGES, &ti.id, ti)?;
+        let pk = pages::page_key(&ti.id);
+        (&self.ti_pages, &self.pending, &self.ti_by_trigger)
             .transaction(|(tis, pending, by_trigger)| {
-                tis.insert(ti.id.as_bytes(), bytes.as_slice())?;
+                let mut page = tis.get(pk)?.map(|p| p.to_vec()).unwrap_or_default();
+                pages::put(&mut page, &ti.id, &ti.trigger, &bytes)
+                    .map_err(|e| page_corrupt(pk, e))
+                    .or_else(abort)?;
+                tis.insert(pk, page)?;
                 pending.insert(ti.id.as_bytes(), &[][..])?;
-                by_trigger.insert(pair_key(&ti.trigger, &ti.id), &[][..])?;
+                by_trigger.insert(page_index_key(ti.trigger.as_bytes(), pk), &[][..])?;
                 Ok(())
             })
             .map_err(tx_error)
     }
 
     pub fn trigger_instance(&self, id: &str) -> StoreResult<Option<TriggerInstance>> {
-        self.trigger_instances
-            .get(id.as_bytes())?
-            .map(|v| decode(T_TRIGGER_INSTANCES, id.as_bytes(), &v))
-            .transpose()
+        let pk = pages::page_key(id);
+        let Some(page) = self.ti_pages.get(pk)? else {
+            return Ok(None);
+        };
+        match pages::find(&page, id).map_err(|e| page_corrupt(pk, e))? {
+            Some(record) => decode(T_TI_PAGES, id.as_bytes(), record).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A page's instances (those of `trigger` only, when given), newest first.
+    fn page_instances(
+        &self,
+        pk: &[u8],
+        trigger: Option<&str>,
+    ) -> StoreResult<Vec<TriggerInstance>> {
+        let Some(page) = self.ti_pages.get(pk)? else {
+            // Its index entry outlived it: a sweep removed it since.
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for frame in pages::frames(&page) {
+            let frame = frame.map_err(|e| page_corrupt(pk, e))?;
+            if trigger.is_some_and(|t| t.as_bytes() != frame.trigger) {
+                continue;
+            }
+            out.push(decode::<TriggerInstance>(
+                T_TI_PAGES,
+                frame.id,
+                frame.record,
+            )?);
+        }
+        out.sort_by(|a, b| b.id.cmp(&a.id));
+        Ok(out)
     }
 
     /// Newest first. `trigger` accepts st2's names of built-in triggers as well as squall's.
@@ -643,31 +759,29 @@ impl Store {
         limit: usize,
         offset: usize,
     ) -> StoreResult<Vec<TriggerInstance>> {
-        match trigger {
+        let trigger = trigger.map(squall_rules::canonical_trigger_ref);
+        let page_keys: Box<dyn Iterator<Item = StoreResult<Vec<u8>>>> = match trigger {
             Some(t) => {
-                let t = squall_rules::canonical_trigger_ref(t);
                 let prefix = prefix_key(t);
-                let ids = self.ti_by_trigger.scan_prefix(&prefix).rev().map(|item| {
-                    let (k, _) = item?;
-                    self.trigger_instance_by_key(&suffix_after(&k, prefix.len()))
-                });
-                page(ids, |ti: &TriggerInstance| ti.trigger == t, limit, offset)
+                Box::new(
+                    self.ti_by_trigger
+                        .scan_prefix(&prefix)
+                        .keys()
+                        .rev()
+                        .map(move |k| Ok(suffix_after(&k?, prefix.len()))),
+                )
             }
-            None => {
-                let all = self.trigger_instances.iter().rev().map(|item| {
-                    let (k, v) = item?;
-                    decode(T_TRIGGER_INSTANCES, &k, &v).map(Some)
-                });
-                page(all, |_| true, limit, offset)
-            }
-        }
-    }
-
-    fn trigger_instance_by_key(&self, key: &[u8]) -> StoreResult<Option<TriggerInstance>> {
-        self.trigger_instances
-            .get(key)?
-            .map(|v| decode(T_TRIGGER_INSTANCES, key, &v))
-            .transpose()
+            None => Box::new(self.ti_pages.iter().keys().rev().map(|k| Ok(k?.to_vec()))),
+        };
+        let all = page_keys.flat_map(|pk| {
+            let listed = pk.and_then(|pk| self.page_instances(&pk, trigger));
+            let items: Vec<StoreResult<Option<TriggerInstance>>> = match listed {
+                Ok(list) => list.into_iter().map(|ti| Ok(Some(ti))).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            items
+        });
+        page(all, |_| true, limit, offset)
     }
 
     /// Oldest first: the trigger instances the rules loop has not completed.
@@ -675,12 +789,13 @@ impl Store {
         let mut out = Vec::new();
         for item in self.pending.iter() {
             let (k, _) = item?;
-            match self.trigger_instance_by_key(&k)? {
+            let id = String::from_utf8_lossy(&k);
+            match self.trigger_instance(&id)? {
                 Some(ti) => out.push(ti),
                 // Inserted with its record in one transaction and never swept, so this means
                 // the data dir was damaged; recovering the rest beats refusing to start.
                 None => tracing::warn!(
-                    id = %String::from_utf8_lossy(&k),
+                    id = %id,
                     "pending trigger instance has no record; skipped"
                 ),
             }
@@ -772,7 +887,7 @@ impl Store {
             }
             let new = match c.new {
                 Some(ti) => Some((
-                    encode(T_TRIGGER_INSTANCES, ti_id, &ti.with_status(c.status))?,
+                    encode(T_TI_PAGES, ti_id, &ti.with_status(c.status))?,
                     ti.trigger.as_str(),
                 )),
                 None => None,
@@ -786,7 +901,7 @@ impl Store {
             });
         }
         (
-            &self.trigger_instances,
+            &self.ti_pages,
             &self.pending,
             &self.enforcements,
             &self.enf_by_instance,
@@ -818,25 +933,43 @@ impl Store {
                     };
                     // Built afresh on each attempt: sled reruns this closure on conflict.
                     let mut all = Vec::with_capacity(encoded.len());
+                    // The pages this batch changes, each read once and written once.
+                    let mut touched: HashMap<&[u8], Vec<u8>> = HashMap::new();
+                    let mut indexed: HashSet<(&str, &[u8])> = HashSet::new();
                     for c in &encoded {
                         let ti_id = c.ti_id;
+                        let pk = pages::page_key(ti_id);
+                        let page = match touched.entry(pk) {
+                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::hash_map::Entry::Vacant(e) => {
+                                e.insert(tis.get(pk)?.map(|p| p.to_vec()).unwrap_or_default())
+                            }
+                        };
                         if let Some((bytes, trigger)) = &c.new {
-                            tis.insert(ti_id.as_bytes(), bytes.as_slice())?;
-                            by_trigger.insert(pair_key(trigger, ti_id), &[][..])?;
+                            pages::put(page, ti_id, trigger, bytes)
+                                .map_err(|e| page_corrupt(pk, e))
+                                .or_else(abort)?;
+                            if indexed.insert((trigger, pk)) {
+                                by_trigger
+                                    .insert(page_index_key(trigger.as_bytes(), pk), &[][..])?;
+                            }
                         } else {
-                            let Some(bytes) = tis.get(ti_id.as_bytes())? else {
+                            let found = pages::find(page, ti_id)
+                                .map_err(|e| page_corrupt(pk, e))
+                                .or_else(abort)?;
+                            let Some(bytes) = found else {
                                 return abort(StoreError::NotFound {
                                     kind: "trigger instance",
                                     id: ti_id.to_string(),
                                 });
                             };
                             let mut ti: TriggerInstance =
-                                decode(T_TRIGGER_INSTANCES, ti_id.as_bytes(), &bytes)
-                                    .or_else(abort)?;
+                                decode(T_TI_PAGES, ti_id.as_bytes(), bytes).or_else(abort)?;
                             ti.status = c.status;
-                            let ti_bytes =
-                                encode(T_TRIGGER_INSTANCES, ti_id, &ti).or_else(abort)?;
-                            tis.insert(ti_id.as_bytes(), ti_bytes)?;
+                            let ti_bytes = encode(T_TI_PAGES, ti_id, &ti).or_else(abort)?;
+                            pages::put(page, ti_id, &ti.trigger, &ti_bytes)
+                                .map_err(|e| page_corrupt(pk, e))
+                                .or_else(abort)?;
                             pending.remove(ti_id.as_bytes())?;
                         }
                         // An instance new to the store has no enforcements yet, and the
@@ -863,6 +996,9 @@ impl Store {
                             written.push((*enf).clone());
                         }
                         all.push(written);
+                    }
+                    for (pk, page) in touched {
+                        tis.insert(pk, page)?;
                     }
                     Ok(all)
                 },
@@ -1452,27 +1588,57 @@ impl Store {
         };
         let end = end.as_bytes();
 
-        for item in self.trigger_instances.range(..end) {
-            let (k, _) = item?;
-            if self.pending.contains_key(&k)? {
-                continue;
-            }
-            let removed = (&self.trigger_instances, &self.pending, &self.ti_by_trigger)
+        // Pages before the cutoff's millisecond hold only older instances.
+        let end_page = pages::page_key(std::str::from_utf8(end).unwrap_or_default()).to_vec();
+        for item in self.ti_pages.range(..end_page) {
+            let (pk, _) = item?;
+            let removed = (&self.ti_pages, &self.pending, &self.ti_by_trigger)
                 .transaction(|(tis, pending, by_trigger)| {
-                    // Checked again inside: it may have been re-queued since the scan.
-                    if pending.get(&k)?.is_some() {
-                        return Ok(false);
-                    }
-                    let Some(bytes) = tis.remove(&k)? else {
-                        return Ok(false);
+                    let Some(page) = tis.get(&pk)? else {
+                        return Ok(0);
                     };
-                    let ti: TriggerInstance =
-                        decode(T_TRIGGER_INSTANCES, &k, &bytes).or_else(abort)?;
-                    by_trigger.remove(pair_key(&ti.trigger, &ti.id))?;
-                    Ok(true)
+                    // Pending instances stay (checked inside the transaction: one may have
+                    // been re-queued since the scan), with their trigger's index entry.
+                    let mut removed = 0usize;
+                    let mut gone: HashSet<Vec<u8>> = HashSet::new();
+                    let mut kept: HashSet<Vec<u8>> = HashSet::new();
+                    let mut pending_err = None;
+                    let rest = pages::retain(&page, |f| {
+                        let keep = match pending.get(f.id) {
+                            Ok(v) => v.is_some(),
+                            Err(e) => {
+                                pending_err = Some(e);
+                                true
+                            }
+                        };
+                        if keep {
+                            kept.insert(f.trigger.to_vec());
+                        } else {
+                            removed += 1;
+                            gone.insert(f.trigger.to_vec());
+                        }
+                        Ok(keep)
+                    })
+                    .map_err(|e| page_corrupt(&pk, e))
+                    .or_else(abort)?;
+                    if let Some(e) = pending_err {
+                        return Err(e.into());
+                    }
+                    if removed == 0 {
+                        return Ok(0);
+                    }
+                    if rest.is_empty() {
+                        tis.remove(&pk)?;
+                    } else {
+                        tis.insert(&pk, rest)?;
+                    }
+                    for trigger in gone.difference(&kept) {
+                        by_trigger.remove(page_index_key(trigger, &pk))?;
+                    }
+                    Ok(removed)
                 })
                 .map_err(tx_error)?;
-            counts.trigger_instances += usize::from(removed);
+            counts.trigger_instances += removed;
         }
 
         for item in self.enforcements.range(..end) {
@@ -2588,6 +2754,146 @@ mod tests {
         assert_eq!(
             ids(&store.list_executions(&children, 10, 0).expect("list")),
             [a.as_str()]
+        );
+    }
+
+    #[test]
+    fn instances_of_one_millisecond_share_a_page_in_any_arrival_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let in_ms = |n: u128| {
+            ulid::Ulid::from_parts(
+                ulid::Ulid::from_string(&id_at(4))
+                    .expect("ulid")
+                    .timestamp_ms(),
+                n,
+            )
+            .to_string()
+        };
+        let (a, b, c, d) = (in_ms(1), in_ms(2), in_ms(3), id_at(6));
+        let fresh = |ids: &[&String]| -> Vec<TriggerInstance> {
+            ids.iter()
+                .map(|id| {
+                    ti(
+                        id,
+                        if *id == &b {
+                            "core.timer"
+                        } else {
+                            "core.webhook"
+                        },
+                    )
+                })
+                .collect()
+        };
+        // The rules loop's batches: c and d first, then a and b of c's millisecond.
+        for batch in [fresh(&[&c, &d]), fresh(&[&a, &b])] {
+            let completions: Vec<Completion<'_>> = batch
+                .iter()
+                .map(|t| Completion {
+                    ti_id: &t.id,
+                    status: TriggerInstanceStatus::Processed,
+                    new: Some(t),
+                    enforcements: &[],
+                    executions: &[],
+                })
+                .collect();
+            store
+                .complete_trigger_instances(&completions)
+                .expect("complete");
+        }
+        assert_eq!(store.ti_pages.len(), 2);
+        let all = store.list_trigger_instances(None, 10, 0).expect("list");
+        assert_eq!(ids(&all), [&d, &c, &b, &a].map(String::clone));
+        assert!(all
+            .iter()
+            .all(|t| t.status == TriggerInstanceStatus::Processed));
+        let middle = store.list_trigger_instances(None, 2, 1).expect("list");
+        assert_eq!(ids(&middle), [&c, &b].map(String::clone));
+        let hooks = store
+            .list_trigger_instances(Some("core.webhook"), 2, 1)
+            .expect("list");
+        assert_eq!(ids(&hooks), [&c, &a].map(String::clone));
+        assert_eq!(
+            store.trigger_instance(&b).expect("get").map(|t| t.trigger),
+            Some("core.timer".to_string())
+        );
+        // A pending instance stored beside them is completed in place.
+        let e = in_ms(9);
+        store
+            .insert_trigger_instance(&ti(&e, "core.timer"))
+            .expect("insert");
+        store
+            .complete_trigger_instance(&e, TriggerInstanceStatus::Processed, &[], &[])
+            .expect("complete");
+        let got = store.trigger_instance(&e).expect("get").expect("present");
+        assert_eq!(got.status, TriggerInstanceStatus::Processed);
+        assert!(store
+            .pending_trigger_instances()
+            .expect("pending")
+            .is_empty());
+        assert_eq!(
+            store
+                .list_trigger_instances(None, 10, 0)
+                .expect("list")
+                .len(),
+            5
+        );
+        assert_eq!(store.ti_pages.len(), 2);
+    }
+
+    #[test]
+    fn instances_stored_one_per_value_move_into_pages_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Two in one millisecond (one page), one in another; one of them still pending.
+        let (a, b, c) = (id_at(5), format!("{}Z", &id_at(5)[..25]), id_at(9));
+        {
+            let store = open(dir.path());
+            // As a data dir from before pages looks: one value per instance.
+            let legacy = store.db.open_tree(T_TI_LEGACY).expect("tree");
+            for (id, trigger) in [
+                (&a, "core.webhook"),
+                (&b, "core.timer"),
+                (&c, "core.webhook"),
+            ] {
+                let bytes = encode(T_TI_LEGACY, id, &ti(id, trigger)).expect("encode");
+                legacy.insert(id.as_bytes(), bytes).expect("insert");
+            }
+            store
+                .pending
+                .insert(c.as_bytes(), &[][..])
+                .expect("pending");
+            store.flush_blocking().expect("flush");
+        }
+        let store = open(dir.path());
+        assert!(!store
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n == T_TI_LEGACY.as_bytes()));
+        assert_eq!(store.ti_pages.len(), 2);
+        assert_eq!(
+            store.trigger_instance(&b).expect("get").map(|t| t.trigger),
+            Some("core.timer".to_string())
+        );
+        let all = store.list_trigger_instances(None, 10, 0).expect("list");
+        assert_eq!(ids(&all), [c.as_str(), b.as_str(), a.as_str()]);
+        let hooks = store
+            .list_trigger_instances(Some("core.webhook"), 10, 0)
+            .expect("list");
+        assert_eq!(ids(&hooks), [c.as_str(), a.as_str()]);
+        assert_eq!(
+            ids(&store.pending_trigger_instances().expect("pending")),
+            [c.as_str()]
+        );
+        drop(store);
+        // Opening again finds nothing left to move and changes nothing.
+        let store = open(dir.path());
+        assert_eq!(
+            store
+                .list_trigger_instances(None, 10, 0)
+                .expect("list")
+                .len(),
+            3
         );
     }
 
