@@ -9,9 +9,10 @@
 //!
 //! Layout: records are JSON in sled trees. Time-ordered records are keyed by their ULID id, so
 //! key order is time order (newest first = reverse iteration) and retention is a range scan.
-//! Trigger instances, the most numerous, are kept in pages: all those of one millisecond in one
-//! value keyed by the ids' first ten characters (`store/pages.rs`), since sled's cost is per
-//! write; their by-trigger index names pages.
+//! Trigger instances and rule enforcements, written by the rules loop in batches and never
+//! changed after (but for a pending instance's status), are kept in pages: all those of one
+//! millisecond in one value keyed by the ids' first ten characters (`store/pages.rs`), since
+//! sled's cost is per write; their by-trigger and by-rule indexes name pages.
 //! Secondary indexes live in their own trees and change in the same sled transaction as the
 //! record they index. Writes are durable once the caller has awaited [`Store::flush`].
 //! The sled files live in `<dir>/sled/`; the key that encrypts secrets, when none is
@@ -41,6 +42,8 @@ use sled::{IVec, Tree};
 
 mod pages;
 
+use pages::{Paged, TxPages};
+
 use crate::model::{
     new_id, ApiKey, Execution, ExecutionStatus, KeyValuePair, RuleEnforcement, TriggerInstance,
     TriggerInstanceStatus, SCHEMA_VERSION,
@@ -57,7 +60,10 @@ const T_TI_PAGES: &str = "trigger_instance_pages";
 const T_TI_LEGACY: &str = "trigger_instances";
 const T_PENDING: &str = "trigger_instances_pending";
 const T_TI_BY_TRIGGER: &str = "trigger_instances_by_trigger";
-const T_ENFORCEMENTS: &str = "enforcements";
+/// Rule enforcements in pages, like trigger instances.
+const T_ENF_PAGES: &str = "enforcement_pages";
+/// Where squall kept rule enforcements one per value, before pages; moved into pages at open.
+const T_ENF_LEGACY: &str = "enforcements";
 const T_ENF_BY_INSTANCE: &str = "enforcements_by_instance";
 const T_ENF_BY_RULE: &str = "enforcements_by_rule";
 const T_EXECUTIONS: &str = "executions";
@@ -164,10 +170,10 @@ pub struct SweepCounts {
 /// from many threads at once.
 pub struct Store {
     db: sled::Db,
-    ti_pages: Tree,
+    tis: Paged,
     pending: Tree,
     ti_by_trigger: Tree,
-    enforcements: Tree,
+    enfs: Paged,
     enf_by_instance: Tree,
     enf_by_rule: Tree,
     executions: Tree,
@@ -283,22 +289,56 @@ fn pair_key(a: &str, b: &str) -> Vec<u8> {
     k
 }
 
-/// A `trigger_instances_by_trigger` key: the trigger, a 0 byte, the key of a page holding
-/// instances of it.
-fn page_index_key(trigger: &[u8], page_key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(trigger.len() + page_key.len() + 1);
-    k.extend_from_slice(trigger);
-    k.push(0);
-    k.extend_from_slice(page_key);
-    k
-}
-
-fn page_corrupt(page_key: &[u8], error: String) -> StoreError {
-    StoreError::Corrupt {
-        tree: T_TI_PAGES,
-        key: String::from_utf8_lossy(page_key).into_owned(),
-        error,
+/// In a sweep's transaction: takes the records of page `pk` that `drop` selects out of it,
+/// with the entries of `index` (keyed by label and page) that named them and no longer name
+/// any record of the page. Returns how many records went.
+fn sweep_page(
+    tree: &TransactionalTree,
+    name: &'static str,
+    pk: &[u8],
+    index: &TransactionalTree,
+    drop: impl Fn(&pages::Frame<'_>) -> TxResult<bool>,
+) -> TxResult<usize> {
+    let Some(page) = tree.get(pk)? else {
+        return Ok(0);
+    };
+    let mut removed = 0usize;
+    let mut gone: HashSet<Vec<u8>> = HashSet::new();
+    let mut kept: HashSet<Vec<u8>> = HashSet::new();
+    let mut failed = None;
+    let rest = pages::retain(&page, |frame| {
+        let go = match drop(frame) {
+            Ok(go) => go,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        };
+        if go {
+            removed += 1;
+            gone.insert(frame.label.to_vec());
+        } else {
+            kept.insert(frame.label.to_vec());
+        }
+        Ok(!go)
+    })
+    .map_err(|e| pages::corrupt(name, pk, e))
+    .or_else(abort)?;
+    if let Some(e) = failed {
+        return Err(e);
     }
+    if removed == 0 {
+        return Ok(0);
+    }
+    if rest.is_empty() {
+        tree.remove(pk)?;
+    } else {
+        tree.insert(pk, rest)?;
+    }
+    for label in gone.difference(&kept) {
+        index.remove(pages::index_key(label, pk))?;
+    }
+    Ok(removed)
 }
 
 fn prefix_key(a: &str) -> Vec<u8> {
@@ -525,10 +565,16 @@ impl Store {
             None => load_or_create_key(dir)?,
         };
         let store = Store {
-            ti_pages: db.open_tree(T_TI_PAGES)?,
+            tis: Paged {
+                tree: db.open_tree(T_TI_PAGES)?,
+                name: T_TI_PAGES,
+            },
             pending: db.open_tree(T_PENDING)?,
             ti_by_trigger: db.open_tree(T_TI_BY_TRIGGER)?,
-            enforcements: db.open_tree(T_ENFORCEMENTS)?,
+            enfs: Paged {
+                tree: db.open_tree(T_ENF_PAGES)?,
+                name: T_ENF_PAGES,
+            },
             enf_by_instance: db.open_tree(T_ENF_BY_INSTANCE)?,
             enf_by_rule: db.open_tree(T_ENF_BY_RULE)?,
             executions: db.open_tree(T_EXECUTIONS)?,
@@ -544,7 +590,14 @@ impl Store {
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
             db,
         };
-        store.move_legacy_trigger_instances()?;
+        store.move_legacy(T_TI_LEGACY, &store.tis, |bytes| {
+            let ti: TriggerInstance = decode(T_TI_LEGACY, b"", bytes)?;
+            Ok((ti.id, ti.trigger))
+        })?;
+        store.move_legacy(T_ENF_LEGACY, &store.enfs, |bytes| {
+            let enf: RuleEnforcement = decode(T_ENF_LEGACY, b"", bytes)?;
+            Ok((enf.id, enf.rule_ref))
+        })?;
         store.ensure_indexes()?;
         Ok(store)
     }
@@ -601,23 +654,26 @@ impl Store {
         ] {
             tree.clear()?;
         }
-        for item in self.ti_pages.iter() {
+        for item in self.tis.tree.iter() {
             let (pk, page) = item?;
             for frame in pages::frames(&page) {
-                let frame = frame.map_err(|e| page_corrupt(&pk, e))?;
+                let frame = frame.map_err(|e| pages::corrupt(T_TI_PAGES, &pk, e))?;
                 self.ti_by_trigger
-                    .insert(page_index_key(frame.trigger, &pk), &[][..])?;
+                    .insert(pages::index_key(frame.label, &pk), &[][..])?;
             }
         }
-        for item in self.enforcements.iter() {
-            let (k, v) = item?;
-            let enf: RuleEnforcement = decode(T_ENFORCEMENTS, &k, &v)?;
-            self.enf_by_instance.insert(
-                pair_key(&enf.trigger_instance_id, &enf.rule_ref),
-                enf.id.as_bytes(),
-            )?;
-            self.enf_by_rule
-                .insert(pair_key(&enf.rule_ref, &enf.id), &[][..])?;
+        for item in self.enfs.tree.iter() {
+            let (pk, page) = item?;
+            for frame in pages::frames(&page) {
+                let frame = frame.map_err(|e| pages::corrupt(T_ENF_PAGES, &pk, e))?;
+                let enf: RuleEnforcement = decode(T_ENF_PAGES, frame.id, frame.record)?;
+                self.enf_by_instance.insert(
+                    pair_key(&enf.trigger_instance_id, &enf.rule_ref),
+                    enf.id.as_bytes(),
+                )?;
+                self.enf_by_rule
+                    .insert(pages::index_key(frame.label, &pk), &[][..])?;
+            }
         }
         let mut counts: HashMap<ExecutionStatus, u64> = HashMap::new();
         for item in self.executions.iter() {
@@ -645,54 +701,53 @@ impl Store {
 
     // ---- trigger instances ----
 
-    /// Moves trigger instances a squall before pages stored one per value into pages, then
-    /// drops the old tree. Pages are written and flushed before the old records go, and a
-    /// record put twice replaces itself, so a crash midway only repeats the move.
-    fn move_legacy_trigger_instances(&self) -> StoreResult<()> {
-        if !self
-            .db
-            .tree_names()
-            .iter()
-            .any(|n| n == T_TI_LEGACY.as_bytes())
-        {
+    /// Moves the records of `legacy`, a tree of one record per value kept by a squall before
+    /// pages, into `paged`, then drops it. `id_label` gives a record's id and label. Pages are
+    /// written and flushed before the old tree goes, and a record put twice replaces itself,
+    /// so a crash midway only repeats the move.
+    fn move_legacy(
+        &self,
+        legacy: &'static str,
+        paged: &Paged,
+        id_label: impl Fn(&[u8]) -> StoreResult<(String, String)>,
+    ) -> StoreResult<()> {
+        if !self.db.tree_names().iter().any(|n| n == legacy.as_bytes()) {
             return Ok(());
         }
-        let legacy = self.db.open_tree(T_TI_LEGACY)?;
-        if !legacy.is_empty() {
+        let old = self.db.open_tree(legacy)?;
+        if !old.is_empty() {
             tracing::info!(
-                records = legacy.len(),
-                "moving trigger instances into pages"
+                tree = legacy,
+                records = old.len(),
+                "moving records into pages"
             );
         }
         let mut current: Option<(Vec<u8>, Vec<u8>)> = None;
         let write = |page: Option<(Vec<u8>, Vec<u8>)>| -> StoreResult<()> {
             if let Some((pk, bytes)) = page {
-                self.ti_pages.insert(pk, bytes)?;
+                paged.tree.insert(pk, bytes)?;
             }
             Ok(())
         };
-        for item in legacy.iter() {
-            let (k, v) = item?;
-            let ti: TriggerInstance = decode(T_TI_LEGACY, &k, &v)?;
-            let pk = pages::page_key(&ti.id).to_vec();
+        for item in old.iter() {
+            let (_, v) = item?;
+            let (id, label) = id_label(&v)?;
+            let pk = pages::page_key(&id).to_vec();
             if current.as_ref().is_none_or(|(c, _)| *c != pk) {
                 write(current.take())?;
-                let existing = self
-                    .ti_pages
-                    .get(&pk)?
-                    .map(|p| p.to_vec())
-                    .unwrap_or_default();
+                let existing = paged.tree.get(&pk)?.map(|p| p.to_vec()).unwrap_or_default();
                 current = Some((pk.clone(), existing));
             }
             if let Some((_, page)) = current.as_mut() {
-                pages::put(page, &ti.id, &ti.trigger, &v).map_err(|e| page_corrupt(&pk, e))?;
+                pages::put(page, &id, &label, &v)
+                    .map_err(|e| pages::corrupt(paged.name, &pk, e))?;
             }
         }
         write(current.take())?;
         self.db.flush()?;
-        // Pages change the by-trigger index's layout: rebuild it.
+        // Pages change the layout of the indexes naming them: rebuild those.
         self.meta.remove(META_INDEX_VERSION)?;
-        self.db.drop_tree(T_TI_LEGACY)?;
+        self.db.drop_tree(legacy)?;
         self.db.flush()?;
         Ok(())
     }
@@ -701,55 +756,20 @@ impl Store {
     pub fn insert_trigger_instance(&self, ti: &TriggerInstance) -> StoreResult<()> {
         let bytes = encode(T_TI_PAGES, &ti.id, ti)?;
         let pk = pages::page_key(&ti.id);
-        (&self.ti_pages, &self.pending, &self.ti_by_trigger)
+        (&self.tis.tree, &self.pending, &self.ti_by_trigger)
             .transaction(|(tis, pending, by_trigger)| {
-                let mut page = tis.get(pk)?.map(|p| p.to_vec()).unwrap_or_default();
-                pages::put(&mut page, &ti.id, &ti.trigger, &bytes)
-                    .map_err(|e| page_corrupt(pk, e))
-                    .or_else(abort)?;
-                tis.insert(pk, page)?;
+                let mut tis = TxPages::new(tis, T_TI_PAGES);
+                tis.put(&ti.id, &ti.trigger, &bytes)?;
+                tis.write()?;
                 pending.insert(ti.id.as_bytes(), &[][..])?;
-                by_trigger.insert(page_index_key(ti.trigger.as_bytes(), pk), &[][..])?;
+                by_trigger.insert(pages::index_key(ti.trigger.as_bytes(), pk), &[][..])?;
                 Ok(())
             })
             .map_err(tx_error)
     }
 
     pub fn trigger_instance(&self, id: &str) -> StoreResult<Option<TriggerInstance>> {
-        let pk = pages::page_key(id);
-        let Some(page) = self.ti_pages.get(pk)? else {
-            return Ok(None);
-        };
-        match pages::find(&page, id).map_err(|e| page_corrupt(pk, e))? {
-            Some(record) => decode(T_TI_PAGES, id.as_bytes(), record).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// A page's instances (those of `trigger` only, when given), newest first.
-    fn page_instances(
-        &self,
-        pk: &[u8],
-        trigger: Option<&str>,
-    ) -> StoreResult<Vec<TriggerInstance>> {
-        let Some(page) = self.ti_pages.get(pk)? else {
-            // Its index entry outlived it: a sweep removed it since.
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for frame in pages::frames(&page) {
-            let frame = frame.map_err(|e| page_corrupt(pk, e))?;
-            if trigger.is_some_and(|t| t.as_bytes() != frame.trigger) {
-                continue;
-            }
-            out.push(decode::<TriggerInstance>(
-                T_TI_PAGES,
-                frame.id,
-                frame.record,
-            )?);
-        }
-        out.sort_by(|a, b| b.id.cmp(&a.id));
-        Ok(out)
+        self.tis.get(id)
     }
 
     /// Newest first. `trigger` accepts st2's names of built-in triggers as well as squall's.
@@ -759,29 +779,10 @@ impl Store {
         limit: usize,
         offset: usize,
     ) -> StoreResult<Vec<TriggerInstance>> {
-        let trigger = trigger.map(squall_rules::canonical_trigger_ref);
-        let page_keys: Box<dyn Iterator<Item = StoreResult<Vec<u8>>>> = match trigger {
-            Some(t) => {
-                let prefix = prefix_key(t);
-                Box::new(
-                    self.ti_by_trigger
-                        .scan_prefix(&prefix)
-                        .keys()
-                        .rev()
-                        .map(move |k| Ok(suffix_after(&k?, prefix.len()))),
-                )
-            }
-            None => Box::new(self.ti_pages.iter().keys().rev().map(|k| Ok(k?.to_vec()))),
-        };
-        let all = page_keys.flat_map(|pk| {
-            let listed = pk.and_then(|pk| self.page_instances(&pk, trigger));
-            let items: Vec<StoreResult<Option<TriggerInstance>>> = match listed {
-                Ok(list) => list.into_iter().map(|ti| Ok(Some(ti))).collect(),
-                Err(e) => vec![Err(e)],
-            };
-            items
-        });
-        page(all, |_| true, limit, offset)
+        let by_trigger = trigger
+            .map(squall_rules::canonical_trigger_ref)
+            .map(|t| (&self.ti_by_trigger, t));
+        self.tis.list(by_trigger, |_| true, limit, offset)
     }
 
     /// Oldest first: the trigger instances the rules loop has not completed.
@@ -867,7 +868,7 @@ impl Store {
                         enf.id, enf.trigger_instance_id
                     )));
                 }
-                enfs.push((enf, encode(T_ENFORCEMENTS, &enf.id, enf)?));
+                enfs.push((enf, encode(T_ENF_PAGES, &enf.id, enf)?));
             }
             let requested: HashSet<&str> = c
                 .enforcements
@@ -901,9 +902,9 @@ impl Store {
             });
         }
         (
-            &self.ti_pages,
+            &self.tis.tree,
             &self.pending,
-            &self.enforcements,
+            &self.enfs.tree,
             &self.enf_by_instance,
             &self.enf_by_rule,
             &self.executions,
@@ -933,43 +934,31 @@ impl Store {
                     };
                     // Built afresh on each attempt: sled reruns this closure on conflict.
                     let mut all = Vec::with_capacity(encoded.len());
-                    // The pages this batch changes, each read once and written once.
-                    let mut touched: HashMap<&[u8], Vec<u8>> = HashMap::new();
+                    // The pages this batch changes, each read once and written once, and
+                    // the index entries naming them, each written once.
+                    let mut ti_pages = TxPages::new(tis, T_TI_PAGES);
+                    let mut enf_pages = TxPages::new(enfs, T_ENF_PAGES);
                     let mut indexed: HashSet<(&str, &[u8])> = HashSet::new();
+                    let mut rule_indexed: HashSet<(&str, &[u8])> = HashSet::new();
                     for c in &encoded {
                         let ti_id = c.ti_id;
-                        let pk = pages::page_key(ti_id);
-                        let page = match touched.entry(pk) {
-                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                            std::collections::hash_map::Entry::Vacant(e) => {
-                                e.insert(tis.get(pk)?.map(|p| p.to_vec()).unwrap_or_default())
-                            }
-                        };
                         if let Some((bytes, trigger)) = &c.new {
-                            pages::put(page, ti_id, trigger, bytes)
-                                .map_err(|e| page_corrupt(pk, e))
-                                .or_else(abort)?;
+                            ti_pages.put(ti_id, trigger, bytes)?;
+                            let pk = pages::page_key(ti_id);
                             if indexed.insert((trigger, pk)) {
                                 by_trigger
-                                    .insert(page_index_key(trigger.as_bytes(), pk), &[][..])?;
+                                    .insert(pages::index_key(trigger.as_bytes(), pk), &[][..])?;
                             }
                         } else {
-                            let found = pages::find(page, ti_id)
-                                .map_err(|e| page_corrupt(pk, e))
-                                .or_else(abort)?;
-                            let Some(bytes) = found else {
+                            let Some(mut ti) = ti_pages.get::<TriggerInstance>(ti_id)? else {
                                 return abort(StoreError::NotFound {
                                     kind: "trigger instance",
                                     id: ti_id.to_string(),
                                 });
                             };
-                            let mut ti: TriggerInstance =
-                                decode(T_TI_PAGES, ti_id.as_bytes(), bytes).or_else(abort)?;
                             ti.status = c.status;
                             let ti_bytes = encode(T_TI_PAGES, ti_id, &ti).or_else(abort)?;
-                            pages::put(page, ti_id, &ti.trigger, &ti_bytes)
-                                .map_err(|e| page_corrupt(pk, e))
-                                .or_else(abort)?;
+                            ti_pages.put(ti_id, &ti.trigger, &ti_bytes)?;
                             pending.remove(ti_id.as_bytes())?;
                         }
                         // An instance new to the store has no enforcements yet, and the
@@ -982,8 +971,14 @@ impl Store {
                                 continue;
                             }
                             by_instance.insert(marker, enf.id.as_bytes())?;
-                            enfs.insert(enf.id.as_bytes(), enf_bytes.as_slice())?;
-                            by_rule.insert(pair_key(&enf.rule_ref, &enf.id), &[][..])?;
+                            enf_pages.put(&enf.id, &enf.rule_ref, enf_bytes)?;
+                            let pk = pages::page_key(&enf.id);
+                            if rule_indexed.insert((&enf.rule_ref, pk)) {
+                                by_rule.insert(
+                                    pages::index_key(enf.rule_ref.as_bytes(), pk),
+                                    &[][..],
+                                )?;
+                            }
                             if let Some((e, e_bytes)) =
                                 enf.execution_id.as_deref().and_then(|id| c.execs.get(id))
                             {
@@ -997,9 +992,8 @@ impl Store {
                         }
                         all.push(written);
                     }
-                    for (pk, page) in touched {
-                        tis.insert(pk, page)?;
-                    }
+                    ti_pages.write()?;
+                    enf_pages.write()?;
                     Ok(all)
                 },
             )
@@ -1060,7 +1054,7 @@ impl Store {
                     enforced_at: e.start_timestamp,
                     failure_reason: None,
                 };
-                let enf_bytes = encode(T_ENFORCEMENTS, &enf.id, &enf)?;
+                let enf_bytes = encode(T_ENF_PAGES, &enf.id, &enf)?;
                 Some((enf, enf_bytes))
             }
             _ => None,
@@ -1070,7 +1064,7 @@ impl Store {
             &self.active,
             &self.exec_by_field,
             &self.exec_counts,
-            &self.enforcements,
+            &self.enfs.tree,
             &self.enf_by_instance,
             &self.enf_by_rule,
         )
@@ -1092,8 +1086,13 @@ impl Store {
                         let marker = pair_key(&enf.trigger_instance_id, &enf.rule_ref);
                         if by_instance.get(&marker)?.is_none() {
                             by_instance.insert(marker, enf.id.as_bytes())?;
-                            enfs.insert(enf.id.as_bytes(), enf_bytes.as_slice())?;
-                            by_rule.insert(pair_key(&enf.rule_ref, &enf.id), &[][..])?;
+                            let mut enf_pages = TxPages::new(enfs, T_ENF_PAGES);
+                            enf_pages.put(&enf.id, &enf.rule_ref, enf_bytes)?;
+                            enf_pages.write()?;
+                            by_rule.insert(
+                                pages::index_key(enf.rule_ref.as_bytes(), pages::page_key(&enf.id)),
+                                &[][..],
+                            )?;
                         }
                     }
                     Ok(newer)
@@ -1258,29 +1257,13 @@ impl Store {
                 .map(|item| item.map(|(_, v)| v))
                 .collect::<Result<Vec<IVec>, _>>()?;
             ids.sort_unstable_by(|a, b| b.cmp(a));
-            let items = ids.into_iter().map(|id| self.enforcement_by_key(&id));
+            let items = ids
+                .into_iter()
+                .map(|id| self.enfs.get(&String::from_utf8_lossy(&id)));
             return page(items, keep, limit, offset);
         }
-        if let Some(rule) = rule_ref {
-            let prefix = prefix_key(rule);
-            let items = self.enf_by_rule.scan_prefix(&prefix).rev().map(|item| {
-                let (k, _) = item?;
-                self.enforcement_by_key(&suffix_after(&k, prefix.len()))
-            });
-            return page(items, keep, limit, offset);
-        }
-        let items = self.enforcements.iter().rev().map(|item| {
-            let (k, v) = item?;
-            decode(T_ENFORCEMENTS, &k, &v).map(Some)
-        });
-        page(items, keep, limit, offset)
-    }
-
-    fn enforcement_by_key(&self, key: &[u8]) -> StoreResult<Option<RuleEnforcement>> {
-        self.enforcements
-            .get(key)?
-            .map(|v| decode(T_ENFORCEMENTS, key, &v))
-            .transpose()
+        let by_rule = rule_ref.map(|r| (&self.enf_by_rule, r));
+        self.enfs.list(by_rule, keep, limit, offset)
     }
 
     // ---- key-value store ----
@@ -1588,89 +1571,50 @@ impl Store {
         };
         let end = end.as_bytes();
 
-        // Pages before the cutoff's millisecond hold only older instances.
+        // Pages before the cutoff's millisecond hold only older records.
         let end_page = pages::page_key(std::str::from_utf8(end).unwrap_or_default()).to_vec();
-        for item in self.ti_pages.range(..end_page) {
+        for item in self.tis.tree.range(..end_page.as_slice()) {
             let (pk, _) = item?;
-            let removed = (&self.ti_pages, &self.pending, &self.ti_by_trigger)
+            let removed = (&self.tis.tree, &self.pending, &self.ti_by_trigger)
                 .transaction(|(tis, pending, by_trigger)| {
-                    let Some(page) = tis.get(&pk)? else {
-                        return Ok(0);
-                    };
                     // Pending instances stay (checked inside the transaction: one may have
                     // been re-queued since the scan), with their trigger's index entry.
-                    let mut removed = 0usize;
-                    let mut gone: HashSet<Vec<u8>> = HashSet::new();
-                    let mut kept: HashSet<Vec<u8>> = HashSet::new();
-                    let mut pending_err = None;
-                    let rest = pages::retain(&page, |f| {
-                        let keep = match pending.get(f.id) {
-                            Ok(v) => v.is_some(),
-                            Err(e) => {
-                                pending_err = Some(e);
-                                true
-                            }
-                        };
-                        if keep {
-                            kept.insert(f.trigger.to_vec());
-                        } else {
-                            removed += 1;
-                            gone.insert(f.trigger.to_vec());
-                        }
-                        Ok(keep)
+                    sweep_page(tis, T_TI_PAGES, &pk, by_trigger, |frame| {
+                        Ok(pending.get(frame.id)?.is_none())
                     })
-                    .map_err(|e| page_corrupt(&pk, e))
-                    .or_else(abort)?;
-                    if let Some(e) = pending_err {
-                        return Err(e.into());
-                    }
-                    if removed == 0 {
-                        return Ok(0);
-                    }
-                    if rest.is_empty() {
-                        tis.remove(&pk)?;
-                    } else {
-                        tis.insert(&pk, rest)?;
-                    }
-                    for trigger in gone.difference(&kept) {
-                        by_trigger.remove(page_index_key(trigger, &pk))?;
-                    }
-                    Ok(removed)
                 })
                 .map_err(tx_error)?;
             counts.trigger_instances += removed;
         }
 
-        for item in self.enforcements.range(..end) {
-            let (k, _) = item?;
+        for item in self.enfs.tree.range(..end_page.as_slice()) {
+            let (pk, _) = item?;
             let removed = (
-                &self.enforcements,
+                &self.enfs.tree,
                 &self.enf_by_instance,
                 &self.enf_by_rule,
                 &self.pending,
             )
                 .transaction(|(enfs, by_instance, by_rule, pending)| {
-                    let Some(bytes) = enfs.get(&k)? else {
-                        return Ok(false);
-                    };
-                    let enf: RuleEnforcement = decode(T_ENFORCEMENTS, &k, &bytes).or_else(abort)?;
-                    // Its marker is what keeps a re-processed instance exactly-once.
-                    if pending.get(enf.trigger_instance_id.as_bytes())?.is_some() {
-                        return Ok(false);
-                    }
-                    enfs.remove(&k)?;
-                    by_rule.remove(pair_key(&enf.rule_ref, &enf.id))?;
-                    let marker = pair_key(&enf.trigger_instance_id, &enf.rule_ref);
-                    if by_instance
-                        .get(&marker)?
-                        .is_some_and(|v| v.as_ref() == enf.id.as_bytes())
-                    {
-                        by_instance.remove(marker)?;
-                    }
-                    Ok(true)
+                    sweep_page(enfs, T_ENF_PAGES, &pk, by_rule, |frame| {
+                        let enf: RuleEnforcement =
+                            decode(T_ENF_PAGES, frame.id, frame.record).or_else(abort)?;
+                        // Its marker is what keeps a re-processed instance exactly-once.
+                        if pending.get(enf.trigger_instance_id.as_bytes())?.is_some() {
+                            return Ok(false);
+                        }
+                        let marker = pair_key(&enf.trigger_instance_id, &enf.rule_ref);
+                        if by_instance
+                            .get(&marker)?
+                            .is_some_and(|v| v.as_ref() == enf.id.as_bytes())
+                        {
+                            by_instance.remove(marker)?;
+                        }
+                        Ok(true)
+                    })
                 })
                 .map_err(tx_error)?;
-            counts.enforcements += usize::from(removed);
+            counts.enforcements += removed;
         }
 
         for item in self.executions.range(..end) {
@@ -2761,15 +2705,10 @@ mod tests {
     fn instances_of_one_millisecond_share_a_page_in_any_arrival_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path());
-        let in_ms = |n: u128| {
-            ulid::Ulid::from_parts(
-                ulid::Ulid::from_string(&id_at(4))
-                    .expect("ulid")
-                    .timestamp_ms(),
-                n,
-            )
-            .to_string()
-        };
+        let ms = ulid::Ulid::from_string(&id_at(4))
+            .expect("ulid")
+            .timestamp_ms();
+        let in_ms = |n: u128| ulid::Ulid::from_parts(ms, n).to_string();
         let (a, b, c, d) = (in_ms(1), in_ms(2), in_ms(3), id_at(6));
         let fresh = |ids: &[&String]| -> Vec<TriggerInstance> {
             ids.iter()
@@ -2801,7 +2740,7 @@ mod tests {
                 .complete_trigger_instances(&completions)
                 .expect("complete");
         }
-        assert_eq!(store.ti_pages.len(), 2);
+        assert_eq!(store.tis.tree.len(), 2);
         let all = store.list_trigger_instances(None, 10, 0).expect("list");
         assert_eq!(ids(&all), [&d, &c, &b, &a].map(String::clone));
         assert!(all
@@ -2838,11 +2777,11 @@ mod tests {
                 .len(),
             5
         );
-        assert_eq!(store.ti_pages.len(), 2);
+        assert_eq!(store.tis.tree.len(), 2);
     }
 
     #[test]
-    fn instances_stored_one_per_value_move_into_pages_at_open() {
+    fn records_stored_one_per_value_move_into_pages_at_open() {
         let dir = tempfile::tempdir().expect("tempdir");
         // Two in one millisecond (one page), one in another; one of them still pending.
         let (a, b, c) = (id_at(5), format!("{}Z", &id_at(5)[..25]), id_at(9));
@@ -2862,15 +2801,37 @@ mod tests {
                 .pending
                 .insert(c.as_bytes(), &[][..])
                 .expect("pending");
+            let legacy = store.db.open_tree(T_ENF_LEGACY).expect("tree");
+            for (id, rule, instance) in [(&a, "pack.one", &a), (&c, "pack.two", &b)] {
+                let enf = enforcement(id, rule, instance, None);
+                let bytes = encode(T_ENF_LEGACY, id, &enf).expect("encode");
+                legacy.insert(id.as_bytes(), bytes).expect("insert");
+            }
             store.flush_blocking().expect("flush");
         }
         let store = open(dir.path());
+        let by_rule = store
+            .list_enforcements(Some("pack.two"), None, 10, 0)
+            .expect("list");
+        assert_eq!(ids(&by_rule), [c.as_str()]);
+        let by_instance = store
+            .list_enforcements(None, Some(&a), 10, 0)
+            .expect("list");
+        assert_eq!(ids(&by_instance), [a.as_str()]);
+        assert_eq!(
+            store
+                .list_enforcements(None, None, 10, 0)
+                .expect("list")
+                .len(),
+            2
+        );
+        assert_eq!(store.enforced_rules(&b).expect("enforced"), ["pack.two"]);
         assert!(!store
             .db
             .tree_names()
             .iter()
-            .any(|n| n == T_TI_LEGACY.as_bytes()));
-        assert_eq!(store.ti_pages.len(), 2);
+            .any(|n| n == T_TI_LEGACY.as_bytes() || n == T_ENF_LEGACY.as_bytes()));
+        assert_eq!(store.tis.tree.len(), 2);
         assert_eq!(
             store.trigger_instance(&b).expect("get").map(|t| t.trigger),
             Some("core.timer".to_string())

@@ -1,12 +1,19 @@
-//! Pages of trigger instances: every instance whose id starts with the same
-//! [`PAGE_KEY_LEN`] characters (a ULID's millisecond) is kept in one sled value, so the rules
-//! loop writes one value per millisecond of instances instead of one per instance (sled's cost
-//! is per write, whatever its size). Key order stays time order.
+//! Paged trees: every record whose id starts with the same [`PAGE_KEY_LEN`] characters (a
+//! ULID's millisecond) is kept in one sled value, so the rules loop writes one value per
+//! millisecond of records instead of one per record (sled's cost is per write, whatever its
+//! size). Key order stays time order. Trigger instances (labelled with their trigger) and rule
+//! enforcements (labelled with their rule) are kept this way.
 //!
-//! A page is a sequence of frames: the id's length (u16, little endian) and bytes, the trigger's
-//! length (u16) and bytes, the record's length (u32) and bytes (the instance as JSON). The id
-//! and trigger are outside the JSON so a lookup or a filter by trigger decodes only what it
-//! returns.
+//! A page is a sequence of frames: the id's length (u16, little endian) and bytes, the label's
+//! length (u16) and bytes, the record's length (u32) and bytes (JSON). The id and label are
+//! outside the JSON so a lookup or a filter by label decodes only what it returns.
+
+use std::collections::HashMap;
+
+use sled::transaction::TransactionalTree;
+use sled::Tree;
+
+use super::{abort, decode, page, Record, StoreError, StoreResult, TxResult};
 
 /// Characters of an id that name its page: a ULID's first ten hold its millisecond.
 pub(super) const PAGE_KEY_LEN: usize = 10;
@@ -21,7 +28,7 @@ pub(super) fn page_key(id: &str) -> &[u8] {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Frame<'a> {
     pub id: &'a [u8],
-    pub trigger: &'a [u8],
+    pub label: &'a [u8],
     pub record: &'a [u8],
     /// Where the frame starts and ends in its page.
     start: usize,
@@ -60,11 +67,11 @@ impl<'a> Iterator for Frames<'a> {
         };
         let parsed = (|| Some((field(2)?, field(2)?, field(4)?)))();
         match parsed {
-            Some((id, trigger, record)) => {
+            Some((id, label, record)) => {
                 self.at = at;
                 Some(Ok(Frame {
                     id,
-                    trigger,
+                    label,
                     record,
                     start,
                     end: at,
@@ -107,12 +114,7 @@ fn push_field(page: &mut Vec<u8>, bytes: &[u8], width: usize) -> Result<(), Stri
 
 /// Puts the record of `id` in `page`: in place of its earlier record if there is one, else at
 /// the end.
-pub(super) fn put(
-    page: &mut Vec<u8>,
-    id: &str,
-    trigger: &str,
-    record: &[u8],
-) -> Result<(), String> {
+pub(super) fn put(page: &mut Vec<u8>, id: &str, label: &str, record: &[u8]) -> Result<(), String> {
     let mut old = None;
     for frame in frames(page) {
         let frame = frame?;
@@ -121,9 +123,9 @@ pub(super) fn put(
             break;
         }
     }
-    let mut framed = Vec::with_capacity(8 + id.len() + trigger.len() + record.len());
+    let mut framed = Vec::with_capacity(8 + id.len() + label.len() + record.len());
     push_field(&mut framed, id.as_bytes(), 2)?;
-    push_field(&mut framed, trigger.as_bytes(), 2)?;
+    push_field(&mut framed, label.as_bytes(), 2)?;
     push_field(&mut framed, record, 4)?;
     match old {
         Some((start, end)) => {
@@ -147,6 +149,165 @@ pub(super) fn retain(
         }
     }
     Ok(out)
+}
+
+/// A damaged page of `tree`, named by its key.
+pub(super) fn corrupt(tree: &'static str, page_key: &[u8], error: String) -> StoreError {
+    StoreError::Corrupt {
+        tree,
+        key: String::from_utf8_lossy(page_key).into_owned(),
+        error,
+    }
+}
+
+/// An index key naming a page: the label, a 0 byte, the page's key.
+pub(super) fn index_key(label: &[u8], page_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(label.len() + page_key.len() + 1);
+    k.extend_from_slice(label);
+    k.push(0);
+    k.extend_from_slice(page_key);
+    k
+}
+
+/// A paged tree: its sled tree and its name (for errors).
+#[derive(Clone)]
+pub(super) struct Paged {
+    pub tree: Tree,
+    pub name: &'static str,
+}
+
+impl Paged {
+    /// The record `id`, if stored.
+    pub fn get<T: Record>(&self, id: &str) -> StoreResult<Option<T>> {
+        let pk = page_key(id);
+        let Some(page) = self.tree.get(pk)? else {
+            return Ok(None);
+        };
+        match find(&page, id).map_err(|e| corrupt(self.name, pk, e))? {
+            Some(record) => decode(self.name, id.as_bytes(), record).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A page's records (only those labelled `label`, when given), newest first.
+    pub fn page_records<T: Record>(&self, pk: &[u8], label: Option<&str>) -> StoreResult<Vec<T>> {
+        let Some(page) = self.tree.get(pk)? else {
+            // Its index entry outlived it: a sweep removed it since.
+            return Ok(Vec::new());
+        };
+        let mut selected = Vec::new();
+        for frame in frames(&page) {
+            let frame = frame.map_err(|e| corrupt(self.name, pk, e))?;
+            if label.is_none_or(|l| l.as_bytes() == frame.label) {
+                selected.push(frame);
+            }
+        }
+        selected.sort_by(|a, b| b.id.cmp(a.id));
+        selected
+            .into_iter()
+            .map(|f| decode(self.name, f.id, f.record))
+            .collect()
+    }
+
+    /// Newest first, `offset` skipped, at most `limit`, those `keep` accepts: every record, or
+    /// those labelled `label` through `index` (whose keys are [`index_key`]s).
+    pub fn list<T: Record>(
+        &self,
+        by_label: Option<(&Tree, &str)>,
+        keep: impl Fn(&T) -> bool,
+        limit: usize,
+        offset: usize,
+    ) -> StoreResult<Vec<T>> {
+        let label = by_label.map(|(_, l)| l);
+        let page_keys: Box<dyn Iterator<Item = StoreResult<Vec<u8>>>> = match by_label {
+            Some((index, l)) => {
+                let prefix = index_key(l.as_bytes(), b"");
+                let skip = prefix.len();
+                Box::new(
+                    index
+                        .scan_prefix(prefix)
+                        .keys()
+                        .rev()
+                        .map(move |k| Ok(k?.get(skip..).unwrap_or_default().to_vec())),
+                )
+            }
+            None => Box::new(self.tree.iter().keys().rev().map(|k| Ok(k?.to_vec()))),
+        };
+        let all = page_keys.flat_map(|pk| {
+            let listed = pk.and_then(|pk| self.page_records::<T>(&pk, label));
+            let items: Vec<StoreResult<Option<T>>> = match listed {
+                Ok(list) => list.into_iter().map(|r| Ok(Some(r))).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            items
+        });
+        page(all, keep, limit, offset)
+    }
+}
+
+/// The pages one transaction changes, each read once and written once ([`TxPages::write`]).
+/// Made afresh on each attempt of the transaction's closure.
+pub(super) struct TxPages<'a> {
+    tree: &'a TransactionalTree,
+    name: &'static str,
+    pages: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+impl<'a> TxPages<'a> {
+    pub fn new(tree: &'a TransactionalTree, name: &'static str) -> Self {
+        TxPages {
+            tree,
+            name,
+            pages: HashMap::new(),
+        }
+    }
+
+    fn page(&mut self, pk: &[u8]) -> TxResult<&mut Vec<u8>> {
+        if !self.pages.contains_key(pk) {
+            let stored = self.tree.get(pk)?.map(|p| p.to_vec()).unwrap_or_default();
+            self.pages.insert(pk.to_vec(), stored);
+        }
+        match self.pages.get_mut(pk) {
+            Some(p) => Ok(p),
+            None => abort(corrupt(self.name, pk, "page vanished".into())),
+        }
+    }
+
+    /// Puts the record of `id`, replacing an earlier one.
+    pub fn put(&mut self, id: &str, label: &str, record: &[u8]) -> TxResult<()> {
+        let name = self.name;
+        let pk = page_key(id);
+        let page = self.page(pk)?;
+        put(page, id, label, record)
+            .map_err(|e| corrupt(name, pk, e))
+            .or_else(abort)
+    }
+
+    /// The record of `id` (as this transaction has it so far).
+    pub fn get<T: Record>(&mut self, id: &str) -> TxResult<Option<T>> {
+        let name = self.name;
+        let pk = page_key(id);
+        let page = self.page(pk)?;
+        match find(page, id)
+            .map_err(|e| corrupt(name, pk, e))
+            .or_else(abort)?
+        {
+            Some(record) => decode(name, id.as_bytes(), record).map(Some).or_else(abort),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes the changed pages.
+    pub fn write(self) -> TxResult<()> {
+        for (pk, page) in self.pages {
+            if page.is_empty() {
+                self.tree.remove(pk)?;
+            } else {
+                self.tree.insert(pk, page)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -175,9 +336,9 @@ mod tests {
         );
         assert_eq!(find(&page, "01C").expect("find"), Some(&b"{\"n\":3}"[..]));
         assert_eq!(find(&page, "01D").expect("find"), None);
-        let triggers: Vec<&[u8]> = frames(&page).map(|f| f.expect("frame").trigger).collect();
+        let labels: Vec<&[u8]> = frames(&page).map(|f| f.expect("frame").label).collect();
         assert_eq!(
-            triggers,
+            labels,
             [
                 &b"core.webhook"[..],
                 &b"core.timer"[..],
