@@ -121,6 +121,9 @@ struct Pending {
     /// Set by a failed write or sync: what was written after it could be durable while what
     /// came before is not, so nothing more is accepted.
     failed: Option<String>,
+    /// The writer waits for records: an append must wake it. While it writes or syncs, it
+    /// takes what was appended meanwhile when it is done, and an append spares the wake-up.
+    idle: bool,
 }
 
 struct Segments {
@@ -242,6 +245,7 @@ impl Journal {
                 waiters: Vec::new(),
                 stopped: false,
                 failed: None,
+                idle: false,
             }),
             wake: Condvar::new(),
             segments: Mutex::new(Segments {
@@ -355,7 +359,7 @@ impl Journal {
         ticket: Option<Arc<Ticket>>,
     ) -> Result<PendingSync<'_>, JournalError> {
         let (done, wait) = tokio::sync::oneshot::channel();
-        {
+        let idle = {
             let mut p = lock(&self.pending);
             if p.stopped {
                 return Err(JournalError::Stopped);
@@ -369,8 +373,11 @@ impl Journal {
                 records,
                 ticket,
             });
+            p.idle
+        };
+        if idle {
+            self.wake.notify_one();
         }
-        self.wake.notify_one();
         Ok(PendingSync {
             journal: self,
             wait,
@@ -388,11 +395,13 @@ impl Journal {
             let (buffer, waiters, stopped) = {
                 let mut p = lock(&self.pending);
                 while p.buffer.is_empty() && !p.stopped {
+                    p.idle = true;
                     p = match self.wake.wait(p) {
                         Ok(g) => g,
                         Err(poisoned) => poisoned.into_inner(),
                     };
                 }
+                p.idle = false;
                 (
                     std::mem::take(&mut p.buffer),
                     std::mem::take(&mut p.waiters),

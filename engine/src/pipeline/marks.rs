@@ -27,8 +27,17 @@ type Waiting = (Instant, Execution, Option<u64>);
 
 #[derive(Default)]
 pub(crate) struct RunningMarks {
-    pending: Mutex<HashMap<String, Waiting>>,
+    pending: Mutex<Pending>,
     wake: Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    marks: HashMap<String, Waiting>,
+    /// The writer sleeps with a deadline no later than a new mark's: an added mark needs no
+    /// wake-up (marks are added in time order, each due [`MARK_DELAY`] after it). Without
+    /// this, every execution at a low rate would wake the writer once for nothing.
+    armed: bool,
 }
 
 impl RunningMarks {
@@ -47,7 +56,7 @@ impl RunningMarks {
         Ok(())
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Waiting>> {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
         match self.pending.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -62,13 +71,13 @@ impl RunningMarks {
 
     fn add_at(&self, list: &[Execution], segment: Option<u64>, now: Instant) {
         let mut pending = self.lock();
-        let was_empty = pending.is_empty();
         for e in list {
             let seg = if e.idempotent { None } else { segment };
-            pending.insert(e.id.clone(), (now, e.clone(), seg));
+            pending.marks.insert(e.id.clone(), (now, e.clone(), seg));
         }
+        let armed = pending.armed;
         drop(pending);
-        if was_empty {
+        if !armed {
             self.wake.notify_one();
         }
     }
@@ -79,7 +88,7 @@ impl RunningMarks {
     pub(crate) fn take<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Vec<u64> {
         let mut pending = self.lock();
         ids.into_iter()
-            .filter_map(|id| pending.remove(id).and_then(|(_, _, seg)| seg))
+            .filter_map(|id| pending.marks.remove(id).and_then(|(_, _, seg)| seg))
             .collect()
     }
 }
@@ -92,21 +101,25 @@ fn writer(marks: Weak<RunningMarks>, store: Weak<Store>, journal: Weak<Journal>)
             return;
         };
         let mut pending = marks.lock();
-        let wait = write_due(&mut pending, &store, &journal, Instant::now());
+        let wait = write_due(&mut pending.marks, &store, &journal, Instant::now());
+        // Marks left pending wake it by their deadline; with none, a new mark must.
+        pending.armed = wait.is_some();
         drop(store);
         drop(journal);
-        let _unused = marks.wake.wait_timeout(pending, wait);
+        let _unused = marks
+            .wake
+            .wait_timeout(pending, wait.unwrap_or(Duration::from_secs(1)));
     }
 }
 
 /// Writes the marks due at `now` (under the caller's lock: see the module's note on order);
-/// returns how long until the next one is due.
+/// returns how long until the next one is due, if any is pending.
 fn write_due(
     pending: &mut HashMap<String, Waiting>,
     store: &Store,
     journal: &Journal,
     now: Instant,
-) -> Duration {
+) -> Option<Duration> {
     let due: Vec<String> = pending
         .iter()
         .filter(|(_, (at, _, _))| now.saturating_duration_since(*at) >= MARK_DELAY)
@@ -133,8 +146,6 @@ fn write_due(
         .values()
         .map(|(at, _, _)| (*at + MARK_DELAY).saturating_duration_since(now))
         .min()
-        // Nothing pending: wake now and then only to notice the store is gone.
-        .unwrap_or(Duration::from_secs(1))
 }
 
 #[cfg(test)]
@@ -164,8 +175,8 @@ mod tests {
         marks.add_at(&[quick.clone(), slow.clone(), safe.clone()], Some(seq), t0);
 
         // Nothing is due yet: nothing written, and the next is due after the delay.
-        let wait = write_due(&mut marks.lock(), &store, &journal, t0);
-        assert_eq!(wait, MARK_DELAY);
+        let wait = write_due(&mut marks.lock().marks, &store, &journal, t0);
+        assert_eq!(wait, Some(MARK_DELAY));
         assert!(store.execution(&slow.id).unwrap().is_none());
 
         // The quick one ended first: its mark comes back with its journal segment.
@@ -176,7 +187,13 @@ mod tests {
         );
         marks.add_at(std::slice::from_ref(&safe), None, t0);
 
-        write_due(&mut marks.lock(), &store, &journal, t0 + MARK_DELAY * 2);
+        let wait = write_due(
+            &mut marks.lock().marks,
+            &store,
+            &journal,
+            t0 + MARK_DELAY * 2,
+        );
+        assert_eq!(wait, None, "nothing left pending");
         assert!(
             store.execution(&quick.id).unwrap().is_none(),
             "taken back: never written"
@@ -198,5 +215,35 @@ mod tests {
         assert!(!journal.releasable().contains(&seq));
         journal.stored(seq);
         assert!(journal.releasable().contains(&seq));
+    }
+
+    #[test]
+    fn an_armed_writer_is_not_woken_for_each_mark() {
+        fn until(what: &str, done: impl Fn() -> bool) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !done() {
+                assert!(Instant::now() < deadline, "timed out waiting: {what}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let marks = Arc::new(RunningMarks::default());
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("store"), None).unwrap());
+        let journal = Journal::open(&dir.path().join("journal")).unwrap();
+        marks.start_writer(&store, &journal).unwrap();
+        let stored = |e: &Execution| store.execution(&e.id).unwrap().is_some();
+        let (a, b, c) = (running(true), running(true), running(true));
+        marks.add(std::slice::from_ref(&a), None);
+        until("the writer arms for a pending mark", || marks.lock().armed);
+        // Armed: a later mark is added without waking the writer, and still written in time.
+        marks.add(std::slice::from_ref(&b), None);
+        assert!(marks.lock().armed);
+        until("both marks written", || stored(&a) && stored(&b));
+        until("the writer disarms with nothing pending", || {
+            !marks.lock().armed
+        });
+        // Disarmed: the next mark wakes it.
+        marks.add(std::slice::from_ref(&c), None);
+        until("the mark after a quiet spell is written", || stored(&c));
     }
 }
