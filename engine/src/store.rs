@@ -289,7 +289,7 @@ fn pair_key(a: &str, b: &str) -> Vec<u8> {
     k
 }
 
-/// In a sweep's transaction: takes the records of page `pk` that `drop` selects out of it,
+/// In a sweep's transaction: takes the records of page `pk` that `goes` selects out of it,
 /// with the entries of `index` (keyed by label and page) that named them and no longer name
 /// any record of the page. Returns how many records went.
 fn sweep_page(
@@ -297,7 +297,7 @@ fn sweep_page(
     name: &'static str,
     pk: &[u8],
     index: &TransactionalTree,
-    drop: impl Fn(&pages::Frame<'_>) -> TxResult<bool>,
+    goes: impl Fn(&pages::Frame<'_>) -> TxResult<bool>,
 ) -> TxResult<usize> {
     let Some(page) = tree.get(pk)? else {
         return Ok(0);
@@ -307,7 +307,7 @@ fn sweep_page(
     let mut kept: HashSet<Vec<u8>> = HashSet::new();
     let mut failed = None;
     let rest = pages::retain(&page, |frame| {
-        let go = match drop(frame) {
+        let go = match goes(frame) {
             Ok(go) => go,
             Err(e) => {
                 failed = Some(e);
@@ -590,12 +590,12 @@ impl Store {
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
             db,
         };
-        store.move_legacy(T_TI_LEGACY, &store.tis, |bytes| {
-            let ti: TriggerInstance = decode(T_TI_LEGACY, b"", bytes)?;
+        store.move_legacy(T_TI_LEGACY, &store.tis, |key, bytes| {
+            let ti: TriggerInstance = decode(T_TI_LEGACY, key, bytes)?;
             Ok((ti.id, ti.trigger))
         })?;
-        store.move_legacy(T_ENF_LEGACY, &store.enfs, |bytes| {
-            let enf: RuleEnforcement = decode(T_ENF_LEGACY, b"", bytes)?;
+        store.move_legacy(T_ENF_LEGACY, &store.enfs, |key, bytes| {
+            let enf: RuleEnforcement = decode(T_ENF_LEGACY, key, bytes)?;
             Ok((enf.id, enf.rule_ref))
         })?;
         store.ensure_indexes()?;
@@ -702,14 +702,15 @@ impl Store {
     // ---- trigger instances ----
 
     /// Moves the records of `legacy`, a tree of one record per value kept by a squall before
-    /// pages, into `paged`, then drops it. `id_label` gives a record's id and label. Pages are
+    /// pages, into `paged`, then drops it. `id_label` gives a record's id and label (from its
+    /// key and bytes). Pages are
     /// written and flushed before the old tree goes, and a record put twice replaces itself,
     /// so a crash midway only repeats the move.
     fn move_legacy(
         &self,
         legacy: &'static str,
         paged: &Paged,
-        id_label: impl Fn(&[u8]) -> StoreResult<(String, String)>,
+        id_label: impl Fn(&[u8], &[u8]) -> StoreResult<(String, String)>,
     ) -> StoreResult<()> {
         if !self.db.tree_names().iter().any(|n| n == legacy.as_bytes()) {
             return Ok(());
@@ -730,8 +731,8 @@ impl Store {
             Ok(())
         };
         for item in old.iter() {
-            let (_, v) = item?;
-            let (id, label) = id_label(&v)?;
+            let (k, v) = item?;
+            let (id, label) = id_label(&k, &v)?;
             let pk = pages::page_key(&id).to_vec();
             if current.as_ref().is_none_or(|(c, _)| *c != pk) {
                 write(current.take())?;
