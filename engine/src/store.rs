@@ -1,11 +1,11 @@
 //! The one narrow interface to persistence: trigger instances, rule enforcements, executions,
 //! the key-value store and API keys, kept in an embedded sled database.
 //!
-//! This is the only file that touches sled, so the backend can change without the rest of the
-//! engine noticing. It must never decide policy (what to run, when to retry, who may see what):
-//! it stores, indexes and finds records. It must never write a secret value in clear text, never
-//! store a clear API key, and never delete a pending trigger instance or a non-terminal
-//! execution, because those are what recovery after a crash starts from.
+//! This file and its `pages` module are all that touch sled, so the backend can change without
+//! the rest of the engine noticing. It must never decide policy (what to run, when to retry, who
+//! may see what): it stores, indexes and finds records. It must never write a secret value in
+//! clear text, never store a clear API key, and never delete a pending trigger instance or a
+//! non-terminal execution, because those are what recovery after a crash starts from.
 //!
 //! Layout: records are JSON in sled trees. Time-ordered records are keyed by their ULID id, so
 //! key order is time order (newest first = reverse iteration) and retention is a range scan.
