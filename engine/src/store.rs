@@ -305,28 +305,20 @@ fn sweep_page(
     let mut removed = 0usize;
     let mut gone: HashSet<Vec<u8>> = HashSet::new();
     let mut kept: HashSet<Vec<u8>> = HashSet::new();
-    let mut failed = None;
-    let rest = pages::retain(&page, |frame| {
-        let go = match goes(frame) {
-            Ok(go) => go,
-            Err(e) => {
-                failed = Some(e);
-                false
+    let rest = pages::retain(
+        &page,
+        |frame| {
+            let go = goes(frame)?;
+            if go {
+                removed += 1;
+                gone.insert(frame.label.to_vec());
+            } else {
+                kept.insert(frame.label.to_vec());
             }
-        };
-        if go {
-            removed += 1;
-            gone.insert(frame.label.to_vec());
-        } else {
-            kept.insert(frame.label.to_vec());
-        }
-        Ok(!go)
-    })
-    .map_err(|e| pages::corrupt(name, pk, e))
-    .or_else(abort)?;
-    if let Some(e) = failed {
-        return Err(e);
-    }
+            Ok(!go)
+        },
+        |e| ConflictableTransactionError::Abort(pages::corrupt(name, pk, e)),
+    )?;
     if removed == 0 {
         return Ok(0);
     }

@@ -18,7 +18,7 @@ use super::{abort, decode, page, Record, StoreError, StoreResult, TxResult};
 /// Characters of an id that name its page: a ULID's first ten hold its millisecond.
 pub(super) const PAGE_KEY_LEN: usize = 10;
 
-/// The key of the page that holds the instance `id`.
+/// The key of the page that holds the record `id`.
 pub(super) fn page_key(id: &str) -> &[u8] {
     let b = id.as_bytes();
     &b[..b.len().min(PAGE_KEY_LEN)]
@@ -89,15 +89,20 @@ impl<'a> Iterator for Frames<'a> {
     }
 }
 
-/// The record of `id` in `page`, if it holds one.
-pub(super) fn find<'a>(page: &'a [u8], id: &str) -> Result<Option<&'a [u8]>, String> {
+/// The frame of `id` in `page`, if it holds one.
+fn locate<'a>(page: &'a [u8], id: &str) -> Result<Option<Frame<'a>>, String> {
     for frame in frames(page) {
         let frame = frame?;
         if frame.id == id.as_bytes() {
-            return Ok(Some(frame.record));
+            return Ok(Some(frame));
         }
     }
     Ok(None)
+}
+
+/// The record of `id` in `page`, if it holds one.
+pub(super) fn find<'a>(page: &'a [u8], id: &str) -> Result<Option<&'a [u8]>, String> {
+    Ok(locate(page, id)?.map(|f| f.record))
 }
 
 fn push_field(page: &mut Vec<u8>, bytes: &[u8], width: usize) -> Result<(), String> {
@@ -115,14 +120,7 @@ fn push_field(page: &mut Vec<u8>, bytes: &[u8], width: usize) -> Result<(), Stri
 /// Puts the record of `id` in `page`: in place of its earlier record if there is one, else at
 /// the end.
 pub(super) fn put(page: &mut Vec<u8>, id: &str, label: &str, record: &[u8]) -> Result<(), String> {
-    let mut old = None;
-    for frame in frames(page) {
-        let frame = frame?;
-        if frame.id == id.as_bytes() {
-            old = Some((frame.start, frame.end));
-            break;
-        }
-    }
+    let old = locate(page, id)?.map(|f| (f.start, f.end));
     let mut framed = Vec::with_capacity(8 + id.len() + label.len() + record.len());
     push_field(&mut framed, id.as_bytes(), 2)?;
     push_field(&mut framed, label.as_bytes(), 2)?;
@@ -136,14 +134,16 @@ pub(super) fn put(page: &mut Vec<u8>, id: &str, label: &str, record: &[u8]) -> R
     Ok(())
 }
 
-/// The page with only the frames `keep` accepts.
-pub(super) fn retain(
+/// The page with only the frames `keep` accepts; `damaged` turns a frame that cannot be read
+/// into the caller's error.
+pub(super) fn retain<E>(
     page: &[u8],
-    mut keep: impl FnMut(&Frame<'_>) -> Result<bool, String>,
-) -> Result<Vec<u8>, String> {
+    mut keep: impl FnMut(&Frame<'_>) -> Result<bool, E>,
+    damaged: impl Fn(String) -> E,
+) -> Result<Vec<u8>, E> {
     let mut out = Vec::with_capacity(page.len());
     for frame in frames(page) {
-        let frame = frame?;
+        let frame = frame.map_err(&damaged)?;
         if keep(&frame)? {
             out.extend_from_slice(&page[frame.start..frame.end]);
         }
@@ -353,9 +353,13 @@ mod tests {
         for id in ["01A", "01B", "01C"] {
             put(&mut page, id, "t", id.as_bytes()).expect("put");
         }
-        let kept = retain(&page, |f| Ok(f.id != b"01B")).expect("retain");
+        let kept = retain(&page, |f| Ok(f.id != b"01B"), |e| e).expect("retain");
         assert_eq!(ids(&kept), ["01A", "01C"]);
-        assert!(retain(&page, |_| Ok(false)).expect("retain").is_empty());
+        assert!(retain(&page, |_| Ok(false), |e| e)
+            .expect("retain")
+            .is_empty());
+        let damaged = &page[..page.len() - 1];
+        assert!(retain(damaged, |_| Ok(true), |e| e).is_err());
     }
 
     #[test]
