@@ -83,16 +83,26 @@ struct Waiter {
     done: tokio::sync::oneshot::Sender<Result<u64, String>>,
     /// Records of this append that still have to reach the store (see [`Journal::stored`]).
     records: u64,
-    /// For a trigger instance handed on before its sync: counted only if the store does not
-    /// have it yet when it is written.
+    /// For records handed on before their sync (a trigger instance to the rules loop, results
+    /// to the store's writer): counted only if the store does not have them yet when they are
+    /// written.
     ticket: Option<Arc<Ticket>>,
 }
 
-/// Where a trigger instance handed to the rules loop before its sync stands: whichever of
-/// "written to segment N" and "in the store" comes second settles the segment's count.
-#[derive(Default)]
+/// Where records handed on before their sync stand (a trigger instance handed to the rules
+/// loop, results handed to the store's writer): whichever of "written to segment N" and "in
+/// the store" comes second settles the segment's count.
 pub struct Ticket {
     state: Mutex<TicketState>,
+    /// How many records of the segment this ticket holds.
+    records: u64,
+}
+
+impl Default for Ticket {
+    /// A ticket for one record.
+    fn default() -> Self {
+        Ticket::for_records(1)
+    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -104,13 +114,25 @@ enum TicketState {
 }
 
 impl Ticket {
-    /// The instance is in the store (not yet flushed).
-    pub fn stored(&self, journal: &Journal) {
-        let mut state = lock(&self.state);
-        if let TicketState::Written(seq) = *state {
-            journal.stored(seq);
+    /// A ticket for `records` records appended together.
+    pub fn for_records(records: u64) -> Ticket {
+        Ticket {
+            state: Mutex::new(TicketState::Pending),
+            records,
         }
-        *state = TicketState::Stored;
+    }
+
+    /// The records are in the store (not yet flushed).
+    pub fn stored(&self, journal: &Journal) {
+        let written = {
+            let mut state = lock(&self.state);
+            let before = *state;
+            *state = TicketState::Stored;
+            before
+        };
+        if let TicketState::Written(seq) = written {
+            journal.stored_n(seq, self.records);
+        }
     }
 }
 
@@ -343,11 +365,18 @@ impl Journal {
     /// Appends executions without waiting: the returned [`PendingSync`] says when they are on
     /// disk (and in which segment), so the caller can write the store meanwhile.
     pub fn submit_executions(&self, list: &[Execution]) -> Result<PendingSync<'_>, JournalError> {
-        let mut buffer = Vec::new();
-        for e in list {
-            frame(&ExecutionRecord { execution: e }, &mut buffer)?;
-        }
-        self.enqueue(buffer, list.len() as u64, None)
+        self.enqueue(frame_executions(list)?, list.len() as u64, None)
+    }
+
+    /// [`Journal::submit_executions`] whose records hold their segment until `ticket` says the
+    /// store has them ([`Ticket::stored`], before or after the write): for results handed to
+    /// the store's writer while their sync runs. `ticket` must count `list.len()` records.
+    pub fn submit_executions_ticket<E: std::borrow::Borrow<Execution>>(
+        &self,
+        list: &[E],
+        ticket: Arc<Ticket>,
+    ) -> Result<PendingSync<'_>, JournalError> {
+        self.enqueue(frame_executions(list)?, 0, Some(ticket))
     }
 
     /// Hands framed records to the writer; `records` of them hold their segment (see
@@ -457,7 +486,7 @@ impl Journal {
                 let mut state = lock(&ticket.state);
                 if !matches!(*state, TicketState::Stored) {
                     *state = TicketState::Written(seq);
-                    records += 1;
+                    records += ticket.records;
                 }
             }
         }
@@ -506,6 +535,22 @@ fn create_segment(dir: &Path, seq: u64) -> Result<File, JournalError> {
         .and_then(|d| d.sync_all())
         .map_err(io(dir))?;
     Ok(file)
+}
+
+/// Executions framed as journal records, one after the other.
+fn frame_executions<E: std::borrow::Borrow<Execution>>(
+    list: &[E],
+) -> Result<Vec<u8>, JournalError> {
+    let mut buffer = Vec::new();
+    for e in list {
+        frame(
+            &ExecutionRecord {
+                execution: e.borrow(),
+            },
+            &mut buffer,
+        )?;
+    }
+    Ok(buffer)
 }
 
 /// Appends one record (`u32 length | u64 checksum | JSON`) to `out`.

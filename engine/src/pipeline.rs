@@ -28,7 +28,7 @@ use crate::model::{
 };
 use crate::packs::Catalog;
 use crate::policies::Policies;
-use crate::store::{Completion, Store, StoreError, StoreKv};
+use crate::store::{Store, StoreError, StoreKv};
 
 mod marks;
 mod workflows;
@@ -520,7 +520,7 @@ impl Engine {
                 }
             };
             if new {
-                fresh.push((plan, ticket.clone()));
+                fresh.push((ti.clone(), plan, ticket.clone()));
                 continue;
             }
             match self.store.complete_trigger_instance(
@@ -539,29 +539,36 @@ impl Engine {
         if fresh.is_empty() {
             return to_dispatch;
         }
-        let completions: Vec<Completion<'_>> = fresh
-            .iter()
-            .map(|(plan, _)| Completion {
-                ti_id: &plan.ti.id,
+        // Handed to the store's writer, which writes them with the batches around them; their
+        // journal records hold their segment until it has.
+        let mut tickets = Vec::with_capacity(fresh.len());
+        let mut list = Vec::with_capacity(fresh.len());
+        let mut executions = Vec::new();
+        for (ti, plan, ticket) in fresh {
+            tickets.extend(ticket);
+            list.push(crate::store::NewInstance {
+                ti,
                 status: plan.status,
-                new: Some(plan.ti),
-                enforcements: &plan.enforcements,
-                executions: &plan.executions,
-            })
-            .collect();
-        let written = match self.store.complete_trigger_instances(&completions) {
-            Ok(w) => w,
+                enforcements: plan.enforcements,
+                executions: plan
+                    .executions
+                    .iter()
+                    .map(|e| Arc::new(e.clone()))
+                    .collect(),
+            });
+            executions.extend(plan.executions);
+        }
+        let journal = self.journal.clone();
+        let after: crate::store::AfterStored = Box::new(move || {
+            for ticket in tickets {
+                ticket.stored(&journal);
+            }
+        });
+        match self.store.complete_new_later(list, Some(after)) {
+            Ok(()) => to_dispatch.extend(executions),
             Err(e) => {
                 // Left in the journal: replayed and enforced at the next start.
-                tracing::error!(count = fresh.len(), error = %e, "rules loop could not record a batch of instances; they stay in the journal");
-                return to_dispatch;
-            }
-        };
-        drop(completions);
-        for ((plan, ticket), written) in fresh.into_iter().zip(written) {
-            to_dispatch.extend(plan.written(&written));
-            if let Some(ticket) = ticket {
-                ticket.stored(&self.journal);
+                tracing::error!(error = %e, "rules loop could not record a batch of instances; they stay in the journal");
             }
         }
         to_dispatch
@@ -569,12 +576,12 @@ impl Engine {
 
     /// Matches one instance and decides its outcome (nothing written). `fresh`: the instance
     /// is not in the store yet, so nothing can have been enforced for it.
-    fn plan<'a>(
+    fn plan(
         &self,
         loaded: &Loaded,
-        ti: &'a TriggerInstance,
+        ti: &TriggerInstance,
         fresh: bool,
-    ) -> Result<Plan<'a>, EngineError> {
+    ) -> Result<Plan, EngineError> {
         let env = EvalEnv {
             now: Utc::now(),
             kv: Arc::new(StoreKv(self.store.clone())),
@@ -674,7 +681,6 @@ impl Engine {
             TriggerInstanceStatus::Processed
         };
         Ok(Plan {
-            ti,
             status,
             enforcements,
             executions,
@@ -910,18 +916,21 @@ impl Engine {
             finished.push(e);
         }
         // Results are made durable by the journal (one group-committed sync of just these
-        // records, cheaper than a store flush), written to the store while that sync runs. A
-        // workflow's task needs neither: the workflow's next step writes after it and flushes
-        // before anything follows from its result.
-        let top: Vec<Execution> = finished
+        // records, cheaper than a store flush) and handed to the store's writer meanwhile; they
+        // hold their journal segment until it has written them. A workflow's task needs no
+        // sync: the workflow's next step writes after it and flushes before anything follows
+        // from its result.
+        let finished: Vec<Arc<Execution>> = finished.into_iter().map(Arc::new).collect();
+        let top: Vec<Arc<Execution>> = finished
             .iter()
             .filter(|e| e.parent.is_none())
             .cloned()
             .collect();
+        let ticket = Arc::new(crate::journal::Ticket::for_records(top.len() as u64));
         let sync = if top.is_empty() {
             None
         } else {
-            match self.journal.submit_executions(&top) {
+            match self.journal.submit_executions_ticket(&top, ticket.clone()) {
                 Ok(sync) => Some(sync),
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot journal results; flushing the store instead");
@@ -929,32 +938,27 @@ impl Engine {
                 }
             }
         };
-        // Their results in one transaction, after any `running` mark still waiting is dropped.
+        // After any `running` mark still waiting is dropped: those marks' segments, too, wait
+        // for the results to be written.
         let marks = self.marks.take(finished.iter().map(|e| e.id.as_str()));
-        let stored = match self.store.put_executions(&finished) {
-            Ok(()) => true,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot record final statuses");
-                false
+        let journal = self.journal.clone();
+        let after: crate::store::AfterStored = Box::new(move || {
+            ticket.stored(&journal);
+            for seq in marks {
+                journal.stored(seq);
             }
-        };
+        });
+        self.store
+            .put_executions_later(finished.clone(), Some(after));
         match sync {
-            Some(sync) => match sync.wait_blocking() {
-                Ok(seq) if stored => self.journal.stored_n(seq, top.len() as u64),
-                Ok(_) => {}
-                Err(err) => {
+            Some(sync) => {
+                if let Err(err) = sync.wait_blocking() {
                     tracing::warn!(error = %err, "cannot journal results; flushing the store instead");
                     self.durable_blocking();
                 }
-            },
+            }
             None if !top.is_empty() => self.durable_blocking(),
             None => {}
-        }
-        if stored {
-            // The store has what follows their marks: the journal may let those go.
-            for seq in marks {
-                self.journal.stored(seq);
-            }
         }
         for e in &finished {
             self.announce_final(&loaded, e);
@@ -1284,14 +1288,13 @@ impl Engine {
 }
 
 /// What the rules decided for one trigger instance, before it is written.
-struct Plan<'a> {
-    ti: &'a TriggerInstance,
+struct Plan {
     status: TriggerInstanceStatus,
     enforcements: Vec<RuleEnforcement>,
     executions: Vec<Execution>,
 }
 
-impl Plan<'_> {
+impl Plan {
     /// The executions to dispatch: those whose enforcement was written (not one enforced
     /// before a restart).
     fn written(self, written: &[RuleEnforcement]) -> Vec<Execution> {

@@ -1,8 +1,8 @@
 //! The one narrow interface to persistence: trigger instances, rule enforcements, executions,
 //! the key-value store and API keys, kept in an embedded sled database.
 //!
-//! This file and its `pages` module are all that touch sled, so the backend can change without
-//! the rest of the engine noticing. It must never decide policy (what to run, when to retry, who
+//! This file and its `pages` and `behind` modules are all that touch sled, so the backend can
+//! change without the rest of the engine noticing. It must never decide policy (what to run, when to retry, who
 //! may see what): it stores, indexes and finds records. It must never write a secret value in
 //! clear text, never store a clear API key, and never delete a pending trigger instance or a
 //! non-terminal execution, because those are what recovery after a crash starts from.
@@ -14,7 +14,10 @@
 //! millisecond in one value keyed by the ids' first ten characters (`store/pages.rs`), since
 //! sled's cost is per write; their by-trigger and by-rule indexes name pages.
 //! Secondary indexes live in their own trees and change in the same sled transaction as the
-//! record they index. Writes are durable once the caller has awaited [`Store::flush`].
+//! record they index. The pipeline's records reach sled through the store's writer thread
+//! (`store/behind.rs`), many per transaction; reads see them as if written at once. Writes are
+//! durable once the caller has awaited [`Store::flush`] (which first lets the writer write what
+//! it holds).
 //! The sled files live in `<dir>/sled/`; the key that encrypts secrets, when none is
 //! configured, in `<dir>/secret.key`.
 
@@ -40,8 +43,11 @@ use sled::transaction::{
 };
 use sled::{IVec, Tree};
 
+mod behind;
 mod pages;
 
+pub use behind::{AfterStored, NewInstance};
+use behind::{Behind, HotTrees};
 use pages::{Paged, TxPages};
 
 use crate::model::{
@@ -52,7 +58,7 @@ use crate::model::{
 /// Version of the secondary indexes' layout. When a data dir was indexed under another
 /// version (or never), the indexes are rebuilt from the records at open, so changing an
 /// index's layout only needs a bump here.
-const INDEX_VERSION: u32 = 3;
+const INDEX_VERSION: u32 = 4;
 
 /// Trigger instances in pages, one per millisecond of ids (see `pages`).
 const T_TI_PAGES: &str = "trigger_instance_pages";
@@ -117,17 +123,6 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Which executions to list; every field set must match (ANDed).
-/// One trigger instance's outcome for [`Store::complete_trigger_instances`].
-pub struct Completion<'a> {
-    pub ti_id: &'a str,
-    /// Final: processed or processing_failed.
-    pub status: TriggerInstanceStatus,
-    /// The instance itself when it is not in the store yet.
-    pub new: Option<&'a TriggerInstance>,
-    pub enforcements: &'a [RuleEnforcement],
-    pub executions: &'a [Execution],
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecutionFilter {
     pub action: Option<String>,
@@ -187,6 +182,25 @@ pub struct Store {
     meta: Tree,
     workflow_parts: Tree,
     cipher: ChaCha20Poly1305,
+    /// The pipeline's records on their way to sled (see `behind`).
+    behind: Arc<Behind>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Store {
+    /// Everything queued for the writer is written before the store closes.
+    fn drop(&mut self) {
+        self.behind.stop();
+        let handle = match self.writer.lock() {
+            Ok(mut h) => h.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(handle) = handle {
+            if handle.join().is_err() {
+                tracing::error!("the store's writer thread panicked");
+            }
+        }
+    }
 }
 
 impl fmt::Debug for Store {
@@ -270,6 +284,48 @@ fn abort<T>(e: StoreError) -> TxResult<T> {
     Err(ConflictableTransactionError::Abort(e))
 }
 
+/// Refuses a completion the store must not write: a status that is not final, an enforcement
+/// of another instance, or an execution no enforcement requested (written on its own, it would
+/// escape the exactly-once check).
+fn check_completion(
+    ti_id: &str,
+    status: TriggerInstanceStatus,
+    enforcements: &[RuleEnforcement],
+    executions: &[&Execution],
+) -> StoreResult<()> {
+    if matches!(
+        status,
+        TriggerInstanceStatus::Pending | TriggerInstanceStatus::Processing
+    ) {
+        return Err(StoreError::Invalid(format!(
+            "trigger instance `{ti_id}` cannot be completed with status {status:?}"
+        )));
+    }
+    if let Some(enf) = enforcements
+        .iter()
+        .find(|enf| enf.trigger_instance_id != ti_id)
+    {
+        return Err(StoreError::Invalid(format!(
+            "enforcement `{}` is for trigger instance `{}`, not `{ti_id}`",
+            enf.id, enf.trigger_instance_id
+        )));
+    }
+    let requested: HashSet<&str> = enforcements
+        .iter()
+        .filter_map(|enf| enf.execution_id.as_deref())
+        .collect();
+    if let Some(e) = executions
+        .iter()
+        .find(|e| !requested.contains(e.id.as_str()))
+    {
+        return Err(StoreError::Invalid(format!(
+            "execution `{}` is not requested by any enforcement of `{ti_id}`",
+            e.id
+        )));
+    }
+    Ok(())
+}
+
 /// `<a>\0<b>`: the layout of every composite index key. Lookups always re-check the record,
 /// so a value that itself holds a NUL can at worst cost a wasted read, never a wrong answer.
 /// A workflow part's key: the workflow's id, a 0 byte, the part's own key.
@@ -348,19 +404,43 @@ fn field_prefix(tag: u8, value: &str) -> Vec<u8> {
     k
 }
 
-fn exec_field_keys(e: &Execution) -> Vec<Vec<u8>> {
-    let fields = [
+/// The index values of an execution's fields: its action, parent, rule, and its trigger
+/// instance's page (instances of one millisecond share an entry; a lookup re-checks the
+/// records).
+fn exec_fields(e: &Execution) -> [(u8, Option<&str>); 4] {
+    [
         (IDX_ACTION, Some(e.action.as_str())),
         (IDX_PARENT, e.parent.as_deref()),
         (IDX_RULE, e.rule.as_deref()),
-        (IDX_TRIGGER_INSTANCE, e.trigger_instance.as_deref()),
-    ];
-    fields
+        (
+            IDX_TRIGGER_INSTANCE,
+            e.trigger_instance
+                .as_deref()
+                .map(|t| std::str::from_utf8(pages::page_key(t)).unwrap_or(t)),
+        ),
+    ]
+}
+
+/// The index value a filter on `tag` looks up.
+fn field_value(tag: u8, wanted: &str) -> &str {
+    if tag == IDX_TRIGGER_INSTANCE {
+        std::str::from_utf8(pages::page_key(wanted)).unwrap_or(wanted)
+    } else {
+        wanted
+    }
+}
+
+/// The field index's entries for an execution: `tag value \0 page`, naming the millisecond of
+/// execution ids (a prefix of the executions tree) that holds executions with that value.
+/// Executions of one millisecond share entries, so most writes add none: sled's cost is per
+/// write.
+fn exec_field_keys(e: &Execution) -> Vec<Vec<u8>> {
+    exec_fields(e)
         .into_iter()
         .filter_map(|(tag, value)| {
             value.map(|v| {
                 let mut k = field_prefix(tag, v);
-                k.extend_from_slice(e.id.as_bytes());
+                k.extend_from_slice(pages::page_key(&e.id));
                 k
             })
         })
@@ -432,36 +512,67 @@ fn page<T>(
     Ok(out)
 }
 
-/// The trees an execution write touches, inside a transaction.
+/// The trees an execution write touches, inside a transaction. Status counters change once
+/// per transaction ([`ExecTx::write_counts`]), however many executions it writes.
 struct ExecTx<'a> {
     executions: &'a TransactionalTree,
     active: &'a TransactionalTree,
     by_field: &'a TransactionalTree,
     counts: &'a TransactionalTree,
+    /// Per status (in [`ExecutionStatus::ALL`]'s order), how its counter moves.
+    deltas: std::cell::RefCell<[i64; ExecutionStatus::ALL.len()]>,
+    /// Field index entries this transaction has seen to.
+    indexed: std::cell::RefCell<HashSet<Vec<u8>>>,
 }
 
-impl ExecTx<'_> {
-    fn bump(&self, status: ExecutionStatus, up: bool) -> TxResult<()> {
-        let key = status.as_str().as_bytes();
-        let current = match self.counts.get(key)? {
-            None => 0,
-            Some(v) => match <[u8; 8]>::try_from(v.as_ref()) {
-                Ok(b) => u64::from_be_bytes(b),
-                Err(_) => {
-                    return abort(StoreError::Corrupt {
-                        tree: T_EXEC_COUNTS,
-                        key: status.as_str().to_string(),
-                        error: format!("counter holds {} bytes, expected 8", v.len()),
-                    })
-                }
-            },
-        };
-        let next = if up {
-            current.saturating_add(1)
-        } else {
-            current.saturating_sub(1)
-        };
-        self.counts.insert(key, next.to_be_bytes().to_vec())?;
+impl<'a> ExecTx<'a> {
+    fn new(
+        executions: &'a TransactionalTree,
+        active: &'a TransactionalTree,
+        by_field: &'a TransactionalTree,
+        counts: &'a TransactionalTree,
+    ) -> Self {
+        ExecTx {
+            executions,
+            active,
+            by_field,
+            counts,
+            deltas: std::cell::RefCell::new([0; ExecutionStatus::ALL.len()]),
+            indexed: std::cell::RefCell::default(),
+        }
+    }
+
+    fn bump(&self, status: ExecutionStatus, up: bool) {
+        if let Some(i) = ExecutionStatus::ALL.iter().position(|s| *s == status) {
+            self.deltas.borrow_mut()[i] += if up { 1 } else { -1 };
+        }
+    }
+
+    /// Writes the counters' changes: call once, last, in every transaction that wrote
+    /// executions.
+    fn write_counts(&self) -> TxResult<()> {
+        let deltas = *self.deltas.borrow();
+        for (status, delta) in ExecutionStatus::ALL.iter().zip(deltas) {
+            if delta == 0 {
+                continue;
+            }
+            let key = status.as_str().as_bytes();
+            let current = match self.counts.get(key)? {
+                None => 0,
+                Some(v) => match <[u8; 8]>::try_from(v.as_ref()) {
+                    Ok(b) => u64::from_be_bytes(b),
+                    Err(_) => {
+                        return abort(StoreError::Corrupt {
+                            tree: T_EXEC_COUNTS,
+                            key: status.as_str().to_string(),
+                            error: format!("counter holds {} bytes, expected 8", v.len()),
+                        })
+                    }
+                },
+            };
+            let next = current.saturating_add_signed(delta);
+            self.counts.insert(key, next.to_be_bytes().to_vec())?;
+        }
         Ok(())
     }
 
@@ -509,34 +620,41 @@ impl ExecTx<'_> {
     ) -> TxResult<()> {
         self.executions.insert(e.id.as_bytes(), bytes)?;
         if e.status.is_terminal() {
-            self.active.remove(e.id.as_bytes())?;
+            // Only a live execution has an entry (and sled writes even a removal of nothing).
+            if old_status.is_some_and(|s| !s.is_terminal()) {
+                self.active.remove(e.id.as_bytes())?;
+            }
         } else {
             self.active
                 .insert(e.id.as_bytes(), e.status.as_str().as_bytes())?;
         }
         if old_status.is_none() {
             for k in exec_field_keys(e) {
-                self.by_field.insert(k, &[][..])?;
+                // Entries are shared: most are there already, and a read costs less than a
+                // write.
+                if self.indexed.borrow_mut().insert(k.clone()) && self.by_field.get(&k)?.is_none() {
+                    self.by_field.insert(k, &[][..])?;
+                }
             }
         }
         match old_status {
             Some(s) if s == e.status => {}
             Some(s) => {
-                self.bump(s, false)?;
-                self.bump(e.status, true)?;
+                self.bump(s, false);
+                self.bump(e.status, true);
             }
-            None => self.bump(e.status, true)?,
+            None => self.bump(e.status, true),
         }
         Ok(())
     }
 
+    /// Removes an execution; its field index entries may name other executions too (the
+    /// retention sweep drops those left naming none).
     fn remove(&self, e: &Execution) -> TxResult<()> {
         self.executions.remove(e.id.as_bytes())?;
         self.active.remove(e.id.as_bytes())?;
-        for k in exec_field_keys(e) {
-            self.by_field.remove(k)?;
-        }
-        self.bump(e.status, false)
+        self.bump(e.status, false);
+        Ok(())
     }
 }
 
@@ -581,6 +699,8 @@ impl Store {
             workflow_parts: db.open_tree(T_WORKFLOW_PARTS)?,
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
             db,
+            behind: Arc::default(),
+            writer: std::sync::Mutex::new(None),
         };
         store.move_legacy(T_TI_LEGACY, &store.tis, |key, bytes| {
             let ti: TriggerInstance = decode(T_TI_LEGACY, key, bytes)?;
@@ -591,17 +711,72 @@ impl Store {
             Ok((enf.id, enf.rule_ref))
         })?;
         store.ensure_indexes()?;
+        let trees = HotTrees {
+            tis: store.tis.clone(),
+            ti_by_trigger: store.ti_by_trigger.clone(),
+            enfs: store.enfs.clone(),
+            enf_by_instance: store.enf_by_instance.clone(),
+            enf_by_rule: store.enf_by_rule.clone(),
+            executions: store.executions.clone(),
+            active: store.active.clone(),
+            exec_by_field: store.exec_by_field.clone(),
+            exec_counts: store.exec_counts.clone(),
+        };
+        let behind = store.behind.clone();
+        let handle = std::thread::Builder::new()
+            .name("squall-store".into())
+            .spawn(move || behind.run(&trees))
+            .map_err(|source| StoreError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        if let Ok(mut w) = store.writer.lock() {
+            *w = Some(handle);
+        }
         Ok(store)
+    }
+
+    /// Waits until every record handed to [`Store::complete_new_later`] or
+    /// [`Store::put_executions_later`] before the call is written (not yet flushed). Every
+    /// other read or write of trigger instances, enforcements and executions does this first.
+    pub fn settle(&self) {
+        self.behind.settle();
+    }
+
+    /// Hands new trigger instances (straight from the journal, never stored) with their
+    /// outcomes to the store's writer, which writes them within milliseconds, many per
+    /// transaction; `after` runs once they are written. Checked here: each status must be final,
+    /// each enforcement for its instance, each execution requested by one of its enforcements.
+    pub fn complete_new_later(
+        &self,
+        list: Vec<NewInstance>,
+        after: Option<AfterStored>,
+    ) -> StoreResult<()> {
+        for n in &list {
+            let ti_id = n.ti.id.as_str();
+            let executions: Vec<&Execution> = n.executions.iter().map(|e| &**e).collect();
+            check_completion(ti_id, n.status, &n.enforcements, &executions)?;
+        }
+        self.behind.push_instances(list, after);
+        Ok(())
+    }
+
+    /// Hands executions' new states to the store's writer (see [`Store::complete_new_later`]);
+    /// [`Store::execution`] returns them at once.
+    pub fn put_executions_later(&self, list: Vec<Arc<Execution>>, after: Option<AfterStored>) {
+        self.behind.push_executions(list, after);
     }
 
     /// Waits until everything written so far is on disk.
     pub async fn flush(&self) -> StoreResult<()> {
+        self.settle();
         self.db.flush_async().await?;
         Ok(())
     }
 
     /// [`Store::flush`] for threads outside the async runtime.
     pub fn flush_blocking(&self) -> StoreResult<()> {
+        self.settle();
         self.db.flush()?;
         Ok(())
     }
@@ -747,6 +922,7 @@ impl Store {
 
     /// Stores a trigger instance and marks it pending for the rules loop, atomically.
     pub fn insert_trigger_instance(&self, ti: &TriggerInstance) -> StoreResult<()> {
+        self.settle();
         let bytes = encode(T_TI_PAGES, &ti.id, ti)?;
         let pk = pages::page_key(&ti.id);
         (&self.tis.tree, &self.pending, &self.ti_by_trigger)
@@ -762,6 +938,7 @@ impl Store {
     }
 
     pub fn trigger_instance(&self, id: &str) -> StoreResult<Option<TriggerInstance>> {
+        self.settle();
         self.tis.get(id)
     }
 
@@ -772,6 +949,7 @@ impl Store {
         limit: usize,
         offset: usize,
     ) -> StoreResult<Vec<TriggerInstance>> {
+        self.settle();
         let by_trigger = trigger
             .map(squall_rules::canonical_trigger_ref)
             .map(|t| (&self.ti_by_trigger, t));
@@ -780,6 +958,7 @@ impl Store {
 
     /// Oldest first: the trigger instances the rules loop has not completed.
     pub fn pending_trigger_instances(&self) -> StoreResult<Vec<TriggerInstance>> {
+        self.settle();
         let mut out = Vec::new();
         for item in self.pending.iter() {
             let (k, _) = item?;
@@ -812,88 +991,17 @@ impl Store {
         enforcements: &[RuleEnforcement],
         executions: &[Execution],
     ) -> StoreResult<Vec<RuleEnforcement>> {
-        let mut written = self.complete(&[Completion {
-            ti_id,
-            status,
-            new: None,
-            enforcements,
-            executions,
-        }])?;
-        Ok(written.pop().unwrap_or_default())
-    }
-
-    /// [`Store::complete_trigger_instance`] for several instances in one transaction; those
-    /// with `new` set are not in the store yet (the rules loop's common case, straight from
-    /// the journal) and are written with their final status. Returns, per completion, the
-    /// enforcements written.
-    pub fn complete_trigger_instances(
-        &self,
-        completions: &[Completion<'_>],
-    ) -> StoreResult<Vec<Vec<RuleEnforcement>>> {
-        self.complete(completions)
-    }
-
-    fn complete(&self, completions: &[Completion<'_>]) -> StoreResult<Vec<Vec<RuleEnforcement>>> {
-        struct Encoded<'a> {
-            ti_id: &'a str,
-            status: TriggerInstanceStatus,
-            new: Option<(Vec<u8>, &'a str)>,
-            enfs: Vec<(&'a RuleEnforcement, Vec<u8>)>,
-            execs: HashMap<&'a str, (&'a Execution, Vec<u8>)>,
-        }
-        let mut encoded = Vec::with_capacity(completions.len());
-        for c in completions {
-            let ti_id = c.ti_id;
-            if matches!(
-                c.status,
-                TriggerInstanceStatus::Pending | TriggerInstanceStatus::Processing
-            ) {
-                return Err(StoreError::Invalid(format!(
-                    "trigger instance `{ti_id}` cannot be completed with status {:?}",
-                    c.status
-                )));
-            }
-            let mut enfs = Vec::with_capacity(c.enforcements.len());
-            for enf in c.enforcements {
-                if enf.trigger_instance_id != ti_id {
-                    return Err(StoreError::Invalid(format!(
-                        "enforcement `{}` is for trigger instance `{}`, not `{ti_id}`",
-                        enf.id, enf.trigger_instance_id
-                    )));
-                }
-                enfs.push((enf, encode(T_ENF_PAGES, &enf.id, enf)?));
-            }
-            let requested: HashSet<&str> = c
-                .enforcements
-                .iter()
-                .filter_map(|enf| enf.execution_id.as_deref())
-                .collect();
-            let mut execs = HashMap::with_capacity(c.executions.len());
-            for e in c.executions {
-                if !requested.contains(e.id.as_str()) {
-                    // Written on its own, it would escape the exactly-once check.
-                    return Err(StoreError::Invalid(format!(
-                        "execution `{}` is not requested by any enforcement of `{ti_id}`",
-                        e.id
-                    )));
-                }
-                execs.insert(e.id.as_str(), (e, encode(T_EXECUTIONS, &e.id, e)?));
-            }
-            let new = match c.new {
-                Some(ti) => Some((
-                    encode(T_TI_PAGES, ti_id, &ti.with_status(c.status))?,
-                    ti.trigger.as_str(),
-                )),
-                None => None,
-            };
-            encoded.push(Encoded {
-                ti_id,
-                status: c.status,
-                new,
-                enfs,
-                execs,
-            });
-        }
+        self.settle();
+        let requested: Vec<&Execution> = executions.iter().collect();
+        check_completion(ti_id, status, enforcements, &requested)?;
+        let enfs = enforcements
+            .iter()
+            .map(|enf| Ok((enf, encode(T_ENF_PAGES, &enf.id, enf)?)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let execs = executions
+            .iter()
+            .map(|e| Ok((e.id.as_str(), (e, encode(T_EXECUTIONS, &e.id, e)?))))
+            .collect::<StoreResult<HashMap<_, _>>>()?;
         (
             &self.tis.tree,
             &self.pending,
@@ -904,90 +1012,56 @@ impl Store {
             &self.active,
             &self.exec_by_field,
             &self.exec_counts,
-            &self.ti_by_trigger,
         )
             .transaction(
                 |(
                     tis,
                     pending,
-                    enfs,
+                    enf_tree,
                     by_instance,
                     by_rule,
-                    execs,
+                    execs_tree,
                     active,
                     by_field,
                     counts,
-                    by_trigger,
                 )| {
-                    let exec_tx = ExecTx {
-                        executions: execs,
-                        active,
-                        by_field,
-                        counts,
-                    };
+                    let exec_tx = ExecTx::new(execs_tree, active, by_field, counts);
                     // Built afresh on each attempt: sled reruns this closure on conflict.
-                    let mut all = Vec::with_capacity(encoded.len());
-                    // The pages this batch changes, each read once and written once, and
-                    // the index entries naming them, each written once.
                     let mut ti_pages = TxPages::new(tis, T_TI_PAGES);
-                    let mut enf_pages = TxPages::new(enfs, T_ENF_PAGES);
-                    let mut indexed: HashSet<(&str, &[u8])> = HashSet::new();
-                    let mut rule_indexed: HashSet<(&str, &[u8])> = HashSet::new();
-                    for c in &encoded {
-                        let ti_id = c.ti_id;
-                        if let Some((bytes, trigger)) = &c.new {
-                            ti_pages.put(ti_id, trigger, bytes)?;
-                            let pk = pages::page_key(ti_id);
-                            if indexed.insert((trigger, pk)) {
-                                by_trigger
-                                    .insert(pages::index_key(trigger.as_bytes(), pk), &[][..])?;
-                            }
-                        } else {
-                            let Some(mut ti) = ti_pages.get::<TriggerInstance>(ti_id)? else {
-                                return abort(StoreError::NotFound {
-                                    kind: "trigger instance",
-                                    id: ti_id.to_string(),
-                                });
-                            };
-                            ti.status = c.status;
-                            let ti_bytes = encode(T_TI_PAGES, ti_id, &ti).or_else(abort)?;
-                            ti_pages.put(ti_id, &ti.trigger, &ti_bytes)?;
-                            pending.remove(ti_id.as_bytes())?;
+                    let mut enf_pages = TxPages::new(enf_tree, T_ENF_PAGES);
+                    let Some(mut ti) = ti_pages.get::<TriggerInstance>(ti_id)? else {
+                        return abort(StoreError::NotFound {
+                            kind: "trigger instance",
+                            id: ti_id.to_string(),
+                        });
+                    };
+                    ti.status = status;
+                    let ti_bytes = encode(T_TI_PAGES, ti_id, &ti).or_else(abort)?;
+                    ti_pages.put(ti_id, &ti.trigger, &ti_bytes)?;
+                    pending.remove(ti_id.as_bytes())?;
+                    let mut written = Vec::new();
+                    for (enf, enf_bytes) in &enfs {
+                        let marker = pair_key(ti_id, &enf.rule_ref);
+                        if by_instance.get(&marker)?.is_some() {
+                            continue;
                         }
-                        // An instance new to the store has no enforcements yet, and the
-                        // executions its rules requested have fresh ids.
-                        let fresh = c.new.is_some();
-                        let mut written = Vec::new();
-                        for (enf, enf_bytes) in &c.enfs {
-                            let marker = pair_key(ti_id, &enf.rule_ref);
-                            if !fresh && by_instance.get(&marker)?.is_some() {
-                                continue;
-                            }
-                            by_instance.insert(marker, enf.id.as_bytes())?;
-                            enf_pages.put(&enf.id, &enf.rule_ref, enf_bytes)?;
-                            let pk = pages::page_key(&enf.id);
-                            if rule_indexed.insert((&enf.rule_ref, pk)) {
-                                by_rule.insert(
-                                    pages::index_key(enf.rule_ref.as_bytes(), pk),
-                                    &[][..],
-                                )?;
-                            }
-                            if let Some((e, e_bytes)) =
-                                enf.execution_id.as_deref().and_then(|id| c.execs.get(id))
-                            {
-                                if fresh {
-                                    exec_tx.put_new(e, e_bytes)?;
-                                } else {
-                                    exec_tx.put(e, e_bytes)?;
-                                }
-                            }
-                            written.push((*enf).clone());
+                        by_instance.insert(marker, enf.id.as_bytes())?;
+                        enf_pages.put(&enf.id, &enf.rule_ref, enf_bytes)?;
+                        by_rule.insert(
+                            pages::index_key(enf.rule_ref.as_bytes(), pages::page_key(&enf.id)),
+                            &[][..],
+                        )?;
+                        if let Some((e, e_bytes)) =
+                            enf.execution_id.as_deref().and_then(|id| execs.get(id))
+                        {
+                            exec_tx.put(e, e_bytes)?;
                         }
-                        all.push(written);
+                        written.push((*enf).clone());
                     }
                     ti_pages.write()?;
                     enf_pages.write()?;
-                    Ok(all)
+                    exec_tx.write_counts()?;
+                    Ok(written)
                 },
             )
             .map_err(tx_error)
@@ -995,6 +1069,7 @@ impl Store {
 
     /// The rules already enforced for a trigger instance.
     pub fn enforced_rules(&self, ti_id: &str) -> StoreResult<Vec<String>> {
+        self.settle();
         let prefix = prefix_key(ti_id);
         self.enf_by_instance
             .scan_prefix(&prefix)
@@ -1023,6 +1098,7 @@ impl Store {
     /// started, ended). One a rule requested gets its enforcement back too, so re-processing
     /// its trigger instance does not enforce that rule again. True when it was written.
     pub fn restore_execution(&self, e: &Execution) -> StoreResult<bool> {
+        self.settle();
         fn stage(s: ExecutionStatus) -> u8 {
             if s.is_terminal() {
                 2
@@ -1063,12 +1139,7 @@ impl Store {
         )
             .transaction(
                 |(executions, active, by_field, counts, enfs, by_instance, by_rule)| {
-                    let tx = ExecTx {
-                        executions,
-                        active,
-                        by_field,
-                        counts,
-                    };
+                    let tx = ExecTx::new(executions, active, by_field, counts);
                     let newer = tx
                         .old_status(&e.id)?
                         .is_none_or(|current| stage(e.status) > stage(current));
@@ -1088,6 +1159,7 @@ impl Store {
                             )?;
                         }
                     }
+                    tx.write_counts()?;
                     Ok(newer)
                 },
             )
@@ -1106,6 +1178,7 @@ impl Store {
         list: &[Execution],
         parts: &[(String, Vec<u8>, Vec<u8>)],
     ) -> StoreResult<()> {
+        self.settle();
         let encoded = list
             .iter()
             .map(|e| encode(T_EXECUTIONS, &e.id, e).map(|b| (e, b)))
@@ -1118,18 +1191,14 @@ impl Store {
             &self.workflow_parts,
         )
             .transaction(|(executions, active, by_field, counts, wf_parts)| {
-                let tx = ExecTx {
-                    executions,
-                    active,
-                    by_field,
-                    counts,
-                };
+                let tx = ExecTx::new(executions, active, by_field, counts);
                 for (e, bytes) in &encoded {
                     tx.put(e, bytes)?;
                 }
                 for (workflow, key, bytes) in parts {
                     wf_parts.insert(part_key(workflow, key), bytes.as_slice())?;
                 }
+                tx.write_counts()?;
                 Ok(())
             })
             .map_err(tx_error)
@@ -1148,6 +1217,9 @@ impl Store {
     }
 
     pub fn execution(&self, id: &str) -> StoreResult<Option<Execution>> {
+        if let Some(e) = self.behind.execution(id) {
+            return Ok(Some((*e).clone()));
+        }
         self.execution_by_key(id.as_bytes())
     }
 
@@ -1166,6 +1238,7 @@ impl Store {
         limit: usize,
         offset: usize,
     ) -> StoreResult<Vec<Execution>> {
+        self.settle();
         let keep = |e: &Execution| filter.matches(e);
         let indexed = [
             (IDX_PARENT, filter.parent.as_deref()),
@@ -1174,12 +1247,30 @@ impl Store {
             (IDX_ACTION, filter.action.as_deref()),
         ]
         .into_iter()
-        .find_map(|(tag, value)| value.map(|v| field_prefix(tag, v)));
+        .find_map(|(tag, value)| value.map(|v| field_prefix(tag, field_value(tag, v))));
         if let Some(prefix) = indexed {
-            let items = self.exec_by_field.scan_prefix(&prefix).rev().map(|item| {
-                let (k, _) = item?;
-                self.execution_by_key(&suffix_after(&k, prefix.len()))
-            });
+            // Entries name milliseconds of execution ids: each is a range of the executions
+            // tree, newest first, whose records the filter then checks.
+            let items = self
+                .exec_by_field
+                .scan_prefix(&prefix)
+                .keys()
+                .rev()
+                .flat_map(|k| {
+                    let records: Vec<StoreResult<Option<Execution>>> = match k {
+                        Ok(k) => self
+                            .executions
+                            .scan_prefix(suffix_after(&k, prefix.len()))
+                            .rev()
+                            .map(|item| {
+                                let (k, v) = item?;
+                                decode(T_EXECUTIONS, &k, &v).map(Some)
+                            })
+                            .collect(),
+                        Err(e) => vec![Err(e.into())],
+                    };
+                    records
+                });
             return page(items, keep, limit, offset);
         }
         if let Some(status) = filter.status.filter(|s| !s.is_terminal()) {
@@ -1198,6 +1289,7 @@ impl Store {
 
     /// Non-terminal executions, oldest first: what recovery after a crash must look at.
     pub fn active_executions(&self) -> StoreResult<Vec<Execution>> {
+        self.settle();
         let items = self.active.iter().map(|item| {
             let (k, _) = item?;
             self.execution_by_key(&k)
@@ -1238,6 +1330,7 @@ impl Store {
         limit: usize,
         offset: usize,
     ) -> StoreResult<Vec<RuleEnforcement>> {
+        self.settle();
         let keep = |enf: &RuleEnforcement| {
             wanted(rule_ref, Some(enf.rule_ref.as_str()))
                 && wanted(trigger_instance, Some(enf.trigger_instance_id.as_str()))
@@ -1558,6 +1651,7 @@ impl Store {
     /// minted before `cutoff`: a range scan over the oldest keys. Pending trigger instances
     /// and active executions are kept whatever their age.
     pub fn sweep_older_than(&self, cutoff: DateTime<Utc>) -> StoreResult<SweepCounts> {
+        self.settle();
         let mut counts = SweepCounts::default();
         let Some(end) = cutoff_key(cutoff) else {
             return Ok(counts);
@@ -1610,6 +1704,8 @@ impl Store {
             counts.enforcements += removed;
         }
 
+        // Per millisecond of ids swept, the field index entries of the executions that went.
+        let mut went: std::collections::BTreeMap<Vec<u8>, HashSet<Vec<u8>>> = Default::default();
         for item in self.executions.range(..end) {
             let (k, _) = item?;
             if self.active.contains_key(&k)? {
@@ -1622,30 +1718,41 @@ impl Store {
                 &self.exec_counts,
             )
                 .transaction(|(executions, active, by_field, counts)| {
-                    let tx = ExecTx {
-                        executions,
-                        active,
-                        by_field,
-                        counts,
-                    };
+                    let tx = ExecTx::new(executions, active, by_field, counts);
                     let id = String::from_utf8_lossy(&k);
                     match tx.old(&id)? {
                         // Re-read inside: it may have been re-run into a live state since.
                         Some(e) if e.status.is_terminal() => {
                             tx.remove(&e)?;
-                            Ok(true)
+                            tx.write_counts()?;
+                            Ok(Some(exec_field_keys(&e)))
                         }
-                        _ => Ok(false),
+                        _ => Ok(None),
                     }
                 })
                 .map_err(tx_error)?;
-            if removed {
+            if let Some(keys) = removed {
                 let prefix = part_key(&String::from_utf8_lossy(&k), b"");
                 for part in self.workflow_parts.scan_prefix(&prefix).keys() {
                     self.workflow_parts.remove(part?)?;
                 }
+                let pk = pages::page_key(&String::from_utf8_lossy(&k)).to_vec();
+                went.entry(pk).or_default().extend(keys);
+                counts.executions += 1;
             }
-            counts.executions += usize::from(removed);
+        }
+        // An entry goes once no execution left in its millisecond has its value (those left
+        // are live ones, kept).
+        for (pk, keys) in went {
+            let mut kept = HashSet::new();
+            for item in self.executions.scan_prefix(&pk) {
+                let (k, v) = item?;
+                let e: Execution = decode(T_EXECUTIONS, &k, &v)?;
+                kept.extend(exec_field_keys(&e));
+            }
+            for key in keys.difference(&kept) {
+                self.exec_by_field.remove(key)?;
+            }
         }
         Ok(counts)
     }
@@ -2612,6 +2719,21 @@ mod tests {
             .list_executions(&by_ti, 10, 0)
             .expect("list")
             .is_empty());
+        // The index entry that named only the swept execution went with it; the one shared
+        // with a live execution stayed.
+        let ti_entry = field_prefix(
+            IDX_TRIGGER_INSTANCE,
+            field_value(IDX_TRIGGER_INSTANCE, &old_done),
+        );
+        assert_eq!(store.exec_by_field.scan_prefix(ti_entry).count(), 0);
+        let by_action = ExecutionFilter {
+            action: Some("pack.a".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(&store.list_executions(&by_action, 10, 0).expect("list")),
+            [new_done.clone(), old_active.clone()]
+        );
         assert_eq!(count(&store, ExecutionStatus::Succeeded), 0);
         assert_eq!(count(&store, ExecutionStatus::Running), 1);
         assert_eq!(count(&store, ExecutionStatus::Failed), 1);
@@ -2695,6 +2817,112 @@ mod tests {
     }
 
     #[test]
+    fn records_handed_to_the_writer_read_as_written_and_land_once_in_their_final_state() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let (t, e_id, enf_id) = (id_at(1), id_at(2), id_at(3));
+        let mut e = exec(&e_id, "core.noop", ExecutionStatus::Scheduled);
+        e.rule = Some("pack.rule".into());
+        e.trigger_instance = Some(t.clone());
+        store
+            .complete_new_later(
+                vec![NewInstance {
+                    ti: Arc::new(ti(&t, "core.webhook")),
+                    status: TriggerInstanceStatus::Processed,
+                    enforcements: vec![enforcement(&enf_id, "pack.rule", &t, Some(&e_id))],
+                    executions: vec![Arc::new(e.clone())],
+                }],
+                None,
+            )
+            .expect("queued");
+        e.status = ExecutionStatus::Running;
+        store.put_executions_later(vec![Arc::new(e.clone())], None);
+        e.status = ExecutionStatus::Succeeded;
+        let written = Arc::new(AtomicBool::new(false));
+        let flag = written.clone();
+        store.put_executions_later(
+            vec![Arc::new(e.clone())],
+            Some(Box::new(move || flag.store(true, Ordering::SeqCst))),
+        );
+        // Seen at once, in its latest state.
+        let got = store.execution(&e_id).expect("get").expect("queued");
+        assert_eq!(got.status, ExecutionStatus::Succeeded);
+        // A list waits for the writer: everything is there, and `after` ran.
+        let by_rule = ExecutionFilter {
+            rule: Some("pack.rule".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(&store.list_executions(&by_rule, 10, 0).expect("list")),
+            [e_id.as_str()]
+        );
+        assert!(written.load(Ordering::SeqCst));
+        assert!(store.active_executions().expect("active").is_empty());
+        assert_eq!(count(&store, ExecutionStatus::Succeeded), 1);
+        for s in [ExecutionStatus::Scheduled, ExecutionStatus::Running] {
+            assert_eq!(count(&store, s), 0, "{s:?}");
+        }
+        let tis = store.list_trigger_instances(None, 10, 0).expect("list");
+        assert_eq!(ids(&tis), [t.as_str()]);
+        assert_eq!(tis[0].status, TriggerInstanceStatus::Processed);
+        assert!(store
+            .pending_trigger_instances()
+            .expect("pending")
+            .is_empty());
+        assert_eq!(store.enforced_rules(&t).expect("enforced"), ["pack.rule"]);
+        assert_eq!(
+            ids(&store
+                .list_enforcements(None, Some(&t), 10, 0)
+                .expect("list")),
+            [enf_id]
+        );
+        // A write that does not go through the writer lands after what was queued before it.
+        e.status = ExecutionStatus::Running;
+        store.put_executions_later(vec![Arc::new(e.clone())], None);
+        let mut direct = e.clone();
+        direct.status = ExecutionStatus::Failed;
+        store.put_execution(&direct).expect("put");
+        let got = store.execution(&e_id).expect("get").expect("stored");
+        assert_eq!(got.status, ExecutionStatus::Failed);
+        assert_eq!(count(&store, ExecutionStatus::Failed), 1);
+        assert_eq!(count(&store, ExecutionStatus::Succeeded), 0);
+    }
+
+    #[test]
+    fn the_writer_refuses_a_bad_completion_and_writes_everything_before_the_store_closes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (t, e_id) = (id_at(1), id_at(2));
+        {
+            let store = open(dir.path());
+            let stray = exec(&e_id, "core.noop", ExecutionStatus::Scheduled);
+            let refused = store.complete_new_later(
+                vec![NewInstance {
+                    ti: Arc::new(ti(&t, "core.webhook")),
+                    status: TriggerInstanceStatus::Processed,
+                    enforcements: Vec::new(),
+                    executions: vec![Arc::new(stray.clone())],
+                }],
+                None,
+            );
+            assert!(matches!(refused, Err(StoreError::Invalid(m)) if m.contains(&e_id)));
+            assert!(
+                store.execution(&e_id).expect("get").is_none(),
+                "nothing queued"
+            );
+            // Closed at once: the writer writes it first.
+            store.put_executions_later(vec![Arc::new(stray)], None);
+        }
+        let store = open(dir.path());
+        let got = store
+            .execution(&e_id)
+            .expect("get")
+            .expect("written before the close");
+        assert_eq!(got.status, ExecutionStatus::Scheduled);
+        assert_eq!(count(&store, ExecutionStatus::Scheduled), 1);
+    }
+
+    #[test]
     fn instances_of_one_millisecond_share_a_page_in_any_arrival_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path());
@@ -2719,19 +2947,18 @@ mod tests {
         };
         // The rules loop's batches: c and d first, then a and b of c's millisecond.
         for batch in [fresh(&[&c, &d]), fresh(&[&a, &b])] {
-            let completions: Vec<Completion<'_>> = batch
-                .iter()
-                .map(|t| Completion {
-                    ti_id: &t.id,
+            let list = batch
+                .into_iter()
+                .map(|t| NewInstance {
+                    ti: Arc::new(t),
                     status: TriggerInstanceStatus::Processed,
-                    new: Some(t),
-                    enforcements: &[],
-                    executions: &[],
+                    enforcements: Vec::new(),
+                    executions: Vec::new(),
                 })
                 .collect();
-            store
-                .complete_trigger_instances(&completions)
-                .expect("complete");
+            store.complete_new_later(list, None).expect("complete");
+            // Written as two batches, not one.
+            store.settle();
         }
         assert_eq!(store.tis.tree.len(), 2);
         let all = store.list_trigger_instances(None, 10, 0).expect("list");

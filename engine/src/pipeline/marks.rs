@@ -7,8 +7,9 @@
 //! running after [`MARK_DELAY`] are written by this module's thread, and a worker whose action
 //! ended first takes its marks back and writes the result alone.
 //!
-//! Order: the thread writes marks while it holds the lock, and a worker takes its marks back
-//! under the same lock before it writes results, so a mark never lands after its result.
+//! Order: the thread hands marks to the store's writer while it holds the lock, and a worker
+//! takes its marks back under the same lock before it hands over results; the store's writer
+//! writes in order, so a mark never lands after its result.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -124,7 +125,7 @@ fn writer(marks: Weak<RunningMarks>, store: Weak<Store>, journal: Weak<Journal>)
 fn write_due(
     pending: &mut HashMap<String, Waiting>,
     store: &Store,
-    journal: &Journal,
+    journal: &Arc<Journal>,
     now: Instant,
 ) -> Option<Duration> {
     let due: Vec<String> = pending
@@ -137,17 +138,14 @@ fn write_due(
             .iter()
             .filter_map(|id| pending.remove(id).map(|(_, e, seg)| (e, seg)))
             .unzip();
-        match store.put_executions(&list) {
-            Ok(()) => {
-                for seg in segments.into_iter().flatten() {
-                    journal.stored(seg);
-                }
+        // Queued under the caller's lock, so a result queued after it is written after it.
+        let journal = journal.clone();
+        let after: crate::store::AfterStored = Box::new(move || {
+            for seg in segments.into_iter().flatten() {
+                journal.stored(seg);
             }
-            // Their journal segments stay: a restart puts the marks back from there.
-            Err(err) => {
-                tracing::error!(error = %err, "cannot record running executions in the store")
-            }
-        }
+        });
+        store.put_executions_later(list.into_iter().map(Arc::new).collect(), Some(after));
     }
     pending
         .values()
@@ -215,7 +213,9 @@ mod tests {
         // Written marks are gone from the waiting list: a result cannot be overtaken by them.
         assert!(marks.take([slow.id.as_str(), safe.id.as_str()]).is_empty());
 
-        // The segment is held by the quick one's mark until its result is stored.
+        // The segment is held by the quick one's mark until its result is stored (the slow
+        // one's lets it go once the store's writer has written it).
+        store.settle();
         journal
             .append_executions_blocking(&[running(false)])
             .unwrap();

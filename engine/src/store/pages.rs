@@ -120,18 +120,27 @@ fn push_field(page: &mut Vec<u8>, bytes: &[u8], width: usize) -> Result<(), Stri
 /// Puts the record of `id` in `page`: in place of its earlier record if there is one, else at
 /// the end.
 pub(super) fn put(page: &mut Vec<u8>, id: &str, label: &str, record: &[u8]) -> Result<(), String> {
-    let old = locate(page, id)?.map(|f| (f.start, f.end));
-    let mut framed = Vec::with_capacity(8 + id.len() + label.len() + record.len());
-    push_field(&mut framed, id.as_bytes(), 2)?;
-    push_field(&mut framed, label.as_bytes(), 2)?;
-    push_field(&mut framed, record, 4)?;
-    match old {
+    match locate(page, id)?.map(|f| (f.start, f.end)) {
         Some((start, end)) => {
+            let mut framed = Vec::with_capacity(8 + id.len() + label.len() + record.len());
+            push_frame(&mut framed, id, label, record)?;
             page.splice(start..end, framed);
+            Ok(())
         }
-        None => page.extend_from_slice(&framed),
+        None => push_frame(page, id, label, record),
     }
-    Ok(())
+}
+
+/// Appends the frame of a record `page` cannot hold yet (a new id).
+fn push_frame(page: &mut Vec<u8>, id: &str, label: &str, record: &[u8]) -> Result<(), String> {
+    let at = page.len();
+    let pushed = push_field(page, id.as_bytes(), 2)
+        .and_then(|()| push_field(page, label.as_bytes(), 2))
+        .and_then(|()| push_field(page, record, 4));
+    if pushed.is_err() {
+        page.truncate(at);
+    }
+    pushed
 }
 
 /// The page with only the frames `keep` accepts; `damaged` turns a frame that cannot be read
@@ -279,6 +288,17 @@ impl<'a> TxPages<'a> {
         let pk = page_key(id);
         let page = self.page(pk)?;
         put(page, id, label, record)
+            .map_err(|e| corrupt(name, pk, e))
+            .or_else(abort)
+    }
+
+    /// Adds the record of an id no page can hold yet (a record created since its page was
+    /// last written), without looking for an earlier one.
+    pub fn put_new(&mut self, id: &str, label: &str, record: &[u8]) -> TxResult<()> {
+        let name = self.name;
+        let pk = page_key(id);
+        let page = self.page(pk)?;
+        push_frame(page, id, label, record)
             .map_err(|e| corrupt(name, pk, e))
             .or_else(abort)
     }
