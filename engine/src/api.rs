@@ -1012,7 +1012,7 @@ async fn stream(
     let rx = state.engine.events.subscribe();
     let events = BroadcastStream::new(rx).filter_map(|item| {
         item.ok()
-            .map(|ev| Ok(Event::default().event(ev.event).data(ev.data.to_string())))
+            .map(|ev| Ok(Event::default().event(ev.event).data(&*ev.data)))
     });
     Sse::new(events).keep_alive(KeepAlive::default())
 }

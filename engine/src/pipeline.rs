@@ -36,11 +36,12 @@ mod workflows;
 pub use workflows::Control;
 use workflows::WorkflowEvent;
 
-/// An event on the live stream (`GET /api/v1/stream`), st2's event names.
+/// An event on the live stream (`GET /api/v1/stream`), st2's event names; its data is
+/// serialized once, whoever follows the stream.
 #[derive(Debug, Clone)]
 pub struct StreamEvent {
     pub event: &'static str,
-    pub data: Value,
+    pub data: Arc<str>,
 }
 
 /// The most work items one worker takes at once when there is a backlog.
@@ -247,14 +248,27 @@ impl Engine {
     }
 
     pub fn publish(&self, event: &'static str, data: Value) {
+        self.publish_serialized(event, &data);
+    }
+
+    /// [`Engine::publish`] of anything serializable, serialized once.
+    fn publish_serialized(&self, event: &'static str, data: &impl serde::Serialize) {
+        let data = match serde_json::to_string(data) {
+            Ok(text) => Arc::from(text),
+            Err(e) => {
+                tracing::error!(event, error = %e, "cannot serialize a stream event");
+                return;
+            }
+        };
         // No subscriber is not an error: the stream is best effort for live viewers.
         let _ = self.events.send(StreamEvent { event, data });
     }
 
-    /// [`Engine::publish`], building the event only when someone follows the stream.
-    fn publish_with(&self, event: &'static str, data: impl FnOnce() -> Value) {
+    /// Publishes an execution's change (`st2.execution__create` or `__update`) when someone
+    /// follows the stream.
+    fn publish_execution(&self, event: &'static str, loaded: &Loaded, e: &Execution) {
         if self.events.receiver_count() > 0 {
-            self.publish(event, data());
+            self.publish_serialized(event, &ExecutionOut::new(loaded, e));
         }
     }
 
@@ -337,9 +351,12 @@ impl Engine {
             .journal
             .submit_instance(&ti, ticket.clone())
             .map_err(|e| EngineError::Durability(e.to_string()))?;
-        self.publish_with("st2.trigger_instance__create", || {
-            trigger_instance_json(&ti)
-        });
+        if self.events.receiver_count() > 0 {
+            self.publish_serialized(
+                "st2.trigger_instance__create",
+                &TriggerInstanceOut::from(&ti),
+            );
+        }
         let ti = Arc::new(ti);
         let _ = self.ti_tx.send((ti.clone(), Some(ticket)));
         synced
@@ -491,7 +508,7 @@ impl Engine {
                 .map(|(ti, _)| (ti.id.as_str(), &ti.payload))
                 .collect();
             for e in to_dispatch {
-                self.publish_with("st2.execution__create", || execution_json(&loaded, &e));
+                self.publish_execution("st2.execution__create", &loaded, &e);
                 let trigger = e
                     .trigger_instance
                     .as_deref()
@@ -721,7 +738,7 @@ impl Engine {
         self.store.put_execution(&e)?;
         self.durable().await?;
         let loaded = self.loaded();
-        self.publish_with("st2.execution__create", || execution_json(&loaded, &e));
+        self.publish_execution("st2.execution__create", &loaded, &e);
         self.schedule(&loaded, e.clone(), None);
         Ok(e)
     }
@@ -756,7 +773,7 @@ impl Engine {
                 if let Err(err) = self.store.put_execution(&e) {
                     tracing::error!(error = %err, "could not record a delayed execution");
                 }
-                self.publish_with("st2.execution__update", || execution_json(loaded, &e));
+                self.publish_execution("st2.execution__update", loaded, &e);
                 self.dispatch(loaded, &e, trigger);
                 return;
             }
@@ -768,7 +785,7 @@ impl Engine {
                 tracing::error!(error = %err, "could not record a scheduled execution");
             }
         }
-        self.publish_with("st2.execution__update", || execution_json(loaded, &e));
+        self.publish_execution("st2.execution__update", loaded, &e);
         self.dispatch(loaded, &e, trigger);
     }
 
@@ -897,7 +914,7 @@ impl Engine {
         // The store shows them running only if they still run after a moment (see `marks`).
         self.marks.add(&running, segment);
         for (_, e, _) in &claimed {
-            self.publish_with("st2.execution__update", || execution_json(&loaded, e));
+            self.publish_execution("st2.execution__update", &loaded, e);
         }
         let mut finished = Vec::with_capacity(claimed.len());
         for (item, mut e, cancel) in claimed {
@@ -1031,7 +1048,7 @@ impl Engine {
                         }
                         let _ = events.send(StreamEvent {
                             event: "st2.execution.output__create",
-                            data,
+                            data: Arc::from(data.to_string()),
                         });
                     });
                 let report = self.runtime.run(ScriptJob {
@@ -1114,7 +1131,7 @@ impl Engine {
     /// applies the retry policy.
     fn announce_final(&self, loaded: &Loaded, e: &Execution) {
         let status = e.status;
-        self.publish_with("st2.execution__update", || execution_json(loaded, e));
+        self.publish_execution("st2.execution__update", loaded, e);
 
         // Recorded only when a rule listens to it: storing one per execution nobody reads
         // would double the store's work per execution.
@@ -1175,7 +1192,7 @@ impl Engine {
                     tracing::error!(error = %err, "cannot record a retry");
                     return;
                 }
-                self.publish_with("st2.execution__create", || execution_json(loaded, &next));
+                self.publish_execution("st2.execution__create", loaded, &next);
                 let item = self.work_item(loaded, &next, None);
                 let queue = self.queue.clone();
                 let delay = retry.delay;
@@ -1255,7 +1272,7 @@ impl Engine {
             // Its workflow, if any, and `core.action_finished` hear of it.
             self.announce_final(loaded, e);
         } else {
-            self.publish_with("st2.execution__update", || execution_json(loaded, e));
+            self.publish_execution("st2.execution__update", loaded, e);
         }
     }
 
@@ -1370,28 +1387,99 @@ pub fn is_workflow(loaded: &Loaded, e: &Execution) -> bool {
 
 /// An execution as the API shows it: st2's fields, secrets masked.
 pub fn execution_json(loaded: &Loaded, e: &Execution) -> Value {
-    let parameters = match loaded.catalog.action(&e.action) {
-        Some(a) => mask_secrets(&a.meta, &e.parameters),
-        None => e.parameters.clone(),
-    };
-    json!({
-        "id": e.id,
-        "action": {"ref": e.action},
-        "parameters": parameters,
-        "status": e.status,
-        "result": e.result,
-        "log": e.log,
-        "start_timestamp": e.start_timestamp,
-        "end_timestamp": e.end_timestamp,
-        "elapsed_seconds": e.elapsed_seconds(),
-        "parent": e.parent,
-        "rule": e.rule.as_ref().map(|r| json!({"ref": r})),
-        "trigger_instance": e.trigger_instance.as_ref().map(|t| json!({"id": t})),
-        "context": {"user": e.user},
-        "attempt": e.attempt,
-        "reason": e.reason,
-        "rerun_of": e.rerun_of,
-        "task": e.task,
-        "item": e.item,
-    })
+    serde_json::to_value(ExecutionOut::new(loaded, e)).unwrap_or(Value::Null)
+}
+
+/// An execution as the API shows it, serialized without copying it (the stream's events).
+#[derive(serde::Serialize)]
+pub struct ExecutionOut<'a> {
+    id: &'a str,
+    action: Ref<'a>,
+    parameters: Masked<'a>,
+    status: ExecutionStatus,
+    result: &'a Value,
+    log: &'a [LogLine],
+    start_timestamp: &'a chrono::DateTime<Utc>,
+    end_timestamp: &'a Option<chrono::DateTime<Utc>>,
+    elapsed_seconds: Option<f64>,
+    parent: &'a Option<String>,
+    rule: Option<Ref<'a>>,
+    trigger_instance: Option<IdOf<'a>>,
+    context: Context<'a>,
+    attempt: u32,
+    reason: &'a Option<String>,
+    rerun_of: &'a Option<String>,
+    task: &'a Option<String>,
+    item: &'a Option<usize>,
+}
+
+#[derive(serde::Serialize)]
+struct Ref<'a> {
+    #[serde(rename = "ref")]
+    reference: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct IdOf<'a> {
+    id: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Context<'a> {
+    user: &'a Option<String>,
+}
+
+/// Parameters with the values of the action's secret parameters masked.
+struct Masked<'a> {
+    meta: Option<&'a squall_actions::ActionMeta>,
+    params: &'a Map<String, Value>,
+}
+
+impl serde::Serialize for Masked<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.params.len()))?;
+        for (name, value) in self.params {
+            let secret = self
+                .meta
+                .and_then(|m| m.parameters.get(name))
+                .is_some_and(|spec| spec.secret);
+            if secret {
+                map.serialize_entry(name, squall_actions::SECRET_MASK)?;
+            } else {
+                map.serialize_entry(name, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
+impl<'a> ExecutionOut<'a> {
+    pub fn new(loaded: &'a Loaded, e: &'a Execution) -> Self {
+        ExecutionOut {
+            id: &e.id,
+            action: Ref {
+                reference: &e.action,
+            },
+            parameters: Masked {
+                meta: loaded.catalog.action(&e.action).map(|a| &a.meta),
+                params: &e.parameters,
+            },
+            status: e.status,
+            result: &e.result,
+            log: &e.log,
+            start_timestamp: &e.start_timestamp,
+            end_timestamp: &e.end_timestamp,
+            elapsed_seconds: e.elapsed_seconds(),
+            parent: &e.parent,
+            rule: e.rule.as_deref().map(|r| Ref { reference: r }),
+            trigger_instance: e.trigger_instance.as_deref().map(|id| IdOf { id }),
+            context: Context { user: &e.user },
+            attempt: e.attempt,
+            reason: &e.reason,
+            rerun_of: &e.rerun_of,
+            task: &e.task,
+            item: &e.item,
+        }
+    }
 }

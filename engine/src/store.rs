@@ -58,7 +58,7 @@ use crate::model::{
 /// Version of the secondary indexes' layout. When a data dir was indexed under another
 /// version (or never), the indexes are rebuilt from the records at open, so changing an
 /// index's layout only needs a bump here.
-const INDEX_VERSION: u32 = 4;
+const INDEX_VERSION: u32 = 5;
 
 /// Trigger instances in pages, one per millisecond of ids (see `pages`).
 const T_TI_PAGES: &str = "trigger_instance_pages";
@@ -345,18 +345,17 @@ fn pair_key(a: &str, b: &str) -> Vec<u8> {
     k
 }
 
-/// In a sweep's transaction: takes the records of page `pk` that `goes` selects out of it,
-/// with the entries of `index` (keyed by label and page) that named them and no longer name
-/// any record of the page. Returns how many records went.
+/// In a sweep's transaction: takes the records of page `pk` that `goes` selects out of it.
+/// Returns how many records went and the labels no record left in the page has (their index
+/// entries may go: see [`drop_stale_entries`]).
 fn sweep_page(
     tree: &TransactionalTree,
     name: &'static str,
     pk: &[u8],
-    index: &TransactionalTree,
     goes: impl Fn(&pages::Frame<'_>) -> TxResult<bool>,
-) -> TxResult<usize> {
+) -> TxResult<(usize, Vec<Vec<u8>>)> {
     let Some(page) = tree.get(pk)? else {
-        return Ok(0);
+        return Ok((0, Vec::new()));
     };
     let mut removed = 0usize;
     let mut gone: HashSet<Vec<u8>> = HashSet::new();
@@ -376,17 +375,46 @@ fn sweep_page(
         |e| ConflictableTransactionError::Abort(pages::corrupt(name, pk, e)),
     )?;
     if removed == 0 {
-        return Ok(0);
+        return Ok((0, Vec::new()));
     }
     if rest.is_empty() {
         tree.remove(pk)?;
     } else {
         tree.insert(pk, rest)?;
     }
-    for label in gone.difference(&kept) {
-        index.remove(pages::index_key(label, pk))?;
+    Ok((removed, gone.difference(&kept).cloned().collect()))
+}
+
+/// After a sweep: removes the entries of `index` (keyed by label and group) for labels that
+/// went from pages of `paged` and that no page left in their group has.
+fn drop_stale_entries(
+    paged: &Paged,
+    index: &Tree,
+    gone: std::collections::BTreeMap<Vec<u8>, HashSet<Vec<u8>>>,
+) -> StoreResult<()> {
+    for (group, labels) in gone {
+        let mut present = HashSet::new();
+        for item in paged.tree.scan_prefix(&group) {
+            let (pk, page) = item?;
+            for frame in pages::frames(&page) {
+                let frame = frame.map_err(|e| pages::corrupt(paged.name, &pk, e))?;
+                present.insert(frame.label.to_vec());
+            }
+        }
+        for label in labels.difference(&present) {
+            index.remove(pages::index_key(label, &group))?;
+        }
     }
-    Ok(removed)
+    Ok(())
+}
+
+/// Inserts an index entry (an empty value) unless it is there: entries are shared by many
+/// records, and a read costs less than a write.
+fn ensure_entry(tree: &TransactionalTree, key: Vec<u8>) -> TxResult<()> {
+    if tree.get(&key)?.is_none() {
+        tree.insert(key, &[][..])?;
+    }
+    Ok(())
 }
 
 fn prefix_key(a: &str) -> Vec<u8> {
@@ -405,8 +433,7 @@ fn field_prefix(tag: u8, value: &str) -> Vec<u8> {
 }
 
 /// The index values of an execution's fields: its action, parent, rule, and its trigger
-/// instance's page (instances of one millisecond share an entry; a lookup re-checks the
-/// records).
+/// instance's group (instances of 32 ms share an entry; a lookup re-checks the records).
 fn exec_fields(e: &Execution) -> [(u8, Option<&str>); 4] {
     [
         (IDX_ACTION, Some(e.action.as_str())),
@@ -416,7 +443,7 @@ fn exec_fields(e: &Execution) -> [(u8, Option<&str>); 4] {
             IDX_TRIGGER_INSTANCE,
             e.trigger_instance
                 .as_deref()
-                .map(|t| std::str::from_utf8(pages::page_key(t)).unwrap_or(t)),
+                .map(|t| std::str::from_utf8(pages::group_key(t.as_bytes())).unwrap_or(t)),
         ),
     ]
 }
@@ -424,23 +451,23 @@ fn exec_fields(e: &Execution) -> [(u8, Option<&str>); 4] {
 /// The index value a filter on `tag` looks up.
 fn field_value(tag: u8, wanted: &str) -> &str {
     if tag == IDX_TRIGGER_INSTANCE {
-        std::str::from_utf8(pages::page_key(wanted)).unwrap_or(wanted)
+        std::str::from_utf8(pages::group_key(wanted.as_bytes())).unwrap_or(wanted)
     } else {
         wanted
     }
 }
 
-/// The field index's entries for an execution: `tag value \0 page`, naming the millisecond of
-/// execution ids (a prefix of the executions tree) that holds executions with that value.
-/// Executions of one millisecond share entries, so most writes add none: sled's cost is per
-/// write.
+/// The field index's entries for an execution: `tag value \0 group`, naming the 32 ms of
+/// execution ids (a prefix of the executions tree, see `pages::group_key`) that hold
+/// executions with that value. Executions of one group share entries, so most writes add none:
+/// sled's cost is per write.
 fn exec_field_keys(e: &Execution) -> Vec<Vec<u8>> {
     exec_fields(e)
         .into_iter()
         .filter_map(|(tag, value)| {
             value.map(|v| {
                 let mut k = field_prefix(tag, v);
-                k.extend_from_slice(pages::page_key(&e.id));
+                k.extend_from_slice(pages::group_key(e.id.as_bytes()));
                 k
             })
         })
@@ -931,7 +958,7 @@ impl Store {
                 tis.put(&ti.id, &ti.trigger, &bytes)?;
                 tis.write()?;
                 pending.insert(ti.id.as_bytes(), &[][..])?;
-                by_trigger.insert(pages::index_key(ti.trigger.as_bytes(), pk), &[][..])?;
+                ensure_entry(by_trigger, pages::index_key(ti.trigger.as_bytes(), pk))?;
                 Ok(())
             })
             .map_err(tx_error)
@@ -1047,9 +1074,9 @@ impl Store {
                         }
                         by_instance.insert(marker, enf.id.as_bytes())?;
                         enf_pages.put(&enf.id, &enf.rule_ref, enf_bytes)?;
-                        by_rule.insert(
+                        ensure_entry(
+                            by_rule,
                             pages::index_key(enf.rule_ref.as_bytes(), pages::page_key(&enf.id)),
-                            &[][..],
                         )?;
                         if let Some((e, e_bytes)) =
                             enf.execution_id.as_deref().and_then(|id| execs.get(id))
@@ -1153,9 +1180,9 @@ impl Store {
                             let mut enf_pages = TxPages::new(enfs, T_ENF_PAGES);
                             enf_pages.put(&enf.id, &enf.rule_ref, enf_bytes)?;
                             enf_pages.write()?;
-                            by_rule.insert(
+                            ensure_entry(
+                                by_rule,
                                 pages::index_key(enf.rule_ref.as_bytes(), pages::page_key(&enf.id)),
-                                &[][..],
                             )?;
                         }
                     }
@@ -1249,8 +1276,8 @@ impl Store {
         .into_iter()
         .find_map(|(tag, value)| value.map(|v| field_prefix(tag, field_value(tag, v))));
         if let Some(prefix) = indexed {
-            // Entries name milliseconds of execution ids: each is a range of the executions
-            // tree, newest first, whose records the filter then checks.
+            // Entries name groups of execution ids: each is a range of the executions tree,
+            // newest first, whose records the filter then checks.
             let items = self
                 .exec_by_field
                 .scan_prefix(&prefix)
@@ -1660,30 +1687,32 @@ impl Store {
 
         // Pages before the cutoff's millisecond hold only older records.
         let end_page = pages::page_key(std::str::from_utf8(end).unwrap_or_default()).to_vec();
+        let mut gone = std::collections::BTreeMap::<Vec<u8>, HashSet<Vec<u8>>>::new();
         for item in self.tis.tree.range(..end_page.as_slice()) {
             let (pk, _) = item?;
-            let removed = (&self.tis.tree, &self.pending, &self.ti_by_trigger)
-                .transaction(|(tis, pending, by_trigger)| {
+            let (removed, labels) = (&self.tis.tree, &self.pending)
+                .transaction(|(tis, pending)| {
                     // Pending instances stay (checked inside the transaction: one may have
                     // been re-queued since the scan), with their trigger's index entry.
-                    sweep_page(tis, T_TI_PAGES, &pk, by_trigger, |frame| {
+                    sweep_page(tis, T_TI_PAGES, &pk, |frame| {
                         Ok(pending.get(frame.id)?.is_none())
                     })
                 })
                 .map_err(tx_error)?;
             counts.trigger_instances += removed;
+            if !labels.is_empty() {
+                gone.entry(pages::group_key(&pk).to_vec())
+                    .or_default()
+                    .extend(labels);
+            }
         }
+        drop_stale_entries(&self.tis, &self.ti_by_trigger, std::mem::take(&mut gone))?;
 
         for item in self.enfs.tree.range(..end_page.as_slice()) {
             let (pk, _) = item?;
-            let removed = (
-                &self.enfs.tree,
-                &self.enf_by_instance,
-                &self.enf_by_rule,
-                &self.pending,
-            )
-                .transaction(|(enfs, by_instance, by_rule, pending)| {
-                    sweep_page(enfs, T_ENF_PAGES, &pk, by_rule, |frame| {
+            let (removed, labels) = (&self.enfs.tree, &self.enf_by_instance, &self.pending)
+                .transaction(|(enfs, by_instance, pending)| {
+                    sweep_page(enfs, T_ENF_PAGES, &pk, |frame| {
                         let enf: RuleEnforcement =
                             decode(T_ENF_PAGES, frame.id, frame.record).or_else(abort)?;
                         // Its marker is what keeps a re-processed instance exactly-once.
@@ -1702,9 +1731,15 @@ impl Store {
                 })
                 .map_err(tx_error)?;
             counts.enforcements += removed;
+            if !labels.is_empty() {
+                gone.entry(pages::group_key(&pk).to_vec())
+                    .or_default()
+                    .extend(labels);
+            }
         }
+        drop_stale_entries(&self.enfs, &self.enf_by_rule, gone)?;
 
-        // Per millisecond of ids swept, the field index entries of the executions that went.
+        // Per group of ids swept, the field index entries of the executions that went.
         let mut went: std::collections::BTreeMap<Vec<u8>, HashSet<Vec<u8>>> = Default::default();
         for item in self.executions.range(..end) {
             let (k, _) = item?;
@@ -1736,13 +1771,14 @@ impl Store {
                 for part in self.workflow_parts.scan_prefix(&prefix).keys() {
                     self.workflow_parts.remove(part?)?;
                 }
-                let pk = pages::page_key(&String::from_utf8_lossy(&k)).to_vec();
-                went.entry(pk).or_default().extend(keys);
+                went.entry(pages::group_key(&k).to_vec())
+                    .or_default()
+                    .extend(keys);
                 counts.executions += 1;
             }
         }
-        // An entry goes once no execution left in its millisecond has its value (those left
-        // are live ones, kept).
+        // An entry goes once no execution left in its group has its value (those left are
+        // live ones, kept).
         for (pk, keys) in went {
             let mut kept = HashSet::new();
             for item in self.executions.scan_prefix(&pk) {
@@ -2706,6 +2742,12 @@ mod tests {
             .list_enforcements(Some("pack.r"), None, 10, 0)
             .expect("list")
             .is_empty());
+        assert_eq!(store.enf_by_rule.len(), 0, "the swept rule's index entry went");
+        assert_eq!(
+            store.ti_by_trigger.len(),
+            2,
+            "entries of the groups with the pending and the new instance stay"
+        );
         assert!(store
             .list_trigger_instances(Some("core.webhook"), 10, 0)
             .expect("list")

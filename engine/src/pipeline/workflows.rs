@@ -21,7 +21,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use super::{execution_json, Engine, EngineError, Loaded};
+use super::{Engine, EngineError, Loaded};
 use crate::model::{Execution, ExecutionStatus};
 use crate::store::ExecutionFilter;
 use crate::workflow::{Conductor, OutcomeStatus, TaskOutcome, Workflow, WorkflowStatus};
@@ -605,7 +605,7 @@ impl Engine {
             if a.exec.status.is_terminal() {
                 ended.push(id.clone());
             } else {
-                self.publish_with("st2.execution__update", || execution_json(loaded, &a.exec));
+                self.publish_execution("st2.execution__update", loaded, &a.exec);
             }
         }
         for (id, reply) in replies {
@@ -626,7 +626,7 @@ impl Engine {
             }
         }
         for (child, delay) in children {
-            self.publish_with("st2.execution__create", || execution_json(loaded, &child));
+            self.publish_execution("st2.execution__create", loaded, &child);
             match delay.filter(|d| *d > 0) {
                 Some(seconds) => {
                     let engine = self.clone();

@@ -24,12 +24,13 @@ use sled::Tree;
 
 use super::pages::{self, Paged, TxPages};
 use super::{
-    encode, pair_key, tx_error, ExecTx, StoreResult, T_ENF_PAGES, T_EXECUTIONS, T_TI_PAGES,
+    encode, ensure_entry, pair_key, tx_error, ExecTx, StoreResult, T_ENF_PAGES, T_EXECUTIONS,
+    T_TI_PAGES,
 };
 use crate::model::{Execution, RuleEnforcement, TriggerInstance, TriggerInstanceStatus};
 
 /// How long the writer lets records gather before it writes them, unless someone waits.
-const LINGER: Duration = Duration::from_millis(10);
+const LINGER: Duration = Duration::from_millis(50);
 
 /// The writer writes at once when this many records wait.
 const MAX_RECORDS: usize = 1024;
@@ -330,14 +331,14 @@ impl HotTrees {
                     // Built afresh on each attempt: sled reruns this closure on conflict.
                     let mut ti_pages = TxPages::new(tis, T_TI_PAGES);
                     let mut enf_pages = TxPages::new(enfs, T_ENF_PAGES);
-                    let mut indexed: HashSet<(&str, &[u8])> = HashSet::new();
-                    let mut rule_indexed: HashSet<(&str, &[u8])> = HashSet::new();
+                    let mut indexed: HashSet<Vec<u8>> = HashSet::new();
+                    let mut rule_indexed: HashSet<Vec<u8>> = HashSet::new();
                     for (ti, bytes) in &instances {
                         ti_pages.put_new(&ti.id, &ti.trigger, bytes)?;
-                        let pk = pages::page_key(&ti.id);
-                        if indexed.insert((&ti.trigger, pk)) {
-                            by_trigger
-                                .insert(pages::index_key(ti.trigger.as_bytes(), pk), &[][..])?;
+                        let entry =
+                            pages::index_key(ti.trigger.as_bytes(), pages::page_key(&ti.id));
+                        if indexed.insert(entry.clone()) {
+                            ensure_entry(by_trigger, entry)?;
                         }
                     }
                     for (enf, bytes) in &enforcements {
@@ -347,10 +348,10 @@ impl HotTrees {
                             enf.id.as_bytes(),
                         )?;
                         enf_pages.put_new(&enf.id, &enf.rule_ref, bytes)?;
-                        let pk = pages::page_key(&enf.id);
-                        if rule_indexed.insert((&enf.rule_ref, pk)) {
-                            by_rule
-                                .insert(pages::index_key(enf.rule_ref.as_bytes(), pk), &[][..])?;
+                        let entry =
+                            pages::index_key(enf.rule_ref.as_bytes(), pages::page_key(&enf.id));
+                        if rule_indexed.insert(entry.clone()) {
+                            ensure_entry(by_rule, entry)?;
                         }
                     }
                     let tx = ExecTx::new(execs, active, by_field, counts);

@@ -18,6 +18,16 @@ use super::{abort, decode, page, Record, StoreError, StoreResult, TxResult};
 /// Characters of an id that name its page: a ULID's first ten hold its millisecond.
 pub(super) const PAGE_KEY_LEN: usize = 10;
 
+/// Characters of an id that name its group: the unit index entries name, a ULID's first nine
+/// (32 milliseconds). At a low rate a page holds one record, so entries naming pages would cost
+/// a write per record; naming groups, most writes find their entry there already.
+pub(super) const GROUP_KEY_LEN: usize = 9;
+
+/// The group of an id (or of a page's key).
+pub(super) fn group_key(id: &[u8]) -> &[u8] {
+    &id[..id.len().min(GROUP_KEY_LEN)]
+}
+
 /// The key of the page that holds the record `id`.
 pub(super) fn page_key(id: &str) -> &[u8] {
     let b = id.as_bytes();
@@ -169,12 +179,14 @@ pub(super) fn corrupt(tree: &'static str, page_key: &[u8], error: String) -> Sto
     }
 }
 
-/// An index key naming a page: the label, a 0 byte, the page's key.
+/// An index key naming the group of a page that holds records labelled `label`: the label, a
+/// 0 byte, the group's key.
 pub(super) fn index_key(label: &[u8], page_key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(label.len() + page_key.len() + 1);
+    let group = group_key(page_key);
+    let mut k = Vec::with_capacity(label.len() + group.len() + 1);
     k.extend_from_slice(label);
     k.push(0);
-    k.extend_from_slice(page_key);
+    k.extend_from_slice(group);
     k
 }
 
@@ -232,13 +244,20 @@ impl Paged {
             Some((index, l)) => {
                 let prefix = index_key(l.as_bytes(), b"");
                 let skip = prefix.len();
-                Box::new(
-                    index
-                        .scan_prefix(prefix)
-                        .keys()
-                        .rev()
-                        .map(move |k| Ok(k?.get(skip..).unwrap_or_default().to_vec())),
-                )
+                // Entries name groups: each is a range of pages, newest first.
+                Box::new(index.scan_prefix(prefix).keys().rev().flat_map(move |k| {
+                    let pages: Vec<StoreResult<Vec<u8>>> = match k {
+                        Ok(k) => self
+                            .tree
+                            .scan_prefix(k.get(skip..).unwrap_or_default())
+                            .keys()
+                            .rev()
+                            .map(|pk| Ok(pk?.to_vec()))
+                            .collect(),
+                        Err(e) => vec![Err(e.into())],
+                    };
+                    pages
+                }))
             }
             None => Box::new(self.tree.iter().keys().rev().map(|k| Ok(k?.to_vec()))),
         };
@@ -402,5 +421,10 @@ mod tests {
     fn page_key_is_the_ulid_millisecond() {
         assert_eq!(page_key("01JDXYZ0AB1234567890ABCDEF"), b"01JDXYZ0AB");
         assert_eq!(page_key("short"), b"short");
+        assert_eq!(group_key(b"01JDXYZ0AB1234567890ABCDEF"), b"01JDXYZ0A");
+        assert_eq!(
+            group_key(page_key("01JDXYZ0AB1234567890ABCDEF")),
+            b"01JDXYZ0A"
+        );
     }
 }
