@@ -2742,7 +2742,11 @@ mod tests {
             .list_enforcements(Some("pack.r"), None, 10, 0)
             .expect("list")
             .is_empty());
-        assert_eq!(store.enf_by_rule.len(), 0, "the swept rule's index entry went");
+        assert_eq!(
+            store.enf_by_rule.len(),
+            0,
+            "the swept rule's index entry went"
+        );
         assert_eq!(
             store.ti_by_trigger.len(),
             2,
