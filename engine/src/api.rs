@@ -258,14 +258,15 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
 
 /// Header names as st2 (WSGI) presents them: `X-Github-Event`.
 fn title_case(name: &str) -> String {
+    // Header names are ASCII (the `http` crate refuses anything else).
     let mut out = String::with_capacity(name.len());
     let mut start = true;
     for c in name.chars() {
-        if start {
-            out.extend(c.to_uppercase());
+        out.push(if start {
+            c.to_ascii_uppercase()
         } else {
-            out.extend(c.to_lowercase());
-        }
+            c.to_ascii_lowercase()
+        });
         start = c == '-';
     }
     out
@@ -336,11 +337,18 @@ async fn webhook(
                 )
             })?;
         }
+        // Built by moving the parts in: `json!` would copy each `Value` by serializing it.
+        let mut payload = Map::with_capacity(2);
+        payload.insert("headers".into(), Value::Object(header_map));
+        payload.insert("body".into(), parsed);
+        let source = format!("webhook/{url}");
+        let mut parameters = Map::with_capacity(1);
+        parameters.insert("url".into(), Value::String(url));
         TriggerInstance::new(
             "core.webhook",
-            Some(json!({"url": url})),
-            json!({"headers": header_map, "body": parsed}),
-            &format!("webhook/{url}"),
+            Some(Value::Object(parameters)),
+            Value::Object(payload),
+            &source,
         )
     };
     let ti = state.engine.ingest(ti).await?;

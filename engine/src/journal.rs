@@ -358,13 +358,19 @@ impl Journal {
     /// a trigger instance, each holds its segment back until [`Journal::stored`] says the store
     /// has it (or a later status of its execution). For worker threads: it blocks, and must not
     /// be called from an async runtime's thread.
-    pub fn append_executions_blocking(&self, list: &[Execution]) -> Result<u64, JournalError> {
+    pub fn append_executions_blocking<E: std::borrow::Borrow<Execution>>(
+        &self,
+        list: &[E],
+    ) -> Result<u64, JournalError> {
         self.submit_executions(list)?.wait_blocking()
     }
 
     /// Appends executions without waiting: the returned [`PendingSync`] says when they are on
     /// disk (and in which segment), so the caller can write the store meanwhile.
-    pub fn submit_executions(&self, list: &[Execution]) -> Result<PendingSync<'_>, JournalError> {
+    pub fn submit_executions<E: std::borrow::Borrow<Execution>>(
+        &self,
+        list: &[E],
+    ) -> Result<PendingSync<'_>, JournalError> {
         self.enqueue(frame_executions(list)?, list.len() as u64, None)
     }
 

@@ -811,22 +811,24 @@ impl Engine {
             .find(|p| p.reference == action.pack)
             .map(|p| Value::Object(p.config.clone()))
             .unwrap_or(Value::Null);
+        // Built by cloning the parts in: `json!` would copy each `Value` by serializing it.
+        let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
+        let mut ctx = Map::with_capacity(8);
+        ctx.insert("execution_id".into(), Value::String(e.id.clone()));
+        ctx.insert("action".into(), Value::String(e.action.clone()));
+        ctx.insert("rule".into(), text(&e.rule));
+        ctx.insert("trigger_instance".into(), text(&e.trigger_instance));
+        ctx.insert("user".into(), text(&e.user));
+        ctx.insert("attempt".into(), Value::from(e.attempt));
+        ctx.insert("config".into(), config);
+        ctx.insert("trigger".into(), trigger.unwrap_or(Value::Null));
         Some(WorkItem {
             execution_id: e.id.clone(),
             action: e.action.clone(),
             runner: action.meta.runner_type,
             source: action.source.clone(),
             parameters: e.parameters.clone(),
-            ctx: json!({
-                "execution_id": e.id,
-                "action": e.action,
-                "rule": e.rule,
-                "trigger_instance": e.trigger_instance,
-                "user": e.user,
-                "attempt": e.attempt,
-                "config": config,
-                "trigger": trigger,
-            }),
+            ctx: Value::Object(ctx),
             timeout: action.meta.timeout.map(Duration::from_secs),
         })
     }
@@ -884,18 +886,26 @@ impl Engine {
         if claimed.is_empty() {
             return;
         }
-        let running: Vec<Execution> = claimed.iter().map(|(_, e, _)| e.clone()).collect();
+        let running: Vec<Arc<Execution>> = claimed
+            .iter()
+            .map(|(_, e, _)| Arc::new(e.clone()))
+            .collect();
         // An action that is not idempotent must be on record as running before it starts (so
         // that a crash abandons it rather than running it again): the journal makes the mark
         // durable, and after a crash puts it back with the rule's enforcement, so its trigger
         // instance is not enforced twice. An idempotent one may run again: no wait.
-        let must: Vec<Execution> = running.iter().filter(|e| !e.idempotent).cloned().collect();
+        let must: Vec<&Execution> = running
+            .iter()
+            .filter(|e| !e.idempotent)
+            .map(|e| &**e)
+            .collect();
         let mut segment = None;
         if !must.is_empty() {
             match self.journal.append_executions_blocking(&must) {
                 Ok(seq) => segment = Some(seq),
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot journal running marks; writing them to the store and flushing it instead");
+                    let must: Vec<Execution> = must.into_iter().cloned().collect();
                     if let Err(err) = self.store.put_executions(&must) {
                         tracing::error!(error = %err, "cannot record running executions; they stay queued in the store");
                         for (_, e, _) in &claimed {
@@ -918,7 +928,7 @@ impl Engine {
         }
         let mut finished = Vec::with_capacity(claimed.len());
         for (item, mut e, cancel) in claimed {
-            let (status, result, log) = self.execute(&item, &e, &cancel);
+            let (status, result, log) = self.execute(item, &e, &cancel);
             if let Ok(mut c) = self.cancels.lock() {
                 c.remove(&e.id);
             }
@@ -1032,11 +1042,11 @@ impl Engine {
     /// Runs a claimed item to its final status.
     fn execute(
         &self,
-        item: &WorkItem,
+        item: WorkItem,
         e: &Execution,
         cancel: &CancelToken,
     ) -> (ExecutionStatus, Value, Vec<LogLine>) {
-        match (&item.runner, &item.source) {
+        match (item.runner, item.source) {
             (RunnerType::Rhai, Some(source)) => {
                 let exec_id = e.id.clone();
                 let events = self.events.clone();
@@ -1052,10 +1062,10 @@ impl Engine {
                         });
                     });
                 let report = self.runtime.run(ScriptJob {
-                    script_key: item.action.clone(),
-                    source: source.clone(),
-                    params: item.parameters.clone(),
-                    ctx: item.ctx.clone(),
+                    script_key: item.action,
+                    source,
+                    params: item.parameters,
+                    ctx: item.ctx,
                     timeout: item.timeout,
                     cancel: cancel.clone(),
                     kv: Arc::new(StoreKv(self.store.clone())),

@@ -24,7 +24,7 @@ pub(crate) const MARK_DELAY: Duration = Duration::from_millis(20);
 
 /// A mark waiting: since when, the execution, and the journal segment that holds it (which
 /// is not released until the store has the mark or a later status).
-type Waiting = (Instant, Execution, Option<u64>);
+type Waiting = (Instant, Arc<Execution>, Option<u64>);
 
 #[derive(Default)]
 pub(crate) struct RunningMarks {
@@ -69,11 +69,11 @@ impl RunningMarks {
 
     /// Marks these executions running (in the store after [`MARK_DELAY`] unless taken back);
     /// `segment` is where the journal holds the marks of those that are not idempotent.
-    pub(crate) fn add(&self, list: &[Execution], segment: Option<u64>) {
+    pub(crate) fn add(&self, list: &[Arc<Execution>], segment: Option<u64>) {
         self.add_at(list, segment, Instant::now());
     }
 
-    fn add_at(&self, list: &[Execution], segment: Option<u64>, now: Instant) {
+    fn add_at(&self, list: &[Arc<Execution>], segment: Option<u64>, now: Instant) {
         let mut pending = self.lock();
         for e in list {
             let seg = if e.idempotent { None } else { segment };
@@ -134,7 +134,7 @@ fn write_due(
         .map(|(id, _)| id.clone())
         .collect();
     if !due.is_empty() {
-        let (list, segments): (Vec<Execution>, Vec<Option<u64>>) = due
+        let (list, segments): (Vec<Arc<Execution>>, Vec<Option<u64>>) = due
             .iter()
             .filter_map(|id| pending.remove(id).map(|(_, e, seg)| (e, seg)))
             .unzip();
@@ -145,7 +145,7 @@ fn write_due(
                 journal.stored(seg);
             }
         });
-        store.put_executions_later(list.into_iter().map(Arc::new).collect(), Some(after));
+        store.put_executions_later(list, Some(after));
     }
     pending
         .values()
@@ -158,11 +158,11 @@ mod tests {
     use super::*;
     use crate::model::ExecutionStatus;
 
-    fn running(idempotent: bool) -> Execution {
+    fn running(idempotent: bool) -> Arc<Execution> {
         let mut e = Execution::new("core.noop", serde_json::Map::new());
         e.idempotent = idempotent;
         e.status = ExecutionStatus::Running;
-        e
+        Arc::new(e)
     }
 
     #[test]
