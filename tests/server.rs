@@ -94,6 +94,35 @@ fn webhook_runs_a_rule_and_records_everything() {
 }
 
 #[test]
+fn an_action_sees_its_trigger_and_ids_in_ctx() {
+    let (_dir, s) = start(&[], &[]);
+    let (status, ti) = s
+        .request_with(
+            "POST",
+            "/api/v1/webhooks/context",
+            Some(r#"{"n": 5}"#),
+            &[("X-Team", "ops")],
+        )
+        .expect("request");
+    assert_eq!(status, 202, "{ti}");
+    let ti_id = ti["id"].as_str().expect("trigger instance id").to_string();
+    let execs = s.executions_of(&ti_id, 1);
+    let e = &execs[0];
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(
+        e["result"],
+        json!({
+            "execution_id": e["id"],
+            "action": "e2e.context",
+            "rule": "e2e.context",
+            "trigger_instance": ti_id,
+            "n": 5,
+            "team": "ops",
+        })
+    );
+}
+
+#[test]
 fn rendered_parameters_are_cast_and_secrets_masked() {
     let (_dir, s) = start(&[], &[]);
     let (code, _) = s

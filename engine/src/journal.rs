@@ -349,7 +349,7 @@ impl Journal {
         ti: &TriggerInstance,
         ticket: Arc<Ticket>,
     ) -> Result<PendingSync<'_>, JournalError> {
-        let mut buffer = Vec::new();
+        let mut buffer = Vec::with_capacity(1024);
         frame(ti, &mut buffer)?;
         self.enqueue(buffer, 0, Some(ticket))
     }
@@ -547,7 +547,7 @@ fn create_segment(dir: &Path, seq: u64) -> Result<File, JournalError> {
 fn frame_executions<E: std::borrow::Borrow<Execution>>(
     list: &[E],
 ) -> Result<Vec<u8>, JournalError> {
-    let mut buffer = Vec::new();
+    let mut buffer = Vec::with_capacity(1024 * list.len());
     for e in list {
         frame(
             &ExecutionRecord {
@@ -561,12 +561,26 @@ fn frame_executions<E: std::borrow::Borrow<Execution>>(
 
 /// Appends one record (`u32 length | u64 checksum | JSON`) to `out`.
 fn frame<T: serde::Serialize>(record: &T, out: &mut Vec<u8>) -> Result<(), JournalError> {
-    let bytes = serde_json::to_vec(record).map_err(|e| JournalError::Encode(e.to_string()))?;
-    let len =
-        u32::try_from(bytes.len()).map_err(|_| JournalError::Encode("record too large".into()))?;
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&checksum(&bytes).to_le_bytes());
-    out.extend_from_slice(&bytes);
+    // Serialized in place after room for the header, which is filled in once the length is
+    // known; on an error `out` is left as it was.
+    let start = out.len();
+    out.extend_from_slice(&[0; 12]);
+    let written = serde_json::to_writer(&mut *out, record)
+        .map_err(|e| JournalError::Encode(e.to_string()))
+        .and_then(|()| {
+            u32::try_from(out.len() - start - 12)
+                .map_err(|_| JournalError::Encode("record too large".into()))
+        });
+    let len = match written {
+        Ok(len) => len,
+        Err(e) => {
+            out.truncate(start);
+            return Err(e);
+        }
+    };
+    let sum = checksum(&out[start + 12..]);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 12].copy_from_slice(&sum.to_le_bytes());
     Ok(())
 }
 
