@@ -631,6 +631,40 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A record whose serialization fails halfway (after writing part of it).
+    struct Unwritable;
+
+    impl serde::Serialize for Unwritable {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::{Error, SerializeMap};
+            let mut map = s.serialize_map(None)?;
+            map.serialize_entry("half", "written")?;
+            Err(S::Error::custom("cannot be written"))
+        }
+    }
+
+    #[test]
+    fn frames_hold_their_length_and_checksum_and_a_failed_one_leaves_nothing() {
+        let mut out = Vec::new();
+        frame(&json!({"a": 1}), &mut out).expect("frame");
+        let first = out.clone();
+        let err = frame(&Unwritable, &mut out).expect_err("refused");
+        assert!(err.to_string().contains("cannot be written"), "{err}");
+        assert_eq!(out, first, "nothing of the failed record is left");
+        frame(&json!({"b": [2, 3]}), &mut out).expect("frame");
+        let mut at = 0;
+        let mut records = Vec::new();
+        while at < out.len() {
+            let len = u32::from_le_bytes(out[at..at + 4].try_into().unwrap()) as usize;
+            let sum = u64::from_le_bytes(out[at + 4..at + 12].try_into().unwrap());
+            let record = &out[at + 12..at + 12 + len];
+            assert_eq!(checksum(record), sum);
+            records.push(serde_json::from_slice::<serde_json::Value>(record).expect("json"));
+            at += 12 + len;
+        }
+        assert_eq!(records, vec![json!({"a": 1}), json!({"b": [2, 3]})]);
+    }
+
     impl Journal {
         /// Appends an instance and waits for its sync; the caller settles it with
         /// [`Journal::stored`].
