@@ -222,6 +222,11 @@ impl ActionMeta {
         format!("{}.{}", self.pack.as_deref().unwrap_or(pack), self.name)
     }
 
+    /// Whether parameter `name` is declared `secret` (its value is never shown).
+    pub fn is_secret(&self, name: &str) -> bool {
+        self.parameters.get(name).is_some_and(|spec| spec.secret)
+    }
+
     /// Parses and checks metadata YAML, returning every problem found, each with its line
     /// when it can be located.
     pub fn from_yaml(text: &str) -> Result<ActionMeta, Vec<SourceProblem>> {

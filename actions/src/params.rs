@@ -289,8 +289,7 @@ pub fn mask_secrets(meta: &ActionMeta, params: &Map<String, Value>) -> Map<Strin
     params
         .iter()
         .map(|(name, value)| {
-            let secret = meta.parameters.get(name).is_some_and(|spec| spec.secret);
-            let shown = if secret {
+            let shown = if meta.is_secret(name) {
                 Value::String(SECRET_MASK.to_string())
             } else {
                 value.clone()

@@ -1450,11 +1450,7 @@ impl serde::Serialize for Masked<'_> {
         use serde::ser::SerializeMap;
         let mut map = serializer.serialize_map(Some(self.params.len()))?;
         for (name, value) in self.params {
-            let secret = self
-                .meta
-                .and_then(|m| m.parameters.get(name))
-                .is_some_and(|spec| spec.secret);
-            if secret {
+            if self.meta.is_some_and(|m| m.is_secret(name)) {
                 map.serialize_entry(name, squall_actions::SECRET_MASK)?;
             } else {
                 map.serialize_entry(name, value)?;

@@ -1687,6 +1687,7 @@ impl Store {
 
         // Pages before the cutoff's millisecond hold only older records.
         let end_page = pages::page_key(std::str::from_utf8(end).unwrap_or_default()).to_vec();
+        // Per group of pages swept, the labels that went from them (their entries may go).
         let mut gone = std::collections::BTreeMap::<Vec<u8>, HashSet<Vec<u8>>>::new();
         for item in self.tis.tree.range(..end_page.as_slice()) {
             let (pk, _) = item?;
@@ -1706,8 +1707,9 @@ impl Store {
                     .extend(labels);
             }
         }
-        drop_stale_entries(&self.tis, &self.ti_by_trigger, std::mem::take(&mut gone))?;
+        drop_stale_entries(&self.tis, &self.ti_by_trigger, gone)?;
 
+        let mut gone = std::collections::BTreeMap::<Vec<u8>, HashSet<Vec<u8>>>::new();
         for item in self.enfs.tree.range(..end_page.as_slice()) {
             let (pk, _) = item?;
             let (removed, labels) = (&self.enfs.tree, &self.enf_by_instance, &self.pending)
