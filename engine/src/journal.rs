@@ -4,6 +4,8 @@
 //! sled's own flush writes every dirty page of every tree and is slow under load; the journal
 //! writes only what was just accepted. A trigger instance is appended here and handed to the
 //! rules loop, which puts it into the store, while its sync runs; its 202 waits for the sync.
+//! The writer itself hands each batch's instances on ([`Journal::set_hand_on`]) as it takes
+//! them, so a request wakes one thread (the writer, and only when it is idle) instead of two.
 //! At start, records the store lost in a crash are put back from the journal. A segment is
 //! deleted once every record in it is in the store (or superseded there) and a store flush has
 //! covered it.
@@ -146,7 +148,16 @@ struct Pending {
     /// The writer waits for records: an append must wake it. While it writes or syncs, it
     /// takes what was appended meanwhile when it is done, and an append spares the wake-up.
     idle: bool,
+    /// Instances to hand on ([`Journal::submit_and_hand_on`]) when the writer takes them.
+    hand_on: Vec<Accepted>,
 }
+
+/// A trigger instance appended for the rules loop, with the ticket that settles its segment.
+pub type Accepted = (Arc<TriggerInstance>, Arc<Ticket>);
+
+/// Where [`Journal::submit_and_hand_on`]'s instances go, a batch at a time, in journal order.
+/// Called on the writer's thread before the batch is written: it must not block.
+pub type HandOn = Box<dyn Fn(Vec<Accepted>) + Send + Sync>;
 
 struct Segments {
     current: File,
@@ -168,6 +179,7 @@ pub struct Journal {
     pending: Mutex<Pending>,
     wake: Condvar,
     segments: Mutex<Segments>,
+    hand_on: std::sync::OnceLock<HandOn>,
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -268,6 +280,7 @@ impl Journal {
                 stopped: false,
                 failed: None,
                 idle: false,
+                hand_on: Vec::new(),
             }),
             wake: Condvar::new(),
             segments: Mutex::new(Segments {
@@ -278,6 +291,7 @@ impl Journal {
                 closed,
                 outstanding: std::collections::HashMap::new(),
             }),
+            hand_on: std::sync::OnceLock::new(),
         });
         let writer = journal.clone();
         std::thread::Builder::new()
@@ -351,7 +365,31 @@ impl Journal {
     ) -> Result<PendingSync<'_>, JournalError> {
         let mut buffer = Vec::with_capacity(1024);
         frame(ti, &mut buffer)?;
-        self.enqueue(buffer, 0, Some(ticket))
+        self.enqueue(buffer, 0, Some(ticket), None)
+    }
+
+    /// Sets where [`Journal::submit_and_hand_on`] hands instances (once; later calls are
+    /// ignored).
+    pub fn set_hand_on(&self, hand_on: HandOn) {
+        let _ = self.hand_on.set(hand_on);
+    }
+
+    /// [`Journal::submit_instance`], the instance then handed on (see [`Journal::set_hand_on`])
+    /// by the writer as it takes it for writing: before its sync, after everything appended
+    /// before it was handed on. Without a hand-off set, nothing is appended.
+    pub fn submit_and_hand_on(
+        &self,
+        ti: Arc<TriggerInstance>,
+        ticket: Arc<Ticket>,
+    ) -> Result<PendingSync<'_>, JournalError> {
+        if self.hand_on.get().is_none() {
+            return Err(JournalError::Failed(
+                "no hand-off for trigger instances is set".into(),
+            ));
+        }
+        let mut buffer = Vec::with_capacity(1024);
+        frame(&*ti, &mut buffer)?;
+        self.enqueue(buffer, 0, Some(ticket.clone()), Some((ti, ticket)))
     }
 
     /// Appends executions; returns once they are on disk, with the segment they are in. Like
@@ -371,7 +409,7 @@ impl Journal {
         &self,
         list: &[E],
     ) -> Result<PendingSync<'_>, JournalError> {
-        self.enqueue(frame_executions(list)?, list.len() as u64, None)
+        self.enqueue(frame_executions(list)?, list.len() as u64, None, None)
     }
 
     /// [`Journal::submit_executions`] whose records hold their segment until `ticket` says the
@@ -382,16 +420,18 @@ impl Journal {
         list: &[E],
         ticket: Arc<Ticket>,
     ) -> Result<PendingSync<'_>, JournalError> {
-        self.enqueue(frame_executions(list)?, 0, Some(ticket))
+        self.enqueue(frame_executions(list)?, 0, Some(ticket), None)
     }
 
     /// Hands framed records to the writer; `records` of them hold their segment (see
-    /// [`Journal::stored`]), and so does the ticket's instance.
+    /// [`Journal::stored`]), and so does the ticket's instance; `hand_on` goes to the hand-off
+    /// when the writer takes the records.
     fn enqueue(
         &self,
         buffer: Vec<u8>,
         records: u64,
         ticket: Option<Arc<Ticket>>,
+        hand_on: Option<Accepted>,
     ) -> Result<PendingSync<'_>, JournalError> {
         let (done, wait) = tokio::sync::oneshot::channel();
         let idle = {
@@ -408,6 +448,7 @@ impl Journal {
                 records,
                 ticket,
             });
+            p.hand_on.extend(hand_on);
             p.idle
         };
         if idle {
@@ -427,7 +468,7 @@ impl Journal {
 
     fn writer_loop(&self) {
         loop {
-            let (buffer, waiters, stopped) = {
+            let (buffer, waiters, hand_on, stopped) = {
                 let mut p = lock(&self.pending);
                 while p.buffer.is_empty() && !p.stopped {
                     p.idle = true;
@@ -440,9 +481,15 @@ impl Journal {
                 (
                     std::mem::take(&mut p.buffer),
                     std::mem::take(&mut p.waiters),
+                    std::mem::take(&mut p.hand_on),
                     p.stopped,
                 )
             };
+            if !hand_on.is_empty() {
+                if let Some(to) = self.hand_on.get() {
+                    to(hand_on);
+                }
+            }
             let result = if buffer.is_empty() {
                 Ok(0)
             } else {
@@ -457,6 +504,7 @@ impl Journal {
                     let _ = w.done.send(Err(e.clone()));
                 }
                 p.buffer.clear();
+                p.hand_on.clear();
             }
             for w in waiters {
                 // A caller that went away no longer needs the answer.
@@ -737,6 +785,51 @@ mod tests {
             ids_of(replay(dir.path()).unwrap()),
             vec![first.id, second.id]
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn instances_are_handed_on_in_journal_order_by_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let lonely = TriggerInstance::new("core.webhook", None, json!({}), "test");
+        let refused = j
+            .submit_and_hand_on(Arc::new(lonely), Arc::new(Ticket::default()))
+            .err()
+            .expect("no hand-off set");
+        assert!(refused.to_string().contains("no hand-off"), "{refused}");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        j.set_hand_on(Box::new(move |batch| {
+            for (ti, _) in batch {
+                let _ = tx.send(ti.id.clone());
+            }
+        }));
+        let mut sent = Vec::new();
+        let mut syncs = Vec::new();
+        for i in 0..200 {
+            let ti = Arc::new(TriggerInstance::new(
+                "core.webhook",
+                None,
+                json!({"i": i}),
+                "t",
+            ));
+            sent.push(ti.id.clone());
+            syncs.push(
+                j.submit_and_hand_on(ti, Arc::new(Ticket::default()))
+                    .unwrap(),
+            );
+        }
+        for s in syncs {
+            s.wait().await.unwrap();
+        }
+        let mut handed = Vec::new();
+        while let Ok(id) = rx.try_recv() {
+            handed.push(id);
+        }
+        assert_eq!(
+            handed, sent,
+            "every instance, once, in order, by the time it is synced"
+        );
+        assert_eq!(ids_of(replay(dir.path()).unwrap()), sent);
     }
 
     #[test]

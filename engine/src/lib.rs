@@ -18,6 +18,7 @@ pub mod server;
 pub mod signatures;
 pub mod store;
 pub mod timers;
+pub mod timestamp;
 pub mod workflow;
 
 pub use exec::{run_action, ExecError, FinalStatus, RunContext, RunRecord};

@@ -26,6 +26,16 @@ struct Counters {
     duration_count: u64,
 }
 
+/// Adds `by` to `key`'s counter; the key is copied only the first time.
+fn bump<T: std::ops::AddAssign>(map: &mut BTreeMap<String, T>, key: &str, by: T) {
+    match map.get_mut(key) {
+        Some(v) => *v += by,
+        None => {
+            map.insert(key.to_string(), by);
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     counters: Mutex<Counters>,
@@ -40,15 +50,15 @@ impl Metrics {
     }
 
     pub fn trigger_instance(&self, trigger: &str) {
-        self.with(|c| *c.trigger_instances.entry(trigger.to_string()).or_default() += 1);
+        self.with(|c| bump(&mut c.trigger_instances, trigger, 1));
     }
 
     pub fn rule_matched(&self, rule: &str) {
-        self.with(|c| *c.rule_matches.entry(rule.to_string()).or_default() += 1);
+        self.with(|c| bump(&mut c.rule_matches, rule, 1));
     }
 
     pub fn running_delta(&self, action: &str, delta: i64) {
-        self.with(|c| *c.running.entry(action.to_string()).or_default() += delta);
+        self.with(|c| bump(&mut c.running, action, delta));
     }
 
     pub fn running_of(&self, action: &str) -> usize {

@@ -49,7 +49,9 @@ pub struct TriggerInstance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger_parameters: Option<Value>,
     pub payload: Value,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub occurrence_time: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub received_time: DateTime<Utc>,
     /// Who produced it: `webhook/<url>`, `timer/<rule>`, `api`, `squall`...
     pub source: String,
@@ -68,7 +70,9 @@ pub struct TriggerInstanceAs<'a> {
     #[serde(skip_serializing_if = "is_none")]
     trigger_parameters: &'a Option<Value>,
     payload: &'a Value,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     occurrence_time: &'a DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     received_time: &'a DateTime<Utc>,
     source: &'a str,
     #[serde(skip_serializing_if = "is_none")]
@@ -219,8 +223,13 @@ pub struct Execution {
     pub result: Value,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log: Vec<LogLine>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub start_timestamp: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::timestamp::serialize_opt"
+    )]
     pub end_timestamp: Option<DateTime<Utc>>,
     /// 1 for the first run; retries (policy `action.retry`) count up.
     #[serde(default = "one")]
@@ -297,6 +306,7 @@ pub struct RuleEnforcement {
     pub trigger_instance_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution_id: Option<String>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub enforced_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,

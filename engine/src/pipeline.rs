@@ -200,6 +200,12 @@ impl Engine {
         runtime: Arc<RhaiRuntime>,
     ) -> (Arc<Engine>, mpsc::UnboundedReceiver<Accepted>) {
         let (ti_tx, ti_rx) = mpsc::unbounded_channel();
+        let to_rules: mpsc::UnboundedSender<Accepted> = ti_tx.clone();
+        journal.set_hand_on(Box::new(move |batch| {
+            for (ti, ticket) in batch {
+                let _ = to_rules.send((ti, Some(ticket)));
+            }
+        }));
         let (events, _) = broadcast::channel(4096);
         let (wf_tx, wf_rx) = crossbeam_channel::unbounded();
         let engine = Arc::new(Engine {
@@ -336,8 +342,8 @@ impl Engine {
         }
     }
 
-    /// Accepts a trigger instance: handed to the rules loop at once, on disk when this returns
-    /// Ok.
+    /// Accepts a trigger instance: handed to the rules loop by the journal's writer as it
+    /// takes it for writing, on disk when this returns Ok.
     pub async fn ingest(&self, ti: TriggerInstance) -> Result<Arc<TriggerInstance>, EngineError> {
         if self.is_stopping() {
             return Err(EngineError::ShuttingDown);
@@ -345,12 +351,9 @@ impl Engine {
         // The journal makes it durable; the rules loop puts it into the store. It goes to the
         // rules loop while its sync runs: whatever follows from it is made durable by later
         // journal records (a `running` mark, a result) or store flushes (a workflow's step),
-        // and those cannot be durable unless it is (see `Journal::submit_instance`).
-        let ticket = Arc::new(crate::journal::Ticket::default());
-        let synced = self
-            .journal
-            .submit_instance(&ti, ticket.clone())
-            .map_err(|e| EngineError::Durability(e.to_string()))?;
+        // and those cannot be durable unless it is (see `Journal::submit_and_hand_on`).
+        // Published first: the journal's writer may hand it to the rules loop, which publishes
+        // its executions, before `submit_and_hand_on` returns.
         if self.events.receiver_count() > 0 {
             self.publish_serialized(
                 "st2.trigger_instance__create",
@@ -358,7 +361,10 @@ impl Engine {
             );
         }
         let ti = Arc::new(ti);
-        let _ = self.ti_tx.send((ti.clone(), Some(ticket)));
+        let synced = self
+            .journal
+            .submit_and_hand_on(ti.clone(), Arc::new(crate::journal::Ticket::default()))
+            .map_err(|e| EngineError::Durability(e.to_string()))?;
         synced
             .wait()
             .await
@@ -1365,7 +1371,9 @@ pub struct TriggerInstanceOut<'a> {
     trigger: &'a str,
     trigger_parameters: &'a Option<Value>,
     payload: &'a Value,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     occurrence_time: &'a chrono::DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     received_time: &'a chrono::DateTime<Utc>,
     source: &'a str,
     status: TriggerInstanceStatus,
@@ -1409,7 +1417,9 @@ pub struct ExecutionOut<'a> {
     status: ExecutionStatus,
     result: &'a Value,
     log: &'a [LogLine],
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     start_timestamp: &'a chrono::DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize_opt")]
     end_timestamp: &'a Option<chrono::DateTime<Utc>>,
     elapsed_seconds: Option<f64>,
     parent: &'a Option<String>,
