@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::lookup::KeyPath;
 use crate::model::{Criterion, PatternSource, Rule, RuleType, SearchCondition, Throttle};
 use crate::operators::{py_type, Operator};
-use crate::template::{context, Compiled, KeyValueLookup, Templates};
+use crate::template::{context, Compiled, Context, KeyValueLookup, Templates};
 
 /// st2's trigger type names that squall knows under a shorter one.
 const TRIGGER_ALIASES: &[(&str, &str)] = &[
@@ -509,7 +509,7 @@ impl RuleSet {
         env: &EvalEnv,
     ) -> Result<ActionRequest, String> {
         let rule = &self.rules[id];
-        let ctx = context("trigger", payload, &env.kv);
+        let ctx = Context::new("trigger", payload, &env.kv);
         let mut parameters = Map::new();
         for (k, v) in &self.compiled[id].parameters {
             let rendered = self
@@ -523,10 +523,10 @@ impl RuleSet {
         })
     }
 
-    fn render_value(&self, v: &CompiledValue, ctx: &minijinja::Value) -> Result<Value, String> {
+    fn render_value(&self, v: &CompiledValue, ctx: &Context<'_>) -> Result<Value, String> {
         Ok(match v {
             CompiledValue::Plain(v) => v.clone(),
-            CompiledValue::Template(c) => self.templates.render(c, ctx)?,
+            CompiledValue::Template(c) => self.templates.render_in(c, ctx)?,
             CompiledValue::Array(items) => Value::Array(
                 items
                     .iter()

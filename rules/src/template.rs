@@ -247,6 +247,64 @@ pub fn context(root: &str, value: &Value, kv: &Arc<dyn KeyValueLookup>) -> JValu
     JValue::from(map)
 }
 
+/// What a template sees ([`context`]), built only when a template needs minijinja: a plain
+/// attribute path (`{{ trigger.body.n }}`, the common action parameter) is read straight from
+/// the data.
+pub struct Context<'a> {
+    root: &'a str,
+    value: &'a Value,
+    kv: &'a Arc<dyn KeyValueLookup>,
+    built: std::cell::OnceCell<JValue>,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(root: &'a str, value: &'a Value, kv: &'a Arc<dyn KeyValueLookup>) -> Self {
+        Context {
+            root,
+            value,
+            kv,
+            built: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The context as minijinja values (built on first use).
+    pub fn jinja(&self) -> &JValue {
+        self.built
+            .get_or_init(|| context(self.root, self.value, self.kv))
+    }
+
+    /// The value at `path` (the root's name, then keys), if every step is an object holding
+    /// the next key.
+    fn lookup(&self, path: &[String]) -> Option<&'a Value> {
+        let (first, keys) = path.split_first()?;
+        if first != self.root {
+            return None;
+        }
+        keys.iter()
+            .try_fold(self.value, |v, key| v.as_object()?.get(key))
+    }
+}
+
+/// The names of a plain attribute path (`trigger.body.n`): identifiers joined by dots, none of
+/// them a word Jinja reads otherwise. Anything else (spaces, indexes, filters, calls) is left
+/// to minijinja.
+fn plain_path(expr: &str) -> Option<Vec<String>> {
+    const WORDS: [&str; 16] = [
+        "true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is", "if",
+        "else", "loop", "self", "super",
+    ];
+    let names: Vec<String> = expr.split('.').map(str::to_string).collect();
+    let plain = names.iter().all(|n| {
+        let mut chars = n.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !WORDS.contains(&n.as_str())
+    });
+    plain.then_some(names)
+}
+
 /// Turns a rendered minijinja value into JSON.
 pub fn to_json(v: &JValue) -> Result<Value, String> {
     serde_json::to_value(v).map_err(|e| e.to_string())
@@ -273,6 +331,10 @@ pub struct TemplateId(usize);
 pub enum Compiled {
     /// A string holding one `{{ expression }}` and nothing else: its value keeps its type.
     Native(TemplateId),
+    /// A [`Compiled::Native`] whose expression is a plain attribute path (`trigger.body.n`):
+    /// read straight from the data when every step finds its key (the value rendering gives,
+    /// without building the template's context), else rendered.
+    NativePath { id: TemplateId, path: Vec<String> },
     /// Text with markup: renders to a string.
     Text(TemplateId),
     /// st2's criteria patterns: `{{ x }}` is rendered as `{{ x | to_complex }}` and the whole
@@ -303,9 +365,13 @@ impl Templates {
     /// Compiles an action parameter's template.
     pub fn compile_value(&mut self, source: &str) -> Result<Compiled, String> {
         match single_expression(source) {
-            Some(expr) => Ok(Compiled::Native(
-                self.add(format!("{{{{ ({expr}) | to_complex }}}}"))?,
-            )),
+            Some(expr) => {
+                let id = self.add(format!("{{{{ ({expr}) | to_complex }}}}"))?;
+                Ok(match plain_path(expr) {
+                    Some(path) => Compiled::NativePath { id, path },
+                    None => Compiled::Native(id),
+                })
+            }
             None => Ok(Compiled::Text(self.add(source.to_string())?)),
         }
     }
@@ -332,10 +398,21 @@ impl Templates {
         tmpl.render(ctx).map_err(|e| describe(&e))
     }
 
+    /// Renders a compiled template to a JSON value in a [`Context`], which is built for
+    /// minijinja only if the template needs it.
+    pub fn render_in(&self, compiled: &Compiled, ctx: &Context<'_>) -> Result<Value, String> {
+        if let Compiled::NativePath { path, .. } = compiled {
+            if let Some(found) = ctx.lookup(path) {
+                return Ok(found.clone());
+            }
+        }
+        self.render(compiled, ctx.jinja())
+    }
+
     /// Renders a compiled template to a JSON value.
     pub fn render(&self, compiled: &Compiled, ctx: &JValue) -> Result<Value, String> {
         match compiled {
-            Compiled::Native(id) => {
+            Compiled::Native(id) | Compiled::NativePath { id, .. } => {
                 let text = self.render_text(*id, ctx)?;
                 serde_json::from_str(&text).map_err(|e| format!("rendered value is not data: {e}"))
             }
@@ -400,6 +477,86 @@ mod tests {
         m.insert("limit".to_string(), "10".to_string());
         m.insert("app.owner".to_string(), "ops".to_string());
         Arc::new(Kv(m))
+    }
+
+    #[test]
+    fn a_plain_path_reads_what_rendering_gives_and_falls_back_to_it_otherwise() {
+        let mut t = Templates::new();
+        let payload = json!({
+            "n": 5, "big": u64::MAX, "neg": -7, "f": 1.0, "g": 2.5e-300, "s": "007",
+            "quote": "it's \"x\"", "nothing": null, "yes": true, "list": [1, "a", {"b": [2]}],
+            "labels": {"app": "web", "z": 1, "a": 2, "items": "kept"}, "empty": {},
+            "body": {"alerts": [{"labels": {"severity": "page"}}]}
+        });
+        let kv = kv();
+        let paths = [
+            "trigger",
+            "trigger.n",
+            "trigger.big",
+            "trigger.neg",
+            "trigger.f",
+            "trigger.g",
+            "trigger.s",
+            "trigger.quote",
+            "trigger.nothing",
+            "trigger.yes",
+            "trigger.list",
+            "trigger.labels",
+            "trigger.labels.items",
+            "trigger.empty",
+            "trigger.body",
+        ];
+        for path in paths {
+            let source = format!("{{{{ {path} }}}}");
+            let fast = t.compile_value(&source).unwrap();
+            let Compiled::NativePath { id, .. } = &fast else {
+                panic!("{path} is a plain path: {fast:?}");
+            };
+            let rendered = t.render(&Compiled::Native(*id), &context("trigger", &payload, &kv));
+            let read = t.render_in(&fast, &Context::new("trigger", &payload, &kv));
+            assert_eq!(read, rendered, "{path}");
+            assert!(read.is_ok(), "{path}");
+        }
+        // Misses, steps into a non-object, and other roots are rendered, errors included.
+        for path in [
+            "trigger.nope",
+            "trigger.n.x",
+            "trigger.list.x",
+            "kv.limit",
+            "nope",
+        ] {
+            let source = format!("{{{{ {path} }}}}");
+            let compiled = t.compile_value(&source).unwrap();
+            let Compiled::NativePath { id, .. } = &compiled else {
+                panic!("{path} is a plain path: {compiled:?}");
+            };
+            let rendered = t.render(&Compiled::Native(*id), &context("trigger", &payload, &kv));
+            let read = t.render_in(&compiled, &Context::new("trigger", &payload, &kv));
+            assert_eq!(read, rendered, "{path}");
+        }
+        let limit = t.compile_value("{{ kv.limit }}").unwrap();
+        assert_eq!(
+            t.render_in(&limit, &Context::new("trigger", &payload, &kv)),
+            Ok(json!("10"))
+        );
+        // Not plain paths: minijinja reads them.
+        for source in [
+            "{{ trigger.list[0] }}",
+            "{{ trigger.n + 1 }}",
+            "{{ trigger.s | int }}",
+            "{{ trigger . n }}",
+            "{{ trigger.list.0 }}",
+            "{{ trigger.labels.items() }}",
+            "{{ true }}",
+            "{{ trigger.none.x if trigger.none else 3 }}",
+            "n={{ trigger.n }}",
+        ] {
+            let compiled = t.compile_value(source).unwrap();
+            assert!(
+                !matches!(compiled, Compiled::NativePath { .. }),
+                "{source}: {compiled:?}"
+            );
+        }
     }
 
     #[test]
