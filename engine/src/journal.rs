@@ -89,6 +89,9 @@ struct Waiter {
     /// to the store's writer): counted only if the store does not have them yet when they are
     /// written.
     ticket: Option<Arc<Ticket>>,
+    /// The instance to hand on with `ticket` when the writer takes it
+    /// ([`Journal::submit_and_hand_on`]).
+    hand_on: Option<Arc<TriggerInstance>>,
 }
 
 /// Where records handed on before their sync stand (a trigger instance handed to the rules
@@ -148,8 +151,6 @@ struct Pending {
     /// The writer waits for records: an append must wake it. While it writes or syncs, it
     /// takes what was appended meanwhile when it is done, and an append spares the wake-up.
     idle: bool,
-    /// Instances to hand on ([`Journal::submit_and_hand_on`]) when the writer takes them.
-    hand_on: Vec<Accepted>,
 }
 
 /// A trigger instance appended for the rules loop, with the ticket that settles its segment.
@@ -280,7 +281,6 @@ impl Journal {
                 stopped: false,
                 failed: None,
                 idle: false,
-                hand_on: Vec::new(),
             }),
             wake: Condvar::new(),
             segments: Mutex::new(Segments {
@@ -363,9 +363,7 @@ impl Journal {
         ti: &TriggerInstance,
         ticket: Arc<Ticket>,
     ) -> Result<PendingSync<'_>, JournalError> {
-        let mut buffer = Vec::with_capacity(1024);
-        frame(ti, &mut buffer)?;
-        self.enqueue(buffer, 0, Some(ticket), None)
+        self.enqueue(frame_instance(ti)?, 0, Some(ticket), None)
     }
 
     /// Sets where [`Journal::submit_and_hand_on`] hands instances (once; later calls are
@@ -387,9 +385,7 @@ impl Journal {
                 "no hand-off for trigger instances is set".into(),
             ));
         }
-        let mut buffer = Vec::with_capacity(1024);
-        frame(&*ti, &mut buffer)?;
-        self.enqueue(buffer, 0, Some(ticket.clone()), Some((ti, ticket)))
+        self.enqueue(frame_instance(&ti)?, 0, Some(ticket), Some(ti))
     }
 
     /// Appends executions; returns once they are on disk, with the segment they are in. Like
@@ -424,14 +420,14 @@ impl Journal {
     }
 
     /// Hands framed records to the writer; `records` of them hold their segment (see
-    /// [`Journal::stored`]), and so does the ticket's instance; `hand_on` goes to the hand-off
-    /// when the writer takes the records.
+    /// [`Journal::stored`]), and so does the ticket's instance; `hand_on` goes to the hand-off,
+    /// with the ticket, when the writer takes the records.
     fn enqueue(
         &self,
         buffer: Vec<u8>,
         records: u64,
         ticket: Option<Arc<Ticket>>,
-        hand_on: Option<Accepted>,
+        hand_on: Option<Arc<TriggerInstance>>,
     ) -> Result<PendingSync<'_>, JournalError> {
         let (done, wait) = tokio::sync::oneshot::channel();
         let idle = {
@@ -447,8 +443,8 @@ impl Journal {
                 done,
                 records,
                 ticket,
+                hand_on,
             });
-            p.hand_on.extend(hand_on);
             p.idle
         };
         if idle {
@@ -468,7 +464,7 @@ impl Journal {
 
     fn writer_loop(&self) {
         loop {
-            let (buffer, waiters, hand_on, stopped) = {
+            let (buffer, mut waiters, stopped) = {
                 let mut p = lock(&self.pending);
                 while p.buffer.is_empty() && !p.stopped {
                     p.idle = true;
@@ -481,10 +477,13 @@ impl Journal {
                 (
                     std::mem::take(&mut p.buffer),
                     std::mem::take(&mut p.waiters),
-                    std::mem::take(&mut p.hand_on),
                     p.stopped,
                 )
             };
+            let hand_on: Vec<Accepted> = waiters
+                .iter_mut()
+                .filter_map(|w| Some((w.hand_on.take()?, w.ticket.clone()?)))
+                .collect();
             if !hand_on.is_empty() {
                 if let Some(to) = self.hand_on.get() {
                     to(hand_on);
@@ -504,7 +503,6 @@ impl Journal {
                     let _ = w.done.send(Err(e.clone()));
                 }
                 p.buffer.clear();
-                p.hand_on.clear();
             }
             for w in waiters {
                 // A caller that went away no longer needs the answer.
@@ -589,6 +587,13 @@ fn create_segment(dir: &Path, seq: u64) -> Result<File, JournalError> {
         .and_then(|d| d.sync_all())
         .map_err(io(dir))?;
     Ok(file)
+}
+
+/// A trigger instance framed as a journal record.
+fn frame_instance(ti: &TriggerInstance) -> Result<Vec<u8>, JournalError> {
+    let mut buffer = Vec::with_capacity(1024);
+    frame(ti, &mut buffer)?;
+    Ok(buffer)
 }
 
 /// Executions framed as journal records, one after the other.

@@ -353,7 +353,9 @@ impl Engine {
         // journal records (a `running` mark, a result) or store flushes (a workflow's step),
         // and those cannot be durable unless it is (see `Journal::submit_and_hand_on`).
         // Published first: the journal's writer may hand it to the rules loop, which publishes
-        // its executions, before `submit_and_hand_on` returns.
+        // its executions, before `submit_and_hand_on` returns. (Should the append fail, which
+        // only a failed disk or a stopping journal does, the stream has shown an instance the
+        // caller is told was refused.)
         if self.events.receiver_count() > 0 {
             self.publish_serialized(
                 "st2.trigger_instance__create",
