@@ -41,13 +41,15 @@ use sha2::{Digest, Sha256};
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
 };
-use sled::{IVec, Tree};
+use sled::Tree;
 
 mod behind;
+mod markers;
 mod pages;
 
 pub use behind::{AfterStored, NewInstance};
 use behind::{Behind, HotTrees};
+use markers::{TxMarkers, T_ENF_MARKERS};
 use pages::{Paged, TxPages};
 
 use crate::model::{
@@ -58,7 +60,7 @@ use crate::model::{
 /// Version of the secondary indexes' layout. When a data dir was indexed under another
 /// version (or never), the indexes are rebuilt from the records at open, so changing an
 /// index's layout only needs a bump here.
-const INDEX_VERSION: u32 = 5;
+const INDEX_VERSION: u32 = 6;
 
 /// Trigger instances in pages, one per millisecond of ids (see `pages`).
 const T_TI_PAGES: &str = "trigger_instance_pages";
@@ -70,7 +72,9 @@ const T_TI_BY_TRIGGER: &str = "trigger_instances_by_trigger";
 const T_ENF_PAGES: &str = "enforcement_pages";
 /// Where squall kept rule enforcements one per value, before pages; moved into pages at open.
 const T_ENF_LEGACY: &str = "enforcements";
-const T_ENF_BY_INSTANCE: &str = "enforcements_by_instance";
+/// Where squall kept an instance's enforcement markers one per value, before marker pages
+/// (`markers`); dropped when the indexes are rebuilt.
+const T_ENF_BY_INSTANCE_LEGACY: &str = "enforcements_by_instance";
 const T_ENF_BY_RULE: &str = "enforcements_by_rule";
 const T_EXECUTIONS: &str = "executions";
 const T_ACTIVE: &str = "executions_active";
@@ -169,7 +173,7 @@ pub struct Store {
     pending: Tree,
     ti_by_trigger: Tree,
     enfs: Paged,
-    enf_by_instance: Tree,
+    enf_markers: Tree,
     enf_by_rule: Tree,
     executions: Tree,
     active: Tree,
@@ -337,14 +341,6 @@ fn part_key(workflow: &str, key: &[u8]) -> Vec<u8> {
     k
 }
 
-fn pair_key(a: &str, b: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(a.len() + b.len() + 1);
-    k.extend_from_slice(a.as_bytes());
-    k.push(0);
-    k.extend_from_slice(b.as_bytes());
-    k
-}
-
 /// In a sweep's transaction: takes the records of page `pk` that `goes` selects out of it.
 /// Returns how many records went and the labels no record left in the page has (their index
 /// entries may go: see [`drop_stale_entries`]).
@@ -352,7 +348,7 @@ fn sweep_page(
     tree: &TransactionalTree,
     name: &'static str,
     pk: &[u8],
-    goes: impl Fn(&pages::Frame<'_>) -> TxResult<bool>,
+    mut goes: impl FnMut(&pages::Frame<'_>) -> TxResult<bool>,
 ) -> TxResult<(usize, Vec<Vec<u8>>)> {
     let Some(page) = tree.get(pk)? else {
         return Ok((0, Vec::new()));
@@ -415,13 +411,6 @@ fn ensure_entry(tree: &TransactionalTree, key: Vec<u8>) -> TxResult<()> {
         tree.insert(key, &[][..])?;
     }
     Ok(())
-}
-
-fn prefix_key(a: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(a.len() + 1);
-    k.extend_from_slice(a.as_bytes());
-    k.push(0);
-    k
 }
 
 fn field_prefix(tag: u8, value: &str) -> Vec<u8> {
@@ -712,7 +701,7 @@ impl Store {
                 tree: db.open_tree(T_ENF_PAGES)?,
                 name: T_ENF_PAGES,
             },
-            enf_by_instance: db.open_tree(T_ENF_BY_INSTANCE)?,
+            enf_markers: db.open_tree(T_ENF_MARKERS)?,
             enf_by_rule: db.open_tree(T_ENF_BY_RULE)?,
             executions: db.open_tree(T_EXECUTIONS)?,
             active: db.open_tree(T_ACTIVE)?,
@@ -742,7 +731,7 @@ impl Store {
             tis: store.tis.clone(),
             ti_by_trigger: store.ti_by_trigger.clone(),
             enfs: store.enfs.clone(),
-            enf_by_instance: store.enf_by_instance.clone(),
+            enf_markers: store.enf_markers.clone(),
             enf_by_rule: store.enf_by_rule.clone(),
             executions: store.executions.clone(),
             active: store.active.clone(),
@@ -840,7 +829,7 @@ impl Store {
         }
         for tree in [
             &self.ti_by_trigger,
-            &self.enf_by_instance,
+            &self.enf_markers,
             &self.enf_by_rule,
             &self.active,
             &self.exec_by_field,
@@ -848,6 +837,8 @@ impl Store {
         ] {
             tree.clear()?;
         }
+        // Markers one per value, before marker pages: rebuilt below into pages.
+        self.db.drop_tree(T_ENF_BY_INSTANCE_LEGACY)?;
         for item in self.tis.tree.iter() {
             let (pk, page) = item?;
             for frame in pages::frames(&page) {
@@ -861,9 +852,11 @@ impl Store {
             for frame in pages::frames(&page) {
                 let frame = frame.map_err(|e| pages::corrupt(T_ENF_PAGES, &pk, e))?;
                 let enf: RuleEnforcement = decode(T_ENF_PAGES, frame.id, frame.record)?;
-                self.enf_by_instance.insert(
-                    pair_key(&enf.trigger_instance_id, &enf.rule_ref),
-                    enf.id.as_bytes(),
+                markers::add(
+                    &self.enf_markers,
+                    &enf.trigger_instance_id,
+                    &enf.rule_ref,
+                    &enf.id,
                 )?;
                 self.enf_by_rule
                     .insert(pages::index_key(frame.label, &pk), &[][..])?;
@@ -1033,7 +1026,7 @@ impl Store {
             &self.tis.tree,
             &self.pending,
             &self.enfs.tree,
-            &self.enf_by_instance,
+            &self.enf_markers,
             &self.enf_by_rule,
             &self.executions,
             &self.active,
@@ -1045,7 +1038,7 @@ impl Store {
                     tis,
                     pending,
                     enf_tree,
-                    by_instance,
+                    marker_tree,
                     by_rule,
                     execs_tree,
                     active,
@@ -1056,6 +1049,7 @@ impl Store {
                     // Built afresh on each attempt: sled reruns this closure on conflict.
                     let mut ti_pages = TxPages::new(tis, T_TI_PAGES);
                     let mut enf_pages = TxPages::new(enf_tree, T_ENF_PAGES);
+                    let mut markers = TxMarkers::new(marker_tree);
                     let Some(mut ti) = ti_pages.get::<TriggerInstance>(ti_id)? else {
                         return abort(StoreError::NotFound {
                             kind: "trigger instance",
@@ -1068,11 +1062,10 @@ impl Store {
                     pending.remove(ti_id.as_bytes())?;
                     let mut written = Vec::new();
                     for (enf, enf_bytes) in &enfs {
-                        let marker = pair_key(ti_id, &enf.rule_ref);
-                        if by_instance.get(&marker)?.is_some() {
+                        if markers.has(ti_id, &enf.rule_ref)? {
                             continue;
                         }
-                        by_instance.insert(marker, enf.id.as_bytes())?;
+                        markers.add(ti_id, &enf.rule_ref, &enf.id)?;
                         enf_pages.put(&enf.id, &enf.rule_ref, enf_bytes)?;
                         ensure_entry(
                             by_rule,
@@ -1087,6 +1080,7 @@ impl Store {
                     }
                     ti_pages.write()?;
                     enf_pages.write()?;
+                    markers.write()?;
                     exec_tx.write_counts()?;
                     Ok(written)
                 },
@@ -1097,14 +1091,10 @@ impl Store {
     /// The rules already enforced for a trigger instance.
     pub fn enforced_rules(&self, ti_id: &str) -> StoreResult<Vec<String>> {
         self.settle();
-        let prefix = prefix_key(ti_id);
-        self.enf_by_instance
-            .scan_prefix(&prefix)
-            .map(|item| {
-                let (k, _) = item?;
-                Ok(String::from_utf8_lossy(&suffix_after(&k, prefix.len())).into_owned())
-            })
-            .collect()
+        Ok(markers::of_instance(&self.enf_markers, ti_id)?
+            .into_iter()
+            .map(|(rule, _)| rule)
+            .collect())
     }
 
     // ---- executions ----
@@ -1161,11 +1151,11 @@ impl Store {
             &self.exec_by_field,
             &self.exec_counts,
             &self.enfs.tree,
-            &self.enf_by_instance,
+            &self.enf_markers,
             &self.enf_by_rule,
         )
             .transaction(
-                |(executions, active, by_field, counts, enfs, by_instance, by_rule)| {
+                |(executions, active, by_field, counts, enfs, marker_tree, by_rule)| {
                     let tx = ExecTx::new(executions, active, by_field, counts);
                     let newer = tx
                         .old_status(&e.id)?
@@ -1174,9 +1164,10 @@ impl Store {
                         tx.put(e, &bytes)?;
                     }
                     if let Some((enf, enf_bytes)) = &enforcement {
-                        let marker = pair_key(&enf.trigger_instance_id, &enf.rule_ref);
-                        if by_instance.get(&marker)?.is_none() {
-                            by_instance.insert(marker, enf.id.as_bytes())?;
+                        let mut markers = TxMarkers::new(marker_tree);
+                        if !markers.has(&enf.trigger_instance_id, &enf.rule_ref)? {
+                            markers.add(&enf.trigger_instance_id, &enf.rule_ref, &enf.id)?;
+                            markers.write()?;
                             let mut enf_pages = TxPages::new(enfs, T_ENF_PAGES);
                             enf_pages.put(&enf.id, &enf.rule_ref, enf_bytes)?;
                             enf_pages.write()?;
@@ -1364,15 +1355,12 @@ impl Store {
         };
         if let Some(ti) = trigger_instance {
             // One entry per rule that matched the instance: few, so sorting them is cheap.
-            let mut ids = self
-                .enf_by_instance
-                .scan_prefix(prefix_key(ti))
-                .map(|item| item.map(|(_, v)| v))
-                .collect::<Result<Vec<IVec>, _>>()?;
-            ids.sort_unstable_by(|a, b| b.cmp(a));
-            let items = ids
+            let mut ids: Vec<String> = markers::of_instance(&self.enf_markers, ti)?
                 .into_iter()
-                .map(|id| self.enfs.get(&String::from_utf8_lossy(&id)));
+                .map(|(_, id)| id)
+                .collect();
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            let items = ids.into_iter().map(|id| self.enfs.get(&id));
             return page(items, keep, limit, offset);
         }
         let by_rule = rule_ref.map(|r| (&self.enf_by_rule, r));
@@ -1712,24 +1700,21 @@ impl Store {
         let mut gone = std::collections::BTreeMap::<Vec<u8>, HashSet<Vec<u8>>>::new();
         for item in self.enfs.tree.range(..end_page.as_slice()) {
             let (pk, _) = item?;
-            let (removed, labels) = (&self.enfs.tree, &self.enf_by_instance, &self.pending)
-                .transaction(|(enfs, by_instance, pending)| {
-                    sweep_page(enfs, T_ENF_PAGES, &pk, |frame| {
+            let (removed, labels) = (&self.enfs.tree, &self.enf_markers, &self.pending)
+                .transaction(|(enfs, marker_tree, pending)| {
+                    let mut markers = TxMarkers::new(marker_tree);
+                    let swept = sweep_page(enfs, T_ENF_PAGES, &pk, |frame| {
                         let enf: RuleEnforcement =
                             decode(T_ENF_PAGES, frame.id, frame.record).or_else(abort)?;
                         // Its marker is what keeps a re-processed instance exactly-once.
                         if pending.get(enf.trigger_instance_id.as_bytes())?.is_some() {
                             return Ok(false);
                         }
-                        let marker = pair_key(&enf.trigger_instance_id, &enf.rule_ref);
-                        if by_instance
-                            .get(&marker)?
-                            .is_some_and(|v| v.as_ref() == enf.id.as_bytes())
-                        {
-                            by_instance.remove(marker)?;
-                        }
+                        markers.remove(&enf.trigger_instance_id, &enf.rule_ref, &enf.id)?;
                         Ok(true)
-                    })
+                    })?;
+                    markers.write()?;
+                    Ok(swept)
                 })
                 .map_err(tx_error)?;
             counts.enforcements += removed;
@@ -2032,6 +2017,64 @@ mod tests {
 
         let pending = store.pending_trigger_instances().expect("pending");
         assert_eq!(ids(&pending), [a, b, c], "oldest first");
+    }
+
+    #[test]
+    fn markers_kept_one_per_value_are_rebuilt_into_pages_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (t, e1, enf1) = (id_at(1), id_at(2), id_at(3));
+        {
+            let store = open(dir.path());
+            store
+                .insert_trigger_instance(&ti(&t, "core.webhook"))
+                .expect("insert");
+            store
+                .complete_trigger_instance(
+                    &t,
+                    TriggerInstanceStatus::Processed,
+                    &[enforcement(&enf1, "pack.restart", &t, Some(&e1))],
+                    &[exec(&e1, "pack.restart", ExecutionStatus::Requested)],
+                )
+                .expect("complete");
+            // As a data dir indexed by the version before marker pages looks.
+            store.enf_markers.clear().expect("clear");
+            let legacy = store.db.open_tree(T_ENF_BY_INSTANCE_LEGACY).expect("tree");
+            let mut marker = t.as_bytes().to_vec();
+            marker.push(0);
+            marker.extend_from_slice(b"pack.restart");
+            legacy.insert(marker, enf1.as_bytes()).expect("insert");
+            store
+                .meta
+                .insert(META_INDEX_VERSION, &5u32.to_be_bytes()[..])
+                .expect("version");
+            store.flush_blocking().expect("flush");
+        }
+        let store = open(dir.path());
+        assert_eq!(
+            store.enforced_rules(&t).expect("enforced"),
+            ["pack.restart"]
+        );
+        assert_eq!(
+            ids(&store
+                .list_enforcements(None, Some(&t), 10, 0)
+                .expect("list")),
+            [enf1.as_str()]
+        );
+        assert!(!store
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n == T_ENF_BY_INSTANCE_LEGACY.as_bytes()));
+        // Still exactly-once: the rebuilt marker stops a second enforcement of the rule.
+        let again = store
+            .complete_trigger_instance(
+                &t,
+                TriggerInstanceStatus::Processed,
+                &[enforcement(&id_at(4), "pack.restart", &t, Some(&id_at(5)))],
+                &[exec(&id_at(5), "pack.restart", ExecutionStatus::Requested)],
+            )
+            .expect("complete");
+        assert!(again.is_empty());
     }
 
     #[test]

@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 use sled::transaction::Transactional;
 use sled::Tree;
 
+use super::markers::TxMarkers;
 use super::pages::{self, Paged, TxPages};
 use super::{
-    encode, ensure_entry, pair_key, tx_error, ExecTx, StoreResult, T_ENF_PAGES, T_EXECUTIONS,
-    T_TI_PAGES,
+    encode, ensure_entry, tx_error, ExecTx, StoreResult, T_ENF_PAGES, T_EXECUTIONS, T_TI_PAGES,
 };
 use crate::model::{Execution, RuleEnforcement, TriggerInstance, TriggerInstanceStatus};
 
@@ -94,7 +94,7 @@ pub(super) struct HotTrees {
     pub tis: Paged,
     pub ti_by_trigger: Tree,
     pub enfs: Paged,
-    pub enf_by_instance: Tree,
+    pub enf_markers: Tree,
     pub enf_by_rule: Tree,
     pub executions: Tree,
     pub active: Tree,
@@ -319,7 +319,7 @@ impl HotTrees {
             &self.tis.tree,
             &self.ti_by_trigger,
             &self.enfs.tree,
-            &self.enf_by_instance,
+            &self.enf_markers,
             &self.enf_by_rule,
             &self.executions,
             &self.active,
@@ -327,10 +327,11 @@ impl HotTrees {
             &self.exec_counts,
         )
             .transaction(
-                |(tis, by_trigger, enfs, by_instance, by_rule, execs, active, by_field, counts)| {
+                |(tis, by_trigger, enfs, marker_tree, by_rule, execs, active, by_field, counts)| {
                     // Built afresh on each attempt: sled reruns this closure on conflict.
                     let mut ti_pages = TxPages::new(tis, T_TI_PAGES);
                     let mut enf_pages = TxPages::new(enfs, T_ENF_PAGES);
+                    let mut markers = TxMarkers::new(marker_tree);
                     let mut indexed: HashSet<Vec<u8>> = HashSet::new();
                     let mut rule_indexed: HashSet<Vec<u8>> = HashSet::new();
                     for (ti, bytes) in &instances {
@@ -343,10 +344,7 @@ impl HotTrees {
                     }
                     for (enf, bytes) in &enforcements {
                         // New instances: nothing was enforced for them before.
-                        by_instance.insert(
-                            pair_key(&enf.trigger_instance_id, &enf.rule_ref),
-                            enf.id.as_bytes(),
-                        )?;
+                        markers.add(&enf.trigger_instance_id, &enf.rule_ref, &enf.id)?;
                         enf_pages.put_new(&enf.id, &enf.rule_ref, bytes)?;
                         let entry =
                             pages::index_key(enf.rule_ref.as_bytes(), pages::page_key(&enf.id));
@@ -364,6 +362,7 @@ impl HotTrees {
                     }
                     ti_pages.write()?;
                     enf_pages.write()?;
+                    markers.write()?;
                     tx.write_counts()?;
                     Ok(())
                 },

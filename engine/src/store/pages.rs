@@ -45,6 +45,13 @@ pub(super) struct Frame<'a> {
     end: usize,
 }
 
+impl Frame<'_> {
+    /// Where the frame lies in its page.
+    pub fn span(&self) -> std::ops::Range<usize> {
+        self.start..self.end
+    }
+}
+
 /// The frames of `page`, in the order they were put; an error names the offset of a frame that
 /// does not fit (a damaged page).
 pub(super) fn frames(page: &[u8]) -> Frames<'_> {
@@ -142,7 +149,12 @@ pub(super) fn put(page: &mut Vec<u8>, id: &str, label: &str, record: &[u8]) -> R
 }
 
 /// Appends the frame of a record `page` cannot hold yet (a new id).
-fn push_frame(page: &mut Vec<u8>, id: &str, label: &str, record: &[u8]) -> Result<(), String> {
+pub(super) fn push_frame(
+    page: &mut Vec<u8>,
+    id: &str,
+    label: &str,
+    record: &[u8],
+) -> Result<(), String> {
     let at = page.len();
     let pushed = push_field(page, id.as_bytes(), 2)
         .and_then(|()| push_field(page, label.as_bytes(), 2))
@@ -273,12 +285,13 @@ impl Paged {
     }
 }
 
-/// The pages one transaction changes, each read once and written once ([`TxPages::write`]).
-/// Made afresh on each attempt of the transaction's closure.
+/// The pages one transaction reads or changes, each read once and, if changed, written once
+/// ([`TxPages::write`]). Made afresh on each attempt of the transaction's closure.
 pub(super) struct TxPages<'a> {
     tree: &'a TransactionalTree,
     name: &'static str,
-    pages: HashMap<Vec<u8>, Vec<u8>>,
+    /// Pages read, and whether this transaction changed them.
+    pages: HashMap<Vec<u8>, (Vec<u8>, bool)>,
 }
 
 impl<'a> TxPages<'a> {
@@ -290,10 +303,10 @@ impl<'a> TxPages<'a> {
         }
     }
 
-    fn page(&mut self, pk: &[u8]) -> TxResult<&mut Vec<u8>> {
+    fn entry(&mut self, pk: &[u8]) -> TxResult<&mut (Vec<u8>, bool)> {
         if !self.pages.contains_key(pk) {
             let stored = self.tree.get(pk)?.map(|p| p.to_vec()).unwrap_or_default();
-            self.pages.insert(pk.to_vec(), stored);
+            self.pages.insert(pk.to_vec(), (stored, false));
         }
         match self.pages.get_mut(pk) {
             Some(p) => Ok(p),
@@ -301,11 +314,23 @@ impl<'a> TxPages<'a> {
         }
     }
 
+    /// Page `pk` as this transaction has it so far, to read.
+    pub fn page(&mut self, pk: &[u8]) -> TxResult<&[u8]> {
+        Ok(&self.entry(pk)?.0)
+    }
+
+    /// Page `pk`, to change: written by [`TxPages::write`].
+    pub fn page_mut(&mut self, pk: &[u8]) -> TxResult<&mut Vec<u8>> {
+        let (page, changed) = self.entry(pk)?;
+        *changed = true;
+        Ok(page)
+    }
+
     /// Puts the record of `id`, replacing an earlier one.
     pub fn put(&mut self, id: &str, label: &str, record: &[u8]) -> TxResult<()> {
         let name = self.name;
         let pk = page_key(id);
-        let page = self.page(pk)?;
+        let page = self.page_mut(pk)?;
         put(page, id, label, record)
             .map_err(|e| corrupt(name, pk, e))
             .or_else(abort)
@@ -316,7 +341,7 @@ impl<'a> TxPages<'a> {
     pub fn put_new(&mut self, id: &str, label: &str, record: &[u8]) -> TxResult<()> {
         let name = self.name;
         let pk = page_key(id);
-        let page = self.page(pk)?;
+        let page = self.page_mut(pk)?;
         push_frame(page, id, label, record)
             .map_err(|e| corrupt(name, pk, e))
             .or_else(abort)
@@ -338,7 +363,10 @@ impl<'a> TxPages<'a> {
 
     /// Writes the changed pages.
     pub fn write(self) -> TxResult<()> {
-        for (pk, page) in self.pages {
+        for (pk, (page, changed)) in self.pages {
+            if !changed {
+                continue;
+            }
             if page.is_empty() {
                 self.tree.remove(pk)?;
             } else {
