@@ -11,7 +11,7 @@ use sled::transaction::TransactionalTree;
 use sled::Tree;
 
 use super::pages::{self, corrupt, frames, page_key, TxPages};
-use super::{abort, StoreResult, TxResult};
+use super::{abort, tx_error, StoreResult, TxResult};
 
 /// Markers in pages, by instance.
 pub(super) const T_ENF_MARKERS: &str = "enforcement_markers";
@@ -35,24 +35,20 @@ pub(super) fn of_instance(tree: &Tree, ti_id: &str) -> StoreResult<Vec<(String, 
     Ok(out)
 }
 
-/// Adds a marker outside a transaction (rebuilding the index), unless `ti_id` has one for
-/// `rule_ref` already.
+/// Adds a marker in a transaction of its own (rebuilding the index), unless `ti_id` has one
+/// for `rule_ref` already.
 pub(super) fn add(tree: &Tree, ti_id: &str, rule_ref: &str, enf_id: &str) -> StoreResult<()> {
-    let pk = page_key(ti_id);
-    let mut page = tree.get(pk)?.map(|p| p.to_vec()).unwrap_or_default();
-    if find(&page, ti_id, rule_ref)
-        .map_err(|e| corrupt(T_ENF_MARKERS, pk, e))?
-        .is_some()
-    {
-        return Ok(());
-    }
-    pages::push_frame(&mut page, ti_id, rule_ref, enf_id.as_bytes())
-        .map_err(|e| corrupt(T_ENF_MARKERS, pk, e))?;
-    tree.insert(pk, page)?;
-    Ok(())
+    tree.transaction(|t| {
+        let mut markers = TxMarkers::new(t);
+        if !markers.has(ti_id, rule_ref)? {
+            markers.add(ti_id, rule_ref, enf_id)?;
+        }
+        markers.write()
+    })
+    .map_err(tx_error)
 }
 
-/// The enforcement id `page` marks for `(ti_id, rule_ref)`, and where its frame is.
+/// The frame of the marker `page` holds for `(ti_id, rule_ref)`, if any.
 fn find<'a>(
     page: &'a [u8],
     ti_id: &str,
