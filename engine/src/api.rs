@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use squall_rules::{EvalEnv, NoMatch, TriggerInstanceView};
+use squall_rules::{EvalEnv, NoMatch};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 
@@ -717,11 +717,7 @@ async fn test_rule(
         now: Utc::now(),
         kv: Arc::new(StoreKv(state.engine.store.clone())),
     };
-    let view = TriggerInstanceView {
-        trigger: &ti.trigger,
-        payload: &ti.payload,
-        trigger_parameters: ti.trigger_parameters.as_ref(),
-    };
+    let view = ti.rule_view();
     Ok(Json(match loaded.rules.check(id, &view, &env, false) {
         Ok(()) => match loaded.rules.render_action(id, &ti.payload, &env) {
             Ok(req) => {

@@ -84,7 +84,26 @@ fn is_none<T>(o: &&Option<T>) -> bool {
     o.is_none()
 }
 
+/// What an instance without trigger parameters shows the rules: known to have none.
+static NO_TRIGGER_PARAMETERS: Value = Value::Null;
+
 impl TriggerInstance {
+    /// This instance as the rules see it. Its trigger parameters are always known here (the
+    /// offline rule tester's "not given, not checked" is for instance files): one without any,
+    /// such as `core.st2.webhook` posted to st2's generic webhook, matches no rule that names
+    /// parameters (a webhook's url, a timer's schedule).
+    pub fn rule_view(&self) -> squall_rules::TriggerInstanceView<'_> {
+        squall_rules::TriggerInstanceView {
+            trigger: &self.trigger,
+            payload: &self.payload,
+            trigger_parameters: Some(
+                self.trigger_parameters
+                    .as_ref()
+                    .unwrap_or(&NO_TRIGGER_PARAMETERS),
+            ),
+        }
+    }
+
     /// This instance as it would be stored with `status`.
     pub fn with_status(&self, status: TriggerInstanceStatus) -> TriggerInstanceAs<'_> {
         // Every field named, so a field added to the instance cannot be left out here.

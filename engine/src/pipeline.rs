@@ -18,7 +18,7 @@ use squall_actions::{
     mask_secrets, validate_params, CancelToken, LogLine, Outcome, RhaiRuntime, RunnerType,
     ScriptJob,
 };
-use squall_rules::{EvalEnv, RuleSet, ThrottleState, TriggerInstanceView};
+use squall_rules::{EvalEnv, RuleSet, ThrottleState};
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 
 use crate::metrics::Metrics;
@@ -611,11 +611,7 @@ impl Engine {
             now: Utc::now(),
             kv: Arc::new(StoreKv(self.store.clone())),
         };
-        let view = TriggerInstanceView {
-            trigger: &ti.trigger,
-            payload: &ti.payload,
-            trigger_parameters: ti.trigger_parameters.as_ref(),
-        };
+        let view = ti.rule_view();
         let eval = loaded.rules.evaluate(&view, &env);
         let already: HashSet<String> = if fresh {
             HashSet::new()
