@@ -154,6 +154,17 @@ fn rendered_parameters_are_cast_and_secrets_masked() {
         ))
         .1;
     assert!(!all.to_string().contains("s3cr3t-value"));
+
+    // Re-run with the parameters as shown: the masked secret keeps its value.
+    let id = e["id"].as_str().expect("id");
+    let body = json!({"parameters": e["parameters"]}).to_string();
+    let (code, again) = s.post(&format!("/api/v1/executions/{id}/re_run"), &body);
+    assert_eq!(code, 201, "{again}");
+    let again_id = again["id"].as_str().expect("id");
+    let done = s.wait_for(&format!("/api/v1/executions/{again_id}"), 20, |v| {
+        is_terminal(v["status"].as_str().unwrap_or(""))
+    });
+    assert_eq!(done["result"]["length"], 12, "{done}");
 }
 
 #[test]
@@ -236,6 +247,142 @@ fn api_errors_are_clear() {
     assert_eq!(code, 202);
     let execs = s.executions_of(ti["id"].as_str().expect("id"), 1);
     assert_eq!(execs[0]["status"], "succeeded");
+}
+
+#[test]
+fn lists_page_and_filter_and_errors_are_json() {
+    let (_dir, s) = start(&[], &[]);
+    let (code, all) = s.get("/api/v1/rules");
+    assert_eq!(code, 200);
+    let all = all.as_array().expect("array").clone();
+    assert!(all.len() >= 3, "{all:?}");
+    let (_, one) = s.get("/api/v1/rules?limit=1&offset=1");
+    assert_eq!(one, json!([all[1].clone()]));
+    let (_, e2e) = s.get("/api/v1/rules?pack=e2e&enabled=true");
+    let e2e = e2e.as_array().expect("array").clone();
+    assert!(!e2e.is_empty());
+    assert!(e2e
+        .iter()
+        .all(|r| r["pack"] == "e2e" && r["enabled"] == true));
+    let (_, hooks) = s.get("/api/v1/rules?trigger=core.st2.webhook");
+    assert!(hooks
+        .as_array()
+        .expect("array")
+        .iter()
+        .all(|r| squall_rules_canonical(&r["trigger"]["type"]) == "core.webhook"));
+    for path in [
+        "/api/v1/actions?limit=2",
+        "/api/v1/packs?limit=1",
+        "/api/v1/triggertypes?limit=2",
+    ] {
+        let (code, page) = s.get(path);
+        assert_eq!(code, 200, "{path}: {page}");
+        let n = page.as_array().expect("array").len();
+        assert!((1..=2).contains(&n), "{path}: {page}");
+    }
+    let (_, core_types) = s.get("/api/v1/triggertypes?pack=core");
+    assert!(core_types
+        .as_array()
+        .expect("array")
+        .iter()
+        .all(|t| t["pack"] == "core"));
+
+    // Errors axum answers itself come in the API's shape too.
+    let (code, body) = s.get("/api/v1/rules?limit=abc");
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"].as_str().expect("error").contains("limit"),
+        "{body}"
+    );
+    let (code, body) = s
+        .request("PATCH", "/api/v1/executions", Some("{}"))
+        .expect("request");
+    assert_eq!(code, 405, "{body}");
+    assert!(
+        body["error"].as_str().expect("error").contains("method"),
+        "{body}"
+    );
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    let (code, body) = s.post("/api/v1/webhooks/hello", &big);
+    assert_eq!(code, 413);
+    assert!(
+        body["error"].as_str().expect("error").contains("limit"),
+        "{body}"
+    );
+
+    // Key-value values are strings; the system scope only; a pair read can be written back.
+    for bad in [
+        r#"{"value": 5}"#,
+        r#"{"value": null}"#,
+        r#"{"value": {"a": 1}}"#,
+    ] {
+        let (code, body) = s
+            .request("PUT", "/api/v1/keys/num", Some(bad))
+            .expect("request");
+        assert_eq!(code, 400, "{bad}: {body}");
+        assert!(body["error"].as_str().expect("error").contains("string"));
+    }
+    let (code, body) = s
+        .request(
+            "PUT",
+            "/api/v1/keys/k",
+            Some(r#"{"value": "v", "scope": "user"}"#),
+        )
+        .expect("request");
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = s
+        .request(
+            "PUT",
+            "/api/v1/keys/k",
+            Some(r#"{"value": "v", "ttl": 99999999999999}"#),
+        )
+        .expect("request");
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"].as_str().expect("error").contains("ttl"));
+    let (code, _) = s
+        .request("PUT", "/api/v1/keys/k", Some(r#"{"value": "v"}"#))
+        .expect("request");
+    assert_eq!(code, 200);
+    let (_, read) = s.get("/api/v1/keys/k");
+    let (code, body) = s
+        .request("PUT", "/api/v1/keys/k", Some(&read.to_string()))
+        .expect("request");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["value"], "v");
+    for i in 0..3 {
+        s.request(
+            "PUT",
+            &format!("/api/v1/keys/page{i}"),
+            Some(r#"{"value": "x"}"#),
+        )
+        .expect("request");
+    }
+    let (_, page) = s.get("/api/v1/keys?prefix=page&limit=2");
+    assert_eq!(page.as_array().expect("array").len(), 2);
+
+    // A header sent twice keeps both values; one that is not UTF-8 is kept, not emptied.
+    let (code, ti) = s
+        .request_with(
+            "POST",
+            "/api/v1/webhooks/hello",
+            Some(r#"{"name": "h"}"#),
+            &[("X-Foo", "a"), ("X-Foo", "b"), ("X-Bin", "caf\u{e9}")],
+        )
+        .expect("request");
+    assert_eq!(code, 202, "{ti}");
+    assert_eq!(ti["payload"]["headers"]["X-Foo"], "a, b", "{ti}");
+    assert!(!ti["payload"]["headers"]["X-Bin"]
+        .as_str()
+        .expect("kept")
+        .is_empty());
+}
+
+/// st2's trigger names as squall's (`core.st2.webhook` is `core.webhook`).
+fn squall_rules_canonical(t: &Value) -> String {
+    match t.as_str().unwrap_or_default() {
+        "core.st2.webhook" => "core.webhook".to_string(),
+        other => other.to_string(),
+    }
 }
 
 #[test]
@@ -503,6 +650,40 @@ fn authentication_with_api_keys() {
     assert_eq!(code, 401);
     let (code, _) = s.get("/healthz");
     assert_eq!(code, 200);
+
+    // The scheme's name is case-insensitive.
+    let lower = format!("bearer {key}");
+    let (code, _) = s
+        .request_with("GET", "/api/v1/rules", None, &[("Authorization", &lower)])
+        .expect("request");
+    assert_eq!(code, 200);
+    // An execution is recorded as its key's user, and a key cannot act as someone else.
+    let (code, e) = s
+        .request_with(
+            "POST",
+            "/api/v1/executions",
+            Some(r#"{"action": "core.noop"}"#),
+            &[("St2-Api-Key", &key)],
+        )
+        .expect("request");
+    assert_eq!(code, 201, "{e}");
+    assert_eq!(e["context"]["user"], "ci", "{e}");
+    let (code, refused) = s
+        .request_with(
+            "POST",
+            "/api/v1/executions",
+            Some(r#"{"action": "core.noop", "user": "admin"}"#),
+            &[("St2-Api-Key", &key)],
+        )
+        .expect("request");
+    assert_eq!(code, 403, "{refused}");
+    assert!(refused["error"].as_str().expect("error").contains("admin"));
+    // A key created with no user named is the caller's.
+    let (code, second) = s
+        .request_with("POST", "/api/v1/apikeys", None, &[("St2-Api-Key", &key)])
+        .expect("request");
+    assert_eq!(code, 201, "{second}");
+    assert_eq!(second["user"], "ci");
 }
 
 #[test]

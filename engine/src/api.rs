@@ -120,7 +120,8 @@ impl From<EngineError> for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}"))
+        // The error names the store already.
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
 }
 
@@ -173,12 +174,87 @@ pub fn router(state: AppState) -> Router {
     let api = api.layer(axum::extract::DefaultBodyLimit::max(
         state.config.body_limit,
     ));
+    let limit = state.config.body_limit;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .merge(api)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(axum::middleware::map_response(move |r: Response| {
+            json_errors(r, limit)
+        }))
         .with_state(state)
+}
+
+/// Errors that axum itself answers (a body over the limit, a query string that does not
+/// parse, a method a path does not take) in the API's own shape: `{"error", "detail"}`.
+async fn json_errors(response: Response, body_limit: usize) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        format!("the request body is larger than the limit of {body_limit} bytes (setting webhook_body_limit)")
+    } else if status == StatusCode::METHOD_NOT_ALLOWED {
+        match parts
+            .headers
+            .get(axum::http::header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+        {
+            Some(allowed) => format!("this path does not take that method (it takes {allowed})"),
+            None => "this path does not take that method".to_string(),
+        }
+    } else if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+    } else {
+        text
+    };
+    let mut out = ApiError::new(status, error).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// The user whose API key authenticated the request (only with authentication on).
+#[derive(Clone)]
+struct Caller(String);
+
+/// Who a request acts as: its API key's user; without authentication, the user the request
+/// names, else `fallback`. With a key, naming another user is refused (squall has no admins
+/// who could act for others).
+fn acting_user(
+    caller: Option<&Caller>,
+    named: Option<String>,
+    fallback: &str,
+) -> ApiResult<String> {
+    match (caller, named) {
+        (Some(Caller(user)), Some(named)) if named != *user => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("the API key is user '{user}''s: it cannot act as user '{named}'"),
+        )),
+        (Some(Caller(user)), _) => Ok(user.clone()),
+        (None, named) => Ok(named.unwrap_or_else(|| fallback.to_string())),
+    }
 }
 
 async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -200,10 +276,13 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
             headers
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::to_string)
+                .and_then(|v| v.trim().split_once(' '))
+                // The scheme's name is case-insensitive (RFC 9110).
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim().to_string())
         })
         .or(from_query);
+    let mut req = req;
     let Some(key) = key else {
         if bootstrap_allowed(&state, &req) {
             return next.run(req).await;
@@ -215,7 +294,10 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
         .into_response();
     };
     match state.engine.store.apikey_verify(&key) {
-        Ok(Some(_)) => next.run(req).await,
+        Ok(Some(k)) => {
+            req.extensions_mut().insert(Caller(k.user));
+            next.run(req).await
+        }
         Ok(None) => {
             ApiError::new(StatusCode::UNAUTHORIZED, "unknown or disabled API key").into_response()
         }
@@ -291,11 +373,8 @@ async fn webhook(
         Value::Object(Map::new())
     } else {
         serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the body is not valid JSON: {e} (line {}, column {})",
-                e.line(),
-                e.column()
-            ))
+            // serde_json's message already names the line and column.
+            ApiError::bad_request(format!("the body is not valid JSON: {e}"))
         })?
     };
     let ti = if url == "st2" {
@@ -324,8 +403,20 @@ async fn webhook(
         }
         let mut header_map = Map::new();
         for (name, value) in headers.iter() {
-            let v = value.to_str().unwrap_or_default().to_string();
-            header_map.insert(title_case(name.as_str()), Value::String(v));
+            // Bytes that are not UTF-8 become U+FFFD rather than emptying the value; a header
+            // sent more than once is kept as one value joined with ", " (as WSGI does).
+            let v = String::from_utf8_lossy(value.as_bytes());
+            match header_map.entry(title_case(name.as_str())) {
+                serde_json::map::Entry::Vacant(slot) => {
+                    slot.insert(Value::String(v.into_owned()));
+                }
+                serde_json::map::Entry::Occupied(mut slot) => {
+                    if let Value::String(joined) = slot.get_mut() {
+                        joined.push_str(", ");
+                        joined.push_str(&v);
+                    }
+                }
+            }
         }
         if let Some(check) = state.config.signatures.get(&url) {
             let lower: HashMap<String, String> = headers
@@ -373,6 +464,23 @@ async fn webhook(
 /// cannot carry numbers through a query string, so each query struct holds these two fields.)
 fn page(limit: Option<usize>, offset: Option<usize>) -> (usize, usize) {
     (limit.unwrap_or(50).min(10_000), offset.unwrap_or(0))
+}
+
+/// A list held in memory (rules, actions, packs, trigger types, keys), `offset` and `limit`
+/// applied (everything when no `limit` is given: these lists are as long as the packs make
+/// them), with st2's `X-Total-Count` header counting the whole list.
+fn listed(items: Vec<Value>, limit: Option<usize>, offset: Option<usize>) -> Response {
+    let total = items.len();
+    let page: Vec<Value> = items
+        .into_iter()
+        .skip(offset.unwrap_or(0))
+        .take(limit.unwrap_or(usize::MAX))
+        .collect();
+    (
+        [("x-total-count", total.to_string())],
+        Json(Value::Array(page)),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -445,13 +553,18 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
 
-async fn create_execution(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
+async fn create_execution(
+    State(state): State<AppState>,
+    caller: Option<axum::Extension<Caller>>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let req: ExecutionRequest = parse_json(&body)?;
+    let user = acting_user(caller.as_deref(), req.user, "api")?;
     let loaded = state.engine.loaded();
     let mut e = state
         .engine
         .new_execution(&loaded, &req.action, req.parameters)?;
-    e.user = req.user.or(Some("api".into()));
+    e.user = Some(user);
     let e = state.engine.request(e).await?;
     Ok((StatusCode::CREATED, Json(execution_json(&loaded, &e))).into_response())
 }
@@ -512,6 +625,7 @@ struct RerunRequest {
 async fn rerun_execution(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    caller: Option<axum::Extension<Caller>>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let req: RerunRequest = if body.is_empty() {
@@ -541,10 +655,20 @@ async fn rerun_execution(
         return Ok((StatusCode::CREATED, Json(execution_json(&loaded, &e))).into_response());
     }
     let mut params = old.parameters.clone();
-    params.extend(req.parameters);
+    let meta = loaded.catalog.action(&old.action).map(|a| &a.meta);
+    for (name, value) in req.parameters {
+        // A secret sent back as shown (masked) keeps the value it had.
+        if value == squall_actions::SECRET_MASK && meta.is_some_and(|m| m.is_secret(&name)) {
+            continue;
+        }
+        params.insert(name, value);
+    }
     let mut e: Execution = state.engine.new_execution(&loaded, &old.action, params)?;
     e.rerun_of = Some(old.id.clone());
-    e.user = old.user.clone();
+    e.user = match caller {
+        Some(axum::Extension(Caller(user))) => Some(user),
+        None => old.user.clone(),
+    };
     let e = state.engine.request(e).await?;
     Ok((StatusCode::CREATED, Json(execution_json(&loaded, &e))).into_response())
 }
@@ -605,7 +729,7 @@ async fn list_sensors(State(state): State<AppState>) -> Json<Value> {
     Json(Value::Array(list))
 }
 
-async fn list_trigger_types(State(state): State<AppState>) -> Json<Value> {
+async fn list_trigger_types(State(state): State<AppState>, Query(q): Query<PackQuery>) -> Response {
     let mut types = builtin_trigger_types();
     types.extend(crate::sensing::sensor_trigger_types());
     let known: std::collections::HashSet<String> = types
@@ -624,7 +748,8 @@ async fn list_trigger_types(State(state): State<AppState>) -> Json<Value> {
         let (pack, name) = t.split_once('.').unwrap_or(("", &t));
         types.push(json!({"ref": t, "pack": pack, "name": name, "description": "used by a loaded rule", "parameters_schema": {}, "payload_schema": {}}));
     }
-    Json(Value::Array(types))
+    types.retain(|t| q.pack.as_ref().is_none_or(|p| t["pack"] == p.as_str()));
+    listed(types, q.limit, q.offset)
 }
 
 fn rule_json(r: &squall_rules::Rule) -> Value {
@@ -661,19 +786,34 @@ fn rule_json(r: &squall_rules::Rule) -> Value {
 #[derive(Deserialize)]
 struct PackQuery {
     pack: Option<String>,
+    enabled: Option<bool>,
+    /// Rules: the action they run.
+    action: Option<String>,
+    /// Rules: their trigger type (st2's names too).
+    trigger: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
 }
 
-async fn list_rules(State(state): State<AppState>, Query(q): Query<PackQuery>) -> Json<Value> {
+async fn list_rules(State(state): State<AppState>, Query(q): Query<PackQuery>) -> Response {
     let loaded = state.engine.loaded();
-    Json(Value::Array(
-        loaded
-            .rules
-            .rules()
-            .iter()
-            .filter(|r| q.pack.as_ref().is_none_or(|p| *p == r.pack))
-            .map(rule_json)
-            .collect(),
-    ))
+    let trigger = q
+        .trigger
+        .as_deref()
+        .map(squall_rules::canonical_trigger_ref);
+    let list = loaded
+        .rules
+        .rules()
+        .iter()
+        .filter(|r| q.pack.as_ref().is_none_or(|p| *p == r.pack))
+        .filter(|r| q.enabled.is_none_or(|e| e == r.enabled))
+        .filter(|r| q.action.as_ref().is_none_or(|a| *a == r.action_ref))
+        .filter(|r| {
+            trigger.is_none_or(|t| squall_rules::canonical_trigger_ref(&r.trigger_type) == t)
+        })
+        .map(rule_json)
+        .collect();
+    listed(list, q.limit, q.offset)
 }
 
 async fn get_rule(
@@ -814,16 +954,16 @@ fn action_json(a: &crate::packs::LoadedAction) -> Value {
     })
 }
 
-async fn list_actions(State(state): State<AppState>, Query(q): Query<PackQuery>) -> Json<Value> {
+async fn list_actions(State(state): State<AppState>, Query(q): Query<PackQuery>) -> Response {
     let loaded = state.engine.loaded();
-    Json(Value::Array(
-        loaded
-            .catalog
-            .actions()
-            .filter(|a| q.pack.as_ref().is_none_or(|p| *p == a.pack))
-            .map(action_json)
-            .collect(),
-    ))
+    let list = loaded
+        .catalog
+        .actions()
+        .filter(|a| q.pack.as_ref().is_none_or(|p| *p == a.pack))
+        .filter(|a| q.enabled.is_none_or(|e| e == a.meta.enabled))
+        .map(action_json)
+        .collect();
+    listed(list, q.limit, q.offset)
 }
 
 async fn get_action(
@@ -866,9 +1006,13 @@ pub fn packs_json(catalog: &crate::packs::Catalog) -> Value {
     Value::Array(packs)
 }
 
-async fn list_packs(State(state): State<AppState>) -> Json<Value> {
+async fn list_packs(State(state): State<AppState>, Query(q): Query<PackQuery>) -> Response {
     let loaded = state.engine.loaded();
-    Json(packs_json(&loaded.catalog))
+    let list = match packs_json(&loaded.catalog) {
+        Value::Array(list) => list,
+        _ => Vec::new(),
+    };
+    listed(list, q.limit, q.offset)
 }
 
 async fn reload_packs(State(state): State<AppState>) -> ApiResult<Json<Value>> {
@@ -889,6 +1033,8 @@ struct KeyQuery {
     prefix: Option<String>,
     #[serde(default)]
     decrypt: bool,
+    limit: Option<usize>,
+    offset: Option<usize>,
 }
 
 fn key_json(k: &crate::model::KeyValuePair, decrypted: bool) -> Value {
@@ -906,11 +1052,10 @@ fn key_json(k: &crate::model::KeyValuePair, decrypted: bool) -> Value {
 async fn list_keys(
     State(state): State<AppState>,
     Query(q): Query<KeyQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let list = state.engine.store.kv_list(q.prefix.as_deref(), q.decrypt)?;
-    Ok(Json(Value::Array(
-        list.iter().map(|k| key_json(k, q.decrypt)).collect(),
-    )))
+    let list = list.iter().map(|k| key_json(k, q.decrypt)).collect();
+    Ok(listed(list, q.limit, q.offset))
 }
 
 async fn get_key(
@@ -934,10 +1079,17 @@ struct KeyRequest {
     ttl: Option<u64>,
     #[serde(default)]
     secret: bool,
+    #[serde(default)]
+    scope: Option<String>,
+    // What `GET /keys/{name}` answers besides, so a pair read can be written back as it is.
     #[serde(default, rename = "name")]
-    _name: Option<String>,
-    #[serde(default, rename = "scope")]
-    _scope: Option<String>,
+    _name: Option<Value>,
+    #[serde(default, rename = "encrypted")]
+    _encrypted: Option<Value>,
+    #[serde(default, rename = "expire_timestamp")]
+    _expire_timestamp: Option<Value>,
+    #[serde(default, rename = "updated_at")]
+    _updated_at: Option<Value>,
 }
 
 async fn put_key(
@@ -946,18 +1098,34 @@ async fn put_key(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let req: KeyRequest = parse_json(&body)?;
-    // st2 stores strings; other JSON values are kept as their JSON text.
+    // st2's values are strings: a number or an object is refused rather than guessed at.
     let value = match req.value {
         Value::String(s) => s,
-        other => other.to_string(),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "field 'value' must be a string (st2 stores strings; send JSON as its text), not {other}"
+            )))
+        }
     };
+    if let Some(scope) = req.scope.as_deref() {
+        if scope != "st2kv.system" && scope != "system" {
+            return Err(ApiError::bad_request(format!(
+                "scope '{scope}' is not supported: squall keeps the system scope only (st2kv.system)"
+            )));
+        }
+    }
     if req.ttl == Some(0) {
         return Err(ApiError::bad_request("ttl must be at least 1 second"));
     }
     let k = state
         .engine
         .store
-        .kv_set(&name, &value, req.secret, req.ttl)?;
+        .kv_set(&name, &value, req.secret, req.ttl)
+        .map_err(|e| match e {
+            // A name or a ttl the store cannot take: the request's fault.
+            crate::store::StoreError::Invalid(message) => ApiError::bad_request(message),
+            other => other.into(),
+        })?;
     state.engine.durable().await?;
     Ok(Json(key_json(&k, false)))
 }
@@ -990,16 +1158,23 @@ struct ApiKeyRequest {
     user: Option<String>,
 }
 
-async fn create_apikey(State(state): State<AppState>, body: Bytes) -> ApiResult<Response> {
+async fn create_apikey(
+    State(state): State<AppState>,
+    caller: Option<axum::Extension<Caller>>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let req: ApiKeyRequest = if body.is_empty() {
         ApiKeyRequest::default()
     } else {
         parse_json(&body)?
     };
-    let (k, clear) = state
-        .engine
-        .store
-        .apikey_create(req.user.as_deref().unwrap_or("admin"))?;
+    // A key for the caller's own user unless another is named (any key holder may create
+    // keys: squall has no roles); the first key, made from loopback without one, is admin's.
+    let user = req
+        .user
+        .or_else(|| caller.map(|axum::Extension(Caller(user))| user))
+        .unwrap_or_else(|| "admin".to_string());
+    let (k, clear) = state.engine.store.apikey_create(&user)?;
     state.engine.durable().await?;
     Ok((
         StatusCode::CREATED,
