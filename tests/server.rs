@@ -280,6 +280,33 @@ fn lists_page_and_filter_and_errors_are_json() {
         let n = page.as_array().expect("array").len();
         assert!((1..=2).contains(&n), "{path}: {page}");
     }
+    // One of each by its ref (st2's names too) or id.
+    let (code, t) = s.get("/api/v1/triggertypes/core.st2.webhook");
+    assert_eq!(code, 200, "{t}");
+    assert_eq!(t["ref"], "core.webhook");
+    let (code, p) = s.get("/api/v1/packs/e2e");
+    assert_eq!(code, 200, "{p}");
+    assert_eq!(p["ref"], "e2e");
+    for missing in [
+        "/api/v1/triggertypes/nope.nothing",
+        "/api/v1/packs/nope",
+        "/api/v1/ruleenforcements/01HZZZZZZZZZZZZZZZZZZZZZZZ",
+    ] {
+        let (code, body) = s.get(missing);
+        assert_eq!(code, 404, "{missing}: {body}");
+    }
+    let (code, ti) = s.post("/api/v1/webhooks/hello", r#"{"name": "enf"}"#);
+    assert_eq!(code, 202);
+    let tid = ti["id"].as_str().expect("id");
+    s.executions_of(tid, 1);
+    let (_, enfs) = s.get(&format!("/api/v1/ruleenforcements?trigger_instance={tid}"));
+    let enf = enfs[0].clone();
+    let (code, one) = s.get(&format!(
+        "/api/v1/ruleenforcements/{}",
+        enf["id"].as_str().expect("id")
+    ));
+    assert_eq!(code, 200, "{one}");
+    assert_eq!(one, enf);
     let (_, core_types) = s.get("/api/v1/triggertypes?pack=core");
     assert!(core_types
         .as_array()

@@ -134,6 +134,28 @@ fn subworkflows_run_as_tasks_and_pause_resume_and_cancel_with_their_parent() {
     assert_eq!(inner[0]["action"]["ref"], "e2e.flow_pause");
     let inner_id = inner[0]["id"].as_str().expect("id");
     assert_eq!(tasks_of(&s, inner_id), ["first", "second", "greet"]);
+    // st2's children endpoint: every level by default, parents before their children.
+    let ids = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|c| c["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    let mut want = vec![inner_id.to_string()];
+    let mut grandchildren = children(&s, inner_id);
+    grandchildren.reverse();
+    want.extend(ids(&Value::Array(grandchildren)));
+    let (code, two) = s.get(&format!("/api/v1/executions/{id}/children?depth=2"));
+    assert_eq!(code, 200, "{two}");
+    assert_eq!(ids(&two), want);
+    let (_, all) = s.get(&format!("/api/v1/executions/{id}/children"));
+    let all = ids(&all);
+    assert!(all.starts_with(&want) && all.len() >= want.len(), "{all:?}");
+    let (_, one) = s.get(&format!("/api/v1/executions/{id}/children?depth=1"));
+    assert_eq!(ids(&one), [inner_id]);
+    let (code, _) = s.get("/api/v1/executions/01HZZZZZZZZZZZZZZZZZZZZZZZ/children");
+    assert_eq!(code, 404);
 
     // Pause reaches the subworkflow; the parent is paused once it is.
     let id = run(&s, "e2e.flow_nested", r#"{"seconds": 1}"#);

@@ -142,17 +142,21 @@ pub fn router(state: AppState) -> Router {
                 .delete(cancel_execution),
         )
         .route("/api/v1/executions/{id}/re_run", post(rerun_execution))
+        .route("/api/v1/executions/{id}/children", get(execution_children))
         .route("/api/v1/triggerinstances", get(list_trigger_instances))
         .route("/api/v1/triggerinstances/{id}", get(get_trigger_instance))
         .route("/api/v1/triggertypes", get(list_trigger_types))
+        .route("/api/v1/triggertypes/{trigger_ref}", get(get_trigger_type))
         .route("/api/v1/rules", get(list_rules))
         .route("/api/v1/rules/{rule_ref}", get(get_rule))
         .route("/api/v1/rules/{rule_ref}/test", post(test_rule))
         .route("/api/v1/ruleenforcements", get(list_enforcements))
+        .route("/api/v1/ruleenforcements/{id}", get(get_enforcement))
         .route("/api/v1/actions", get(list_actions))
         .route("/api/v1/actions/{action_ref}", get(get_action))
         .route("/api/v1/packs", get(list_packs))
         .route("/api/v1/packs/reload", post(reload_packs))
+        .route("/api/v1/packs/{pack_ref}", get(get_pack))
         .route("/api/v1/keys", get(list_keys))
         .route(
             "/api/v1/keys/{name}",
@@ -674,6 +678,50 @@ async fn rerun_execution(
 }
 
 #[derive(Deserialize)]
+struct ChildrenQuery {
+    /// How many levels down: st2's default, -1, is every level.
+    depth: Option<i64>,
+}
+
+/// A workflow's executions, as st2's `GET /executions/{id}/children`: its tasks' executions,
+/// and theirs (every level unless `depth` says otherwise), parents before their children.
+async fn execution_children(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ChildrenQuery>,
+) -> ApiResult<Json<Value>> {
+    state
+        .engine
+        .store
+        .execution(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("no execution {id}")))?;
+    let depth = q.depth.unwrap_or(-1);
+    let loaded = state.engine.loaded();
+    let mut out = Vec::new();
+    let mut level = vec![id];
+    let mut down = 0i64;
+    while !level.is_empty() && (depth < 0 || down < depth) {
+        let mut next = Vec::new();
+        for parent in level {
+            let filter = ExecutionFilter {
+                parent: Some(parent),
+                ..ExecutionFilter::default()
+            };
+            let mut children = state.engine.store.list_executions(&filter, 10_000, 0)?;
+            // Oldest first, as the workflow ran them.
+            children.reverse();
+            for c in children {
+                next.push(c.id.clone());
+                out.push(execution_json(&loaded, &c));
+            }
+        }
+        level = next;
+        down += 1;
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+#[derive(Deserialize)]
 struct TriggerInstanceQuery {
     trigger: Option<String>,
     limit: Option<usize>,
@@ -702,11 +750,11 @@ async fn get_trigger_instance(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let ti = state
-        .engine
-        .store
-        .trigger_instance(&id)?
-        .ok_or_else(|| ApiError::not_found(format!("no trigger instance {id}")))?;
+    let ti = found(
+        state.engine.store.trigger_instance(&id)?,
+        "trigger instance",
+        &id,
+    )?;
     Ok(Json(trigger_instance_json(&ti)))
 }
 
@@ -730,6 +778,26 @@ async fn list_sensors(State(state): State<AppState>) -> Json<Value> {
 }
 
 async fn list_trigger_types(State(state): State<AppState>, Query(q): Query<PackQuery>) -> Response {
+    let mut types = trigger_types(&state);
+    types.retain(|t| q.pack.as_ref().is_none_or(|p| t["pack"] == p.as_str()));
+    listed(types, q.limit, q.offset)
+}
+
+/// One trigger type, by squall's name or st2's (`core.st2.webhook`).
+async fn get_trigger_type(
+    State(state): State<AppState>,
+    Path(trigger_ref): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let wanted = squall_rules::canonical_trigger_ref(&trigger_ref);
+    trigger_types(&state)
+        .into_iter()
+        .find(|t| t["ref"] == wanted)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no trigger type {trigger_ref}")))
+}
+
+/// Every trigger type: built in, from sensors, and any other a loaded rule names.
+fn trigger_types(state: &AppState) -> Vec<Value> {
     let mut types = builtin_trigger_types();
     types.extend(crate::sensing::sensor_trigger_types());
     let known: std::collections::HashSet<String> = types
@@ -748,8 +816,7 @@ async fn list_trigger_types(State(state): State<AppState>, Query(q): Query<PackQ
         let (pack, name) = t.split_once('.').unwrap_or(("", &t));
         types.push(json!({"ref": t, "pack": pack, "name": name, "description": "used by a loaded rule", "parameters_schema": {}, "payload_schema": {}}));
     }
-    types.retain(|t| q.pack.as_ref().is_none_or(|p| t["pack"] == p.as_str()));
-    listed(types, q.limit, q.offset)
+    types
 }
 
 fn rule_json(r: &squall_rules::Rule) -> Value {
@@ -905,19 +972,36 @@ async fn list_enforcements(
         offset,
     )?;
     Ok(Json(Value::Array(
-        list.iter()
-            .map(|e| {
-                json!({
-                    "id": e.id,
-                    "rule": {"ref": e.rule_ref},
-                    "trigger_instance_id": e.trigger_instance_id,
-                    "execution_id": e.execution_id,
-                    "enforced_at": e.enforced_at,
-                    "failure_reason": e.failure_reason,
-                })
-            })
-            .collect(),
+        list.iter().map(enforcement_json).collect(),
     )))
+}
+
+fn enforcement_json(e: &crate::model::RuleEnforcement) -> Value {
+    json!({
+        "id": e.id,
+        "rule": {"ref": e.rule_ref},
+        "trigger_instance_id": e.trigger_instance_id,
+        "execution_id": e.execution_id,
+        "enforced_at": e.enforced_at,
+        "failure_reason": e.failure_reason,
+    })
+}
+
+async fn get_enforcement(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let e = found(
+        state.engine.store.enforcement(&id)?,
+        "rule enforcement",
+        &id,
+    )?;
+    Ok(Json(enforcement_json(&e)))
+}
+
+/// A record looked up by id, or a 404 naming what was not found.
+fn found<T>(record: Option<T>, what: &str, id: &str) -> ApiResult<T> {
+    record.ok_or_else(|| ApiError::not_found(format!("no {what} {id}")))
 }
 
 fn action_json(a: &crate::packs::LoadedAction) -> Value {
@@ -1004,6 +1088,21 @@ pub fn packs_json(catalog: &crate::packs::Catalog) -> Value {
         })
         .collect();
     Value::Array(packs)
+}
+
+async fn get_pack(
+    State(state): State<AppState>,
+    Path(pack_ref): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let loaded = state.engine.loaded();
+    let list = match packs_json(&loaded.catalog) {
+        Value::Array(list) => list,
+        _ => Vec::new(),
+    };
+    list.into_iter()
+        .find(|p| p["ref"] == pack_ref.as_str())
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no pack {pack_ref}")))
 }
 
 async fn list_packs(State(state): State<AppState>, Query(q): Query<PackQuery>) -> Response {

@@ -1341,6 +1341,11 @@ impl Store {
     // ---- enforcements ----
 
     /// Newest first; both filters ANDed.
+    pub fn enforcement(&self, id: &str) -> StoreResult<Option<RuleEnforcement>> {
+        self.settle();
+        self.enfs.get(id)
+    }
+
     pub fn list_enforcements(
         &self,
         rule_ref: Option<&str>,
