@@ -547,6 +547,39 @@ fn retry_and_concurrency_policies() {
         is_terminal(v["status"].as_str().unwrap_or(""))
     });
     assert_eq!(done["status"], "succeeded");
+
+    // Delayed by a policy: it runs once the first ends, keeps its request's start time (as
+    // in st2, its elapsed time counts the wait) and drops the reason it waited.
+    let (_, first) = s.post(
+        "/api/v1/executions",
+        r#"{"action": "e2e.queued", "parameters": {"seconds": 1}}"#,
+    );
+    let first_id = first["id"].as_str().expect("id").to_string();
+    s.wait_for(&format!("/api/v1/executions/{first_id}"), 20, |v| {
+        v["status"] == "running"
+    });
+    let (_, second) = s.post(
+        "/api/v1/executions",
+        r#"{"action": "e2e.queued", "parameters": {"seconds": 0.1}}"#,
+    );
+    let second_id = second["id"].as_str().expect("id").to_string();
+    let delayed = s.wait_for(&format!("/api/v1/executions/{second_id}"), 20, |v| {
+        v["status"] == "delayed"
+    });
+    assert!(delayed["reason"]
+        .as_str()
+        .expect("reason")
+        .contains("one_in_turn"));
+    let done = s.wait_for(&format!("/api/v1/executions/{second_id}"), 20, |v| {
+        is_terminal(v["status"].as_str().unwrap_or(""))
+    });
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["start_timestamp"], second["start_timestamp"]);
+    assert!(done["reason"].is_null(), "{done}");
+    assert!(
+        done["elapsed_seconds"].as_f64().expect("elapsed") > 0.3,
+        "{done}"
+    );
 }
 
 #[test]

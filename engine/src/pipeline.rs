@@ -1036,8 +1036,13 @@ impl Engine {
         if let Ok(mut c) = self.cancels.lock() {
             c.insert(e.id.clone(), cancel.clone());
         }
+        if e.status == ExecutionStatus::Delayed {
+            // Under its policy's threshold now: why it waited no longer applies.
+            e.reason = None;
+        }
+        // `start_timestamp` stays the request's time, as in st2: `elapsed_seconds` counts
+        // the time an execution waited for a worker or a policy too.
         e.status = ExecutionStatus::Running;
-        e.start_timestamp = Utc::now();
         self.running.fetch_add(1, Ordering::SeqCst);
         self.metrics.running_delta(&e.action, 1);
         Some((item, e, cancel))

@@ -312,7 +312,6 @@ impl Engine {
         match conductor {
             Ok(conductor) => {
                 e.status = ExecutionStatus::Running;
-                e.start_timestamp = Utc::now();
                 let id = e.id.clone();
                 active.insert(id.clone(), Active { exec: e, conductor });
                 self.advance(loaded, active, &id, step);
