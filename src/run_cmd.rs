@@ -60,9 +60,7 @@ fn resolve(args: RunArgs) -> Result<RunConfig> {
         .listen
         .or(file.listen)
         .unwrap_or_else(|| "127.0.0.1:9101".to_string());
-    let listen = listen_text
-        .parse()
-        .with_context(|| format!("listen address {listen_text:?} is not ADDRESS:PORT"))?;
+    let listen = listen_address(&listen_text)?;
     let packs = if !args.packs.is_empty() {
         args.packs
     } else {
@@ -104,6 +102,23 @@ fn resolve(args: RunArgs) -> Result<RunConfig> {
     })
 }
 
+/// `ADDRESS:PORT`, or `HOST:PORT` resolved (its first IPv4 address, as `localhost` means
+/// 127.0.0.1 to most clients).
+fn listen_address(text: &str) -> Result<std::net::SocketAddr> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let addrs: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .with_context(|| format!("listen address {text:?} is not ADDRESS:PORT or HOST:PORT"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .with_context(|| format!("listen address {text:?} resolves to no address"))
+}
+
 /// Threads of the async runtime (HTTP, sensors, timers): `SQUALL_IO_THREADS`, else 8.
 fn io_threads() -> usize {
     std::env::var("SQUALL_IO_THREADS")
@@ -131,4 +146,19 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime.block_on(squall_engine::server::run(config))?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_takes_an_address_or_a_host_name() {
+        let a = listen_address("127.0.0.1:9101").expect("address");
+        assert_eq!(a.to_string(), "127.0.0.1:9101");
+        let named = listen_address("localhost:9404").expect("host name");
+        assert!(named.ip().is_loopback() && named.port() == 9404, "{named}");
+        let err = listen_address("9101").expect_err("no port").to_string();
+        assert!(err.contains("HOST:PORT"), "{err}");
+    }
 }

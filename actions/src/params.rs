@@ -191,8 +191,19 @@ pub(crate) fn cast_to(ty: ParamType, value: &Value, secret: bool) -> Result<Valu
             Ok(Value::String(value.to_string()))
         }
         (ParamType::Integer, Value::Number(n)) => {
-            if n.is_i64() || n.is_u64() {
+            if n.is_i64() {
                 Ok(value.clone())
+            } else if n.is_u64() {
+                // Scripts' integers are 64-bit signed: a larger one would become a float.
+                let got = if secret {
+                    SECRET_MASK.to_string()
+                } else {
+                    n.to_string()
+                };
+                Err(format!(
+                    "integer {got} is out of range (at most {})",
+                    i64::MAX
+                ))
             } else {
                 n.as_f64().and_then(integral).map_or_else(fail, Ok)
             }
@@ -242,8 +253,13 @@ fn parse_integer(text: &str) -> Option<Value> {
     if let Ok(i) = text.parse::<i64>() {
         return Some(Value::from(i));
     }
-    if let Ok(u) = text.parse::<u64>() {
-        return Some(Value::from(u));
+    // Digits beyond an i64 are refused, not rounded through a float.
+    if text
+        .trim_start_matches(['-', '+'])
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+    {
+        return None;
     }
     text.parse::<f64>().ok().and_then(integral)
 }
@@ -430,6 +446,14 @@ mod tests {
         assert_eq!(cast("integer", json!(" -7 ")), Ok(json!(-7)));
         assert_eq!(cast("integer", json!("3.0")), Ok(json!(3)));
         assert_eq!(cast("integer", json!(4.0)), Ok(json!(4)));
+        assert!(cast("integer", json!(u64::MAX))
+            .expect_err("beyond an i64")
+            .contains("out of range"));
+        assert!(cast("integer", json!("18446744073709551615")).is_err());
+        assert_eq!(
+            cast("integer", json!(i64::MAX.to_string())),
+            Ok(json!(i64::MAX))
+        );
         assert_eq!(
             cast("integer", json!("3.5")),
             Err("parameter 'v': expected integer, got string \"3.5\"".into())
