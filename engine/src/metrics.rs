@@ -15,6 +15,10 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0,
 ];
 
+/// Distinct trigger types counted by name; the rest are counted as [`OTHER_TRIGGERS`].
+const MAX_TRIGGER_SERIES: usize = 1000;
+const OTHER_TRIGGERS: &str = "other";
+
 #[derive(Default)]
 struct Counters {
     trigger_instances: BTreeMap<String, u64>,
@@ -50,7 +54,18 @@ impl Metrics {
     }
 
     pub fn trigger_instance(&self, trigger: &str) {
-        self.with(|c| bump(&mut c.trigger_instances, trigger, 1));
+        self.with(|c| {
+            // Trigger names can come from clients (st2's generic webhook): past this many,
+            // new ones share one series instead of growing the scrape without bound.
+            let key = if c.trigger_instances.len() >= MAX_TRIGGER_SERIES
+                && !c.trigger_instances.contains_key(trigger)
+            {
+                OTHER_TRIGGERS
+            } else {
+                trigger
+            };
+            bump(&mut c.trigger_instances, key, 1)
+        });
     }
 
     pub fn rule_matched(&self, rule: &str) {
@@ -139,4 +154,30 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_series_are_bounded() {
+        let m = Metrics::default();
+        for i in 0..MAX_TRIGGER_SERIES + 5 {
+            m.trigger_instance(&format!("made.up_{i}"));
+        }
+        m.trigger_instance("made.up_0");
+        let text = m.render(0, &[]);
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("squall_trigger_instances_total{"))
+            .count();
+        assert_eq!(
+            series,
+            MAX_TRIGGER_SERIES + 1,
+            "the named ones and one other"
+        );
+        assert!(text.contains("squall_trigger_instances_total{trigger=\"other\"} 5"));
+        assert!(text.contains("squall_trigger_instances_total{trigger=\"made.up_0\"} 2"));
+    }
 }
