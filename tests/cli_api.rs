@@ -181,6 +181,77 @@ fn webhook_with_a_github_signature() {
     assert_eq!(code, 401, "an unsigned request is refused");
 }
 
+/// A Standard Webhooks sender retries a delivery with the same `webhook-id`: one instance,
+/// one execution, even across a restart.
+#[test]
+fn a_standard_webhooks_retry_gives_no_second_instance() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("squall.yaml");
+    std::fs::write(
+        &config,
+        "webhooks:\n  hello: {scheme: standard_webhooks, secret: \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"}\n",
+    )
+    .expect("write");
+    let mut s = Squall::start(
+        &dir.path().join("data"),
+        &[repo().join("tests/packs/e2e")],
+        &["--config", config.to_str().expect("utf-8")],
+    );
+    let key = base64::engine::general_purpose::STANDARD
+        .decode("C2FVsBQIhrscChlQIMV+b5sSYspob7oD")
+        .expect("key");
+    let deliver = |s: &Squall, id: &str, body: &str| {
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            .to_string();
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("key");
+        mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+        let sig = format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        );
+        s.request_with(
+            "POST",
+            "/api/v1/webhooks/hello",
+            Some(body),
+            &[
+                ("webhook-id", id),
+                ("webhook-timestamp", &timestamp),
+                ("webhook-signature", &sig),
+            ],
+        )
+        .expect("request")
+    };
+    let (code, first) = deliver(&s, "msg_1", r#"{"name": "once"}"#);
+    assert_eq!(code, 202, "{first}");
+    let first_id = first["id"].as_str().expect("id").to_string();
+    let (code, again) = deliver(&s, "msg_1", r#"{"name": "once"}"#);
+    assert_eq!(code, 202, "{again}");
+    assert_eq!(again["id"], first_id.as_str(), "{again}");
+    assert_eq!(again["duplicate"], true);
+    let (code, other) = deliver(&s, "msg_2", r#"{"name": "twice"}"#);
+    assert_eq!(code, 202);
+    assert_ne!(other["id"], first_id.as_str());
+
+    s.executions_of(&first_id, 1);
+    assert_eq!(s.terminate().code(), Some(0));
+    s.restart();
+    let (code, after) = deliver(&s, "msg_1", r#"{"name": "once"}"#);
+    assert_eq!(code, 202, "{after}");
+    assert_eq!(
+        after["id"],
+        first_id.as_str(),
+        "remembered across a restart: {after}"
+    );
+    let (_, instances) = s.get("/api/v1/triggerinstances?trigger=core.webhook");
+    assert_eq!(instances.as_array().expect("array").len(), 2, "{instances}");
+    let execs = s.executions_of(&first_id, 1);
+    assert_eq!(execs.len(), 1);
+}
+
 /// `execution pause`, `resume` and `rerun --tasks` drive a workflow as the API does.
 #[test]
 fn workflow_commands_pause_resume_and_rerun_from_a_task() {

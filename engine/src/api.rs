@@ -50,6 +50,8 @@ pub struct ApiConfig {
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub config: Arc<ApiConfig>,
+    /// Signed deliveries already accepted (see [`crate::signatures::Deliveries`]).
+    pub deliveries: Arc<crate::signatures::Deliveries>,
 }
 
 /// Every API error: a status and `{"error", "detail"}`.
@@ -422,6 +424,7 @@ async fn webhook(
                 }
             }
         }
+        let mut delivery = None;
         if let Some(check) = state.config.signatures.get(&url) {
             let lower: HashMap<String, String> = headers
                 .iter()
@@ -436,6 +439,9 @@ async fn webhook(
                     format!("signature check failed: {e}"),
                 )
             })?;
+            delivery = check
+                .delivery_id(&lower)
+                .map(|(id, tolerance)| (url.clone(), id.to_string(), tolerance));
         }
         // Built by moving the parts in: `json!` would copy each `Value` by serializing it.
         let mut payload = Map::with_capacity(2);
@@ -444,17 +450,43 @@ async fn webhook(
         let source = format!("webhook/{url}");
         let mut parameters = Map::with_capacity(1);
         parameters.insert("url".into(), Value::String(url));
-        TriggerInstance::new(
+        let ti = TriggerInstance::new(
             "core.webhook",
             Some(Value::Object(parameters)),
             Value::Object(payload),
             &source,
-        )
+        );
+        if let Some((url, id, tolerance)) = delivery {
+            // A retry of a delivery already accepted: answered as accepted, nothing new made.
+            if let Some(first) = state
+                .deliveries
+                .first(&url, &id, tolerance, &ti.id, Utc::now())
+            {
+                return Ok((
+                    StatusCode::ACCEPTED,
+                    Json(json!({"id": first, "duplicate": true, "webhook_id": id})),
+                )
+                    .into_response());
+            }
+            return match state.engine.ingest(ti).await {
+                Ok(ti) => accepted(&body, &ti),
+                Err(e) => {
+                    state.deliveries.forget(&url, &id);
+                    Err(e.into())
+                }
+            };
+        }
+        ti
     };
     let ti = state.engine.ingest(ti).await?;
+    accepted(&body, &ti)
+}
+
+/// A webhook's 202, with the instance it gave.
+fn accepted(body: &[u8], ti: &TriggerInstance) -> ApiResult<Response> {
     // Serialized into a buffer sized for it (axum's `Json` starts at 128 bytes and regrows).
     let mut out = Vec::with_capacity(body.len() + 512);
-    serde_json::to_writer(&mut out, &crate::pipeline::TriggerInstanceOut::from(&*ti))
+    serde_json::to_writer(&mut out, &crate::pipeline::TriggerInstanceOut::from(ti))
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok((
         StatusCode::ACCEPTED,

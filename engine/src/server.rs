@@ -191,6 +191,7 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
             alert_receivers: config.alert_receivers.clone(),
             reload: reload.clone(),
         }),
+        deliveries: Arc::new(recent_deliveries(&engine, &config.webhooks)),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -247,6 +248,67 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The signed deliveries accepted lately, from the stored instances, so that a sender's retry
+/// right after a restart still gives no second instance.
+fn recent_deliveries(
+    engine: &Engine,
+    webhooks: &std::collections::HashMap<String, crate::signatures::SignatureCheck>,
+) -> crate::signatures::Deliveries {
+    let deliveries = crate::signatures::Deliveries::default();
+    // The longest a delivery is accepted by any hook that names its deliveries.
+    let Some(longest) = webhooks
+        .values()
+        .filter_map(|c| c.delivery_tolerance())
+        .max()
+    else {
+        return deliveries;
+    };
+    let since = chrono::Utc::now()
+        - i64::try_from(longest.saturating_mul(2))
+            .ok()
+            .and_then(chrono::TimeDelta::try_seconds)
+            .unwrap_or(chrono::TimeDelta::MAX);
+    let mut offset = 0;
+    'pages: loop {
+        let page = match engine
+            .store
+            .list_trigger_instances(Some("core.webhook"), 1000, offset)
+        {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read recent webhook deliveries");
+                break;
+            }
+        };
+        if page.is_empty() {
+            break;
+        }
+        offset += page.len();
+        for ti in page {
+            if ti.received_time < since {
+                break 'pages;
+            }
+            let url = ti
+                .trigger_parameters
+                .as_ref()
+                .and_then(|p| p.get("url"))
+                .and_then(serde_json::Value::as_str);
+            let id = ti.payload["headers"]
+                .get("Webhook-Id")
+                .and_then(serde_json::Value::as_str);
+            if let (Some(url), Some(id)) = (url, id) {
+                if webhooks
+                    .get(url)
+                    .is_some_and(|c| c.delivery_tolerance().is_some())
+                {
+                    deliveries.remember(url, id, &ti.id, ti.received_time);
+                }
+            }
+        }
+    }
+    deliveries
 }
 
 /// Puts back into the store what the ingest journal holds and a crash took from the store,

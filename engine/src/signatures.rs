@@ -107,6 +107,23 @@ impl fmt::Debug for SignatureCheck {
 }
 
 impl SignatureCheck {
+    /// For a scheme whose deliveries carry an id that stays the same when the sender retries
+    /// (Standard Webhooks' `webhook-id`): that id, and how long a delivery is accepted.
+    pub fn delivery_id<'h>(&self, headers: &'h HashMap<String, String>) -> Option<(&'h str, u64)> {
+        let tolerance = self.delivery_tolerance()?;
+        headers.get(SW_ID_HEADER).map(|id| (id.as_str(), tolerance))
+    }
+
+    /// How long a delivery is accepted, for a scheme whose deliveries carry an id.
+    pub fn delivery_tolerance(&self) -> Option<u64> {
+        match self {
+            SignatureCheck::StandardWebhooks {
+                tolerance_seconds, ..
+            } => Some(*tolerance_seconds),
+            _ => None,
+        }
+    }
+
     /// Checks a request. `headers` maps lowercase header names to values; `body` is the raw body
     /// as received; `now` is the time timestamps are checked against. The error says what is
     /// missing or wrong, never what the signature should have been.
@@ -611,5 +628,77 @@ mod tests {
         let h = headers(&[("X-Hub-Signature-256", "sha256=00")]);
         let e = c.verify(&h, GH_BODY, at(0)).unwrap_err();
         assert!(!e.contains(&GH_SIG[7..]) && !e.contains(GH_SECRET), "{e}");
+    }
+}
+
+/// Deliveries already accepted, by webhook url and delivery id, so that a sender's retry of one
+/// (same `webhook-id`, as Standard Webhooks retries) gives no second trigger instance. An entry
+/// is kept twice as long as a delivery is accepted (its timestamp checked against the
+/// tolerance); a restart fills the guard again from the instances stored since then.
+#[derive(Default)]
+pub struct Deliveries {
+    seen: std::sync::Mutex<HashMap<DeliveryKey, Delivered>>,
+}
+
+/// A webhook's url and a delivery's id.
+type DeliveryKey = (String, String);
+
+/// When a delivery was accepted, and the trigger instance it gave.
+struct Delivered {
+    at: DateTime<Utc>,
+    instance: String,
+}
+
+impl Deliveries {
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<DeliveryKey, Delivered>> {
+        match self.seen.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The trigger instance a delivery already gave, or, for a new one, records that it gives
+    /// `instance` (forget it with [`Deliveries::forget`] if that instance is not accepted).
+    pub fn first(
+        &self,
+        url: &str,
+        delivery: &str,
+        tolerance_seconds: u64,
+        instance: &str,
+        now: DateTime<Utc>,
+    ) -> Option<String> {
+        let keep = i64::try_from(tolerance_seconds.saturating_mul(2))
+            .ok()
+            .and_then(chrono::TimeDelta::try_seconds)
+            .unwrap_or(chrono::TimeDelta::MAX);
+        let mut seen = self.seen();
+        seen.retain(|_, d| now.signed_duration_since(d.at) <= keep);
+        let key = (url.to_string(), delivery.to_string());
+        if let Some(d) = seen.get(&key) {
+            return Some(d.instance.clone());
+        }
+        seen.insert(
+            key,
+            Delivered {
+                at: now,
+                instance: instance.to_string(),
+            },
+        );
+        None
+    }
+
+    /// Records a delivery accepted at `at` (refilling the guard at start).
+    pub fn remember(&self, url: &str, delivery: &str, instance: &str, at: DateTime<Utc>) {
+        self.seen()
+            .entry((url.to_string(), delivery.to_string()))
+            .or_insert_with(|| Delivered {
+                at,
+                instance: instance.to_string(),
+            });
+    }
+
+    /// Forgets a delivery whose instance was refused, so the sender's retry is taken.
+    pub fn forget(&self, url: &str, delivery: &str) {
+        self.seen().remove(&(url.to_string(), delivery.to_string()));
     }
 }
