@@ -1899,17 +1899,26 @@ fn count(v: &Value) -> String {
 
 /// One pack as `pack list` and `pack reload` show it, its problems indented below.
 fn format_pack(pack: &Value) -> String {
-    let mut out = format!(
-        "pack {} {}: {} actions, {} rules",
-        text(&pack["ref"]),
-        text(&pack["version"]),
-        count(&pack["actions"]),
-        count(&pack["rules"])
-    );
-    let description = first_line(&text(&pack["description"]));
-    if !description.is_empty() {
-        out.push_str(&format!(" ({})", clip(&description, 60)));
-    }
+    let mut out = if pack["loaded"] == false {
+        format!(
+            "pack {} ({}): not loaded",
+            text(&pack["ref"]),
+            text(&pack["path"])
+        )
+    } else {
+        let mut out = format!(
+            "pack {} {}: {} actions, {} rules",
+            text(&pack["ref"]),
+            text(&pack["version"]),
+            count(&pack["actions"]),
+            count(&pack["rules"])
+        );
+        let description = first_line(&text(&pack["description"]));
+        if !description.is_empty() {
+            out.push_str(&format!(" ({})", clip(&description, 60)));
+        }
+        out
+    };
     out.push('\n');
     for problem in pack["problems"].as_array().into_iter().flatten() {
         out.push_str(&format!("  {}\n", text(problem)));

@@ -805,7 +805,60 @@ fn bad_packs_are_reported_and_skipped_or_refused_with_strict() {
     let bad = dir.path().join("bad");
     write(&bad, "pack.yaml", "ref: bad\nname: bad\n");
     write(&bad, "rules/typo.yaml", "name: typo\nenabled: true\ntrigger: {type: core.webhook}\naction: {ref: core.noop}\ncritera: {}\n");
-    let s = Squall::start(&dir.path().join("data"), std::slice::from_ref(&bad), &[]);
+    // The same rule twice (the second file is not loaded) and a rule on a missing action.
+    let rule = "name: twice\npack: bad\nenabled: true\ntrigger: {type: core.webhook, parameters: {url: twice}}\naction: {ref: core.noop}\n";
+    write(&bad, "rules/a_twice.yaml", rule);
+    write(&bad, "rules/b_twice.yaml", rule);
+    write(&bad, "rules/orphan.yaml", "name: orphan\npack: bad\nenabled: true\ntrigger: {type: core.webhook, parameters: {url: orphan}}\naction: {ref: nope.missing}\n");
+    // A pack whose pack.yaml does not parse is listed as not loaded, with why.
+    let broken = dir.path().join("broken");
+    write(&broken, "pack.yaml", "ref: broken\nname: [\n");
+    let core = repo().join("packs/core");
+    let s = Squall::start(
+        &dir.path().join("data"),
+        &[bad.clone(), broken.clone(), core],
+        &[],
+    );
+    let (_, rules) = s.get("/api/v1/rules?pack=bad");
+    let refs: Vec<&str> = rules
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|r| r["ref"].as_str())
+        .collect();
+    assert_eq!(refs, ["bad.twice"], "{rules}");
+    let (code, ti) = s.post("/api/v1/webhooks/twice", "{}");
+    assert_eq!(code, 202);
+    let execs = s.executions_of(ti["id"].as_str().expect("id"), 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, execs_after) = s.get(&format!(
+        "/api/v1/executions?trigger_instance={}",
+        ti["id"].as_str().expect("id")
+    ));
+    assert_eq!(execs.len(), 1);
+    assert_eq!(
+        execs_after.as_array().expect("array").len(),
+        1,
+        "one rule, one execution"
+    );
+    let (code, _) = s.post("/api/v1/webhooks/orphan", "{}");
+    assert_eq!(code, 404, "a rule whose action is missing is not loaded");
+    let (_, packs) = s.get("/api/v1/packs");
+    let unloaded = packs
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|p| p["loaded"] == false)
+        .cloned()
+        .expect("the broken pack listed");
+    assert!(
+        unloaded["problems"].to_string().contains("pack.yaml"),
+        "{unloaded}"
+    );
+    let all = packs.to_string();
+    for said in ["b_twice.yaml", "also defined", "nope.missing"] {
+        assert!(all.contains(said), "{said}: {all}");
+    }
     let (_, packs) = s.get("/api/v1/packs");
     let bad_pack = packs
         .as_array()

@@ -4,7 +4,7 @@
 //! through the store's narrow interface, and every error goes through [`ApiError`], which
 //! answers `{"error": "...", "detail": ...}` with the right status.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -1096,14 +1096,22 @@ async fn get_action(
 
 /// The packs and their problems, as `pack list` and `pack reload` show them.
 pub fn packs_json(catalog: &crate::packs::Catalog) -> Value {
-    let packs: Vec<Value> = catalog
+    // A problem is a pack's when its file is in the pack, or is the pack's config file
+    // (`<configs>/<pack>.yaml`); the others (a pack that did not load, a folder that is not
+    // there) are listed under the folder they concern, as packs not loaded.
+    let in_pack = |pr: &crate::packs::Problem, p: &crate::packs::Pack| {
+        pr.file.starts_with(&p.dir)
+            || (pr.file.file_stem().is_some_and(|s| *s == *p.reference)
+                && !catalog.packs.iter().any(|q| pr.file.starts_with(&q.dir)))
+    };
+    let mut packs: Vec<Value> = catalog
         .packs
         .iter()
         .map(|p| {
             let problems: Vec<String> = catalog
                 .problems
                 .iter()
-                .filter(|pr| pr.file.starts_with(&p.dir))
+                .filter(|pr| in_pack(pr, p))
                 .map(ToString::to_string)
                 .collect();
             json!({
@@ -1113,12 +1121,39 @@ pub fn packs_json(catalog: &crate::packs::Catalog) -> Value {
                 "version": p.meta.version,
                 "author": p.meta.author,
                 "path": p.dir,
+                "loaded": true,
                 "actions": p.actions.len(),
                 "rules": p.rules.len(),
                 "problems": problems,
             })
         })
         .collect();
+    let mut others: BTreeMap<std::path::PathBuf, Vec<String>> = BTreeMap::new();
+    for pr in &catalog.problems {
+        if catalog.packs.iter().any(|p| in_pack(pr, p)) {
+            continue;
+        }
+        let folder = if pr.file.is_dir() || pr.file.extension().is_none() {
+            pr.file.clone()
+        } else {
+            pr.file.parent().map(Into::into).unwrap_or_default()
+        };
+        others.entry(folder).or_default().push(pr.to_string());
+    }
+    for (folder, problems) in others {
+        let name = folder
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        packs.push(json!({
+            "ref": name,
+            "path": folder,
+            "loaded": false,
+            "actions": 0,
+            "rules": 0,
+            "problems": problems,
+        }));
+    }
     Value::Array(packs)
 }
 
@@ -1132,7 +1167,7 @@ async fn get_pack(
         _ => Vec::new(),
     };
     list.into_iter()
-        .find(|p| p["ref"] == pack_ref.as_str())
+        .find(|p| p["ref"] == pack_ref.as_str() && p["loaded"] == true)
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no pack {pack_ref}")))
 }

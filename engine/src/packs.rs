@@ -362,7 +362,14 @@ fn check_cross_references(catalog: &mut Catalog) {
                 ));
             }
         }
-        for r in &pack.rules {
+    }
+    // A rule that cannot run as written is reported and left out, like a file that does not
+    // parse: one whose action no loaded pack provides, and any later one with the same ref
+    // (loading both would enforce the "same" rule twice for every instance).
+    let mut refs: HashMap<String, PathBuf> = HashMap::new();
+    for pack in &mut catalog.packs {
+        pack.rules.retain(|r| {
+            let reference = r.rule.reference();
             if !actions.contains(&r.rule.action_ref) {
                 let text = read_or_empty(&r.file);
                 problems.push(Problem::new(
@@ -370,13 +377,27 @@ fn check_cross_references(catalog: &mut Catalog) {
                     squall_rules::line_of(&text, "ref"),
                     None,
                     format!(
-                        "rule '{}' runs action '{}', which no loaded pack provides",
-                        r.rule.reference(),
+                        "rule '{reference}' runs action '{}', which no loaded pack provides; the rule is not loaded",
                         r.rule.action_ref
                     ),
                 ));
+                return false;
             }
-        }
+            if let Some(first) = refs.get(&reference) {
+                problems.push(Problem::new(
+                    &r.file,
+                    None,
+                    None,
+                    format!(
+                        "rule '{reference}' is also defined in {}; this file is not loaded",
+                        first.display()
+                    ),
+                ));
+                return false;
+            }
+            refs.insert(reference, r.file.clone());
+            true
+        });
     }
     if let Err(errs) = catalog.rule_set() {
         for (rule_ref, msg) in errs {
@@ -390,21 +411,6 @@ fn check_cross_references(catalog: &mut Catalog) {
                 None,
                 None,
                 format!("rule '{rule_ref}': {msg}"),
-            ));
-        }
-    }
-    let mut refs: HashMap<String, PathBuf> = HashMap::new();
-    for r in catalog.rules() {
-        if let Some(first) = refs.insert(r.rule.reference(), r.file.clone()) {
-            problems.push(Problem::new(
-                &r.file,
-                None,
-                None,
-                format!(
-                    "rule '{}' is also defined in {}",
-                    r.rule.reference(),
-                    first.display()
-                ),
             ));
         }
     }

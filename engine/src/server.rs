@@ -139,7 +139,7 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
             return Err(ServerError::Strict(list.join("\n")));
         }
         for p in &list {
-            tracing::warn!(problem = %p, "pack problem: the file is skipped");
+            tracing::warn!(problem = %p, "pack problem");
         }
     }
     tracing::info!(
