@@ -582,6 +582,47 @@ fn retry_and_concurrency_policies() {
     );
 }
 
+/// The concurrency policy holds whatever way an execution comes to start: delayed ones
+/// dispatched again after `kill -9` start one at a time too.
+#[test]
+fn concurrency_policy_holds_after_a_restart() {
+    let (_dir, mut s) = start(&[], &[]);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (code, e) = s.post(
+            "/api/v1/executions",
+            r#"{"action": "e2e.queued", "parameters": {"seconds": 1}}"#,
+        );
+        assert_eq!(code, 201, "{e}");
+        ids.push(e["id"].as_str().expect("id").to_string());
+    }
+    s.wait_for(
+        "/api/v1/executions?action=e2e.queued&status=delayed",
+        20,
+        |v| v.as_array().is_some_and(|a| a.len() == 2),
+    );
+    s.kill9();
+    s.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, running) = s.get("/api/v1/executions?action=e2e.queued&status=running");
+        let n = running.as_array().map_or(0, Vec::len);
+        assert!(n <= 1, "{n} running at once: {running}");
+        let (_, all) = s.get("/api/v1/executions?action=e2e.queued");
+        let all = all.as_array().cloned().unwrap_or_default();
+        if all
+            .iter()
+            .all(|e| is_terminal(e["status"].as_str().unwrap_or("")))
+        {
+            let succeeded = all.iter().filter(|e| e["status"] == "succeeded").count();
+            assert!(succeeded >= 2, "the delayed ones ran: {all:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not finished: {all:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn key_value_store_ttl_and_secrets() {
     let (dir, mut s) = start(&[], &[]);

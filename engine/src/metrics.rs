@@ -76,6 +76,19 @@ impl Metrics {
         self.with(|c| bump(&mut c.running, action, delta));
     }
 
+    /// Counts one more running execution of `action` if fewer than `threshold` run, in one
+    /// step (two workers claiming at once cannot both see room for one).
+    pub fn try_running(&self, action: &str, threshold: usize) -> bool {
+        self.with(|c| {
+            let now = c.running.get(action).copied().unwrap_or(0).max(0) as usize;
+            if now >= threshold {
+                return false;
+            }
+            bump(&mut c.running, action, 1);
+            true
+        })
+    }
+
     pub fn running_of(&self, action: &str) -> usize {
         self.with(|c| c.running.get(action).copied().unwrap_or(0).max(0) as usize)
     }

@@ -1020,17 +1020,45 @@ impl Engine {
             );
             return None;
         }
-        if e.status == ExecutionStatus::Delayed {
-            if let Some(policy) = loaded.policies.concurrency(&e.action) {
-                if self.running_of(&e.action) >= policy.threshold {
-                    let queue = self.queue.clone();
-                    std::thread::spawn(move || {
-                        std::thread::sleep(Duration::from_millis(200));
-                        queue.push(item);
-                    });
+        // The concurrency policy is decided here, where an execution starts, whatever its
+        // way in (requested, delayed, or dispatched again after a restart): the check at
+        // request time cannot see executions queued but not yet started.
+        match loaded.policies.concurrency(&e.action) {
+            Some(policy) if !self.metrics.try_running(&e.action, policy.threshold) => {
+                if policy.cancel && e.status != ExecutionStatus::Delayed {
+                    let result = json!({"error": format!(
+                        "canceled by policy {}: {} executions of {} already running (threshold {})",
+                        policy.name, self.running_of(&e.action), e.action, policy.threshold
+                    )});
+                    self.finish(
+                        loaded,
+                        &mut e,
+                        ExecutionStatus::Canceled,
+                        result,
+                        Vec::new(),
+                    );
                     return None;
                 }
+                if e.status != ExecutionStatus::Delayed {
+                    e.status = ExecutionStatus::Delayed;
+                    e.reason = Some(format!(
+                        "delayed by policy {}: threshold {} reached",
+                        policy.name, policy.threshold
+                    ));
+                    if let Err(err) = self.store.put_execution(&e) {
+                        tracing::error!(error = %err, "could not record a delayed execution");
+                    }
+                    self.publish_execution("st2.execution__update", loaded, &e);
+                }
+                let queue = self.queue.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(200));
+                    queue.push(item);
+                });
+                return None;
             }
+            Some(_) => {}
+            None => self.metrics.running_delta(&e.action, 1),
         }
         let cancel = CancelToken::default();
         if let Ok(mut c) = self.cancels.lock() {
@@ -1044,7 +1072,6 @@ impl Engine {
         // the time an execution waited for a worker or a policy too.
         e.status = ExecutionStatus::Running;
         self.running.fetch_add(1, Ordering::SeqCst);
-        self.metrics.running_delta(&e.action, 1);
         Some((item, e, cancel))
     }
 
