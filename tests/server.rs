@@ -623,6 +623,31 @@ fn concurrency_policy_holds_after_a_restart() {
     }
 }
 
+/// Log lines are stored while the action runs: the API shows them, and an execution abandoned
+/// by `kill -9` keeps what it wrote.
+#[test]
+fn log_lines_are_stored_while_an_action_runs() {
+    let (_dir, mut s) = start(&[], &[]);
+    let (code, e) = s.post(
+        "/api/v1/executions",
+        r#"{"action": "e2e.ticker", "parameters": {"n": 100, "every": 0.1}}"#,
+    );
+    assert_eq!(code, 201, "{e}");
+    let id = e["id"].as_str().expect("id").to_string();
+    let path = format!("/api/v1/executions/{id}");
+    let live = s.wait_for(&path, 20, |v| {
+        v["status"] == "running" && v["log"].as_array().is_some_and(|l| l.len() >= 3)
+    });
+    assert_eq!(live["log"][0]["message"], "tick 0", "{live}");
+    // Long enough for the store to have flushed them.
+    std::thread::sleep(Duration::from_millis(1500));
+    s.kill9();
+    s.restart();
+    let after = s.wait_for(&path, 20, |v| v["status"] == "abandoned");
+    let kept = after["log"].as_array().map_or(0, Vec::len);
+    assert!(kept >= 3, "{after}");
+}
+
 #[test]
 fn key_value_store_ttl_and_secrets() {
     let (dir, mut s) = start(&[], &[]);

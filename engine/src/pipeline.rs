@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::{json, Map, Value};
@@ -138,6 +138,9 @@ struct Flusher {
     waiting: Mutex<Vec<oneshot::Sender<Result<(), String>>>>,
     wake: Notify,
 }
+
+/// How often a running action's log lines so far are stored (see `Engine::execute`).
+const LIVE_LOG_EVERY: Duration = Duration::from_millis(250);
 
 /// The engine.
 pub struct Engine {
@@ -931,8 +934,8 @@ impl Engine {
             self.publish_execution("st2.execution__update", &loaded, e);
         }
         let mut finished = Vec::with_capacity(claimed.len());
-        for (item, mut e, cancel) in claimed {
-            let (status, result, log) = self.execute(item, &e, &cancel);
+        for ((item, mut e, cancel), marked) in claimed.into_iter().zip(&running) {
+            let (status, result, log) = self.execute(item, marked, &cancel);
             if let Ok(mut c) = self.cancels.lock() {
                 c.remove(&e.id);
             }
@@ -1075,17 +1078,24 @@ impl Engine {
         Some((item, e, cancel))
     }
 
-    /// Runs a claimed item to its final status.
+    /// Runs a claimed item to its final status. `e` is the execution as marked running.
     fn execute(
         &self,
         item: WorkItem,
-        e: &Execution,
+        e: &Arc<Execution>,
         cancel: &CancelToken,
     ) -> (ExecutionStatus, Value, Vec<LogLine>) {
         match (item.runner, item.source) {
             (RunnerType::Rhai, Some(source)) => {
                 let exec_id = e.id.clone();
                 let events = self.events.clone();
+                // Log lines are streamed as they come and stored while the action runs (at
+                // most every LIVE_LOG_EVERY; the rest with the result), so the API, `execution
+                // tail` and an execution abandoned by a crash show what it wrote.
+                let live = Mutex::new((Vec::<LogLine>::new(), None::<Instant>));
+                let marks = self.marks.clone();
+                let store = self.store.clone();
+                let marked = e.clone();
                 let on_log: Arc<dyn Fn(&LogLine) + Send + Sync> =
                     Arc::new(move |line: &LogLine| {
                         let mut data = serde_json::to_value(line).unwrap_or(Value::Null);
@@ -1096,6 +1106,17 @@ impl Engine {
                             event: "st2.execution.output__create",
                             data: Arc::from(data.to_string()),
                         });
+                        let mut live = match live.lock() {
+                            Ok(g) => g,
+                            Err(p) => p.into_inner(),
+                        };
+                        live.0.push(line.clone());
+                        if live.1.is_none_or(|at| at.elapsed() >= LIVE_LOG_EVERY) {
+                            live.1 = Some(Instant::now());
+                            let mut copy = (*marked).clone();
+                            copy.log = live.0.clone();
+                            marks.running_log(Arc::new(copy), &store);
+                        }
                     });
                 let report = self.runtime.run(ScriptJob {
                     script_key: item.action,

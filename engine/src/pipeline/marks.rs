@@ -86,6 +86,18 @@ impl RunningMarks {
         }
     }
 
+    /// A running execution with the log lines it has written so far: the waiting mark becomes
+    /// this copy, or, once the mark is written, the copy goes to the store's writer (under the
+    /// lock, so it lands after the mark and before the result).
+    pub(crate) fn running_log(&self, e: Arc<Execution>, store: &Store) {
+        let mut pending = self.lock();
+        if let Some(waiting) = pending.marks.get_mut(&e.id) {
+            waiting.1 = e;
+            return;
+        }
+        store.put_executions_later(vec![e], None);
+    }
+
     /// Takes back the marks of these executions (their results follow); a mark already written
     /// is gone from here, and its write is complete. Returns the journal segments of the marks
     /// taken back: call [`Journal::stored`] for each once the store has what follows them.
