@@ -1314,6 +1314,14 @@ pub fn format_rule_test(answer: &Value, asked: &str) -> Result<(String, ExitCode
 /// `name=value` arguments as a JSON object. A value is sent as JSON when it parses as JSON
 /// (and, for a number, when writing it back gives the same text), else as a string.
 pub fn parse_params(args: &[String]) -> Result<Map<String, Value>> {
+    typed_params(args, &Value::Null)
+}
+
+/// [`parse_params`] for an action whose declared parameters (`GET /actions/{ref}`'s
+/// `parameters`) are known: each value is read as its declared type, as `action exec` reads
+/// it (a string parameter takes the text as it is, `{"a":1}` included; an array takes `a,b,c`
+/// or JSON); a name the action does not declare is guessed, and the server names it if wrong.
+fn typed_params(args: &[String], declared: &Value) -> Result<Map<String, Value>> {
     let mut params = Map::new();
     let mut errors = Vec::new();
     for arg in args {
@@ -1330,7 +1338,15 @@ pub fn parse_params(args: &[String]) -> Result<Map<String, Value>> {
             errors.push(format!("parameter '{name}' is given twice"));
             continue;
         }
-        params.insert(name.to_string(), cli_value(raw));
+        let ty = declared[name]["type"]
+            .as_str()
+            .and_then(|t| t.parse::<squall_actions::ParamType>().ok());
+        // A value its type cannot read is sent as guessed: the server then names every bad or
+        // missing parameter at once.
+        let value = ty
+            .and_then(|ty| squall_actions::parse_cli_value(ty, raw).ok())
+            .unwrap_or_else(|| cli_value(raw));
+        params.insert(name.to_string(), value);
     }
     if !errors.is_empty() {
         bail!("invalid parameters:\n  {}", errors.join("\n  "));
@@ -1365,10 +1381,20 @@ fn list(v: Value, what: &str) -> Result<Vec<Value>> {
     }
 }
 
+/// The parameters an action declares, as the API lists them (`Null` when it cannot say:
+/// the request then names any problem).
+fn declared_params(client: &Client, action: &str) -> Value {
+    client
+        .get(&["actions", action], &[])
+        .map(|a| a["parameters"].clone())
+        .unwrap_or(Value::Null)
+}
+
 pub fn action_run(args: &ActionRunArgs) -> Result<ExitCode> {
-    let params = parse_params(&args.params)?;
+    parse_params(&args.params)?;
     deadline(&args.follow)?;
     let client = Client::new(&args.api)?;
+    let params = typed_params(&args.params, &declared_params(&client, &args.action))?;
     let events = if args.follow.detach {
         None
     } else {
@@ -1583,9 +1609,19 @@ fn execution_set_status(args: &ExecutionIdArgs, status: &str) -> Result<ExitCode
 }
 
 fn execution_rerun(args: &ExecutionRerunArgs) -> Result<ExitCode> {
-    let params = parse_params(&args.params)?;
+    parse_params(&args.params)?;
     deadline(&args.follow)?;
     let client = Client::new(&args.api)?;
+    let params = if args.params.is_empty() {
+        Map::new()
+    } else {
+        let old = client.get(&["executions", &args.id], &[])?;
+        let action = old["action"]["ref"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        typed_params(&args.params, &declared_params(&client, &action))?
+    };
     let events = if args.follow.detach {
         None
     } else {

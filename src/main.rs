@@ -178,8 +178,28 @@ enum ActionCommand {
     },
 }
 
+/// A command whose output is piped into one that stops reading (`| head`) ends quietly, as
+/// Unix tools killed by SIGPIPE do (status 141), instead of with a panic's backtrace: Rust's
+/// `println!` panics when stdout is a closed pipe.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    quiet_on_closed_stdout();
     let outcome = match cli.command {
         Command::Run(args) => run_cmd::run(args),
         Command::Pack { command } => match command {

@@ -52,6 +52,13 @@ fn operator_commands_against_a_running_server() {
     assert!(all.contains("hello, cli"), "{all}");
     assert!(all.contains("succeeded"), "{all}");
 
+    // Values are read as the action declares them: a string parameter takes JSON-looking
+    // text as it is.
+    let out = cli(&s, &["action", "run", "core.echo", r#"message={"a":1}"#]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains(r#"{"a":1}"#), "{all}");
+
     let out = cli(&s, &["action", "run", "e2e.fail"]);
     assert_eq!(
         out.status.code(),
