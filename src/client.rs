@@ -2097,16 +2097,15 @@ pub fn pack_reload(args: &PackReloadArgs) -> Result<ExitCode> {
         .iter()
         .map(|p| count(&p["rules"]).parse::<u64>().unwrap_or(0))
         .sum();
-    if problems == 0 {
-        println!(
-            "reloaded {} packs: {actions} actions, {rules} rules, no problems",
-            packs.len()
+    let loaded = packs.iter().filter(|p| p["loaded"] != false).count();
+    if answer["applied"] == false {
+        eprintln!(
+            "{problems} problems found; not reloaded (--strict): the packs loaded before stay"
         );
+    } else if problems == 0 {
+        println!("reloaded {loaded} packs: {actions} actions, {rules} rules, no problems");
     } else {
-        println!(
-            "reloaded {} packs: {actions} actions, {rules} rules",
-            packs.len()
-        );
+        println!("reloaded {loaded} packs: {actions} actions, {rules} rules");
         eprintln!("{problems} problems found");
     }
     Ok(code)

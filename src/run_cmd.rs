@@ -88,7 +88,7 @@ fn resolve(args: RunArgs) -> Result<RunConfig> {
         strict: args.strict || file.strict.unwrap_or(false),
         auth: args.auth || file.auth.unwrap_or(false),
         webhook_body_limit: file.webhook_body_limit.unwrap_or(1024 * 1024),
-        retention: std::time::Duration::from_secs(file.retention_days.unwrap_or(30) * 86_400),
+        retention: std::time::Duration::from_secs(retention_days(file.retention_days)? * 86_400),
         shutdown_grace: std::time::Duration::from_secs(file.shutdown_grace_seconds.unwrap_or(30)),
         secret_key,
         webhooks: file.webhooks,
@@ -100,6 +100,20 @@ fn resolve(args: RunArgs) -> Result<RunConfig> {
         .map(|(name, c)| (name.to_string(), c.unwrap_or_default()))
         .collect(),
     })
+}
+
+/// `retention_days`, 30 unless set; 0 is refused (it would delete every finished record at
+/// once), and so is more than a thousand years.
+fn retention_days(setting: Option<u64>) -> Result<u64> {
+    match setting.unwrap_or(30) {
+        0 => Err(anyhow!(
+            "retention_days must be at least 1: records older than it are deleted, so 0 would delete every finished record"
+        )),
+        days if days > 365_000 => Err(anyhow!(
+            "retention_days {days} is more than a thousand years: give at most 365000"
+        )),
+        days => Ok(days),
+    }
 }
 
 /// `ADDRESS:PORT`, or `HOST:PORT` resolved (its first IPv4 address, as `localhost` means
@@ -160,5 +174,14 @@ mod tests {
         assert!(named.ip().is_loopback() && named.port() == 9404, "{named}");
         let err = listen_address("9101").expect_err("no port").to_string();
         assert!(err.contains("HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn retention_of_zero_days_is_refused() {
+        assert_eq!(retention_days(None).expect("default"), 30);
+        assert_eq!(retention_days(Some(7)).expect("set"), 7);
+        let err = retention_days(Some(0)).expect_err("zero").to_string();
+        assert!(err.contains("at least 1"), "{err}");
+        assert!(retention_days(Some(u64::MAX)).is_err());
     }
 }

@@ -1088,6 +1088,37 @@ fn packs_reload_on_sighup_and_on_request() {
     assert_eq!(code, 202, "a bad file is skipped; the rest keeps working");
 }
 
+/// Under `--strict` a reload with problems is refused, as a start is: what was loaded stays.
+#[test]
+fn a_strict_reload_with_problems_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("live");
+    write(&live, "pack.yaml", "ref: live\nname: live\n");
+    let rule = "name: first\nenabled: true\ntrigger: {type: core.webhook, parameters: {url: first}}\naction: {ref: core.noop}\n";
+    write(&live, "rules/first.yaml", rule);
+    let s = Squall::start(
+        &dir.path().join("data"),
+        std::slice::from_ref(&live),
+        &["--strict"],
+    );
+    let (code, _) = s.post("/api/v1/webhooks/first", "{}");
+    assert_eq!(code, 202);
+    write(
+        &live,
+        "rules/first.yaml",
+        &rule.replace("trigger:", "triger:"),
+    );
+    let (code, summary) = s.post("/api/v1/packs/reload", "");
+    assert_eq!(code, 200);
+    assert_eq!(summary["applied"], false, "{summary}");
+    assert!(
+        summary["problems"].to_string().contains("first.yaml"),
+        "{summary}"
+    );
+    let (code, _) = s.post("/api/v1/webhooks/first", "{}");
+    assert_eq!(code, 202, "the rule loaded before still listens");
+}
+
 #[test]
 fn workflows_run_their_tasks_as_child_executions() {
     let (_dir, s) = start(&[], &[]);

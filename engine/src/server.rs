@@ -164,10 +164,20 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
         let timer_tasks = timer_tasks.clone();
         let shutdown_rx = shutdown_rx.clone();
         let handle = tokio::runtime::Handle::current();
+        let strict = config.strict;
         Arc::new(move || {
             let catalog = load_packs_with_configs(&packs, &configs, &runtime);
             let problems: Vec<String> = catalog.problems.iter().map(ToString::to_string).collect();
-            let summary = json!({"packs": packs_json(&catalog), "problems": problems});
+            if strict && !problems.is_empty() {
+                // As at start: with problems, nothing changes; what was loaded stays.
+                tracing::warn!(
+                    problems = problems.len(),
+                    "packs not reloaded: they have problems and --strict is set"
+                );
+                return json!({"packs": packs_json(&catalog), "problems": problems, "applied": false});
+            }
+            let summary =
+                json!({"packs": packs_json(&catalog), "problems": problems, "applied": true});
             engine.set_loaded(catalog);
             let _guard = handle.enter();
             if let Ok(mut tasks) = timer_tasks.lock() {
