@@ -36,11 +36,12 @@ pub struct RunArgs {
     /// alertmanager, grafana).
     #[arg(long, value_name = "FILE", env = "SQUALL_CONFIG")]
     config: Option<PathBuf>,
-    /// Refuse to start when a pack has a problem (default: report it and skip the file).
-    #[arg(long, env = "SQUALL_STRICT")]
+    /// Refuse to start (or reload) when a pack has a problem (default: report it and skip
+    /// the file). `SQUALL_STRICT` takes 1/0, true/false, yes/no, on/off.
+    #[arg(long, env = "SQUALL_STRICT", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     strict: bool,
     /// Require an API key on every request (required to listen beyond loopback).
-    #[arg(long, env = "SQUALL_AUTH")]
+    #[arg(long, env = "SQUALL_AUTH", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     auth: bool,
 }
 
