@@ -1088,6 +1088,61 @@ fn packs_reload_on_sighup_and_on_request() {
     assert_eq!(code, 202, "a bad file is skipped; the rest keeps working");
 }
 
+/// A pack's config: settings the schema does not declare are kept (and reported), defaults
+/// apply; a config that does not fit its schema fails the pack's actions with why, rather than
+/// running them with no config.
+#[test]
+fn pack_configs_apply_defaults_keep_extras_and_fail_actions_when_invalid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfgpack = dir.path().join("cfg");
+    write(&cfgpack, "pack.yaml", "ref: cfg\nname: cfg\n");
+    write(
+        &cfgpack,
+        "config.schema.yaml",
+        "region: {type: string, required: true}\nlimit: {type: integer, default: 5}\n",
+    );
+    write(
+        &cfgpack,
+        "actions/show.yaml",
+        "name: show\nrunner_type: rhai\nentry_point: show.rhai\n",
+    );
+    write(&cfgpack, "actions/show.rhai", "ctx.config\n");
+    let configs = dir.path().join("configs");
+    write(&configs, "cfg.yaml", "region: eu\nextra: 1\n");
+    let s = Squall::start(
+        &dir.path().join("data"),
+        std::slice::from_ref(&cfgpack),
+        &["--configs", configs.to_str().expect("utf-8")],
+    );
+    let run = |s: &Squall| {
+        let (code, e) = s.post("/api/v1/executions", r#"{"action": "cfg.show"}"#);
+        assert_eq!(code, 201, "{e}");
+        let id = e["id"].as_str().expect("id").to_string();
+        s.wait_for(&format!("/api/v1/executions/{id}"), 20, |v| {
+            is_terminal(v["status"].as_str().unwrap_or(""))
+        })
+    };
+    let done = run(&s);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        done["result"],
+        json!({"region": "eu", "limit": 5, "extra": 1})
+    );
+    let (_, pack) = s.get("/api/v1/packs/cfg");
+    assert!(pack["problems"].to_string().contains("extra"), "{pack}");
+
+    write(&configs, "cfg.yaml", "region: eu\nlimit: lots\n");
+    let (code, _) = s.post("/api/v1/packs/reload", "");
+    assert_eq!(code, 200);
+    let done = run(&s);
+    assert_eq!(done["status"], "failed", "{done}");
+    let error = done["result"]["error"].as_str().expect("error");
+    assert!(
+        error.contains("limit") && error.contains("cfg.yaml"),
+        "{error}"
+    );
+}
+
 /// Under `--strict` a reload with problems is refused, as a start is: what was loaded stays.
 #[test]
 fn a_strict_reload_with_problems_changes_nothing() {

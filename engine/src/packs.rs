@@ -118,6 +118,10 @@ pub struct Pack {
     /// The deployment's settings for this pack (`configs/<pack>.yaml`), checked against the
     /// schema with its defaults applied; scripts see it as `ctx.config`.
     pub config: serde_json::Map<String, Value>,
+    /// Why the deployment's config does not fit the pack's schema, if it does not: the pack's
+    /// actions then fail with this rather than run with a config they were not written for
+    /// (as st2 fails them).
+    pub config_error: Option<String>,
     /// The other YAML files of the pack (sensors, aliases, policies), syntax-checked, keyed by
     /// their folder name.
     pub extras: BTreeMap<String, Vec<(PathBuf, Value)>>,
@@ -276,24 +280,49 @@ pub fn load_packs_with_configs(
                 }
             }
         }
+        // Settings the schema does not declare are kept as given (st2 lets them through) and
+        // reported, since most are typos.
+        let text = read_or_empty(&file);
+        let extra: Vec<(String, Value)> = given
+            .iter()
+            .filter(|(name, _)| !meta.parameters.contains_key(*name))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        for (name, _) in &extra {
+            given.remove(name);
+            problems.push(Problem::new(
+                &file,
+                squall_rules::line_of(&text, name),
+                None,
+                format!(
+                    "setting '{name}' is not in config.schema.yaml (it declares: {}); kept as given",
+                    meta.parameters.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
         match squall_actions::validate_params(&meta, given) {
-            Ok(config) => pack.config = config,
+            Ok(config) => {
+                pack.config = config;
+                pack.config.extend(extra);
+            }
             Err(errors) => {
-                let text = read_or_empty(&file);
+                let shown = if file.is_file() {
+                    file.clone()
+                } else {
+                    file.with_extension("yaml (missing)")
+                };
+                let mut why = Vec::new();
                 for e in errors {
                     let line = squall_rules::line_of(&text, &e.parameter);
-                    let shown = if file.is_file() {
-                        file.clone()
-                    } else {
-                        file.with_extension("yaml (missing)")
-                    };
-                    problems.push(Problem::new(
-                        &shown,
-                        line,
-                        None,
-                        format!("setting '{}': {}", e.parameter, e.message),
-                    ));
+                    let message = format!("setting '{}': {}", e.parameter, e.message);
+                    why.push(message.clone());
+                    problems.push(Problem::new(&shown, line, None, message));
                 }
+                pack.config_error = Some(format!(
+                    "{} does not fit the pack's config.schema.yaml: {}",
+                    shown.display(),
+                    why.join("; ")
+                ));
             }
         }
     }
@@ -485,6 +514,7 @@ fn load_pack(dir: &Path, runtime: &RhaiRuntime, problems: &mut Vec<Problem>) -> 
         rules: Vec::new(),
         config_schema: None,
         config: serde_json::Map::new(),
+        config_error: None,
         extras: BTreeMap::new(),
     };
 

@@ -57,6 +57,8 @@ pub struct WorkItem {
     pub parameters: Map<String, Value>,
     pub ctx: Value,
     pub timeout: Option<Duration>,
+    /// Set when the action's pack config does not fit its schema: the action fails with it.
+    pub config_error: Option<String>,
 }
 
 /// A trigger instance on its way to the rules loop, with its journal ticket when it comes
@@ -811,13 +813,15 @@ impl Engine {
                 .map(|t| t.payload),
         };
         let action = loaded.catalog.action(&e.action)?;
-        let config = loaded
+        let pack = loaded
             .catalog
             .packs
             .iter()
-            .find(|p| p.reference == action.pack)
+            .find(|p| p.reference == action.pack);
+        let config = pack
             .map(|p| Value::Object(p.config.clone()))
             .unwrap_or(Value::Null);
+        let config_error = pack.and_then(|p| p.config_error.clone());
         // Built by cloning the parts in: `json!` would copy each `Value` by serializing it.
         let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
         let mut ctx = Map::with_capacity(8);
@@ -837,6 +841,7 @@ impl Engine {
             parameters: e.parameters.clone(),
             ctx: Value::Object(ctx),
             timeout: action.meta.timeout.map(Duration::from_secs),
+            config_error,
         })
     }
 
@@ -1085,6 +1090,13 @@ impl Engine {
         e: &Arc<Execution>,
         cancel: &CancelToken,
     ) -> (ExecutionStatus, Value, Vec<LogLine>) {
+        if let Some(why) = item.config_error {
+            return (
+                ExecutionStatus::Failed,
+                json!({"error": format!("the action's pack config is not valid: {why}")}),
+                Vec::new(),
+            );
+        }
         match (item.runner, item.source) {
             (RunnerType::Rhai, Some(source)) => {
                 let exec_id = e.id.clone();
