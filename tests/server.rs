@@ -866,6 +866,37 @@ fn sigterm_lets_running_executions_finish() {
 }
 
 #[test]
+fn sigterm_cancels_what_outlasts_the_grace_period_and_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("squall.yaml");
+    std::fs::write(&config, "shutdown_grace_seconds: 1\n").expect("write");
+    let mut s = Squall::start(
+        &dir.path().join("data"),
+        &[e2e_pack()],
+        &["--config", config.to_str().expect("utf-8")],
+    );
+    let (_, e) = s.post(
+        "/api/v1/executions",
+        r#"{"action": "e2e.ticker", "parameters": {"n": 600, "every": 0.1}}"#,
+    );
+    let id = e["id"].as_str().expect("id").to_string();
+    s.wait_for(&format!("/api/v1/executions/{id}"), 20, |v| {
+        v["status"] == "running"
+    });
+    assert_eq!(s.terminate().code(), Some(0), "{}", s.log());
+    s.restart();
+    let (_, done) = s.get(&format!("/api/v1/executions/{id}"));
+    assert_eq!(done["status"], "canceled", "{done}");
+    assert!(
+        done["result"]["error"]
+            .as_str()
+            .expect("error")
+            .contains("grace period"),
+        "{done}"
+    );
+}
+
+#[test]
 fn bad_packs_are_reported_and_skipped_or_refused_with_strict() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad");

@@ -160,6 +160,8 @@ pub struct Engine {
     flusher: Flusher,
     running: AtomicUsize,
     stopping: AtomicBool,
+    /// Set when a shutdown's grace period ran out and what still ran was canceled.
+    grace_over: AtomicBool,
     workers: AtomicUsize,
     /// To the workflow driver (see `workflows`), which alone advances running workflows.
     wf_tx: crossbeam_channel::Sender<WorkflowEvent>,
@@ -230,6 +232,7 @@ impl Engine {
             },
             running: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            grace_over: AtomicBool::new(false),
             workers: AtomicUsize::new(1),
             wf_tx,
             wf_rx: Mutex::new(Some(wf_rx)),
@@ -1154,6 +1157,10 @@ impl Engine {
                         ExecutionStatus::Timeout,
                         json!({"error": format!("action timed out after {:.1} s", after.as_secs_f64())}),
                     ),
+                    Outcome::Canceled if self.grace_over.load(Ordering::SeqCst) => (
+                        ExecutionStatus::Canceled,
+                        json!({"error": "canceled: squall was stopping and its shutdown grace period (shutdown_grace_seconds) ran out"}),
+                    ),
                     Outcome::Canceled => (
                         ExecutionStatus::Canceled,
                         json!({"error": "execution was canceled"}),
@@ -1367,6 +1374,7 @@ impl Engine {
                 running = self.running_executions(),
                 "grace period over; canceling what still runs"
             );
+            self.grace_over.store(true, Ordering::SeqCst);
             if let Ok(c) = self.cancels.lock() {
                 for t in c.values() {
                     t.cancel();
