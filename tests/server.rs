@@ -623,6 +623,34 @@ fn concurrency_policy_holds_after_a_restart() {
     }
 }
 
+/// A retry waits for its policy's delay, even when squall restarts meanwhile.
+#[test]
+fn a_retry_keeps_its_delay_across_a_restart() {
+    let (_dir, mut s) = start(&[], &[]);
+    let (code, e) = s.post("/api/v1/executions", r#"{"action": "e2e.fail_later"}"#);
+    assert_eq!(code, 201, "{e}");
+    let retry = s.wait_for("/api/v1/executions?action=e2e.fail_later", 20, |v| {
+        v.as_array().is_some_and(|a| a.len() == 2)
+    });
+    let first_end = retry[1]["end_timestamp"]
+        .as_str()
+        .expect("ended")
+        .to_string();
+    assert_eq!(retry[0]["status"], "delayed", "{retry}");
+    s.kill9();
+    s.restart();
+    let list = s.wait_for("/api/v1/executions?action=e2e.fail_later", 20, |v| {
+        v.as_array()
+            .is_some_and(|a| a.len() == 2 && is_terminal(a[0]["status"].as_str().unwrap_or("")))
+    });
+    let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).expect("timestamp");
+    let waited = at(list[0]["end_timestamp"].as_str().expect("ended")) - at(&first_end);
+    assert!(
+        waited.num_milliseconds() >= 2900,
+        "the retry ran {waited} after the failure: {list}"
+    );
+}
+
 /// Log lines are stored while the action runs: the API shows them, and an execution abandoned
 /// by `kill -9` keeps what it wrote.
 #[test]

@@ -278,6 +278,13 @@ pub struct Execution {
     /// For a workflow execution: the conductor's state, saved after every step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<Value>,
+    /// A retry waits until then (its policy's `delay`), after a restart too.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::timestamp::serialize_opt"
+    )]
+    pub not_before: Option<DateTime<Utc>>,
 }
 
 fn one() -> u32 {
@@ -307,6 +314,7 @@ impl Execution {
             task: None,
             item: None,
             workflow: None,
+            not_before: None,
         }
     }
 

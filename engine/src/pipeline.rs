@@ -479,6 +479,11 @@ impl Engine {
                         e.reason =
                             Some("run again after a restart (the action is idempotent)".into());
                     }
+                    if e.not_before.is_some_and(|t| t > Utc::now()) {
+                        // A retry still waiting for its delay: it keeps waiting.
+                        self.dispatch_when_due(&loaded, &e);
+                        continue;
+                    }
                     e.status = ExecutionStatus::Scheduled;
                     self.store.put_execution(&e)?;
                     self.dispatch(&loaded, &e, None);
@@ -1274,22 +1279,46 @@ impl Engine {
                     status.as_str()
                 ));
                 next.status = ExecutionStatus::Delayed;
+                next.not_before = chrono::Duration::from_std(retry.delay)
+                    .ok()
+                    .and_then(|d| Utc::now().checked_add_signed(d));
                 if let Err(err) = self.store.put_execution(&next) {
                     tracing::error!(error = %err, "cannot record a retry");
                     return;
                 }
-                self.publish_execution("st2.execution__create", loaded, &next);
-                let item = self.work_item(loaded, &next, None);
-                let queue = self.queue.clone();
-                let delay = retry.delay;
-                std::thread::spawn(move || {
-                    std::thread::sleep(delay);
-                    if let Some(item) = item {
-                        queue.push(item);
+                // Durable before anything depends on it: a crash now must not lose the retry
+                // (the failure it follows is durable already). Final statuses reach here on
+                // worker threads, which may block.
+                match self
+                    .journal
+                    .append_executions_blocking(std::slice::from_ref(&next))
+                {
+                    Ok(seq) => self.journal.stored(seq),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot journal a retry; flushing the store instead");
+                        self.durable_blocking();
                     }
-                });
+                }
+                self.publish_execution("st2.execution__create", loaded, &next);
+                self.dispatch_when_due(loaded, &next);
             }
         }
+    }
+
+    /// Hands an execution to the workers once its `not_before` has come (a retry's delay).
+    fn dispatch_when_due(&self, loaded: &Loaded, e: &Execution) {
+        let item = self.work_item(loaded, e, None);
+        let queue = self.queue.clone();
+        let wait = e
+            .not_before
+            .and_then(|t| (t - Utc::now()).to_std().ok())
+            .unwrap_or_default();
+        std::thread::spawn(move || {
+            std::thread::sleep(wait);
+            if let Some(item) = item {
+                queue.push(item);
+            }
+        });
     }
 
     /// Cancels an execution: at once when it has not started, through its token when running.
