@@ -574,7 +574,13 @@ pub struct Client {
 
 impl Client {
     pub fn new(opts: &ApiOptions) -> Result<Client> {
-        let shown = opts.url.trim_end_matches('/').to_string();
+        // st2's clients take the API's base with `/api/v1`; squall's paths add it themselves.
+        let shown = opts
+            .url
+            .trim_end_matches('/')
+            .trim_end_matches("/api/v1")
+            .trim_end_matches('/')
+            .to_string();
         let base =
             Url::parse(&shown).map_err(|e| anyhow!("--api {}: not a URL ({e})", opts.url))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
@@ -1815,6 +1821,15 @@ pub fn trigger(command: &TriggerCommand) -> Result<ExitCode> {
 }
 
 pub fn key(command: &KeyCommand) -> Result<ExitCode> {
+    let name = match command {
+        KeyCommand::Get(args) => Some(&args.name),
+        KeyCommand::Set(args) => Some(&args.name),
+        KeyCommand::Delete(args) => Some(&args.name),
+        _ => None,
+    };
+    if name.is_some_and(|n| n.trim().is_empty()) {
+        bail!("a key needs a name");
+    }
     match command {
         KeyCommand::Get(args) => {
             let client = Client::new(&args.api)?;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use squall_engine::server::{read_secret_key, FileConfig, RunConfig};
 
@@ -85,7 +85,11 @@ fn resolve(args: RunArgs) -> Result<RunConfig> {
             .or(file.configs)
             .unwrap_or_else(|| PathBuf::from("./configs")),
         listen,
-        workers: args.workers.or(file.workers).unwrap_or(cores).max(1),
+        workers: match args.workers.or(file.workers) {
+            Some(0) => bail!("workers must be at least 1"),
+            Some(n) => n,
+            None => cores.max(1),
+        },
         strict: args.strict || file.strict.unwrap_or(false),
         auth: args.auth || file.auth.unwrap_or(false),
         webhook_body_limit: file.webhook_body_limit.unwrap_or(1024 * 1024),

@@ -59,6 +59,14 @@ fn operator_commands_against_a_running_server() {
     assert_eq!(out.status.code(), Some(0), "{all}");
     assert!(all.contains(r#"{"a":1}"#), "{all}");
 
+    // st2's habit of giving the base with /api/v1 works too.
+    let base = format!("http://127.0.0.1:{}/api/v1/", s.port);
+    let out = cli(&s, &["rule", "list", "--api", &base]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = cli(&s, &["key", "set", "", "x"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out).contains("needs a name"), "{}", text(&out));
+
     let out = cli(&s, &["action", "run", "e2e.fail"]);
     assert_eq!(
         out.status.code(),

@@ -240,7 +240,10 @@ impl Rule {
 /// The file as st2 writes it. Fields st2 exports but squall does not use (`id`, `uid`, `ref`,
 /// `context`, `metadata_file`) are accepted so exported rules load unchanged.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a rule: a mapping with name, trigger, action and optional criteria"
+)]
 struct RawRule {
     name: String,
     #[serde(default)]
@@ -273,7 +276,10 @@ struct RawRule {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a trigger: a mapping with type and optional parameters"
+)]
 struct RawTrigger {
     #[serde(default, rename = "type")]
     type_: Option<String>,
@@ -286,7 +292,10 @@ struct RawTrigger {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an action: a mapping with ref and optional parameters"
+)]
 struct RawAction {
     #[serde(rename = "ref")]
     ref_: String,
@@ -297,7 +306,10 @@ struct RawAction {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a rule type: a mapping with ref (standard or backstop)"
+)]
 struct RawRuleType {
     #[serde(rename = "ref")]
     ref_: String,
