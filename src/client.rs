@@ -2541,6 +2541,12 @@ mod tests {
         ))
         .expect("accepted");
         assert_eq!(code, ExitCode::SUCCESS);
+        // The action's declared parameters are asked for first (here: none known).
+        let asked = seen
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a request");
+        assert_eq!(asked.method, "GET");
+        assert_eq!(asked.path, "/api/v1/actions/examples.greet");
         let request = seen
             .recv_timeout(Duration::from_secs(5))
             .expect("a request");
