@@ -693,6 +693,26 @@ fn key_value_store_ttl_and_secrets() {
     assert_ne!(k["value"], "hunter2-clear");
     let (_, k) = s.get("/api/v1/keys/db_password?decrypt=true");
     assert_eq!(k["value"], "hunter2-clear");
+    // Written back as read (encrypted), it keeps its value; a new value without `secret`
+    // stays secret.
+    let (_, read) = s.get("/api/v1/keys/db_password");
+    let (code, body) = s
+        .request("PUT", "/api/v1/keys/db_password", Some(&read.to_string()))
+        .expect("put");
+    assert_eq!(code, 200, "{body}");
+    let (_, k) = s.get("/api/v1/keys/db_password?decrypt=true");
+    assert_eq!(k["value"], "hunter2-clear");
+    s.request(
+        "PUT",
+        "/api/v1/keys/db_password",
+        Some(r#"{"value": "hunter3-clear"}"#),
+    )
+    .expect("put");
+    let (_, k) = s.get("/api/v1/keys/db_password");
+    assert_eq!(k["secret"], true, "{k}");
+    assert_ne!(k["value"], "hunter3-clear");
+    let (_, k) = s.get("/api/v1/keys/db_password?decrypt=true");
+    assert_eq!(k["value"], "hunter3-clear");
 
     s.request("PUT", "/api/v1/keys/app.limit", Some(r#"{"value": "10"}"#))
         .expect("put");
@@ -733,17 +753,16 @@ fn key_value_store_ttl_and_secrets() {
     let mut found = false;
     for entry in walk(&dir.path().join("data")) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
-        if bytes
-            .windows(b"hunter2-clear".len())
-            .any(|w| w == b"hunter2-clear")
-        {
-            found = true;
+        for clear in [&b"hunter2-clear"[..], &b"hunter3-clear"[..]] {
+            if bytes.windows(clear.len()).any(|w| w == clear) {
+                found = true;
+            }
         }
     }
     assert!(!found, "the secret was stored in clear");
     s.restart();
     let (_, k) = s.get("/api/v1/keys/db_password?decrypt=true");
-    assert_eq!(k["value"], "hunter2-clear", "secrets survive a restart");
+    assert_eq!(k["value"], "hunter3-clear", "secrets survive a restart");
 }
 
 fn walk(dir: &std::path::Path) -> Vec<PathBuf> {

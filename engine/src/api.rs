@@ -1243,15 +1243,18 @@ struct KeyRequest {
     value: Value,
     #[serde(default)]
     ttl: Option<u64>,
+    /// Unset: a key that exists keeps whether it is secret (a new one is not).
     #[serde(default)]
-    secret: bool,
+    secret: Option<bool>,
     #[serde(default)]
     scope: Option<String>,
     // What `GET /keys/{name}` answers besides, so a pair read can be written back as it is.
     #[serde(default, rename = "name")]
     _name: Option<Value>,
-    #[serde(default, rename = "encrypted")]
-    _encrypted: Option<Value>,
+    /// The value is encrypted as squall shows a secret (st2's `encrypted`): it is decrypted
+    /// with the store's key, so a secret read can be written back as it is.
+    #[serde(default)]
+    encrypted: Option<bool>,
     #[serde(default, rename = "expire_timestamp")]
     _expire_timestamp: Option<Value>,
     #[serde(default, rename = "updated_at")]
@@ -1266,6 +1269,13 @@ async fn put_key(
     let req: KeyRequest = parse_json(&body)?;
     // st2's values are strings: a number or an object is refused rather than guessed at.
     let value = match req.value {
+        Value::String(s) if req.encrypted == Some(true) => {
+            state.engine.store.kv_decrypt(&name, &s).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "field 'value' is marked encrypted but this squall's key does not decrypt it: {e}"
+                ))
+            })?
+        }
         Value::String(s) => s,
         other => {
             return Err(ApiError::bad_request(format!(
@@ -1283,10 +1293,21 @@ async fn put_key(
     if req.ttl == Some(0) {
         return Err(ApiError::bad_request("ttl must be at least 1 second"));
     }
+    // Changing a secret's value without saying `secret` keeps it secret: it is never stored
+    // in clear by omission.
+    let secret = match req.secret {
+        Some(secret) => secret,
+        None if req.encrypted == Some(true) => true,
+        None => state
+            .engine
+            .store
+            .kv_get(&name, false)?
+            .is_some_and(|k| k.secret),
+    };
     let k = state
         .engine
         .store
-        .kv_set(&name, &value, req.secret, req.ttl)
+        .kv_set(&name, &value, secret, req.ttl)
         .map_err(|e| match e {
             // A name or a ttl the store cannot take: the request's fault.
             crate::store::StoreError::Invalid(message) => ApiError::bad_request(message),

@@ -1387,6 +1387,12 @@ impl Store {
         Ok(STANDARD.encode(out))
     }
 
+    /// The clear text of a value this store encrypted (as `GET /keys/NAME` shows a secret),
+    /// so a pair read can be written back as it is.
+    pub fn kv_decrypt(&self, name: &str, encrypted: &str) -> StoreResult<String> {
+        self.decrypt(name, encrypted)
+    }
+
     fn decrypt(&self, name: &str, stored: &str) -> StoreResult<String> {
         let raw = STANDARD
             .decode(stored)
