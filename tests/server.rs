@@ -674,6 +674,17 @@ fn log_lines_are_stored_while_an_action_runs() {
     let after = s.wait_for(&path, 20, |v| v["status"] == "abandoned");
     let kept = after["log"].as_array().map_or(0, Vec::len);
     assert!(kept >= 3, "{after}");
+    // st2's output endpoint: the lines as text.
+    let (code, out) = s.get(&format!("{path}/output"));
+    assert_eq!(code, 200);
+    assert!(
+        out.as_str().expect("text").starts_with("tick 0\ntick 1\n"),
+        "{out}"
+    );
+    let (_, none) = s.get(&format!("{path}/output?output_type=stderr"));
+    assert_eq!(none, json!(""));
+    let (code, _) = s.get(&format!("{path}/output?output_type=both"));
+    assert_eq!(code, 400);
 }
 
 #[test]

@@ -145,6 +145,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/executions/{id}/re_run", post(rerun_execution))
         .route("/api/v1/executions/{id}/children", get(execution_children))
+        .route("/api/v1/executions/{id}/output", get(execution_output))
         .route("/api/v1/triggerinstances", get(list_trigger_instances))
         .route("/api/v1/triggerinstances/{id}", get(get_trigger_instance))
         .route("/api/v1/triggertypes", get(list_trigger_types))
@@ -707,6 +708,47 @@ async fn rerun_execution(
     };
     let e = state.engine.request(e).await?;
     Ok((StatusCode::CREATED, Json(execution_json(&loaded, &e))).into_response())
+}
+
+#[derive(Deserialize)]
+struct OutputQuery {
+    /// st2's `output_type`: `stdout`, `stderr` or `all` (the default). A script's warnings and
+    /// errors are its stderr, the rest its stdout.
+    output_type: Option<String>,
+}
+
+/// st2's `GET /executions/{id}/output`: what the action wrote, as plain text, a line each.
+async fn execution_output(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<OutputQuery>,
+) -> ApiResult<Response> {
+    use squall_actions::LogLevel;
+    let e = found(state.engine.store.execution(&id)?, "execution", &id)?;
+    let stderr = |l: &squall_actions::LogLine| matches!(l.level, LogLevel::Warn | LogLevel::Error);
+    let keep: fn(bool) -> bool = match q.output_type.as_deref().unwrap_or("all") {
+        "all" => |_| true,
+        "stderr" => |is_err| is_err,
+        "stdout" => |is_err| !is_err,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "output_type '{other}' is not one of: all, stdout, stderr"
+            )))
+        }
+    };
+    let mut text = String::new();
+    for line in e.log.iter().filter(|l| keep(stderr(l))) {
+        text.push_str(&line.message);
+        text.push('\n');
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
