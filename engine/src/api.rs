@@ -764,11 +764,7 @@ async fn execution_children(
     Path(id): Path<String>,
     Query(q): Query<ChildrenQuery>,
 ) -> ApiResult<Json<Value>> {
-    state
-        .engine
-        .store
-        .execution(&id)?
-        .ok_or_else(|| ApiError::not_found(format!("no execution {id}")))?;
+    found(state.engine.store.execution(&id)?, "execution", &id)?;
     let depth = q.depth.unwrap_or(-1);
     let loaded = state.engine.loaded();
     let mut out = Vec::new();
