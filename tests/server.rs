@@ -258,6 +258,17 @@ fn lists_page_and_filter_and_errors_are_json() {
     assert!(all.len() >= 3, "{all:?}");
     let (_, one) = s.get("/api/v1/rules?limit=1&offset=1");
     assert_eq!(one, json!([all[1].clone()]));
+    // st2's -1: everything.
+    let (_, every) = s.get("/api/v1/rules?limit=-1");
+    assert_eq!(every.as_array().map(Vec::len), Some(all.len()));
+    let (code, _) = s.get("/api/v1/executions?limit=-1");
+    assert_eq!(code, 200);
+    let (code, body) = s.get("/api/v1/executions?limit=-2");
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"].as_str().expect("error").contains("-1"),
+        "{body}"
+    );
     let (_, e2e) = s.get("/api/v1/rules?pack=e2e&enabled=true");
     let e2e = e2e.as_array().expect("array").clone();
     assert!(!e2e.is_empty());

@@ -503,6 +503,19 @@ fn page(limit: Option<usize>, offset: Option<usize>) -> (usize, usize) {
     (limit.unwrap_or(50).min(10_000), offset.unwrap_or(0))
 }
 
+/// A list's `limit`: a count, or st2's -1 for as many as a list gives (everything for the lists
+/// held in memory; the most a stored list returns at once for the others).
+fn limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    use serde::de::Error;
+    match Option::<i64>::deserialize(d)? {
+        None => Ok(None),
+        Some(-1) => Ok(Some(usize::MAX)),
+        Some(n) => usize::try_from(n)
+            .map(Some)
+            .map_err(|_| D::Error::custom(format!("limit {n}: give a count, or -1 for all"))),
+    }
+}
+
 /// A list held in memory (rules, actions, packs, trigger types, keys), `offset` and `limit`
 /// applied (everything when no `limit` is given: these lists are as long as the packs make
 /// them), with st2's `X-Total-Count` header counting the whole list.
@@ -527,6 +540,7 @@ struct ExecutionQuery {
     parent: Option<String>,
     trigger_instance: Option<String>,
     rule: Option<String>,
+    #[serde(default, deserialize_with = "limit")]
     limit: Option<usize>,
     offset: Option<usize>,
 }
@@ -794,6 +808,7 @@ async fn execution_children(
 #[derive(Deserialize)]
 struct TriggerInstanceQuery {
     trigger: Option<String>,
+    #[serde(default, deserialize_with = "limit")]
     limit: Option<usize>,
     offset: Option<usize>,
 }
@@ -928,6 +943,7 @@ struct PackQuery {
     action: Option<String>,
     /// Rules: their trigger type (st2's names too).
     trigger: Option<String>,
+    #[serde(default, deserialize_with = "limit")]
     limit: Option<usize>,
     offset: Option<usize>,
 }
@@ -1026,6 +1042,7 @@ async fn test_rule(
 struct EnforcementQuery {
     rule_ref: Option<String>,
     trigger_instance: Option<String>,
+    #[serde(default, deserialize_with = "limit")]
     limit: Option<usize>,
     offset: Option<usize>,
 }
@@ -1237,6 +1254,7 @@ struct KeyQuery {
     prefix: Option<String>,
     #[serde(default)]
     decrypt: bool,
+    #[serde(default, deserialize_with = "limit")]
     limit: Option<usize>,
     offset: Option<usize>,
 }
