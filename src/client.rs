@@ -1862,7 +1862,11 @@ pub fn key(command: &KeyCommand) -> Result<ExitCode> {
         }
         KeyCommand::Set(args) => {
             let client = Client::new(&args.api)?;
-            let mut body = json!({"value": args.value, "secret": args.secret});
+            // `secret` only when asked: a secret given a new value stays secret.
+            let mut body = json!({"value": args.value});
+            if let (true, Value::Object(o)) = (args.secret, &mut body) {
+                o.insert("secret".into(), json!(true));
+            }
             if let (Some(ttl), Value::Object(o)) = (args.ttl, &mut body) {
                 o.insert("ttl".into(), json!(ttl));
             }

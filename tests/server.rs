@@ -808,6 +808,8 @@ fn authentication_with_api_keys() {
     let (code, created) = s.post("/api/v1/apikeys", r#"{"user": "ci"}"#);
     assert_eq!(code, 201, "{created}");
     let key = created["key"].as_str().expect("key shown once").to_string();
+    let (_, admin) = s.post("/api/v1/apikeys", r#"{"user": "admin"}"#);
+    let admin_key = admin["key"].as_str().expect("key").to_string();
     let (_, listed) = s.get("/api/v1/apikeys");
     assert!(
         !listed.to_string().contains(&key),
@@ -879,6 +881,27 @@ fn authentication_with_api_keys() {
         .expect("request");
     assert_eq!(code, 201, "{second}");
     assert_eq!(second["user"], "ci");
+    // Nor can it make a key for someone else.
+    let (code, refused) = s
+        .request_with(
+            "POST",
+            "/api/v1/apikeys",
+            Some(r#"{"user": "admin"}"#),
+            &[("St2-Api-Key", &key)],
+        )
+        .expect("request");
+    assert_eq!(code, 403, "{refused}");
+    // admin's key can.
+    let (code, ops) = s
+        .request_with(
+            "POST",
+            "/api/v1/apikeys",
+            Some(r#"{"user": "ops"}"#),
+            &[("St2-Api-Key", &admin_key)],
+        )
+        .expect("request");
+    assert_eq!(code, 201, "{ops}");
+    assert_eq!(ops["user"], "ops");
 }
 
 #[test]
@@ -900,6 +923,16 @@ fn first_api_key_can_be_created_from_loopback_when_auth_is_on() {
         )
         .expect("request");
     assert_eq!(code, 201);
+    // admin's key makes keys for other users (as `squall apikey create --user ci` does).
+    let (code, admin) = s
+        .request_with(
+            "POST",
+            "/api/v1/apikeys",
+            Some(r#"{"user": "admin"}"#),
+            &[("St2-Api-Key", key)],
+        )
+        .expect("request");
+    assert_eq!(code, 403, "first's key is not admin's: {admin}");
 }
 
 #[test]

@@ -246,19 +246,24 @@ async fn json_errors(response: Response, body_limit: usize) -> Response {
 #[derive(Clone)]
 struct Caller(String);
 
+/// The user whose keys may act for other users (as st2's admins may): the first key's,
+/// unless it was made for someone else.
+const ADMIN: &str = "admin";
+
 /// Who a request acts as: its API key's user; without authentication, the user the request
-/// names, else `fallback`. With a key, naming another user is refused (squall has no admins
-/// who could act for others).
+/// names, else `fallback`. With a key, naming another user is refused unless the key is
+/// [`ADMIN`]'s.
 fn acting_user(
     caller: Option<&Caller>,
     named: Option<String>,
     fallback: &str,
 ) -> ApiResult<String> {
     match (caller, named) {
-        (Some(Caller(user)), Some(named)) if named != *user => Err(ApiError::new(
+        (Some(Caller(user)), Some(named)) if named != *user && user != ADMIN => Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            format!("the API key is user '{user}''s: it cannot act as user '{named}'"),
+            format!("the API key is user '{user}''s: it cannot act as user '{named}' (only {ADMIN}'s keys can)"),
         )),
+        (Some(_), Some(named)) => Ok(named),
         (Some(Caller(user)), _) => Ok(user.clone()),
         (None, named) => Ok(named.unwrap_or_else(|| fallback.to_string())),
     }
@@ -458,19 +463,35 @@ async fn webhook(
             &source,
         );
         if let Some((url, id, tolerance)) = delivery {
-            // A retry of a delivery already accepted: answered as accepted, nothing new made.
-            if let Some(first) = state
+            use crate::signatures::Delivery;
+            match state
                 .deliveries
                 .first(&url, &id, tolerance, &ti.id, Utc::now())
             {
-                return Ok((
-                    StatusCode::ACCEPTED,
-                    Json(json!({"id": first, "duplicate": true, "webhook_id": id})),
-                )
-                    .into_response());
+                // A retry of a delivery already accepted: answered as accepted, nothing new.
+                Delivery::Accepted(first) => {
+                    return Ok((
+                        StatusCode::ACCEPTED,
+                        Json(json!({"id": first, "duplicate": true, "webhook_id": id})),
+                    )
+                        .into_response())
+                }
+                // Its first try is still being made durable: the sender is to try again.
+                Delivery::InFlight(first) => {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "delivery {id} is being accepted as trigger instance {first}: retry it"
+                        ),
+                    ))
+                }
+                Delivery::New => {}
             }
             return match state.engine.ingest(ti).await {
-                Ok(ti) => accepted(&body, &ti),
+                Ok(ti) => {
+                    state.deliveries.accepted(&url, &id);
+                    accepted(&body, &ti)
+                }
                 Err(e) => {
                     state.deliveries.forget(&url, &id);
                     Err(e.into())
@@ -1411,12 +1432,9 @@ async fn create_apikey(
     } else {
         parse_json(&body)?
     };
-    // A key for the caller's own user unless another is named (any key holder may create
-    // keys: squall has no roles); the first key, made from loopback without one, is admin's.
-    let user = req
-        .user
-        .or_else(|| caller.map(|axum::Extension(Caller(user))| user))
-        .unwrap_or_else(|| "admin".to_string());
+    // With authentication, a key for the caller's own user, or for anyone when the caller is
+    // admin; the first key, made from loopback without one, is for the user named, else admin.
+    let user = acting_user(caller.as_deref(), req.user, ADMIN)?;
     let (k, clear) = state.engine.store.apikey_create(&user)?;
     state.engine.durable().await?;
     Ok((

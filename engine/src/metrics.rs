@@ -132,7 +132,7 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE squall_executions_running gauge");
             let running: i64 = c.running.values().sum();
             let _ = writeln!(out, "squall_executions_running {running}");
-            let _ = writeln!(out, "# HELP squall_execution_duration_seconds Time from start to final status.");
+            let _ = writeln!(out, "# HELP squall_execution_duration_seconds Time from request to final status (elapsed_seconds).");
             let _ = writeln!(out, "# TYPE squall_execution_duration_seconds histogram");
             for (i, bound) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(out, "squall_execution_duration_seconds_bucket{{le=\"{bound}\"}} {}", c.buckets[i]);

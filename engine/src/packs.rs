@@ -122,6 +122,9 @@ pub struct Pack {
     /// actions then fail with this rather than run with a config they were not written for
     /// (as st2 fails them).
     pub config_error: Option<String>,
+    /// Settings in the config that the schema does not declare: kept for actions, not given to
+    /// sensors (which refuse settings they do not know).
+    pub config_undeclared: Vec<String>,
     /// The other YAML files of the pack (sensors, aliases, policies), syntax-checked, keyed by
     /// their folder name.
     pub extras: BTreeMap<String, Vec<(PathBuf, Value)>>,
@@ -241,9 +244,14 @@ pub fn load_packs_with_configs(
                         None,
                         "a pack config must be a mapping of settings",
                     ));
+                    pack.config_error =
+                        Some(format!("{} is not a mapping of settings", file.display()));
                     continue;
                 }
-                None => continue,
+                None => {
+                    pack.config_error = Some(format!("{} does not parse", file.display()));
+                    continue;
+                }
             }
         } else {
             serde_json::Map::new()
@@ -264,7 +272,13 @@ pub fn load_packs_with_configs(
         };
         let meta = match config_meta(&pack.dir.join("config.schema.yaml"), schema) {
             Ok(m) => m,
-            Err(_) => continue,
+            Err(_) => {
+                pack.config_error = Some(format!(
+                    "{} is not a valid config schema",
+                    pack.dir.join("config.schema.yaml").display()
+                ));
+                continue;
+            }
         };
         // A single value where the schema wants a list is a list of one (`master: http://m:5050`).
         let mut given = given;
@@ -303,6 +317,7 @@ pub fn load_packs_with_configs(
         match squall_actions::validate_params(&meta, given) {
             Ok(config) => {
                 pack.config = config;
+                pack.config_undeclared = extra.iter().map(|(name, _)| name.clone()).collect();
                 pack.config.extend(extra);
             }
             Err(errors) => {
@@ -515,6 +530,7 @@ fn load_pack(dir: &Path, runtime: &RhaiRuntime, problems: &mut Vec<Problem>) -> 
         config_schema: None,
         config: serde_json::Map::new(),
         config_error: None,
+        config_undeclared: Vec::new(),
         extras: BTreeMap::new(),
     };
 

@@ -30,6 +30,7 @@ use crate::packs::Catalog;
 use crate::policies::Policies;
 use crate::store::{Store, StoreError, StoreKv};
 
+mod later;
 mod marks;
 mod workflows;
 
@@ -141,7 +142,11 @@ struct Flusher {
     wake: Notify,
 }
 
-/// How often a running action's log lines so far are stored (see `Engine::execute`).
+/// How the reason of an execution held back by a concurrency policy begins.
+const DELAYED_BY_POLICY: &str = "delayed by policy";
+
+/// How often a running action's log lines so far are stored, for its first thousand lines
+/// (then less often: see `Engine::execute`).
 const LIVE_LOG_EVERY: Duration = Duration::from_millis(250);
 
 /// The engine.
@@ -154,6 +159,8 @@ pub struct Engine {
     pub events: broadcast::Sender<StreamEvent>,
     pub metrics: Metrics,
     pub queue: Arc<dyn WorkQueue>,
+    /// Work that waits (policy-delayed claims, retries' delays), on one thread.
+    later: Arc<later::Later>,
     ti_tx: mpsc::UnboundedSender<Accepted>,
     cancels: Mutex<HashMap<String, CancelToken>>,
     throttle: Mutex<ThrottleState>,
@@ -223,6 +230,7 @@ impl Engine {
             events,
             metrics: Metrics::default(),
             queue: Arc::new(LocalQueue::default()),
+            later: Arc::default(),
             ti_tx,
             cancels: Mutex::new(HashMap::new()),
             throttle: Mutex::new(ThrottleState::default()),
@@ -409,6 +417,9 @@ impl Engine {
             .map_err(|e| {
                 EngineError::Durability(format!("cannot start the running-marks thread: {e}"))
             })?;
+        self.later.start(Arc::downgrade(self)).map_err(|e| {
+            EngineError::Durability(format!("cannot start the thread for waiting work: {e}"))
+        })?;
         self.recover()?;
         let engine = self.clone();
         std::thread::Builder::new()
@@ -481,7 +492,7 @@ impl Engine {
                     }
                     if e.not_before.is_some_and(|t| t > Utc::now()) {
                         // A retry still waiting for its delay: it keeps waiting.
-                        self.dispatch_when_due(&loaded, &e);
+                        self.dispatch_when_due(&e);
                         continue;
                     }
                     e.status = ExecutionStatus::Scheduled;
@@ -784,7 +795,7 @@ impl Engine {
                 // The worker that picks it up waits until the action is under its threshold.
                 e.status = ExecutionStatus::Delayed;
                 e.reason = Some(format!(
-                    "delayed by policy {}: threshold {} reached",
+                    "{DELAYED_BY_POLICY} {}: threshold {} reached",
                     policy.name, policy.threshold
                 ));
                 if let Err(err) = self.store.put_execution(&e) {
@@ -1058,7 +1069,7 @@ impl Engine {
                 if e.status != ExecutionStatus::Delayed {
                     e.status = ExecutionStatus::Delayed;
                     e.reason = Some(format!(
-                        "delayed by policy {}: threshold {} reached",
+                        "{DELAYED_BY_POLICY} {}: threshold {} reached",
                         policy.name, policy.threshold
                     ));
                     if let Err(err) = self.store.put_execution(&e) {
@@ -1066,11 +1077,10 @@ impl Engine {
                     }
                     self.publish_execution("st2.execution__update", loaded, &e);
                 }
-                let queue = self.queue.clone();
-                std::thread::spawn(move || {
-                    std::thread::sleep(Duration::from_millis(200));
-                    queue.push(item);
-                });
+                self.later.add(
+                    Instant::now() + Duration::from_millis(200),
+                    later::Job::Requeue(Box::new(item)),
+                );
                 return None;
             }
             Some(_) => {}
@@ -1080,8 +1090,12 @@ impl Engine {
         if let Ok(mut c) = self.cancels.lock() {
             c.insert(e.id.clone(), cancel.clone());
         }
-        if e.status == ExecutionStatus::Delayed {
-            // Under its policy's threshold now: why it waited no longer applies.
+        if e.reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with(DELAYED_BY_POLICY))
+        {
+            // Under its policy's threshold now: why it waited no longer applies (a retry's
+            // or a restart's reason stays).
             e.reason = None;
         }
         // `start_timestamp` stays the request's time, as in st2: `elapsed_seconds` counts
@@ -1116,6 +1130,7 @@ impl Engine {
                 let marks = self.marks.clone();
                 let store = self.store.clone();
                 let marked = e.clone();
+                let canceled = cancel.clone();
                 let on_log: Arc<dyn Fn(&LogLine) + Send + Sync> =
                     Arc::new(move |line: &LogLine| {
                         let mut data = serde_json::to_value(line).unwrap_or(Value::Null);
@@ -1131,7 +1146,11 @@ impl Engine {
                             Err(p) => p.into_inner(),
                         };
                         live.0.push(line.clone());
-                        if live.1.is_none_or(|at| at.elapsed() >= LIVE_LOG_EVERY) {
+                        // Less often as the log grows (each write carries all of it), and not
+                        // once a cancel was asked for (the store shows `canceling` then).
+                        let every = LIVE_LOG_EVERY * (1 + (live.0.len() / 1000) as u32);
+                        if !canceled.is_canceled() && live.1.is_none_or(|at| at.elapsed() >= every)
+                        {
                             live.1 = Some(Instant::now());
                             let mut copy = (*marked).clone();
                             copy.log = live.0.clone();
@@ -1300,25 +1319,19 @@ impl Engine {
                     }
                 }
                 self.publish_execution("st2.execution__create", loaded, &next);
-                self.dispatch_when_due(loaded, &next);
+                self.dispatch_when_due(&next);
             }
         }
     }
 
-    /// Hands an execution to the workers once its `not_before` has come (a retry's delay).
-    fn dispatch_when_due(&self, loaded: &Loaded, e: &Execution) {
-        let item = self.work_item(loaded, e, None);
-        let queue = self.queue.clone();
+    /// Dispatches an execution once its `not_before` has come (a retry's delay).
+    fn dispatch_when_due(&self, e: &Execution) {
         let wait = e
             .not_before
             .and_then(|t| (t - Utc::now()).to_std().ok())
             .unwrap_or_default();
-        std::thread::spawn(move || {
-            std::thread::sleep(wait);
-            if let Some(item) = item {
-                queue.push(item);
-            }
-        });
+        self.later
+            .add(Instant::now() + wait, later::Job::Dispatch(e.id.clone()));
     }
 
     /// Cancels an execution: at once when it has not started, through its token when running.

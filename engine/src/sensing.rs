@@ -98,7 +98,9 @@ pub fn declarations(catalog: &Catalog) -> (Vec<SensorDeclaration>, Vec<Problem>)
             let mut settings = raw.settings;
             // The deployment's config wins over the pack's defaults.
             for (k, v) in &pack.config {
-                settings.insert(k.clone(), v.clone());
+                if !pack.config_undeclared.contains(k) {
+                    settings.insert(k.clone(), v.clone());
+                }
             }
             let name = raw.name.unwrap_or_else(|| {
                 file.file_stem()

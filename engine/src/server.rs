@@ -309,11 +309,8 @@ fn recent_deliveries(
                 .get("Webhook-Id")
                 .and_then(serde_json::Value::as_str);
             if let (Some(url), Some(id)) = (url, id) {
-                if webhooks
-                    .get(url)
-                    .is_some_and(|c| c.delivery_tolerance().is_some())
-                {
-                    deliveries.remember(url, id, &ti.id, ti.received_time);
+                if let Some(tolerance) = webhooks.get(url).and_then(|c| c.delivery_tolerance()) {
+                    deliveries.remember(url, id, &ti.id, ti.received_time, tolerance);
                 }
             }
         }

@@ -633,32 +633,88 @@ mod tests {
 
 /// Deliveries already accepted, by webhook url and delivery id, so that a sender's retry of one
 /// (same `webhook-id`, as Standard Webhooks retries) gives no second trigger instance. An entry
-/// is kept twice as long as a delivery is accepted (its timestamp checked against the
+/// is kept twice as long as its hook accepts a delivery (its timestamp is checked against the
 /// tolerance); a restart fills the guard again from the instances stored since then.
 #[derive(Default)]
 pub struct Deliveries {
-    seen: std::sync::Mutex<HashMap<DeliveryKey, Delivered>>,
+    seen: std::sync::Mutex<Seen>,
 }
 
 /// A webhook's url and a delivery's id.
 type DeliveryKey = (String, String);
 
-/// When a delivery was accepted, and the trigger instance it gave.
+#[derive(Default)]
+struct Seen {
+    by_key: HashMap<DeliveryKey, Delivered>,
+    /// The same entries by when they expire (a sequence number keeps equal times apart).
+    by_expiry: std::collections::BTreeMap<(DateTime<Utc>, u64), DeliveryKey>,
+    next_seq: u64,
+}
+
 struct Delivered {
-    at: DateTime<Utc>,
+    expires: (DateTime<Utc>, u64),
     instance: String,
+    /// Its instance is durable (its 202 was sent); until then a retry must not be told so.
+    accepted: bool,
+}
+
+/// What a delivery is, as [`Deliveries::first`] finds it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Not seen before: it gives the instance named, once accepted.
+    New,
+    /// Accepted already, with this instance.
+    Accepted(String),
+    /// Being accepted right now, with this instance (its sync has not ended).
+    InFlight(String),
+}
+
+fn keep_for(tolerance_seconds: u64) -> chrono::TimeDelta {
+    i64::try_from(tolerance_seconds.saturating_mul(2))
+        .ok()
+        .and_then(chrono::TimeDelta::try_seconds)
+        .unwrap_or(chrono::TimeDelta::MAX)
+}
+
+impl Seen {
+    fn prune(&mut self, now: DateTime<Utc>) {
+        while let Some(entry) = self.by_expiry.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (expires, key) = entry.remove_entry();
+            if self.by_key.get(&key).is_some_and(|d| d.expires == expires) {
+                self.by_key.remove(&key);
+            }
+        }
+    }
+
+    fn insert(&mut self, key: DeliveryKey, until: DateTime<Utc>, instance: &str, accepted: bool) {
+        let expires = (until, self.next_seq);
+        self.next_seq += 1;
+        self.by_expiry.insert(expires, key.clone());
+        self.by_key.insert(
+            key,
+            Delivered {
+                expires,
+                instance: instance.to_string(),
+                accepted,
+            },
+        );
+    }
 }
 
 impl Deliveries {
-    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<DeliveryKey, Delivered>> {
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
         match self.seen.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
     }
 
-    /// The trigger instance a delivery already gave, or, for a new one, records that it gives
-    /// `instance` (forget it with [`Deliveries::forget`] if that instance is not accepted).
+    /// What this delivery is; a new one is recorded as giving `instance` (call
+    /// [`Deliveries::accepted`] once that instance is durable, [`Deliveries::forget`] if it is
+    /// refused).
     pub fn first(
         &self,
         url: &str,
@@ -666,39 +722,90 @@ impl Deliveries {
         tolerance_seconds: u64,
         instance: &str,
         now: DateTime<Utc>,
-    ) -> Option<String> {
-        let keep = i64::try_from(tolerance_seconds.saturating_mul(2))
-            .ok()
-            .and_then(chrono::TimeDelta::try_seconds)
-            .unwrap_or(chrono::TimeDelta::MAX);
+    ) -> Delivery {
         let mut seen = self.seen();
-        seen.retain(|_, d| now.signed_duration_since(d.at) <= keep);
+        seen.prune(now);
         let key = (url.to_string(), delivery.to_string());
-        if let Some(d) = seen.get(&key) {
-            return Some(d.instance.clone());
+        if let Some(d) = seen.by_key.get(&key) {
+            return if d.accepted {
+                Delivery::Accepted(d.instance.clone())
+            } else {
+                Delivery::InFlight(d.instance.clone())
+            };
         }
-        seen.insert(
-            key,
-            Delivered {
-                at: now,
-                instance: instance.to_string(),
-            },
-        );
-        None
+        let until = now
+            .checked_add_signed(keep_for(tolerance_seconds))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        seen.insert(key, until, instance, false);
+        Delivery::New
+    }
+
+    /// The delivery's instance is durable: a retry now gets it.
+    pub fn accepted(&self, url: &str, delivery: &str) {
+        if let Some(d) = self
+            .seen()
+            .by_key
+            .get_mut(&(url.to_string(), delivery.to_string()))
+        {
+            d.accepted = true;
+        }
     }
 
     /// Records a delivery accepted at `at` (refilling the guard at start).
-    pub fn remember(&self, url: &str, delivery: &str, instance: &str, at: DateTime<Utc>) {
-        self.seen()
-            .entry((url.to_string(), delivery.to_string()))
-            .or_insert_with(|| Delivered {
-                at,
-                instance: instance.to_string(),
-            });
+    pub fn remember(
+        &self,
+        url: &str,
+        delivery: &str,
+        instance: &str,
+        at: DateTime<Utc>,
+        tolerance_seconds: u64,
+    ) {
+        let mut seen = self.seen();
+        let key = (url.to_string(), delivery.to_string());
+        if seen.by_key.contains_key(&key) {
+            return;
+        }
+        let until = at
+            .checked_add_signed(keep_for(tolerance_seconds))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        seen.insert(key, until, instance, true);
     }
 
     /// Forgets a delivery whose instance was refused, so the sender's retry is taken.
     pub fn forget(&self, url: &str, delivery: &str) {
-        self.seen().remove(&(url.to_string(), delivery.to_string()));
+        let mut seen = self.seen();
+        if let Some(d) = seen.by_key.remove(&(url.to_string(), delivery.to_string())) {
+            seen.by_expiry.remove(&d.expires);
+        }
+    }
+}
+
+#[cfg(test)]
+mod delivery_tests {
+    use super::*;
+
+    #[test]
+    fn each_hook_keeps_its_deliveries_for_its_own_tolerance() {
+        let d = Deliveries::default();
+        let t0 = Utc::now();
+        assert_eq!(d.first("short", "m1", 60, "ti-a", t0), Delivery::New);
+        assert_eq!(d.first("long", "m1", 3600, "ti-b", t0), Delivery::New);
+        assert_eq!(
+            d.first("long", "m1", 3600, "ti-x", t0),
+            Delivery::InFlight("ti-b".into()),
+            "not accepted yet"
+        );
+        d.accepted("long", "m1");
+        d.accepted("short", "m1");
+        // Ten minutes on: the short hook's entry is gone, the long one's stays.
+        let later = t0 + chrono::TimeDelta::minutes(10);
+        assert_eq!(d.first("short", "m2", 60, "ti-c", later), Delivery::New);
+        assert_eq!(
+            d.first("long", "m1", 3600, "ti-y", later),
+            Delivery::Accepted("ti-b".into())
+        );
+        assert_eq!(d.first("short", "m1", 60, "ti-d", later), Delivery::New);
+        d.forget("short", "m1");
+        assert_eq!(d.first("short", "m1", 60, "ti-e", later), Delivery::New);
     }
 }
