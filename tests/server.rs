@@ -387,6 +387,19 @@ fn lists_page_and_filter_and_errors_are_json() {
         .expect("request");
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["value"], "v");
+    // A pair with a TTL written back as read keeps expiring.
+    s.request(
+        "PUT",
+        "/api/v1/keys/brief",
+        Some(r#"{"value": "v", "ttl": 600}"#),
+    )
+    .expect("request");
+    let (_, read) = s.get("/api/v1/keys/brief");
+    let (code, body) = s
+        .request("PUT", "/api/v1/keys/brief", Some(&read.to_string()))
+        .expect("request");
+    assert_eq!(code, 200, "{body}");
+    assert!(body["expire_timestamp"].is_string(), "{body}");
     for i in 0..3 {
         s.request(
             "PUT",

@@ -1177,8 +1177,9 @@ pub fn packs_json(catalog: &crate::packs::Catalog) -> Value {
     // there) are listed under the folder they concern, as packs not loaded.
     let in_pack = |pr: &crate::packs::Problem, p: &crate::packs::Pack| {
         pr.file.starts_with(&p.dir)
-            || (pr.file.file_stem().is_some_and(|s| *s == *p.reference)
-                && !catalog.packs.iter().any(|q| pr.file.starts_with(&q.dir)))
+            || p.config_file
+                .as_ref()
+                .is_some_and(|f| pr.file == *f || pr.file == f.with_extension("yaml (missing)"))
     };
     let mut packs: Vec<Value> = catalog
         .packs
@@ -1332,8 +1333,9 @@ struct KeyRequest {
     /// with the store's key, so a secret read can be written back as it is.
     #[serde(default)]
     encrypted: Option<bool>,
-    #[serde(default, rename = "expire_timestamp")]
-    _expire_timestamp: Option<Value>,
+    /// As `GET` shows it: without `ttl`, the pair keeps expiring then.
+    #[serde(default)]
+    expire_timestamp: Option<String>,
     #[serde(default, rename = "updated_at")]
     _updated_at: Option<Value>,
 }
@@ -1370,6 +1372,24 @@ async fn put_key(
     if req.ttl == Some(0) {
         return Err(ApiError::bad_request("ttl must be at least 1 second"));
     }
+    let ttl = match (req.ttl, req.expire_timestamp.as_deref()) {
+        (Some(ttl), _) => Some(ttl),
+        (None, None) => None,
+        (None, Some(at)) => {
+            let at = chrono::DateTime::parse_from_rfc3339(at).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "field 'expire_timestamp': '{at}' is not an RFC 3339 time: {e}"
+                ))
+            })?;
+            let left = (at.with_timezone(&Utc) - Utc::now()).num_seconds();
+            if left < 1 {
+                return Err(ApiError::bad_request(
+                    "field 'expire_timestamp' is past: the pair would expire at once",
+                ));
+            }
+            u64::try_from(left).ok()
+        }
+    };
     // Changing a secret's value without saying `secret` keeps it secret: it is never stored
     // in clear by omission.
     let secret = match req.secret {
@@ -1384,7 +1404,7 @@ async fn put_key(
     let k = state
         .engine
         .store
-        .kv_set(&name, &value, secret, req.ttl)
+        .kv_set(&name, &value, secret, ttl)
         .map_err(|e| match e {
             // A name or a ttl the store cannot take: the request's fault.
             crate::store::StoreError::Invalid(message) => ApiError::bad_request(message),

@@ -125,6 +125,8 @@ pub struct Pack {
     /// Settings in the config that the schema does not declare: kept for actions, not given to
     /// sensors (which refuse settings they do not know).
     pub config_undeclared: Vec<String>,
+    /// Where the deployment's config for this pack is read from (`<configs>/<pack>.yaml`).
+    pub config_file: Option<PathBuf>,
     /// The other YAML files of the pack (sensors, aliases, policies), syntax-checked, keyed by
     /// their folder name.
     pub extras: BTreeMap<String, Vec<(PathBuf, Value)>>,
@@ -233,6 +235,7 @@ pub fn load_packs_with_configs(
     let mut problems = Vec::new();
     for pack in &mut catalog.packs {
         let file = configs_dir.join(format!("{}.yaml", pack.reference));
+        pack.config_file = Some(file.clone());
         let given = if file.is_file() {
             match parse_yaml_value(&file, &mut problems) {
                 Some(Value::Object(m)) => m,
@@ -531,6 +534,7 @@ fn load_pack(dir: &Path, runtime: &RhaiRuntime, problems: &mut Vec<Problem>) -> 
         config: serde_json::Map::new(),
         config_error: None,
         config_undeclared: Vec::new(),
+        config_file: None,
         extras: BTreeMap::new(),
     };
 
