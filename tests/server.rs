@@ -675,6 +675,40 @@ fn a_retry_keeps_its_delay_across_a_restart() {
     );
 }
 
+/// st2's `delay` on a request and on a re-run: the execution waits that long, as `delayed`.
+#[test]
+fn a_requested_delay_holds_the_execution_back() {
+    let (_dir, s) = start(&[], &[]);
+    let (code, e) = s.post(
+        "/api/v1/executions",
+        r#"{"action": "core.noop", "delay": 1500}"#,
+    );
+    assert_eq!(code, 201, "{e}");
+    assert_eq!(e["status"], "delayed", "{e}");
+    let id = e["id"].as_str().expect("id").to_string();
+    std::thread::sleep(Duration::from_millis(700));
+    let (_, waiting) = s.get(&format!("/api/v1/executions/{id}"));
+    assert_eq!(waiting["status"], "delayed", "{waiting}");
+    let done = s.wait_for(&format!("/api/v1/executions/{id}"), 20, |v| {
+        v["status"] == "succeeded"
+    });
+    let at =
+        |t: &Value| chrono::DateTime::parse_from_rfc3339(t.as_str().expect("time")).expect("time");
+    let waited = at(&done["end_timestamp"]) - at(&done["start_timestamp"]);
+    assert!(waited.num_milliseconds() >= 1400, "{done}");
+
+    let (code, again) = s.post(
+        &format!("/api/v1/executions/{id}/re_run"),
+        r#"{"delay": 1000}"#,
+    );
+    assert_eq!(code, 201, "{again}");
+    assert_eq!(again["status"], "delayed");
+    let again_id = again["id"].as_str().expect("id");
+    s.wait_for(&format!("/api/v1/executions/{again_id}"), 20, |v| {
+        v["status"] == "succeeded"
+    });
+}
+
 /// Log lines are stored while the action runs: the API shows them, and an execution abandoned
 /// by `kill -9` keeps what it wrote.
 #[test]

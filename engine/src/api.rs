@@ -618,6 +618,22 @@ struct ExecutionRequest {
     parameters: Map<String, Value>,
     #[serde(default)]
     user: Option<String>,
+    /// st2's `delay`: milliseconds to wait before the execution is scheduled.
+    #[serde(default)]
+    delay: Option<u64>,
+}
+
+/// When an execution asked to wait `delay` milliseconds may start.
+fn not_before(delay: Option<u64>) -> ApiResult<Option<chrono::DateTime<Utc>>> {
+    let Some(ms) = delay else {
+        return Ok(None);
+    };
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::TimeDelta::try_milliseconds)
+        .and_then(|d| Utc::now().checked_add_signed(d))
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_request(format!("delay of {ms} ms is too large")))
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
@@ -637,6 +653,7 @@ async fn create_execution(
         .engine
         .new_execution(&loaded, &req.action, req.parameters)?;
     e.user = Some(user);
+    e.not_before = not_before(req.delay)?;
     let e = state.engine.request(e).await?;
     Ok((StatusCode::CREATED, Json(execution_json(&loaded, &e))).into_response())
 }
@@ -692,6 +709,9 @@ struct RerunRequest {
     /// With-items tasks among `tasks` whose every item runs again (not only the failed ones).
     #[serde(default)]
     reset: Vec<String>,
+    /// st2's `delay`: milliseconds to wait before the re-run is scheduled.
+    #[serde(default)]
+    delay: Option<u64>,
 }
 
 async fn rerun_execution(
@@ -737,6 +757,7 @@ async fn rerun_execution(
     }
     let mut e: Execution = state.engine.new_execution(&loaded, &old.action, params)?;
     e.rerun_of = Some(old.id.clone());
+    e.not_before = not_before(req.delay)?;
     e.user = match caller {
         Some(axum::Extension(Caller(user))) => Some(user),
         None => old.user.clone(),

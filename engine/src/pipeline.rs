@@ -763,11 +763,20 @@ impl Engine {
             return Err(EngineError::ShuttingDown);
         }
         e.v = SCHEMA_VERSION;
+        // Asked to start later (st2's `delay`): it waits as a retry waits for its delay.
+        let later = e.not_before.is_some_and(|t| t > Utc::now());
+        if later {
+            e.status = ExecutionStatus::Delayed;
+        }
         self.store.put_execution(&e)?;
         self.durable().await?;
         let loaded = self.loaded();
         self.publish_execution("st2.execution__create", &loaded, &e);
-        self.schedule(&loaded, e.clone(), None);
+        if later {
+            self.dispatch_when_due(&e);
+        } else {
+            self.schedule(&loaded, e.clone(), None);
+        }
         Ok(e)
     }
 
