@@ -1056,6 +1056,8 @@ fn bad_packs_are_reported_and_skipped_or_refused_with_strict() {
     write(&bad, "rules/a_twice.yaml", rule);
     write(&bad, "rules/b_twice.yaml", rule);
     write(&bad, "rules/orphan.yaml", "name: orphan\npack: bad\nenabled: true\ntrigger: {type: core.webhook, parameters: {url: orphan}}\naction: {ref: nope.missing}\n");
+    // Parameters on a trigger whose instances carry none: it could never match.
+    write(&bad, "rules/never.yaml", "name: never\npack: bad\nenabled: true\ntrigger: {type: bad.deployed, parameters: {env: prod}}\naction: {ref: core.noop}\n");
     // A pack whose pack.yaml does not parse is listed as not loaded, with why.
     let broken = dir.path().join("broken");
     write(&broken, "pack.yaml", "ref: broken\nname: [\n");
@@ -1102,7 +1104,12 @@ fn bad_packs_are_reported_and_skipped_or_refused_with_strict() {
         "{unloaded}"
     );
     let all = packs.to_string();
-    for said in ["b_twice.yaml", "also defined", "nope.missing"] {
+    for said in [
+        "b_twice.yaml",
+        "also defined",
+        "nope.missing",
+        "never match",
+    ] {
         assert!(all.contains(said), "{said}: {all}");
     }
     let (_, packs) = s.get("/api/v1/packs");

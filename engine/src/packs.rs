@@ -386,6 +386,15 @@ fn config_meta(file: &Path, schema: &Value) -> Result<ActionMeta, Vec<Problem>> 
     })
 }
 
+/// The trigger types whose instances carry the parameters their rules give (a webhook's url, a
+/// timer's schedule).
+const PARAMETERIZED_TRIGGERS: [&str; 4] = [
+    "core.webhook",
+    "core.interval_timer",
+    "core.cron_timer",
+    "core.date_timer",
+];
+
 /// Checks what needs every pack: rules name actions that exist, dependencies are loaded, and
 /// the rule set compiles.
 fn check_cross_references(catalog: &mut Catalog) {
@@ -411,12 +420,28 @@ fn check_cross_references(catalog: &mut Catalog) {
         }
     }
     // A rule that cannot run as written is reported and left out, like a file that does not
-    // parse: one whose action no loaded pack provides, and any later one with the same ref
+    // parse: one whose action no loaded pack provides, one that gives parameters to a trigger
+    // whose instances carry none (it could never match), and any later one with the same ref
     // (loading both would enforce the "same" rule twice for every instance).
     let mut refs: HashMap<String, PathBuf> = HashMap::new();
     for pack in &mut catalog.packs {
         pack.rules.retain(|r| {
             let reference = r.rule.reference();
+            let trigger = squall_rules::canonical_trigger_ref(&r.rule.trigger_type);
+            if !r.rule.trigger_parameters.is_empty() && !PARAMETERIZED_TRIGGERS.contains(&trigger)
+            {
+                let text = read_or_empty(&r.file);
+                problems.push(Problem::new(
+                    &r.file,
+                    squall_rules::line_of(&text, "parameters"),
+                    None,
+                    format!(
+                        "rule '{reference}' gives parameters to trigger '{trigger}', whose instances carry none, so it would never match (only {} take parameters); the rule is not loaded",
+                        PARAMETERIZED_TRIGGERS.join(", ")
+                    ),
+                ));
+                return false;
+            }
             if !actions.contains(&r.rule.action_ref) {
                 let text = read_or_empty(&r.file);
                 problems.push(Problem::new(
