@@ -743,6 +743,18 @@ fn log_lines_are_stored_while_an_action_runs() {
     assert_eq!(none, json!(""));
     let (code, _) = s.get(&format!("{path}/output?output_type=both"));
     assert_eq!(code, 400);
+
+    // Lines held back between two writes are written once the interval has passed, not
+    // only with the next line or the result.
+    let (_, e) = s.post(
+        "/api/v1/executions",
+        r#"{"action": "e2e.quiet", "parameters": {"seconds": 3}}"#,
+    );
+    let quiet = format!("/api/v1/executions/{}", e["id"].as_str().expect("id"));
+    let seen = s.wait_for(&quiet, 20, |v| {
+        v["status"] == "running" && v["log"].as_array().is_some_and(|l| l.len() == 3)
+    });
+    assert_eq!(seen["log"][2]["message"], "three", "{seen}");
 }
 
 #[test]

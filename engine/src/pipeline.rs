@@ -142,6 +142,91 @@ struct Flusher {
     wake: Notify,
 }
 
+/// A running action's log lines on their way to the store (see `Engine::execute`).
+struct LiveLog {
+    state: Mutex<LiveState>,
+    marks: Arc<marks::RunningMarks>,
+    store: Arc<Store>,
+    /// The execution as marked running: each write is a copy of it with the lines so far.
+    marked: Arc<Execution>,
+    canceled: CancelToken,
+}
+
+#[derive(Default)]
+struct LiveState {
+    lines: Vec<LogLine>,
+    written_at: Option<Instant>,
+    /// Lines came since the last write.
+    held: bool,
+    /// A deferred write is waiting (on the engine's `later` thread).
+    deferred: bool,
+    /// The action ended: its result carries the log.
+    finished: bool,
+}
+
+impl LiveLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LiveState> {
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Less often as the log grows, since each write carries all of it.
+    fn every(lines: usize) -> Duration {
+        LIVE_LOG_EVERY * (1 + (lines / 1000) as u32)
+    }
+
+    /// Takes a line and writes the log when it is due; else returns when a deferred write
+    /// should run, if none is waiting yet.
+    fn add(&self, line: &LogLine) -> Option<Instant> {
+        let mut state = self.lock();
+        state.lines.push(line.clone());
+        state.held = true;
+        let every = Self::every(state.lines.len());
+        match state.written_at {
+            Some(at) if at.elapsed() < every => {
+                if state.deferred {
+                    return None;
+                }
+                state.deferred = true;
+                Some(at + every)
+            }
+            _ => {
+                self.write(&mut state);
+                None
+            }
+        }
+    }
+
+    /// The deferred write: the lines held back, unless the action ended meanwhile.
+    fn write_held(&self) {
+        let mut state = self.lock();
+        state.deferred = false;
+        if state.held && !state.finished {
+            self.write(&mut state);
+        }
+    }
+
+    /// Under the state's lock, so a write is handed to the store before [`LiveLog::finish`]
+    /// returns, and so before the result; not once a cancel was asked for (the store shows
+    /// `canceling` then).
+    fn write(&self, state: &mut LiveState) {
+        if self.canceled.is_canceled() {
+            return;
+        }
+        state.written_at = Some(Instant::now());
+        state.held = false;
+        let mut copy = (*self.marked).clone();
+        copy.log = state.lines.clone();
+        self.marks.running_log(Arc::new(copy), &self.store);
+    }
+
+    fn finish(&self) {
+        self.lock().finished = true;
+    }
+}
+
 /// How the reason of an execution held back by a concurrency policy begins.
 const DELAYED_BY_POLICY: &str = "delayed by policy";
 
@@ -1133,13 +1218,18 @@ impl Engine {
                 let exec_id = e.id.clone();
                 let events = self.events.clone();
                 // Log lines are streamed as they come and stored while the action runs (at
-                // most every LIVE_LOG_EVERY; the rest with the result), so the API, `execution
-                // tail` and an execution abandoned by a crash show what it wrote.
-                let live = Mutex::new((Vec::<LogLine>::new(), None::<Instant>));
-                let marks = self.marks.clone();
-                let store = self.store.clone();
-                let marked = e.clone();
-                let canceled = cancel.clone();
+                // most every LIVE_LOG_EVERY, and lines held back by that are written when it
+                // has passed), so the API, `execution tail` and an execution abandoned by a
+                // crash show what it wrote.
+                let live = Arc::new(LiveLog {
+                    state: Mutex::new(LiveState::default()),
+                    marks: self.marks.clone(),
+                    store: self.store.clone(),
+                    marked: e.clone(),
+                    canceled: cancel.clone(),
+                });
+                let later = self.later.clone();
+                let logging = live.clone();
                 let on_log: Arc<dyn Fn(&LogLine) + Send + Sync> =
                     Arc::new(move |line: &LogLine| {
                         let mut data = serde_json::to_value(line).unwrap_or(Value::Null);
@@ -1150,20 +1240,9 @@ impl Engine {
                             event: "st2.execution.output__create",
                             data: Arc::from(data.to_string()),
                         });
-                        let mut live = match live.lock() {
-                            Ok(g) => g,
-                            Err(p) => p.into_inner(),
-                        };
-                        live.0.push(line.clone());
-                        // Less often as the log grows (each write carries all of it), and not
-                        // once a cancel was asked for (the store shows `canceling` then).
-                        let every = LIVE_LOG_EVERY * (1 + (live.0.len() / 1000) as u32);
-                        if !canceled.is_canceled() && live.1.is_none_or(|at| at.elapsed() >= every)
-                        {
-                            live.1 = Some(Instant::now());
-                            let mut copy = (*marked).clone();
-                            copy.log = live.0.clone();
-                            marks.running_log(Arc::new(copy), &store);
+                        if let Some(at) = logging.add(line) {
+                            let deferred = logging.clone();
+                            later.add(at, later::Job::Run(Box::new(move || deferred.write_held())));
                         }
                     });
                 let report = self.runtime.run(ScriptJob {
@@ -1176,6 +1255,8 @@ impl Engine {
                     kv: Arc::new(StoreKv(self.store.clone())),
                     on_log: Some(on_log),
                 });
+                // From here the result is what the store gets: no held-back line after it.
+                live.finish();
                 let (status, result) = match report.outcome {
                     Outcome::Succeeded(v) => (ExecutionStatus::Succeeded, v),
                     Outcome::Failed {

@@ -1,6 +1,7 @@
 //! Work that waits, on one thread: executions held back by a concurrency policy, tried again
-//! every moment, and retries waiting out their policy's delay. (A thread each would mean
-//! thousands of them under a burst held back by a threshold of one.)
+//! every moment, retries waiting out their policy's delay, and running actions' log lines held
+//! back between two writes. (A thread each would mean thousands of them under a burst held
+//! back by a threshold of one.)
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -14,6 +15,8 @@ pub(crate) enum Job {
     Requeue(Box<WorkItem>),
     /// Dispatched as it then stands, if still waiting (a retry whose delay is over).
     Dispatch(String),
+    /// Anything else that waits (a running action's held-back log lines).
+    Run(Box<dyn FnOnce() + Send>),
 }
 
 #[derive(Default)]
@@ -93,6 +96,7 @@ impl Later {
             for job in due {
                 match job {
                     Job::Requeue(item) => engine.queue.push(*item),
+                    Job::Run(run) => run(),
                     Job::Dispatch(id) => match engine.store.execution(&id) {
                         Ok(Some(e)) if e.status == ExecutionStatus::Delayed => {
                             engine.dispatch(&engine.loaded(), &e, None);
