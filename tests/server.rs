@@ -258,6 +258,12 @@ fn lists_page_and_filter_and_errors_are_json() {
     assert!(all.len() >= 3, "{all:?}");
     let (_, one) = s.get("/api/v1/rules?limit=1&offset=1");
     assert_eq!(one, json!([all[1].clone()]));
+    // st2's X-Total-Count counts the whole list, not the page.
+    let head = response_head(s.port, "/api/v1/rules?limit=1").to_ascii_lowercase();
+    assert!(
+        head.contains(&format!("x-total-count: {}\r\n", all.len())),
+        "{head}"
+    );
     // st2's -1: everything.
     let (_, every) = s.get("/api/v1/rules?limit=-1");
     assert_eq!(every.as_array().map(Vec::len), Some(all.len()));
@@ -428,6 +434,20 @@ fn lists_page_and_filter_and_errors_are_json() {
         .is_empty());
 }
 
+/// The status line and headers of a GET.
+fn response_head(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("read");
+    raw.split("\r\n\r\n").next().unwrap_or_default().to_string() + "\r\n"
+}
+
 /// st2's trigger names as squall's (`core.st2.webhook` is `core.webhook`).
 fn squall_rules_canonical(t: &Value) -> String {
     match t.as_str().unwrap_or_default() {
@@ -517,6 +537,22 @@ fn interval_timer_fires() {
     assert!(t["payload"]["executed_at"].is_string());
 }
 
+/// Requests `action` (sleeping `first` seconds), waits until it runs, then requests it again
+/// (sleeping `second`): the first one's id and the second request's answer.
+fn second_while_first_runs(s: &Squall, action: &str, first: f64, second: f64) -> (String, Value) {
+    let request = |seconds: f64| {
+        let body = json!({"action": action, "parameters": {"seconds": seconds}}).to_string();
+        let (code, e) = s.post("/api/v1/executions", &body);
+        assert_eq!(code, 201, "{e}");
+        e
+    };
+    let first_id = request(first)["id"].as_str().expect("id").to_string();
+    s.wait_for(&format!("/api/v1/executions/{first_id}"), 20, |v| {
+        v["status"] == "running"
+    });
+    (first_id, request(second))
+}
+
 #[test]
 fn retry_and_concurrency_policies() {
     let (_dir, s) = start(&[], &[]);
@@ -546,18 +582,7 @@ fn retry_and_concurrency_policies() {
         .expect("error")
         .contains("always fails"));
 
-    let (_, first) = s.post(
-        "/api/v1/executions",
-        r#"{"action": "e2e.limited", "parameters": {"seconds": 3}}"#,
-    );
-    let first_id = first["id"].as_str().expect("id").to_string();
-    s.wait_for(&format!("/api/v1/executions/{first_id}"), 20, |v| {
-        v["status"] == "running"
-    });
-    let (_, second) = s.post(
-        "/api/v1/executions",
-        r#"{"action": "e2e.limited", "parameters": {"seconds": 3}}"#,
-    );
+    let (first_id, second) = second_while_first_runs(&s, "e2e.limited", 3.0, 3.0);
     let second_id = second["id"].as_str().expect("id").to_string();
     let done = s.wait_for(&format!("/api/v1/executions/{second_id}"), 20, |v| {
         is_terminal(v["status"].as_str().unwrap_or(""))
@@ -574,18 +599,7 @@ fn retry_and_concurrency_policies() {
 
     // Delayed by a policy: it runs once the first ends, keeps its request's start time (as
     // in st2, its elapsed time counts the wait) and drops the reason it waited.
-    let (_, first) = s.post(
-        "/api/v1/executions",
-        r#"{"action": "e2e.queued", "parameters": {"seconds": 1}}"#,
-    );
-    let first_id = first["id"].as_str().expect("id").to_string();
-    s.wait_for(&format!("/api/v1/executions/{first_id}"), 20, |v| {
-        v["status"] == "running"
-    });
-    let (_, second) = s.post(
-        "/api/v1/executions",
-        r#"{"action": "e2e.queued", "parameters": {"seconds": 0.1}}"#,
-    );
+    let (_, second) = second_while_first_runs(&s, "e2e.queued", 1.0, 0.1);
     let second_id = second["id"].as_str().expect("id").to_string();
     let delayed = s.wait_for(&format!("/api/v1/executions/{second_id}"), 20, |v| {
         v["status"] == "delayed"
@@ -686,9 +700,6 @@ fn a_requested_delay_holds_the_execution_back() {
     assert_eq!(code, 201, "{e}");
     assert_eq!(e["status"], "delayed", "{e}");
     let id = e["id"].as_str().expect("id").to_string();
-    std::thread::sleep(Duration::from_millis(700));
-    let (_, waiting) = s.get(&format!("/api/v1/executions/{id}"));
-    assert_eq!(waiting["status"], "delayed", "{waiting}");
     let done = s.wait_for(&format!("/api/v1/executions/{id}"), 20, |v| {
         v["status"] == "succeeded"
     });
@@ -725,8 +736,11 @@ fn log_lines_are_stored_while_an_action_runs() {
         v["status"] == "running" && v["log"].as_array().is_some_and(|l| l.len() >= 3)
     });
     assert_eq!(live["log"][0]["message"], "tick 0", "{live}");
-    // Long enough for the store to have flushed them.
-    std::thread::sleep(Duration::from_millis(1500));
+    // A key-value write answers once the store is flushed, with what was queued before it.
+    let (code, _) = s
+        .request("PUT", "/api/v1/keys/flushed", Some(r#"{"value": "yes"}"#))
+        .expect("put");
+    assert_eq!(code, 200);
     s.kill9();
     s.restart();
     let after = s.wait_for(&path, 20, |v| v["status"] == "abandoned");
@@ -1089,18 +1103,18 @@ fn bad_packs_are_reported_and_skipped_or_refused_with_strict() {
     assert_eq!(refs, ["bad.twice"], "{rules}");
     let (code, ti) = s.post("/api/v1/webhooks/twice", "{}");
     assert_eq!(code, 202);
-    let execs = s.executions_of(ti["id"].as_str().expect("id"), 1);
-    std::thread::sleep(Duration::from_millis(300));
-    let (_, execs_after) = s.get(&format!(
-        "/api/v1/executions?trigger_instance={}",
-        ti["id"].as_str().expect("id")
-    ));
-    assert_eq!(execs.len(), 1);
+    // An instance is marked processed in the transaction that writes all its enforcements.
+    let tid = ti["id"].as_str().expect("id");
+    s.wait_for(&format!("/api/v1/triggerinstances/{tid}"), 20, |v| {
+        v["status"] == "processed"
+    });
+    let (_, enfs) = s.get(&format!("/api/v1/ruleenforcements?trigger_instance={tid}"));
     assert_eq!(
-        execs_after.as_array().expect("array").len(),
+        enfs.as_array().expect("array").len(),
         1,
-        "one rule, one execution"
+        "one rule, one enforcement: {enfs}"
     );
+    assert_eq!(s.executions_of(tid, 1).len(), 1);
     let (code, _) = s.post("/api/v1/webhooks/orphan", "{}");
     assert_eq!(code, 404, "a rule whose action is missing is not loaded");
     let (_, packs) = s.get("/api/v1/packs");

@@ -865,41 +865,11 @@ impl Engine {
         Ok(e)
     }
 
-    /// Applies the concurrency policy, then hands the execution to the workers. `trigger`: the
+    /// Hands the execution to the workers (which apply its concurrency policy). `trigger`: the
     /// payload of its trigger instance when the caller has it (the rules loop), so the work item
     /// need not read it back from the store.
     fn schedule(&self, loaded: &Loaded, mut e: Execution, trigger: Option<&Value>) {
-        if let Some(policy) = loaded.policies.concurrency(&e.action) {
-            let busy = self.running_of(&e.action);
-            if busy >= policy.threshold {
-                if policy.cancel {
-                    let result = json!({"error": format!(
-                        "canceled by policy {}: {} executions of {} already running (threshold {})",
-                        policy.name, busy, e.action, policy.threshold
-                    )});
-                    self.finish(
-                        loaded,
-                        &mut e,
-                        ExecutionStatus::Canceled,
-                        result,
-                        Vec::new(),
-                    );
-                    return;
-                }
-                // The worker that picks it up waits until the action is under its threshold.
-                e.status = ExecutionStatus::Delayed;
-                e.reason = Some(format!(
-                    "{DELAYED_BY_POLICY} {}: threshold {} reached",
-                    policy.name, policy.threshold
-                ));
-                if let Err(err) = self.store.put_execution(&e) {
-                    tracing::error!(error = %err, "could not record a delayed execution");
-                }
-                self.publish_execution("st2.execution__update", loaded, &e);
-                self.dispatch(loaded, &e, trigger);
-                return;
-            }
-        }
+        // The concurrency policy is applied where a worker claims it (see `claim`).
         // Executions a rule requested were stored as scheduled already (see `enforce`).
         if e.status != ExecutionStatus::Scheduled {
             e.status = ExecutionStatus::Scheduled;
@@ -1141,9 +1111,9 @@ impl Engine {
             );
             return None;
         }
-        // The concurrency policy is decided here, where an execution starts, whatever its
-        // way in (requested, delayed, or dispatched again after a restart): the check at
-        // request time cannot see executions queued but not yet started.
+        // The concurrency policy is decided here, and only here, where an execution starts,
+        // whatever its way in (requested, delayed, or dispatched again after a restart): at
+        // request time the executions queued but not yet started cannot be counted.
         match loaded.policies.concurrency(&e.action) {
             Some(policy) if !self.metrics.try_running(&e.action, policy.threshold) => {
                 if policy.cancel && e.status != ExecutionStatus::Delayed {
