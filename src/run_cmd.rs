@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use squall_engine::server::{read_secret_key, FileConfig, RunConfig};
+use squall_engine::signatures::SignatureCheck;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -38,11 +39,13 @@ pub struct RunArgs {
     config: Option<PathBuf>,
     /// Refuse to start (or reload) when a pack has a problem (default: report it and skip
     /// the file). `SQUALL_STRICT` takes 1/0, true/false, yes/no, on/off.
-    #[arg(long, env = "SQUALL_STRICT", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
-    strict: bool,
-    /// Require an API key on every request (required to listen beyond loopback).
-    #[arg(long, env = "SQUALL_AUTH", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
-    auth: bool,
+    /// `--strict=false` (or `SQUALL_STRICT=0`) turns off what the settings file turns on.
+    #[arg(long, env = "SQUALL_STRICT", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    strict: Option<bool>,
+    /// Require an API key on every request (required to listen beyond loopback); `--auth=false`
+    /// (or `SQUALL_AUTH=0`) turns off what the settings file turns on.
+    #[arg(long, env = "SQUALL_AUTH", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    auth: Option<bool>,
 }
 
 fn resolve(args: RunArgs) -> Result<RunConfig> {
@@ -90,13 +93,13 @@ fn resolve(args: RunArgs) -> Result<RunConfig> {
             Some(n) => n,
             None => cores.max(1),
         },
-        strict: args.strict || file.strict.unwrap_or(false),
-        auth: args.auth || file.auth.unwrap_or(false),
+        strict: args.strict.or(file.strict).unwrap_or(false),
+        auth: args.auth.or(file.auth).unwrap_or(false),
         webhook_body_limit: file.webhook_body_limit.unwrap_or(1024 * 1024),
         retention: std::time::Duration::from_secs(retention_days(file.retention_days)? * 86_400),
         shutdown_grace: std::time::Duration::from_secs(file.shutdown_grace_seconds.unwrap_or(30)),
         secret_key,
-        webhooks: file.webhooks,
+        webhooks: webhook_checks(file.webhooks)?,
         alert_receivers: [
             ("alertmanager", file.alertmanager),
             ("grafana", file.grafana),
@@ -105,6 +108,30 @@ fn resolve(args: RunArgs) -> Result<RunConfig> {
         .map(|(name, c)| (name.to_string(), c.unwrap_or_default()))
         .collect(),
     })
+}
+
+/// The settings file's `webhooks`: signature checks by hook url, named as rules name them (`/deploy`
+/// and `deploy` are one hook, as in st2), each checked now rather than at its first delivery.
+fn webhook_checks(
+    checks: std::collections::HashMap<String, SignatureCheck>,
+) -> Result<std::collections::HashMap<String, SignatureCheck>> {
+    let mut out = std::collections::HashMap::new();
+    for (given, check) in checks {
+        let url = given.trim_matches('/').to_string();
+        if url.is_empty() {
+            bail!("webhooks: {given:?} names no hook: give the url its rules listen to");
+        }
+        if url == "alertmanager" || url == "grafana" {
+            bail!("webhooks.{given}: the {url} receiver has its own settings: put them under `{url}:`");
+        }
+        check
+            .validate()
+            .map_err(|e| anyhow!("webhooks.{given}: {e}"))?;
+        if out.insert(url.clone(), check).is_some() {
+            bail!("webhooks: hook {url:?} is given twice (its url with and without slashes)");
+        }
+    }
+    Ok(out)
 }
 
 /// `retention_days`, 30 unless set; 0 is refused (it would delete every finished record at
@@ -179,6 +206,35 @@ mod tests {
         assert!(named.ip().is_loopback() && named.port() == 9404, "{named}");
         let err = listen_address("9101").expect_err("no port").to_string();
         assert!(err.contains("HOST:PORT"), "{err}");
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn resolved(args: &[&str]) -> RunConfig {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied()))
+            .expect("arguments parse");
+        resolve(cli.run).expect("settings resolve")
+    }
+
+    #[test]
+    fn flags_turn_off_what_the_settings_file_turns_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("squall.yaml");
+        std::fs::write(&file, "strict: true\nauth: true\n").expect("write");
+        let config = file.to_str().expect("utf-8");
+        let from_file = resolved(&["--config", config]);
+        assert!(from_file.strict && from_file.auth);
+        let off = resolved(&["--config", config, "--strict=false", "--auth=0"]);
+        assert!(!off.strict && !off.auth);
+        let on = resolved(&["--strict", "--auth"]);
+        assert!(on.strict && on.auth);
+        let default = resolved(&[]);
+        assert!(!default.strict && !default.auth);
     }
 
     #[test]

@@ -128,6 +128,99 @@ fn validate_lists_every_problem_with_file_and_line() {
 }
 
 #[test]
+fn validate_reports_policies_and_timers_that_cannot_be_used() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("p");
+    write(&root, "pack.yaml", "ref: p\nname: p\nversion: 1.0.0\n");
+    write(
+        &root,
+        "actions/a.yaml",
+        "name: a\nrunner_type: rhai\nentry_point: a.rhai\n",
+    );
+    write(&root, "actions/a.rhai", "1\n");
+    let policy = |name: &str, parameters: &str| {
+        format!("name: {name}\nresource_ref: p.a\npolicy_type: action.retry\nparameters: {parameters}\n")
+    };
+    for (file, parameters) in [
+        ("huge_delay", "{delay: 1e20}"),
+        ("endless_delay", "{delay: .inf}"),
+        ("huge_count", "{max_retry_count: 4294967296}"),
+        ("list_retry_on", "{retry_on: [failure, timeout]}"),
+        ("first", "{max_retry_count: 1}"),
+        ("second", "{max_retry_count: 3}"),
+    ] {
+        write(
+            &root,
+            &format!("policies/{file}.yaml"),
+            &policy(file, parameters),
+        );
+    }
+    let rule = |name: &str, trigger: &str, parameters: &str| {
+        format!("name: {name}\npack: p\ntrigger:\n  type: {trigger}\n  parameters: {parameters}\naction:\n  ref: p.a\n")
+    };
+    write(
+        &root,
+        "rules/bad_hour.yaml",
+        &rule("bad_hour", "core.st2.CronTimer", "{hour: 25}"),
+    );
+    write(
+        &root,
+        "rules/bad_unit.yaml",
+        &rule(
+            "bad_unit",
+            "core.st2.IntervalTimer",
+            "{unit: fortnights, delta: 1}",
+        ),
+    );
+    // Two sensors of one name would share their metrics' label and their checkpoint.
+    for file in ["sensors/one.yaml", "sensors/two.yaml"] {
+        write(&root, file, "sensor: docker\nname: watch\nenabled: false\n");
+    }
+    let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("packs/core");
+    let out = squall(&[
+        "pack",
+        "validate",
+        root.to_str().expect("utf-8"),
+        core.to_str().expect("utf-8"),
+    ]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    for (location, words) in [
+        ("sensors/two.yaml:2", "also declared in"),
+        (
+            "policies/huge_delay.yaml",
+            "delay must be a number of seconds from 0",
+        ),
+        ("policies/endless_delay.yaml", "delay must be"),
+        (
+            "policies/huge_count.yaml",
+            "max_retry_count must be an integer from 0",
+        ),
+        (
+            "policies/list_retry_on.yaml",
+            "retry_on must be failure or timeout",
+        ),
+        (
+            "policies/second.yaml",
+            "already has an enabled action.retry policy",
+        ),
+        ("rules/bad_hour.yaml:5", "hour"),
+        ("rules/bad_unit.yaml:5", "unit"),
+    ] {
+        let line = all
+            .lines()
+            .find(|l| l.contains(location))
+            .unwrap_or_else(|| panic!("no problem reported at {location}:\n{all}"));
+        assert!(line.contains(words), "{line}");
+    }
+    assert!(
+        !all.lines().any(|l| l.contains("policies/first.yaml: ")),
+        "{all}"
+    );
+    assert!(all.contains("8 problems found"), "{all}");
+}
+
+#[test]
 fn rule_test_matches_and_renders_cast_parameters() {
     let out = squall(&[
         "rule",

@@ -620,6 +620,35 @@ fn retry_and_concurrency_policies() {
     );
 }
 
+/// An action that fails while SIGTERM's grace period runs keeps its retry: recorded `delayed`,
+/// not started while squall stops, run by the next start.
+#[test]
+fn a_failure_during_the_grace_period_is_retried_by_the_next_start() {
+    let (_dir, mut s) = start(&[], &[]);
+    let (code, e) = s.post(
+        "/api/v1/executions",
+        r#"{"action": "e2e.fail_slowly", "parameters": {"seconds": 1}}"#,
+    );
+    assert_eq!(code, 201, "{e}");
+    let id = e["id"].as_str().expect("id").to_string();
+    s.wait_for(&format!("/api/v1/executions/{id}"), 20, |v| {
+        v["status"] == "running"
+    });
+    assert_eq!(s.terminate().code(), Some(0));
+    s.restart();
+    let v = s.wait_for("/api/v1/executions?action=e2e.fail_slowly", 20, |v| {
+        v.as_array().is_some_and(|a| {
+            a.len() == 2
+                && a.iter()
+                    .all(|e| is_terminal(e["status"].as_str().unwrap_or("")))
+        })
+    });
+    let list = v.as_array().expect("list");
+    assert_eq!(list[0]["attempt"], 2, "{v}");
+    assert_eq!(list[1]["id"], id.as_str(), "{v}");
+    assert!(list.iter().all(|e| e["status"] == "failed"), "{v}");
+}
+
 /// The concurrency policy holds whatever way an execution comes to start: delayed ones
 /// dispatched again after `kill -9` start one at a time too.
 #[test]
@@ -975,6 +1004,61 @@ fn authentication_with_api_keys() {
         .expect("request");
     assert_eq!(code, 201, "{ops}");
     assert_eq!(ops["user"], "ops");
+    // A key sees and deletes only its own user's keys; admin's sees and deletes all.
+    let (code, seen) = s
+        .request_with("GET", "/api/v1/apikeys", None, &[("St2-Api-Key", &key)])
+        .expect("request");
+    assert_eq!(code, 200, "{seen}");
+    let users: Vec<&str> = seen
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|k| k["user"].as_str().expect("user"))
+        .collect();
+    assert_eq!(users, ["ci", "ci"], "{seen}");
+    let (_, all) = s
+        .request_with(
+            "GET",
+            "/api/v1/apikeys",
+            None,
+            &[("St2-Api-Key", &admin_key)],
+        )
+        .expect("request");
+    assert_eq!(all.as_array().expect("list").len(), 4, "{all}");
+    let admin_id = admin["id"].as_str().expect("id");
+    let (code, refused) = s
+        .request_with(
+            "DELETE",
+            &format!("/api/v1/apikeys/{admin_id}"),
+            None,
+            &[("St2-Api-Key", &key)],
+        )
+        .expect("request");
+    assert_eq!(code, 403, "{refused}");
+    let (code, _) = s
+        .request_with("GET", "/api/v1/rules", None, &[("St2-Api-Key", &admin_key)])
+        .expect("request");
+    assert_eq!(code, 200, "admin's key still works");
+    let second_id = second["id"].as_str().expect("id");
+    let (code, _) = s
+        .request_with(
+            "DELETE",
+            &format!("/api/v1/apikeys/{second_id}"),
+            None,
+            &[("St2-Api-Key", &key)],
+        )
+        .expect("request");
+    assert_eq!(code, 204);
+    let ops_id = ops["id"].as_str().expect("id");
+    let (code, _) = s
+        .request_with(
+            "DELETE",
+            &format!("/api/v1/apikeys/{ops_id}"),
+            None,
+            &[("St2-Api-Key", &admin_key)],
+        )
+        .expect("request");
+    assert_eq!(code, 204);
 }
 
 #[test]

@@ -389,6 +389,26 @@ async fn webhook(
             ApiError::bad_request(format!("the body is not valid JSON: {e}"))
         })?
     };
+    // Checked for every hook it is set for, `st2` included.
+    let mut delivery = None;
+    if let Some(check) = state.config.signatures.get(&url) {
+        let lower: HashMap<String, String> = headers
+            .iter()
+            .map(|(name, value)| {
+                let v = value.to_str().unwrap_or_default().to_string();
+                (name.as_str().to_string(), v)
+            })
+            .collect();
+        check.verify(&lower, &body, Utc::now()).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                format!("signature check failed: {e}"),
+            )
+        })?;
+        delivery = check
+            .delivery_id(&lower)
+            .map(|(id, tolerance)| (url.clone(), id.to_string(), tolerance));
+    }
     let ti = if url == "st2" {
         let trigger = parsed
             .get("trigger")
@@ -429,25 +449,6 @@ async fn webhook(
                     }
                 }
             }
-        }
-        let mut delivery = None;
-        if let Some(check) = state.config.signatures.get(&url) {
-            let lower: HashMap<String, String> = headers
-                .iter()
-                .map(|(name, value)| {
-                    let v = value.to_str().unwrap_or_default().to_string();
-                    (name.as_str().to_string(), v)
-                })
-                .collect();
-            check.verify(&lower, &body, Utc::now()).map_err(|e| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    format!("signature check failed: {e}"),
-                )
-            })?;
-            delivery = check
-                .delivery_id(&lower)
-                .map(|(id, tolerance)| (url.clone(), id.to_string(), tolerance));
         }
         // Built by moving the parts in: `json!` would copy each `Value` by serializing it.
         let mut payload = Map::with_capacity(2);
@@ -1447,10 +1448,23 @@ async fn delete_key(
     }
 }
 
-async fn list_apikeys(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+/// Whether `caller` may see and delete the keys of `user`: admin's keys and requests without
+/// authentication may, any other key only its own user's.
+fn may_manage_keys_of(caller: Option<&Caller>, user: &str) -> bool {
+    match caller {
+        None => true,
+        Some(Caller(c)) => c == ADMIN || c == user,
+    }
+}
+
+async fn list_apikeys(
+    State(state): State<AppState>,
+    caller: Option<axum::Extension<Caller>>,
+) -> ApiResult<Json<Value>> {
     let list = state.engine.store.apikey_list()?;
     Ok(Json(Value::Array(
         list.iter()
+            .filter(|k| may_manage_keys_of(caller.as_deref(), &k.user))
             .map(|k| json!({"id": k.id, "user": k.user, "created_at": k.created_at, "enabled": k.enabled}))
             .collect(),
     )))
@@ -1487,8 +1501,28 @@ async fn create_apikey(
 
 async fn delete_apikey(
     State(state): State<AppState>,
+    caller: Option<axum::Extension<Caller>>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    if let Some(Caller(user)) = caller.as_deref() {
+        let owner = state
+            .engine
+            .store
+            .apikey_list()?
+            .into_iter()
+            .find(|k| k.id == id)
+            .map(|k| k.user);
+        match owner {
+            Some(owner) if !may_manage_keys_of(caller.as_deref(), &owner) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("the API key is user '{user}''s: it can delete only that user's keys (only {ADMIN}'s keys can delete others')"),
+                ))
+            }
+            Some(_) => {}
+            None => return Err(ApiError::not_found(format!("no API key {id}"))),
+        }
+    }
     if state.engine.store.apikey_delete(&id)? {
         state.engine.durable().await?;
         Ok(StatusCode::NO_CONTENT)

@@ -163,7 +163,8 @@ impl Metrics {
     }
 }
 
-fn escape(s: &str) -> String {
+/// A label value as Prometheus' text format writes it.
+pub(crate) fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

@@ -218,6 +218,9 @@ pub fn load_packs(dirs: &[PathBuf], runtime: &RhaiRuntime) -> Catalog {
     check_cross_references(&mut catalog);
     let policy_problems = crate::policies::check(&catalog);
     catalog.problems.extend(policy_problems);
+    // Sensor declarations' problems do not depend on the deployment's configs.
+    let (_, sensor_problems) = crate::sensing::declarations(&catalog);
+    catalog.problems.extend(sensor_problems);
     catalog
 }
 
@@ -345,8 +348,6 @@ pub fn load_packs_with_configs(
         }
     }
     catalog.problems.extend(problems);
-    let (_, sensor_problems) = crate::sensing::declarations(&catalog);
-    catalog.problems.extend(sensor_problems);
     catalog
 }
 
@@ -425,9 +426,16 @@ fn check_cross_references(catalog: &mut Catalog) {
     // (loading both would enforce the "same" rule twice for every instance).
     let mut refs: HashMap<String, PathBuf> = HashMap::new();
     for pack in &mut catalog.packs {
-        pack.rules.retain(|r| {
+        pack.rules.retain_mut(|r| {
             let reference = r.rule.reference();
             let trigger = squall_rules::canonical_trigger_ref(&r.rule.trigger_type);
+            if trigger == "core.webhook" {
+                // A hook's url is matched without its slashes, as st2 does: `url: /deploy`
+                // is the hook POST /api/v1/webhooks/deploy reaches.
+                if let Some(Value::String(url)) = r.rule.trigger_parameters.get_mut("url") {
+                    *url = url.trim_matches('/').to_string();
+                }
+            }
             if !r.rule.trigger_parameters.is_empty() && !PARAMETERIZED_TRIGGERS.contains(&trigger)
             {
                 let text = read_or_empty(&r.file);
@@ -441,6 +449,21 @@ fn check_cross_references(catalog: &mut Catalog) {
                     ),
                 ));
                 return false;
+            }
+            if crate::timers::TimerSpec::is_timer_type(trigger) {
+                if let Err(e) = crate::timers::TimerSpec::parse(trigger, &r.rule.trigger_parameters)
+                {
+                    let text = read_or_empty(&r.file);
+                    problems.push(Problem::new(
+                        &r.file,
+                        squall_rules::line_of(&text, "parameters"),
+                        None,
+                        format!(
+                            "rule '{reference}': its {trigger} parameters cannot be used: {e}; the rule is not loaded"
+                        ),
+                    ));
+                    return false;
+                }
             }
             if !actions.contains(&r.rule.action_ref) {
                 let text = read_or_empty(&r.file);

@@ -1341,7 +1341,7 @@ impl Engine {
                 ExecutionStatus::Timeout => retry.on_timeout,
                 _ => false,
             };
-            if wanted && e.attempt <= retry.max_retry_count && !self.is_stopping() {
+            if wanted && e.attempt <= retry.max_retry_count {
                 let mut next = Execution::new(&e.action, e.parameters.clone());
                 next.attempt = e.attempt + 1;
                 next.rule = e.rule.clone();
@@ -1379,7 +1379,10 @@ impl Engine {
                     }
                 }
                 self.publish_execution("st2.execution__create", loaded, &next);
-                self.dispatch_when_due(&next);
+                // While stopping it stays `delayed`, recorded: the next start dispatches it.
+                if !self.is_stopping() {
+                    self.dispatch_when_due(&next);
+                }
             }
         }
     }

@@ -13,6 +13,12 @@ use serde_json::Value;
 
 use crate::packs::{Catalog, Problem};
 
+/// The most retries a retry policy may ask for.
+const MAX_RETRY_COUNT: u64 = 100;
+
+/// The longest delay before a retry, in seconds (a day).
+const MAX_RETRY_DELAY_SECONDS: f64 = 86_400.0;
+
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     pub name: String,
@@ -74,11 +80,13 @@ impl Policies {
             for (file, value) in pack.extras.get("policies").into_iter().flatten() {
                 if let Ok(parsed) = parse(file, value) {
                     match parsed {
+                        // The first of two policies of a type for one action applies; [`check`]
+                        // reports the other.
                         Parsed::Retry(action, r) => {
-                            p.retry.insert(action, r);
+                            p.retry.entry(action).or_insert(r);
                         }
                         Parsed::Concurrency(action, c) => {
-                            p.concurrency.insert(action, c);
+                            p.concurrency.entry(action).or_insert(c);
                         }
                         Parsed::Disabled => {}
                     }
@@ -125,24 +133,24 @@ fn parse(file: &Path, value: &Value) -> Result<Parsed, Problem> {
         )));
     }
     if raw.policy_type == "action.retry" {
-        let retry_on = params
-            .get("retry_on")
-            .and_then(Value::as_str)
-            .unwrap_or("failure");
-        let (on_failure, on_timeout) = match retry_on {
-            "failure" => (true, false),
-            "timeout" => (false, true),
-            other => {
+        let (on_failure, on_timeout) = match params.get("retry_on") {
+            None => (true, false),
+            Some(Value::String(on)) if on == "failure" => (true, false),
+            Some(Value::String(on)) if on == "timeout" => (false, true),
+            Some(other) => {
                 return Err(err(format!(
-                    "retry_on must be failure or timeout, not {other:?}"
+                    "retry_on must be failure or timeout, not {other}"
                 )))
             }
         };
         let max = params
             .get("max_retry_count")
             .map(|v| {
-                v.as_u64()
-                    .ok_or_else(|| err("max_retry_count must be a non-negative integer".into()))
+                v.as_u64().filter(|n| *n <= MAX_RETRY_COUNT).ok_or_else(|| {
+                    err(format!(
+                        "max_retry_count must be an integer from 0 to {MAX_RETRY_COUNT}, not {v}"
+                    ))
+                })
             })
             .transpose()?
             .unwrap_or(2);
@@ -150,8 +158,14 @@ fn parse(file: &Path, value: &Value) -> Result<Parsed, Problem> {
             .get("delay")
             .map(|v| {
                 v.as_f64()
-                    .filter(|d| *d >= 0.0)
-                    .ok_or_else(|| err("delay must be a number of seconds".into()))
+                    .filter(|d| (0.0..=MAX_RETRY_DELAY_SECONDS).contains(d))
+                    .ok_or_else(|| {
+                        // An infinite number in YAML reaches here as null.
+                        let given = if v.is_null() { "not a finite number".to_string() } else { format!("not {v}") };
+                        err(format!(
+                            "delay must be a number of seconds from 0 to {MAX_RETRY_DELAY_SECONDS}, {given}"
+                        ))
+                    })
             })
             .transpose()?
             .unwrap_or(0.0);
@@ -161,7 +175,7 @@ fn parse(file: &Path, value: &Value) -> Result<Parsed, Problem> {
                 name: raw.name,
                 on_failure,
                 on_timeout,
-                max_retry_count: max as u32,
+                max_retry_count: u32::try_from(max).unwrap_or(u32::MAX),
                 delay: Duration::from_secs_f64(delay),
             },
         ));
@@ -197,21 +211,37 @@ fn parse(file: &Path, value: &Value) -> Result<Parsed, Problem> {
 /// Checks the policies of every pack, reporting problems (bad fields, unknown actions).
 pub fn check(catalog: &Catalog) -> Vec<Problem> {
     let mut problems = Vec::new();
+    // (policy type, action) -> the file of the policy that applies.
+    let mut applied: HashMap<(&str, String), &Path> = HashMap::new();
     for pack in &catalog.packs {
         for (file, value) in pack.extras.get("policies").into_iter().flatten() {
-            match parse(file, value) {
-                Err(p) => problems.push(p),
-                Ok(Parsed::Retry(action, _)) | Ok(Parsed::Concurrency(action, _)) => {
-                    if catalog.action(&action).is_none() {
-                        problems.push(Problem {
-                            file: file.clone(),
-                            line: None,
-                            column: None,
-                            message: format!("resource_ref '{action}' is not a loaded action"),
-                        });
-                    }
+            let parsed = parse(file, value);
+            let (kind, action) = match parsed {
+                Err(p) => {
+                    problems.push(p);
+                    continue;
                 }
-                Ok(Parsed::Disabled) => {}
+                Ok(Parsed::Retry(action, _)) => ("action.retry", action),
+                Ok(Parsed::Concurrency(action, _)) => ("action.concurrency", action),
+                Ok(Parsed::Disabled) => continue,
+            };
+            let problem = |message: String| Problem {
+                file: file.clone(),
+                line: None,
+                column: None,
+                message,
+            };
+            if catalog.action(&action).is_none() {
+                problems.push(problem(format!(
+                    "resource_ref '{action}' is not a loaded action"
+                )));
+            } else if let Some(first) = applied.get(&(kind, action.clone())) {
+                problems.push(problem(format!(
+                    "action '{action}' already has an enabled {kind} policy, in {}; this one is not applied",
+                    first.display()
+                )));
+            } else {
+                applied.insert((kind, action), file);
             }
         }
     }

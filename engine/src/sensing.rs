@@ -107,6 +107,26 @@ pub fn declarations(catalog: &Catalog) -> (Vec<SensorDeclaration>, Vec<Problem>)
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_else(|| raw.sensor.clone())
             });
+            // The name is the sensor's reference: its metrics' label and its checkpoint's key.
+            if let Some(first) = out
+                .iter()
+                .find(|d: &&SensorDeclaration| d.pack == pack.reference && d.name == name)
+            {
+                problems.push(Problem {
+                    file: file.clone(),
+                    line: squall_rules::line_of(
+                        &std::fs::read_to_string(file).unwrap_or_default(),
+                        "name",
+                    ),
+                    column: None,
+                    message: format!(
+                        "sensor '{}.{name}' is also declared in {}; this one is not loaded",
+                        pack.reference,
+                        first.file.display()
+                    ),
+                });
+                continue;
+            }
             out.push(SensorDeclaration {
                 pack: pack.reference.clone(),
                 name,
@@ -324,7 +344,7 @@ pub fn render_metrics(sensors: &[RunningSensor]) -> String {
             let view = s.status.view();
             out.push_str(&format!(
                 "{name}{{sensor=\"{}\"}} {}\n",
-                s.declaration.reference(),
+                crate::metrics::escape(&s.declaration.reference()),
                 get(&view)
             ));
         }

@@ -83,26 +83,37 @@ pub enum ServerError {
     Engine(#[from] crate::pipeline::EngineError),
 }
 
-/// Reads a secret key file: 64 hex characters.
+/// Reads a secret key file: 64 hex characters, or the 32 bytes themselves (as squall writes
+/// `<data_dir>/secret.key`, so that file can be moved out of the data dir and named here).
 pub fn read_secret_key(path: &std::path::Path) -> Result<[u8; 32], ServerError> {
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .map_err(|e| ServerError::Config(format!("secret_key_file {}: {e}", path.display())))?;
+    if let Ok(raw) = <[u8; 32]>::try_from(bytes.as_slice()) {
+        // 32 hex digits are half a hex key, not a key squall wrote.
+        if !raw.iter().all(u8::is_ascii_hexdigit) {
+            return Ok(raw);
+        }
+    }
+    let text = String::from_utf8_lossy(&bytes);
     let hex = text.trim();
     if hex.len() != 64 {
         return Err(ServerError::Config(format!(
-            "secret_key_file {}: expected 64 hex characters (32 bytes), found {}",
+            "secret_key_file {}: expected 64 hex characters or 32 bytes, found {} bytes",
             path.display(),
-            hex.len()
+            bytes.len()
         )));
     }
     let mut key = [0u8; 32];
     for (i, byte) in key.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| {
-            ServerError::Config(format!(
-                "secret_key_file {}: not hexadecimal",
-                path.display()
-            ))
-        })?;
+        *byte = hex
+            .get(2 * i..2 * i + 2)
+            .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+            .ok_or_else(|| {
+                ServerError::Config(format!(
+                    "secret_key_file {}: not hexadecimal",
+                    path.display()
+                ))
+            })?;
     }
     Ok(key)
 }
@@ -116,11 +127,28 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
             config.listen
         )));
     }
+    // Bound first, so a start that cannot listen fails before it recovers or runs anything.
+    // Connections made meanwhile wait in the backlog until squall is ready.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ServerError::Listen {
+            addr: config.listen,
+            error: e.to_string(),
+        })?;
+    let local = listener.local_addr().map_err(|e| ServerError::Listen {
+        addr: config.listen,
+        error: e.to_string(),
+    })?;
+    // A SIGHUP during the start is held for the reload loop instead of ending the process.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let store =
         Store::open(&config.data_dir, config.secret_key).map_err(|e| ServerError::Store {
             path: config.data_dir.clone(),
             error: e.to_string(),
         })?;
+    if let Ok(Some(name)) = store.secret_needing_another_key() {
+        tracing::warn!(secret = %name, "stored secrets cannot be decrypted with this secret key (secret '{name}' among them): was the data dir's key replaced, or secret_key_file changed? Scripts reading them will fail");
+    }
     let store = Arc::new(store);
     let journal = open_journal(&config.data_dir, &store)?;
     if config.auth
@@ -150,10 +178,15 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
         "packs loaded"
     );
     let (engine, ti_rx) = Engine::new(store.clone(), journal, catalog, runtime.clone());
+    warn_unused_signature_checks(&engine, &config.webhooks);
     let workers = engine.start(ti_rx, config.workers)?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let timer_tasks = Arc::new(Mutex::new(start_timers(&engine, shutdown_rx.clone())));
+    let timers = {
+        let mut t = Timers::new(&engine);
+        t.update(&engine, &shutdown_rx);
+        Arc::new(Mutex::new(t))
+    };
     restart_sensors(&engine, shutdown_rx.clone());
 
     let reload = {
@@ -161,10 +194,11 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
         let packs = config.packs.clone();
         let configs = config.configs.clone();
         let runtime = runtime.clone();
-        let timer_tasks = timer_tasks.clone();
+        let timers = timers.clone();
         let shutdown_rx = shutdown_rx.clone();
         let handle = tokio::runtime::Handle::current();
         let strict = config.strict;
+        let checks = config.webhooks.clone();
         Arc::new(move || {
             let catalog = load_packs_with_configs(&packs, &configs, &runtime);
             let problems: Vec<String> = catalog.problems.iter().map(ToString::to_string).collect();
@@ -179,12 +213,10 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
             let summary =
                 json!({"packs": packs_json(&catalog), "problems": problems, "applied": true});
             engine.set_loaded(catalog);
+            warn_unused_signature_checks(&engine, &checks);
             let _guard = handle.enter();
-            if let Ok(mut tasks) = timer_tasks.lock() {
-                for t in tasks.drain(..) {
-                    t.abort();
-                }
-                *tasks = start_timers(&engine, shutdown_rx.clone());
+            if let Ok(mut timers) = timers.lock() {
+                timers.update(&engine, &shutdown_rx);
             }
             restart_sensors(&engine, shutdown_rx.clone());
             tracing::info!(problems = problems.len(), "packs reloaded");
@@ -203,23 +235,15 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
         }),
         deliveries: Arc::new(recent_deliveries(&engine, &config.webhooks)),
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| ServerError::Listen {
-            addr: config.listen,
-            error: e.to_string(),
-        })?;
-    let local = listener.local_addr().map_err(|e| ServerError::Listen {
-        addr: config.listen,
-        error: e.to_string(),
-    })?;
 
     tokio::spawn(retention_loop(
         engine.clone(),
         config.retention,
         shutdown_rx.clone(),
     ));
-    tokio::spawn(reload_on_sighup(reload, shutdown_rx.clone()));
+    if let Some(hup) = hup {
+        tokio::spawn(reload_on_sighup(hup, reload, shutdown_rx.clone()));
+    }
 
     tracing::info!(
         listen = %local,
@@ -378,29 +402,82 @@ fn restart_sensors(engine: &Arc<Engine>, shutdown: watch::Receiver<bool>) {
     }
 }
 
-fn start_timers(
-    engine: &Arc<Engine>,
-    shutdown: watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
+/// A signature check set for a hook no enabled rule listens to is most likely a typo: said at
+/// start and after each reload (the hook answers 404 until a rule listens to it).
+fn warn_unused_signature_checks(engine: &Engine, checks: &HashMap<String, SignatureCheck>) {
     let loaded = engine.loaded();
-    let (timers, errors) = timers_from_rules(loaded.rules.rules().iter());
-    for (rule, error) in errors {
-        tracing::warn!(rule = %rule, error = %error, "timer not started");
+    for url in checks.keys() {
+        if url != "st2" && !loaded.webhooks.contains(url) {
+            tracing::warn!(webhook = %url, "a signature check is set for webhook '{url}', which no enabled rule listens to");
+        }
     }
-    if timers.is_empty() {
-        return Vec::new();
+}
+
+/// The running timers, one task per distinct (trigger type, parameters), and the channel their
+/// instances go through to the engine. A reload stops the timers no rule needs any more and
+/// starts the new ones; a timer whose rules are unchanged keeps running (an interval timer
+/// keeps its period's phase, as st2 keeps unchanged timers).
+struct Timers {
+    tasks: std::collections::HashMap<String, tokio::task::JoinHandle<()>>,
+    tx: tokio::sync::mpsc::Sender<crate::model::TriggerInstance>,
+}
+
+impl Timers {
+    /// Starts the task that ingests what the timers fire; no timer runs yet.
+    fn new(engine: &Arc<Engine>) -> Timers {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            while let Some(ti) = rx.recv().await {
+                if let Err(e) = engine.ingest(ti).await {
+                    tracing::error!(error = %e, "a timer's trigger instance could not be stored");
+                }
+            }
+        });
+        Timers {
+            tasks: std::collections::HashMap::new(),
+            tx,
+        }
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
-    let mut tasks = spawn_timers(timers, tx, shutdown);
-    let engine = engine.clone();
-    tasks.push(tokio::spawn(async move {
-        while let Some(ti) = rx.recv().await {
-            if let Err(e) = engine.ingest(ti).await {
-                tracing::error!(error = %e, "a timer's trigger instance could not be stored");
+
+    /// Runs the timers the loaded rules give, keeping those already running.
+    fn update(&mut self, engine: &Arc<Engine>, shutdown: &watch::Receiver<bool>) {
+        let loaded = engine.loaded();
+        // Rules whose parameters do not parse were reported and not loaded (`packs`).
+        let (timers, errors) = timers_from_rules(loaded.rules.rules().iter());
+        for (rule, error) in errors {
+            tracing::warn!(rule = %rule, error = %error, "timer not started");
+        }
+        let now = chrono::Utc::now();
+        let mut wanted = std::collections::HashMap::new();
+        for timer in timers {
+            let key = format!(
+                "{} {}",
+                timer.trigger_type,
+                serde_json::Value::Object(timer.parameters.clone())
+            );
+            if timer.spec.next_after(now).is_none() {
+                tracing::warn!(trigger = %timer.trigger_type, parameters = %serde_json::Value::Object(timer.parameters.clone()), "timer never fires: its time has passed");
+            }
+            wanted.insert(key, timer);
+        }
+        self.tasks.retain(|key, task| {
+            let keep = wanted.contains_key(key) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (key, timer) in wanted {
+            if self.tasks.contains_key(&key) {
+                continue;
+            }
+            let mut started = spawn_timers(vec![timer], self.tx.clone(), shutdown.clone());
+            if let Some(task) = started.pop() {
+                self.tasks.insert(key, task);
             }
         }
-    }));
-    tasks
+    }
 }
 
 async fn retention_loop(
@@ -448,12 +525,10 @@ async fn retention_loop(
 }
 
 async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
     reload: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        return;
-    };
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -481,5 +556,27 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_secret_key;
+
+    #[test]
+    fn a_secret_key_file_holds_64_hex_characters_or_the_32_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("key");
+        let key: [u8; 32] = std::array::from_fn(|i| (i * 7 + 200) as u8);
+        std::fs::write(&path, key).expect("write");
+        assert_eq!(read_secret_key(&path).expect("raw bytes"), key);
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&path, format!("{hex}\n")).expect("write");
+        assert_eq!(read_secret_key(&path).expect("hex"), key);
+        for bad in [&hex[..32], &hex[..40], "zz".repeat(32).as_str()] {
+            std::fs::write(&path, bad).expect("write");
+            let err = read_secret_key(&path).expect_err(bad).to_string();
+            assert!(err.contains("secret_key_file"), "{err}");
+        }
     }
 }

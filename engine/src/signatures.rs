@@ -107,6 +107,34 @@ impl fmt::Debug for SignatureCheck {
 }
 
 impl SignatureCheck {
+    /// Checks the settings themselves, so a check that could never pass (or would pass for
+    /// anyone) is refused at start rather than found by the first delivery. The error never
+    /// shows the secret.
+    pub fn validate(&self) -> Result<(), String> {
+        let secret = match self {
+            SignatureCheck::Github { secret }
+            | SignatureCheck::StandardWebhooks { secret, .. }
+            | SignatureCheck::Grafana { secret, .. } => secret,
+            SignatureCheck::Slack { signing_secret, .. } => signing_secret,
+        };
+        if secret.is_empty() {
+            return Err("the secret is empty: anyone could sign with it".into());
+        }
+        if let SignatureCheck::StandardWebhooks { secret, .. } = self {
+            let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
+            match BASE64.decode(encoded) {
+                Ok(key) if !key.is_empty() => {}
+                _ => {
+                    return Err(
+                        "the secret is not \"whsec_\" followed by base64 (Standard Webhooks)"
+                            .into(),
+                    )
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// For a scheme whose deliveries carry an id that stays the same when the sender retries
     /// (Standard Webhooks' `webhook-id`): that id, and how long a delivery is accepted.
     pub fn delivery_id<'h>(&self, headers: &'h HashMap<String, String>) -> Option<(&'h str, u64)> {
@@ -371,6 +399,31 @@ mod tests {
     const GH_SECRET: &str = "It's a Secret to Everybody";
     const GH_BODY: &[u8] = b"Hello, World!";
     const GH_SIG: &str = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+
+    #[test]
+    fn settings_that_could_never_pass_or_would_pass_for_anyone_are_refused() {
+        assert_eq!(
+            check(r#"{"scheme": "github", "secret": "x"}"#).validate(),
+            Ok(())
+        );
+        let empty = check(r#"{"scheme": "github", "secret": ""}"#).validate();
+        assert!(empty.unwrap_err().contains("empty"));
+        let slack = check(r#"{"scheme": "slack", "signing_secret": ""}"#).validate();
+        assert!(slack.unwrap_err().contains("empty"));
+        let sw = |secret: &str| {
+            check(&format!(
+                r#"{{"scheme": "standard_webhooks", "secret": "{secret}"}}"#
+            ))
+            .validate()
+        };
+        assert_eq!(sw("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"), Ok(()));
+        let bad = sw("whsec_not base64!!").unwrap_err();
+        assert!(
+            bad.contains("base64") && !bad.contains("not base64!!"),
+            "{bad}"
+        );
+        assert!(sw("whsec_").is_err());
+    }
 
     #[test]
     fn github_vector_and_rejections() {

@@ -679,13 +679,31 @@ impl Store {
     /// `secret_key` when given, else under `<dir>/secret.key`, created on first open. A
     /// different key does not stop the store from opening: only decrypting secrets fails.
     pub fn open(dir: &Path, secret_key: Option<[u8; 32]>) -> StoreResult<Store> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(StoreError::Invalid(format!(
+                "{} is not a directory: the data dir must be one (or not exist yet)",
+                dir.display()
+            )));
+        }
         fs::create_dir_all(dir).map_err(|source| StoreError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
         // sled locks its directory, so once this succeeds no other process is creating the
         // key file below at the same time.
-        let db = sled::Config::new().path(dir.join("sled")).open()?;
+        let db = sled::Config::new()
+            .path(dir.join("sled"))
+            .open()
+            .map_err(|e| match e {
+                // sled locks its directory (its error names no kind to match on).
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    StoreError::Invalid(format!(
+                        "{} is in use by another squall (or another process holds its lock): stop it, or give another --data-dir",
+                        dir.display()
+                    ))
+                }
+                other => StoreError::Sled(other),
+            })?;
         let key = match secret_key {
             Some(k) => k,
             None => load_or_create_key(dir)?,
@@ -1415,6 +1433,23 @@ impl Store {
             .map_err(|_| StoreError::Crypto(format!("secret `{name}` is not UTF-8 text")))
     }
 
+    /// The name of a stored secret this store's key cannot decrypt, if the first secret found
+    /// is one: a sign the data dir is opened with another key than its secrets' (checked at
+    /// start, so the operator hears of it before a script fails on it).
+    pub fn secret_needing_another_key(&self) -> StoreResult<Option<String>> {
+        for item in self.kv.iter() {
+            let (k, v) = item?;
+            let pair: KeyValuePair = decode(T_KV, &k, &v)?;
+            if pair.secret {
+                return Ok(self
+                    .decrypt(&pair.name, &pair.value)
+                    .err()
+                    .map(|_| pair.name));
+            }
+        }
+        Ok(None)
+    }
+
     fn reveal(&self, mut pair: KeyValuePair, decrypt: bool) -> StoreResult<KeyValuePair> {
         if pair.secret && decrypt {
             pair.value = self.decrypt(&pair.name, &pair.value)?;
@@ -1977,6 +2012,24 @@ mod tests {
             .into_iter()
             .find(|(s, _)| *s == status)
             .map_or(0, |(_, n)| n)
+    }
+
+    #[test]
+    fn a_data_dir_in_use_or_not_a_directory_is_named_as_such() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = open(dir.path());
+        let Err(err) = Store::open(dir.path(), None) else {
+            panic!("the second open fails");
+        };
+        let err = err.to_string();
+        assert!(err.contains("in use by another squall"), "{err}");
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "x").expect("write");
+        let Err(err) = Store::open(&file, None) else {
+            panic!("a file is no data dir");
+        };
+        let err = err.to_string();
+        assert!(err.contains("is not a directory"), "{err}");
     }
 
     #[test]
@@ -2669,6 +2722,13 @@ mod tests {
         let store = open_with(dir.path(), Some([2; 32]));
         assert_eq!(
             store
+                .secret_needing_another_key()
+                .expect("check")
+                .as_deref(),
+            Some("token")
+        );
+        assert_eq!(
+            store
                 .kv_get("plain", true)
                 .expect("get")
                 .expect("present")
@@ -2695,6 +2755,9 @@ mod tests {
             !dir.path().join(KEY_FILE).exists(),
             "a configured key needs no file"
         );
+        drop(store);
+        let store = open_with(dir.path(), Some([1; 32]));
+        assert_eq!(store.secret_needing_another_key().expect("check"), None);
     }
 
     #[test]

@@ -240,12 +240,21 @@ fn check_known(
 fn parse_timezone(params: &Map<String, Value>) -> Result<Tz, String> {
     match params.get("timezone") {
         None | Some(Value::Null) => Ok(Tz::UTC),
-        Some(Value::String(name)) => Tz::from_str(name.trim()).map_err(|_| {
-            format!(
-                "parameter `timezone`: unknown time zone {name:?} (use an IANA name such as \
+        // Names are looked up ignoring case, as pytz (st2's) does: "utc", "europe/paris".
+        Some(Value::String(name)) => Tz::from_str(name.trim())
+            .ok()
+            .or_else(|| {
+                chrono_tz::TZ_VARIANTS
+                    .iter()
+                    .copied()
+                    .find(|tz| tz.name().eq_ignore_ascii_case(name.trim()))
+            })
+            .ok_or_else(|| {
+                format!(
+                    "parameter `timezone`: unknown time zone {name:?} (use an IANA name such as \
                  \"Europe/Paris\" or \"UTC\")"
-            )
-        }),
+                )
+            }),
         Some(other) => Err(format!(
             "parameter `timezone`: must be a string, got {other}"
         )),
@@ -960,6 +969,28 @@ mod tests {
             next("core.cron_timer", p, "2024-10-27T00:30:00Z"),
             Some(utc("2024-10-28T01:30:00Z"))
         );
+    }
+
+    #[test]
+    fn time_zone_names_ignore_case_as_pytz_does() {
+        let p = json!({"hour": 9, "timezone": "europe/paris"});
+        assert_eq!(
+            next("core.cron_timer", p, "2024-03-30T00:00:00Z"),
+            Some(utc("2024-03-30T08:00:00Z"))
+        );
+        let p = json!({"hour": 9, "timezone": "utc"});
+        assert_eq!(
+            next("core.cron_timer", p, "2024-03-30T00:00:00Z"),
+            Some(utc("2024-03-30T09:00:00Z"))
+        );
+        let err = TimerSpec::parse(
+            "core.cron_timer",
+            json!({"hour": 9, "timezone": "Mars/Olympus"})
+                .as_object()
+                .expect("object"),
+        )
+        .expect_err("unknown zone");
+        assert!(err.contains("timezone"), "{err}");
     }
 
     #[test]
