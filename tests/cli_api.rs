@@ -196,6 +196,105 @@ fn webhook_with_a_github_signature() {
     assert_eq!(code, 401, "an unsigned request is refused");
 }
 
+fn github_signature(secret: &str, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body.as_bytes());
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+/// A hook is one hook with or without its slashes, as in st2: a rule on `url: /slashed/` fires
+/// for POST /webhooks/slashed, and a signature check set for `/slashed` guards it. A check set
+/// for `st2` guards that hook too.
+#[test]
+fn hooks_are_named_with_or_without_slashes_and_their_checks_hold() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pack = dir.path().join("hooks");
+    crate::harness::write(&pack, "pack.yaml", "ref: hooks\nname: hooks\n");
+    crate::harness::write(
+        &pack,
+        "rules/slashed.yaml",
+        "name: slashed\nenabled: true\ntrigger: {type: core.st2.webhook, parameters: {url: /slashed/}}\naction: {ref: core.noop}\n",
+    );
+    let config = dir.path().join("squall.yaml");
+    std::fs::write(
+        &config,
+        "webhooks:\n  /slashed: {scheme: github, secret: one}\n  st2: {scheme: github, secret: two}\n",
+    )
+    .expect("write");
+    let s = Squall::start(
+        &dir.path().join("data"),
+        &[repo().join("packs/core"), pack],
+        &["--config", config.to_str().expect("utf-8")],
+    );
+    let body = r#"{"n": 1}"#;
+    let (code, err) = s.post("/api/v1/webhooks/slashed", body);
+    assert_eq!(code, 401, "unsigned: {err}");
+    let signed = github_signature("one", body);
+    let (code, ti) = s
+        .request_with(
+            "POST",
+            "/api/v1/webhooks/slashed",
+            Some(body),
+            &[("X-Hub-Signature-256", &signed)],
+        )
+        .expect("request");
+    assert_eq!(code, 202, "{ti}");
+    let execs = s.executions_of(ti["id"].as_str().expect("id"), 1);
+    assert_eq!(execs[0]["rule"]["ref"], "hooks.slashed", "{execs:?}");
+
+    let st2 = r#"{"trigger": "core.st2.webhook", "payload": {}}"#;
+    let (code, err) = s.post("/api/v1/webhooks/st2", st2);
+    assert_eq!(code, 401, "unsigned st2 hook: {err}");
+    let (code, ti) = s
+        .request_with(
+            "POST",
+            "/api/v1/webhooks/st2",
+            Some(st2),
+            &[("X-Hub-Signature-256", &github_signature("two", st2))],
+        )
+        .expect("request");
+    assert_eq!(code, 202, "{ti}");
+}
+
+/// Signature settings that could never pass, or would pass for anyone, stop the start.
+#[test]
+fn unusable_signature_settings_are_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (settings, expect) in [
+        (
+            "webhooks:\n  deploys: {scheme: standard_webhooks, secret: \"whsec_not base64!!\"}\n",
+            "webhooks.deploys: the secret is not",
+        ),
+        ("webhooks:\n  hello: {scheme: github, secret: \"\"}\n", "empty"),
+        (
+            "webhooks:\n  hello: {scheme: github, secret: a}\n  /hello/: {scheme: github, secret: b}\n",
+            "given twice",
+        ),
+    ] {
+        let config = dir.path().join("squall.yaml");
+        std::fs::write(&config, settings).expect("write");
+        let data = dir.path().join("data");
+        let out = Command::new(env!("CARGO_BIN_EXE_squall"))
+            .args(["run", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--packs")
+            .arg(repo().join("packs/core"))
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{settings}");
+        assert!(text(&out).contains(expect), "{settings}: {}", text(&out));
+        assert!(!data.exists(), "refused before the data dir is made");
+    }
+}
+
 /// A Standard Webhooks sender retries a delivery with the same `webhook-id`: one instance,
 /// one execution, even across a restart.
 #[test]

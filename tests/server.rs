@@ -1092,6 +1092,32 @@ fn first_api_key_can_be_created_from_loopback_when_auth_is_on() {
     assert_eq!(code, 403, "first's key is not admin's: {admin}");
 }
 
+/// A start that cannot listen changes nothing: it fails before it opens the data dir (so it
+/// neither recovers nor runs what a previous run left).
+#[test]
+fn a_start_on_a_busy_port_fails_before_it_touches_the_data_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").port();
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_squall"))
+        .args([
+            "run",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&data)
+        .arg("--packs")
+        .arg(repo().join("packs"))
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot listen"), "{stderr}");
+    assert!(!data.exists(), "the data dir was not opened");
+}
+
 #[test]
 fn refuses_to_listen_beyond_loopback_without_auth() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1383,6 +1409,37 @@ fn packs_reload_on_sighup_and_on_request() {
     );
     let (code, _) = s.post("/api/v1/webhooks/first", "{}");
     assert_eq!(code, 202, "a bad file is skipped; the rest keeps working");
+}
+
+/// A reload keeps the timers whose rules did not change: an interval timer keeps its phase, so
+/// reloads more frequent than its period do not keep it from firing (as in st2).
+#[test]
+fn interval_timers_keep_running_across_reloads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = dir.path().join("ticks");
+    write(&extra, "pack.yaml", "ref: ticks\nname: ticks\n");
+    write(
+        &extra,
+        "rules/every2s.yaml",
+        "name: every2s\nenabled: true\ntrigger: {type: core.st2.IntervalTimer, parameters: {unit: seconds, delta: 2}}\naction: {ref: core.noop}\n",
+    );
+    let s = Squall::start(
+        &dir.path().join("data"),
+        &[repo().join("packs/core"), extra],
+        &[],
+    );
+    let until = Instant::now() + Duration::from_millis(5500);
+    while Instant::now() < until {
+        let (code, _) = s.post("/api/v1/packs/reload", "");
+        assert_eq!(code, 200);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_, fired) = s.get("/api/v1/triggerinstances?trigger=core.interval_timer");
+    let fired = fired.as_array().expect("list").len();
+    assert!(
+        fired >= 2,
+        "fired {fired} times in 5.5 s of reloads every 0.5 s"
+    );
 }
 
 /// A pack's config: settings the schema does not declare are kept (and reported), defaults
