@@ -1789,8 +1789,13 @@ impl Store {
                     let tx = ExecTx::new(executions, active, by_field, counts);
                     let id = String::from_utf8_lossy(&k);
                     match tx.old(&id)? {
-                        // Re-read inside: it may have been re-run into a live state since.
-                        Some(e) if e.status.is_terminal() => {
+                        // Re-read inside: it may have been re-run into a live state since. One
+                        // that ran (or waited) past the cutoff stays until it ended that long
+                        // ago, as st2's garbage collector keeps it.
+                        Some(e)
+                            if e.status.is_terminal()
+                                && e.end_timestamp.is_none_or(|end| end < cutoff) =>
+                        {
                             tx.remove(&e)?;
                             tx.write_counts()?;
                             Ok(Some(exec_field_keys(&e)))
@@ -2829,6 +2834,11 @@ mod tests {
         store
             .put_execution(&exec(&new_done, "pack.a", ExecutionStatus::Failed))
             .expect("put");
+        // Requested a week ago, ended just now: kept.
+        let old_long = old_id(week, 6);
+        let mut long = exec(&old_long, "pack.long", ExecutionStatus::Canceled);
+        long.end_timestamp = Some(Utc::now());
+        store.put_execution(&long).expect("put");
         let new_ti = id_at(2);
         store
             .insert_trigger_instance(&ti(&new_ti, "core.webhook"))
@@ -2853,6 +2863,7 @@ mod tests {
         assert!(store.execution(&old_exec).expect("get").is_none());
         assert!(store.execution(&old_active).expect("get").is_some());
         assert!(store.execution(&new_done).expect("get").is_some());
+        assert!(store.execution(&old_long).expect("get").is_some());
         assert!(store
             .enforced_rules(&old_done)
             .expect("enforced")
