@@ -747,6 +747,22 @@ fn a_requested_delay_holds_the_execution_back() {
     s.wait_for(&format!("/api/v1/executions/{again_id}"), 20, |v| {
         v["status"] == "succeeded"
     });
+
+    // Canceled while it waits: it says it was canceled, not why it was waiting.
+    let (code, held) = s.post(
+        "/api/v1/executions",
+        r#"{"action": "core.noop", "delay": 60000}"#,
+    );
+    assert_eq!(code, 201, "{held}");
+    let held_id = held["id"].as_str().expect("id");
+    let (code, canceled) = s
+        .request("DELETE", &format!("/api/v1/executions/{held_id}"), None)
+        .expect("request");
+    assert!(code == 200 || code == 204, "{code} {canceled}");
+    let done = s.wait_for(&format!("/api/v1/executions/{held_id}"), 20, |v| {
+        v["status"] == "canceled"
+    });
+    assert_eq!(done["reason"], "canceled before it started", "{done}");
 }
 
 /// Log lines are stored while the action runs: the API shows them, and an execution abandoned

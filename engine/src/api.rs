@@ -183,7 +183,7 @@ pub fn router(state: AppState) -> Router {
     ));
     let limit = state.config.body_limit;
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(api)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
@@ -191,6 +191,15 @@ pub fn router(state: AppState) -> Router {
             json_errors(r, limit)
         }))
         .with_state(state)
+}
+
+/// 200 "ok" once squall is ready and while it can accept work; 503 with the reason when it
+/// cannot (its journal refuses writes after a disk failure).
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.engine.unhealthy() {
+        None => "ok".into_response(),
+        Some(why) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
 }
 
 /// Errors that axum itself answers (a body over the limit, a query string that does not

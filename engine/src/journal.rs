@@ -456,6 +456,11 @@ impl Journal {
         })
     }
 
+    /// Why the journal refuses appends, after a failed write or sync.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.pending).failed.clone()
+    }
+
     /// Stops the writer after it wrote what is pending.
     pub fn stop(&self) {
         lock(&self.pending).stopped = true;
@@ -726,6 +731,23 @@ mod tests {
                 .wait()
                 .await
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_is_reported_and_refuses_later_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal_dir = dir.path().join("journal");
+        // Segments of one byte: every append after the first starts a new segment.
+        let j = Journal::open_with_segment_size(&journal_dir, 1).unwrap();
+        let ti = TriggerInstance::new("core.webhook", None, json!({}), "test");
+        j.append(&ti).await.unwrap();
+        assert_eq!(j.failure(), None);
+        // The next segment cannot be created: the write fails.
+        std::fs::remove_dir_all(&journal_dir).unwrap();
+        assert!(j.append(&ti).await.is_err());
+        let why = j.failure().expect("failure kept");
+        assert!(why.contains("journal"), "{why}");
+        assert!(matches!(j.append(&ti).await, Err(JournalError::Failed(_))));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -379,6 +379,13 @@ impl Engine {
         }
     }
 
+    /// Why squall cannot accept trigger instances now, if it cannot (the journal failed).
+    pub fn unhealthy(&self) -> Option<String> {
+        self.journal
+            .failure()
+            .map(|e| format!("the ingest journal refuses writes after a failure: {e}"))
+    }
+
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
@@ -1451,6 +1458,8 @@ impl Engine {
                 e.status = ExecutionStatus::Canceled;
                 e.end_timestamp = Some(Utc::now());
                 e.result = json!({"error": "canceled before it started"});
+                // What it was waiting for (a policy, a retry's delay) is no longer why it ended.
+                e.reason = Some("canceled before it started".into());
                 self.store.put_execution(&e)?;
                 self.metrics.execution_finished(e.status, 0.0);
                 Ok((e, true))
