@@ -33,8 +33,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", env = "SQUALL_WORKERS")]
     workers: Option<usize>,
     /// A YAML settings file (keys: data_dir, packs, configs, listen, workers, strict, auth,
-    /// webhook_body_limit, retention_days, shutdown_grace_seconds, secret_key_file, webhooks,
-    /// alertmanager, grafana).
+    /// webhook_body_limit, retention_days, shutdown_grace_seconds, action_max_operations,
+    /// secret_key_file, webhooks, alertmanager, grafana).
     #[arg(long, value_name = "FILE", env = "SQUALL_CONFIG")]
     config: Option<PathBuf>,
     /// Refuse to start (or reload) when a pack has a problem (default: report it and skip
@@ -98,6 +98,13 @@ fn resolve(args: RunArgs) -> Result<RunConfig> {
         webhook_body_limit: file.webhook_body_limit.unwrap_or(1024 * 1024),
         retention: std::time::Duration::from_secs(retention_days(file.retention_days)? * 86_400),
         shutdown_grace: std::time::Duration::from_secs(file.shutdown_grace_seconds.unwrap_or(30)),
+        limits: {
+            let mut limits = squall_engine::actions::Limits::default();
+            if let Some(n) = file.action_max_operations {
+                limits.max_operations = n;
+            }
+            limits
+        },
         secret_key,
         webhooks: webhook_checks(file.webhooks)?,
         alert_receivers: [

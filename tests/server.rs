@@ -1427,6 +1427,45 @@ fn packs_reload_on_sighup_and_on_request() {
     assert_eq!(code, 202, "a bad file is skipped; the rest keeps working");
 }
 
+/// `action_max_operations` sets the sandbox's count of operations; 0 leaves a runaway loop to the
+/// action's timeout alone.
+#[test]
+fn the_operation_limit_is_a_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spin = dir.path().join("spin");
+    write(&spin, "pack.yaml", "ref: spin\nname: spin\n");
+    write(
+        &spin,
+        "actions/forever.yaml",
+        "name: forever\nrunner_type: rhai\nentry_point: forever.rhai\ntimeout: 2\n",
+    );
+    write(
+        &spin,
+        "actions/forever.rhai",
+        "let n = 0;\nloop { n += 1; }\n",
+    );
+    for (limit, status, words) in [
+        (10_000, "failed", "limit of 10000 operations"),
+        (0, "timeout", ""),
+    ] {
+        let config = dir.path().join(format!("squall-{limit}.yaml"));
+        std::fs::write(&config, format!("action_max_operations: {limit}\n")).expect("write");
+        let s = Squall::start(
+            &dir.path().join(format!("data-{limit}")),
+            std::slice::from_ref(&spin),
+            &["--config", config.to_str().expect("utf-8")],
+        );
+        let (code, e) = s.post("/api/v1/executions", r#"{"action": "spin.forever"}"#);
+        assert_eq!(code, 201, "{e}");
+        let id = e["id"].as_str().expect("id");
+        let done = s.wait_for(&format!("/api/v1/executions/{id}"), 20, |v| {
+            is_terminal(v["status"].as_str().unwrap_or(""))
+        });
+        assert_eq!(done["status"], status, "{done}");
+        assert!(done["result"].to_string().contains(words), "{done}");
+    }
+}
+
 /// A reload keeps the timers whose rules did not change: an interval timer keeps its phase, so
 /// reloads more frequent than its period do not keep it from firing (as in st2).
 #[test]

@@ -37,6 +37,8 @@ pub struct FileConfig {
     pub webhook_body_limit: Option<usize>,
     pub retention_days: Option<u64>,
     pub shutdown_grace_seconds: Option<u64>,
+    /// Rhai operations an action may run (0: no count, only its timeout ends a runaway loop).
+    pub action_max_operations: Option<u64>,
     /// A file holding the 32-byte key that encrypts secrets (hex), instead of `<data_dir>/secret.key`.
     pub secret_key_file: Option<PathBuf>,
     /// Signature checks per webhook url, e.g. `github: {scheme: github, secret: ...}`.
@@ -63,6 +65,8 @@ pub struct RunConfig {
     pub webhook_body_limit: usize,
     pub retention: Duration,
     pub shutdown_grace: Duration,
+    /// The sandbox's limits for actions.
+    pub limits: Limits,
     pub secret_key: Option<[u8; 32]>,
     pub webhooks: HashMap<String, SignatureCheck>,
     /// Alert receivers' settings by source (`alertmanager`, `grafana`).
@@ -159,7 +163,7 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
     {
         tracing::warn!("authentication is on and no API key exists: create the first one with `squall apikey create` from this machine (allowed from 127.0.0.1 without a key until one exists)");
     }
-    let runtime = Arc::new(RhaiRuntime::new(Limits::default()));
+    let runtime = Arc::new(RhaiRuntime::new(config.limits.clone()));
     let catalog = load_packs_with_configs(&config.packs, &config.configs, &runtime);
     if !catalog.problems.is_empty() {
         let list: Vec<String> = catalog.problems.iter().map(ToString::to_string).collect();
