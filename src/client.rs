@@ -1289,6 +1289,12 @@ pub fn format_rule_test(answer: &Value, asked: &str) -> Result<(String, ExitCode
             other => other.clone(),
         };
         out.push_str(&format!("parameters: {}\n", pretty(&parameters)));
+        // It matches, but its enforcement fails (parameters the action refuses, a template
+        // that does not render): said, with the local form's exit code for it.
+        if let Some(reason) = answer["reason"].as_str().filter(|r| !r.is_empty()) {
+            out.push_str(&format!("{reason}\n"));
+            return Ok((out, ExitCode::from(2)));
+        }
         return Ok((out, ExitCode::SUCCESS));
     }
     out.push_str("=== RULE DOES NOT MATCH ===\n");
@@ -1591,6 +1597,18 @@ fn execution_get(args: &ExecutionGetArgs) -> Result<ExitCode> {
 
 fn execution_cancel(args: &ExecutionIdArgs) -> Result<ExitCode> {
     let client = Client::new(&args.api)?;
+    // As st2 says: an execution that already ended cannot be canceled.
+    let before = client.get(&["executions", &args.id], &[])?;
+    if is_terminal(&before) && before["status"] != "canceled" {
+        if args.json {
+            print_json(&before);
+        }
+        bail!(
+            "execution {} cannot be canceled: it already ended as {}",
+            args.id,
+            text(&before["status"])
+        );
+    }
     let execution = client.call(Method::DELETE, &["executions", &args.id], &[], None)?;
     if args.json {
         return Ok(print_json(&execution));
@@ -1830,6 +1848,9 @@ pub fn key(command: &KeyCommand) -> Result<ExitCode> {
     if name.is_some_and(|n| n.trim().is_empty()) {
         bail!("a key needs a name");
     }
+    if let Some(n) = name.filter(|n| *n == "." || *n == "..") {
+        bail!("'{n}' cannot name a key: a URL path could not reach it");
+    }
     match command {
         KeyCommand::Get(args) => {
             let client = Client::new(&args.api)?;
@@ -1922,7 +1943,8 @@ pub fn key(command: &KeyCommand) -> Result<ExitCode> {
                 .map(|p| {
                     vec![
                         cell(&text(&p["name"])),
-                        cell(&text(&p["value"])),
+                        // A long value is shown whole by `key get`.
+                        cell(&clip(&text(&p["value"]), 80)),
                         if p["secret"] == Value::Bool(true) {
                             "yes".to_string()
                         } else {
@@ -2376,6 +2398,22 @@ mod tests {
                 "  key: trigger.body.status\n  pattern: \"firing\"\n  type: equals\n",
                 "  payload: \"resolved\"\n"
             )
+        );
+        // It matches, but the engine would refuse the action: said, exit code 2.
+        let (out, code) = format_rule_test(
+            &json!({"matches": true, "rule": "t.hook", "action": "core.echo",
+                    "parameters": {"message": {"k": 1}}, "failure": null,
+                    "reason": "the action would be refused: parameter 'message': expected string, got object"}),
+            "t.hook",
+        )
+        .expect("an answer");
+        assert_eq!(code, ExitCode::from(2));
+        assert!(out.starts_with("=== RULE MATCHES ===\n"), "{out}");
+        assert!(
+            out.ends_with(
+                "the action would be refused: parameter 'message': expected string, got object\n"
+            ),
+            "{out}"
         );
         assert!(format_rule_test(&json!({"error": "?"}), "r").is_err());
     }

@@ -85,6 +85,15 @@ fn operator_commands_against_a_running_server() {
     );
     let list: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(list.as_array().map(Vec::len), Some(1));
+    // An execution that already ended cannot be canceled, and says so.
+    let done = list[0]["id"].as_str().expect("id");
+    let out = cli(&s, &["execution", "cancel", done]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("already ended as succeeded"),
+        "{}",
+        text(&out)
+    );
 
     assert!(cli(&s, &["key", "set", "owner", "ops-team"])
         .status
@@ -136,10 +145,18 @@ fn operator_commands_against_a_running_server() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("=== RULE DOES NOT MATCH ==="));
 
-    let out = cli(&s, &["trigger", "fire", "ops.deploy_done", "app=web"]);
+    let out = cli(&s, &["trigger", "fire", "examples.deploy_done", "app=web"]);
     assert!(out.status.success(), "{}", text(&out));
-    let (_, instances) = s.get("/api/v1/triggerinstances?trigger=ops.deploy_done");
+    let (_, instances) = s.get("/api/v1/triggerinstances?trigger=examples.deploy_done");
     assert_eq!(instances[0]["payload"]["app"], "web");
+    // A trigger type nothing declares or names (a typo) is refused, as st2 does.
+    let out = cli(&s, &["trigger", "fire", "examples.deplyo_done", "app=web"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("no trigger type 'examples.deplyo_done'"),
+        "{}",
+        text(&out)
+    );
 
     let out = cli(&s, &["pack", "list"]);
     assert!(out.status.success(), "{}", text(&out));

@@ -249,6 +249,81 @@ fn api_errors_are_clear() {
     assert_eq!(execs[0]["status"], "succeeded");
 }
 
+/// A webhook's body is read by its content type, as st2 reads it; credentials sent with it are
+/// not kept in its payload; a body nested too deep to store and read back is refused.
+#[test]
+fn webhook_bodies_by_content_type_without_credentials() {
+    let (_dir, s) = start(&[], &[]);
+    let post = |body: &str, headers: &[(&str, &str)]| {
+        s.request_with("POST", "/api/v1/webhooks/hello", Some(body), headers)
+            .expect("request")
+    };
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let (code, ti) = post("name=ops&tag=a&tag=b&empty=", &form);
+    assert_eq!(code, 202, "{ti}");
+    assert_eq!(
+        ti["payload"]["body"],
+        json!({"name": ["ops"], "tag": ["a", "b"]}),
+        "{ti}"
+    );
+    // `curl -d '{...}'` sends JSON as a form: read as JSON.
+    let (code, ti) = post(r#"{"name": "curl"}"#, &form);
+    assert_eq!(code, 202, "{ti}");
+    assert_eq!(ti["payload"]["body"], json!({"name": "curl"}));
+    let (code, ti) = post(
+        "just text",
+        &[("Content-Type", "text/plain; charset=utf-8")],
+    );
+    assert_eq!(code, 202, "{ti}");
+    assert_eq!(ti["payload"]["body"], "just text");
+    let (code, body) = post(
+        "--x--",
+        &[("Content-Type", "multipart/form-data; boundary=x")],
+    );
+    assert_eq!(code, 415, "{body}");
+
+    let (code, ti) = post(
+        r#"{"name": "secret-free"}"#,
+        &[
+            ("St2-Api-Key", "k1"),
+            ("Authorization", "Bearer k2"),
+            ("Cookie", "session=k3"),
+            ("X-Auth-Token", "k4"),
+            ("X-Request-Id", "kept"),
+        ],
+    );
+    assert_eq!(code, 202, "{ti}");
+    let stored = s.wait_for(
+        &format!(
+            "/api/v1/triggerinstances/{}",
+            ti["id"].as_str().expect("id")
+        ),
+        20,
+        |v| v["id"] == ti["id"],
+    );
+    let headers = stored["payload"]["headers"].to_string();
+    for secret in ["k1", "k2", "k3", "k4"] {
+        assert!(!headers.contains(secret), "{headers}");
+    }
+    assert_eq!(stored["payload"]["headers"]["X-Request-Id"], "kept");
+
+    let deep = format!("{}{}", "[".repeat(127), "]".repeat(127));
+    let (code, body) = post(&deep, &[]);
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"].as_str().expect("error").contains("levels"),
+        "{body}"
+    );
+    let fine = format!("{{\"a\": {}1{}}}", "[".repeat(99), "]".repeat(99));
+    let (code, ti) = post(&fine, &[]);
+    assert_eq!(code, 202, "{ti}");
+    // What was accepted reads back.
+    let id = ti["id"].as_str().expect("id");
+    s.wait_for(&format!("/api/v1/triggerinstances/{id}"), 20, |v| {
+        v["id"] == id
+    });
+}
+
 #[test]
 fn lists_page_and_filter_and_errors_are_json() {
     let (_dir, s) = start(&[], &[]);
@@ -387,6 +462,23 @@ fn lists_page_and_filter_and_errors_are_json() {
         .request("PUT", "/api/v1/keys/k", Some(r#"{"value": "v"}"#))
         .expect("request");
     assert_eq!(code, 200);
+    // What st2's CLI sends with `st2 key set`.
+    let st2_cli = r#"{"id": "k", "name": "k", "value": "v", "scope": "st2kv.system", "user": "st2admin", "description": "from st2"}"#;
+    let (code, body) = s
+        .request("PUT", "/api/v1/keys/k", Some(st2_cli))
+        .expect("request");
+    assert_eq!(code, 200, "{body}");
+    // The names `.` and `..` are not keys: a path could not name them.
+    for name in [".", ".."] {
+        let (code, body) = s
+            .request(
+                "PUT",
+                &format!("/api/v1/keys/{name}"),
+                Some(r#"{"value": "v"}"#),
+            )
+            .expect("request");
+        assert_ne!(code, 200, "{name}: {body}");
+    }
     let (_, read) = s.get("/api/v1/keys/k");
     let (code, body) = s
         .request("PUT", "/api/v1/keys/k", Some(&read.to_string()))

@@ -390,14 +390,13 @@ async fn webhook(
     if url == "alertmanager" || url == "grafana" {
         return crate::alerts::handle(&state, &url, &headers, &body).await;
     }
-    let parsed: Value = if body.is_empty() {
-        Value::Object(Map::new())
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            // serde_json's message already names the line and column.
-            ApiError::bad_request(format!("the body is not valid JSON: {e}"))
-        })?
-    };
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    // st2's generic hook reads `{trigger, payload}` from JSON only.
+    let parsed = webhook_body(content_type.as_deref().filter(|_| url != "st2"), &body)?;
     // Checked for every hook it is set for, `st2` included.
     let mut delivery = None;
     if let Some(check) = state.config.signatures.get(&url) {
@@ -428,6 +427,17 @@ async fn webhook(
                     "field 'trigger' must be a trigger type reference such as 'pack.name'",
                 )
             })?;
+        // As st2 does by default: an instance of a type nothing knows is refused, not stored
+        // for nothing (a typo in a sender would otherwise go unnoticed).
+        let canonical = squall_rules::canonical_trigger_ref(trigger);
+        if !trigger_types(&state)
+            .iter()
+            .any(|t| t["ref"].as_str() == Some(canonical))
+        {
+            return Err(ApiError::bad_request(format!(
+                "no trigger type '{trigger}': a trigger type is built in, comes from a sensor, or is named by a loaded rule (GET /api/v1/triggertypes lists them)"
+            )));
+        }
         let payload = parsed
             .get("payload")
             .cloned()
@@ -444,6 +454,11 @@ async fn webhook(
         }
         let mut header_map = Map::new();
         for (name, value) in headers.iter() {
+            // Credentials are not the event's: they would be stored and shown to every reader
+            // of trigger instances and of the stream (st2 leaves them out too).
+            if CREDENTIAL_HEADERS.contains(&name.as_str()) {
+                continue;
+            }
             // Bytes that are not UTF-8 become U+FFFD rather than emptying the value; a header
             // sent more than once is kept as one value joined with ", " (as WSGI does).
             let v = String::from_utf8_lossy(value.as_bytes());
@@ -512,6 +527,61 @@ async fn webhook(
     };
     let ti = state.engine.ingest(ti).await?;
     accepted(&body, &ti)
+}
+
+/// Headers a webhook's payload leaves out (lowercase, as `http` names them).
+const CREDENTIAL_HEADERS: [&str; 5] = [
+    "st2-api-key",
+    "x-auth-token",
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+];
+
+/// A webhook's body as its payload's `body`, read by its content type as st2 reads it: JSON (any
+/// other or no type), form fields (`application/x-www-form-urlencoded`: each name with the list
+/// of its values, as Python's `parse_qs` gives them; a JSON body sent with that type, as `curl
+/// -d` does by default, is read as JSON) or text (`text/plain`: a string). Empty is `{}`.
+fn webhook_body(content_type: Option<&str>, body: &[u8]) -> ApiResult<Value> {
+    if body.is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
+    let json = |body: &[u8]| -> ApiResult<Value> {
+        check_nesting(body)?;
+        serde_json::from_slice(body).map_err(|e| {
+            // serde_json's message already names the line and column.
+            ApiError::bad_request(format!("the body is not valid JSON: {e}"))
+        })
+    };
+    match content_type {
+        Some("application/x-www-form-urlencoded") => {
+            if let Ok(v @ (Value::Object(_) | Value::Array(_))) = json(body) {
+                return Ok(v);
+            }
+            let mut fields = Map::new();
+            for (name, value) in form_urlencoded::parse(body) {
+                // parse_qs leaves out fields without a value.
+                if value.is_empty() {
+                    continue;
+                }
+                let slot = fields
+                    .entry(name.into_owned())
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                if let Value::Array(values) = slot {
+                    values.push(Value::String(value.into_owned()));
+                }
+            }
+            Ok(Value::Object(fields))
+        }
+        Some("text/plain") => std::str::from_utf8(body)
+            .map(|text| Value::String(text.to_string()))
+            .map_err(|e| ApiError::bad_request(format!("the text body is not UTF-8: {e}"))),
+        Some("multipart/form-data") => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "multipart/form-data bodies are not read: send JSON, application/x-www-form-urlencoded or text/plain",
+        )),
+        _ => json(body),
+    }
 }
 
 /// A webhook's 202, with the instance it gave.
@@ -647,8 +717,47 @@ fn not_before(delay: Option<u64>) -> ApiResult<Option<chrono::DateTime<Utc>>> {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    check_nesting(body)?;
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+}
+
+/// How deep a request's JSON may nest. Records keep what a request carries a few levels down
+/// (a webhook's body is an instance's `payload.body`), and what is stored must read back
+/// (serde_json reads at most 128 levels), so deeper bodies are refused before anything is
+/// accepted.
+const MAX_JSON_NESTING: usize = 100;
+
+/// Refuses a JSON text nested deeper than [`MAX_JSON_NESTING`] (counted on the bytes, before
+/// parsing).
+fn check_nesting(body: &[u8]) -> ApiResult<()> {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > MAX_JSON_NESTING {
+        return Err(ApiError::bad_request(format!(
+            "the body nests {deepest} levels deep: at most {MAX_JSON_NESTING} are accepted"
+        )));
+    }
+    Ok(())
 }
 
 async fn create_execution(
@@ -1066,16 +1175,30 @@ async fn test_rule(
     Ok(Json(match loaded.rules.check(id, &view, &env, false) {
         Ok(()) => match loaded.rules.render_action(id, &ti.payload, &env) {
             Ok(req) => {
-                let params = match loaded.catalog.action(&req.action) {
+                // Why the engine would not run it (what its enforcement records), if it would not.
+                let (params, reason) = match loaded.catalog.action(&req.action) {
                     Some(a) => {
                         match squall_actions::validate_params(&a.meta, req.parameters.clone()) {
-                            Ok(cast) => squall_actions::mask_secrets(&a.meta, &cast),
-                            Err(_) => req.parameters.clone(),
+                            Ok(cast) => (squall_actions::mask_secrets(&a.meta, &cast), None),
+                            Err(errors) => {
+                                let list: Vec<String> =
+                                    errors.iter().map(ToString::to_string).collect();
+                                (
+                                    squall_actions::mask_secrets(&a.meta, &req.parameters),
+                                    Some(format!(
+                                        "the action would be refused: {}",
+                                        list.join("; ")
+                                    )),
+                                )
+                            }
                         }
                     }
-                    None => req.parameters.clone(),
+                    None => (
+                        req.parameters.clone(),
+                        Some(format!("no loaded pack provides action '{}'", req.action)),
+                    ),
                 };
-                json!({"matches": true, "rule": rule_ref, "action": req.action, "parameters": params, "failure": null, "reason": null})
+                json!({"matches": true, "rule": rule_ref, "action": req.action, "parameters": params, "failure": null, "reason": reason})
             }
             Err(e) => {
                 json!({"matches": true, "rule": rule_ref, "action": null, "parameters": null, "failure": null, "reason": format!("the action cannot be rendered: {e}")})
@@ -1369,6 +1492,14 @@ struct KeyRequest {
     expire_timestamp: Option<String>,
     #[serde(default, rename = "updated_at")]
     _updated_at: Option<Value>,
+    // What st2's CLI sends besides (`st2 key set` and `key load`): its id for the pair, the user
+    // it runs as, and a description, which squall does not keep.
+    #[serde(default, rename = "id")]
+    _id: Option<Value>,
+    #[serde(default, rename = "user")]
+    _user: Option<Value>,
+    #[serde(default, rename = "description")]
+    _description: Option<Value>,
 }
 
 async fn put_key(

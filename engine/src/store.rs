@@ -1519,6 +1519,11 @@ impl Store {
         secret: bool,
         ttl_seconds: Option<u64>,
     ) -> StoreResult<KeyValuePair> {
+        if name == "." || name == ".." {
+            return Err(StoreError::Invalid(format!(
+                "'{name}' cannot name a key-value pair: a URL path could not reach it"
+            )));
+        }
         if name.is_empty() {
             return Err(StoreError::Invalid(
                 "a key-value pair needs a name".to_string(),
