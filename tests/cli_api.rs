@@ -182,15 +182,7 @@ fn webhook_with_a_github_signature() {
         &["--config", config.to_str().expect("utf-8")],
     );
     let body = r#"{"name": "signed"}"#;
-    let mut mac = Hmac::<Sha256>::new_from_slice(b"It's a Secret to Everybody").expect("key");
-    mac.update(body.as_bytes());
-    let sig: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let header = format!("sha256={sig}");
+    let header = github_signature("It's a Secret to Everybody", body);
     let (code, ti) = s
         .request_with(
             "POST",

@@ -436,47 +436,44 @@ fn check_cross_references(catalog: &mut Catalog) {
                     *url = url.trim_matches('/').to_string();
                 }
             }
-            if !r.rule.trigger_parameters.is_empty() && !PARAMETERIZED_TRIGGERS.contains(&trigger)
-            {
+            // Reports the rule as not loaded, at the line of `key` in its file.
+            let mut refuse = |key: &str, message: String| {
                 let text = read_or_empty(&r.file);
                 problems.push(Problem::new(
                     &r.file,
-                    squall_rules::line_of(&text, "parameters"),
+                    squall_rules::line_of(&text, key),
                     None,
+                    format!("rule '{reference}' {message}; the rule is not loaded"),
+                ));
+                false
+            };
+            if !r.rule.trigger_parameters.is_empty() && !PARAMETERIZED_TRIGGERS.contains(&trigger)
+            {
+                return refuse(
+                    "parameters",
                     format!(
-                        "rule '{reference}' gives parameters to trigger '{trigger}', whose instances carry none, so it would never match (only {} take parameters); the rule is not loaded",
+                        "gives parameters to trigger '{trigger}', whose instances carry none, so it would never match (only {} take parameters)",
                         PARAMETERIZED_TRIGGERS.join(", ")
                     ),
-                ));
-                return false;
+                );
             }
             if crate::timers::TimerSpec::is_timer_type(trigger) {
                 if let Err(e) = crate::timers::TimerSpec::parse(trigger, &r.rule.trigger_parameters)
                 {
-                    let text = read_or_empty(&r.file);
-                    problems.push(Problem::new(
-                        &r.file,
-                        squall_rules::line_of(&text, "parameters"),
-                        None,
-                        format!(
-                            "rule '{reference}': its {trigger} parameters cannot be used: {e}; the rule is not loaded"
-                        ),
-                    ));
-                    return false;
+                    return refuse(
+                        "parameters",
+                        format!("has {trigger} parameters that cannot be used: {e}"),
+                    );
                 }
             }
             if !actions.contains(&r.rule.action_ref) {
-                let text = read_or_empty(&r.file);
-                problems.push(Problem::new(
-                    &r.file,
-                    squall_rules::line_of(&text, "ref"),
-                    None,
+                return refuse(
+                    "ref",
                     format!(
-                        "rule '{reference}' runs action '{}', which no loaded pack provides; the rule is not loaded",
+                        "runs action '{}', which no loaded pack provides",
                         r.rule.action_ref
                     ),
-                ));
-                return false;
+                );
             }
             if let Some(first) = refs.get(&reference) {
                 problems.push(Problem::new(
