@@ -1251,7 +1251,23 @@ fn sigterm_lets_running_executions_finish() {
     s.wait_for(&format!("/api/v1/executions/{id}"), 20, |v| {
         v["status"] == "running"
     });
+    // A client following the event stream does not hold the shutdown back: its stream ends
+    // once the running executions have finished.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+    std::io::Write::write_all(
+        &mut stream,
+        b"GET /api/v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    )
+    .expect("send");
+    let mut head = [0u8; 12];
+    std::io::Read::read_exact(&mut stream, &mut head).expect("the stream answers");
+    assert_eq!(&head, b"HTTP/1.1 200");
     assert_eq!(s.terminate().code(), Some(0), "{}", s.log());
+    assert!(
+        !s.log().contains("connections still open"),
+        "the stream ended with the shutdown: {}",
+        s.log()
+    );
     s.restart();
     let (_, done) = s.get(&format!("/api/v1/executions/{id}"));
     assert_eq!(done["status"], "succeeded", "{done}");

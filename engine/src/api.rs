@@ -52,6 +52,9 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// Signed deliveries already accepted (see [`crate::signatures::Deliveries`]).
     pub deliveries: Arc<crate::signatures::Deliveries>,
+    /// Becomes true once squall has stopped its work: event streams end then, so that open
+    /// streams do not hold the shutdown back.
+    pub streams_end: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Every API error: a status and `{"error", "detail"}`.
@@ -1675,11 +1678,37 @@ async fn stream(
     State(state): State<AppState>,
 ) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
     let rx = state.engine.events.subscribe();
-    let events = BroadcastStream::new(rx).filter_map(|item| {
+    let mut events = BroadcastStream::new(rx).filter_map(|item| {
         item.ok()
-            .map(|ev| Ok(Event::default().event(ev.event).data(&*ev.data)))
+            .map(|ev| Ok::<_, Infallible>(Event::default().event(ev.event).data(&*ev.data)))
     });
-    Sse::new(events).keep_alive(KeepAlive::default())
+    // Forwarded until squall has stopped: the stream then ends, and so does the response.
+    let (tx, out) = tokio::sync::mpsc::channel(256);
+    let mut end = state.streams_end.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = async {
+                    while !*end.borrow_and_update() {
+                        if end.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                } => return,
+                // The client went away.
+                _ = tx.closed() => return,
+                next = events.next() => match next {
+                    Some(event) => {
+                        if tx.send(event).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+            }
+        }
+    });
+    Sse::new(tokio_stream::wrappers::ReceiverStream::new(out)).keep_alive(KeepAlive::default())
 }
 
 #[cfg(test)]

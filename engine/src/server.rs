@@ -228,6 +228,7 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
         }) as Arc<dyn Fn() -> serde_json::Value + Send + Sync>
     };
 
+    let (streams_end, streams_end_rx) = watch::channel(false);
     let state = AppState {
         engine: engine.clone(),
         config: Arc::new(ApiConfig {
@@ -238,6 +239,7 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
             reload: reload.clone(),
         }),
         deliveries: Arc::new(recent_deliveries(&engine, &config.webhooks)),
+        streams_end: streams_end_rx,
     };
 
     tokio::spawn(retention_loop(
@@ -273,6 +275,7 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
     tracing::info!("stopping: no new work is accepted; running executions may finish");
     let _ = shutdown_tx.send(true);
     engine.shutdown(config.shutdown_grace).await;
+    let _ = streams_end.send(true);
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "HTTP server stopped with an error"),
         Ok(_) => {}
