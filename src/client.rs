@@ -814,7 +814,8 @@ impl<R: BufRead> SseReader<R> {
 enum StreamEvent {
     /// `st2.execution__create|update`: the execution.
     Execution(Value),
-    /// `st2.execution.output__create`: `{execution_id, timestamp, level, message}`.
+    /// `st2.execution.output__create`: `{execution_id, timestamp, level, message}` (and st2's
+    /// `output_type`, `data`).
     Output(Value),
 }
 

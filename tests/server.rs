@@ -1243,17 +1243,12 @@ fn refuses_to_listen_beyond_loopback_without_auth() {
 #[test]
 fn sigterm_lets_running_executions_finish() {
     let (_dir, mut s) = start(&[], &[]);
-    let (_, e) = s.post(
-        "/api/v1/executions",
-        r#"{"action": "e2e.slow", "parameters": {"seconds": 1.5}}"#,
-    );
-    let id = e["id"].as_str().expect("id").to_string();
-    s.wait_for(&format!("/api/v1/executions/{id}"), 20, |v| {
-        v["status"] == "running"
-    });
-    // A client following the event stream does not hold the shutdown back: its stream ends
-    // once the running executions have finished.
+    // A client following the event stream: it sees the action's output as st2 shows it, and
+    // does not hold the shutdown back (its stream ends once the running executions finished).
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     std::io::Write::write_all(
         &mut stream,
         b"GET /api/v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
@@ -1262,6 +1257,22 @@ fn sigterm_lets_running_executions_finish() {
     let mut head = [0u8; 12];
     std::io::Read::read_exact(&mut stream, &mut head).expect("the stream answers");
     assert_eq!(&head, b"HTTP/1.1 200");
+    let (_, e) = s.post(
+        "/api/v1/executions",
+        r#"{"action": "e2e.slow", "parameters": {"seconds": 1.5}}"#,
+    );
+    let id = e["id"].as_str().expect("id").to_string();
+    let mut seen = String::new();
+    while !seen.contains(r#""data":"sleeping\n""#) {
+        let mut buf = [0u8; 4096];
+        let n = std::io::Read::read(&mut stream, &mut buf).expect("the stream goes on");
+        assert!(n > 0, "the stream ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains(r#""output_type":"stdout""#), "{seen}");
+    s.wait_for(&format!("/api/v1/executions/{id}"), 20, |v| {
+        v["status"] == "running"
+    });
     assert_eq!(s.terminate().code(), Some(0), "{}", s.log());
     assert!(
         !s.log().contains("connections still open"),

@@ -1212,6 +1212,17 @@ impl Engine {
                         let mut data = serde_json::to_value(line).unwrap_or(Value::Null);
                         if let Value::Object(m) = &mut data {
                             m.insert("execution_id".into(), Value::String(exec_id.clone()));
+                            // st2's own fields for an output line, for st2's clients: warnings
+                            // and errors are the script's stderr (as `/output` shows them).
+                            let stderr = matches!(
+                                line.level,
+                                squall_actions::LogLevel::Warn | squall_actions::LogLevel::Error
+                            );
+                            m.insert(
+                                "output_type".into(),
+                                Value::String(if stderr { "stderr" } else { "stdout" }.into()),
+                            );
+                            m.insert("data".into(), Value::String(format!("{}\n", line.message)));
                         }
                         let _ = events.send(StreamEvent {
                             event: "st2.execution.output__create",
