@@ -197,8 +197,33 @@ fn quiet_on_closed_stdout() {
     }));
 }
 
+/// The arguments with `--api`/`--api-key` given before the command moved after it (`squall
+/// --api URL execution list` as well as `squall execution list --api URL`): each API command
+/// takes them, and a flag after a command's positional arguments is still a flag.
+fn server_options_last(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut moved = Vec::new();
+    let mut iter = args.into_iter();
+    out.extend(iter.next()); // the program's name
+    let mut leading = true;
+    while let Some(arg) = iter.next() {
+        let text = arg.to_string_lossy();
+        if leading && (text == "--api" || text == "--api-key") {
+            moved.push(arg);
+            moved.extend(iter.next());
+        } else if leading && (text.starts_with("--api=") || text.starts_with("--api-key=")) {
+            moved.push(arg);
+        } else {
+            leading = false;
+            out.push(arg);
+        }
+    }
+    out.extend(moved);
+    out
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(server_options_last(std::env::args_os().collect()));
     quiet_on_closed_stdout();
     let outcome = match cli.command {
         Command::Run(args) => run_cmd::run(args),

@@ -165,6 +165,20 @@ fn operator_commands_against_a_running_server() {
     assert!(text(&out).contains("docker.events"), "{}", text(&out));
     let out = cli(&s, &["rule", "list"]);
     assert!(text(&out).contains("e2e.hello"));
+    // The server's options may come before the command too.
+    let out = Command::new(env!("CARGO_BIN_EXE_squall"))
+        .args([
+            "--api",
+            &format!("http://127.0.0.1:{}", s.port),
+            "rule",
+            "list",
+        ])
+        .env_remove("SQUALL_API_URL")
+        .env_remove("SQUALL_API_KEY")
+        .output()
+        .expect("squall runs");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("e2e.hello"), "{}", text(&out));
 }
 
 #[test]
