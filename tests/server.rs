@@ -196,8 +196,21 @@ fn api_errors_are_clear() {
         .contains("nobody-listens"));
 
     let big = format!("{{\"name\": \"{}\"}}", "x".repeat(4096));
-    let (code, _) = s.post("/api/v1/webhooks/hello", &big);
+    let (code, body) = s.post("/api/v1/webhooks/hello", &big);
     assert_eq!(code, 413);
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("webhook_body_limit"),
+        "{body}"
+    );
+    // The webhook limit is the webhooks': the rest of the API takes larger bodies.
+    let value = format!("{{\"value\": \"{}\"}}", "x".repeat(4096));
+    let (code, body) = s
+        .request("PUT", "/api/v1/keys/big", Some(&value))
+        .expect("request");
+    assert_eq!(code, 200, "{body}");
 
     let (code, body) = s.post(
         "/api/v1/executions",

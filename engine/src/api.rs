@@ -134,8 +134,18 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 /// The router, with authentication when configured.
 pub fn router(state: AppState) -> Router {
+    let hook_limit = state.config.body_limit;
     let api = Router::new()
-        .route("/api/v1/webhooks/{*url}", post(webhook))
+        .route(
+            "/api/v1/webhooks/{*url}",
+            post(webhook)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    state.config.body_limit,
+                ))
+                .layer(axum::middleware::map_response(move |r: Response| {
+                    json_errors(r, BodyLimit::Webhook(hook_limit))
+                })),
+        )
         .route(
             "/api/v1/executions",
             get(list_executions).post(create_execution),
@@ -181,19 +191,28 @@ pub fn router(state: AppState) -> Router {
     } else {
         api
     };
-    let api = api.layer(axum::extract::DefaultBodyLimit::max(
-        state.config.body_limit,
-    ));
-    let limit = state.config.body_limit;
+    // The webhook route has its own limit (above), the setting's; the rest of the API this one.
+    let api_limit = state.config.body_limit.max(API_BODY_LIMIT);
+    let api = api.layer(axum::extract::DefaultBodyLimit::max(api_limit));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(api)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::middleware::map_response(move |r: Response| {
-            json_errors(r, limit)
+            json_errors(r, BodyLimit::Api(api_limit))
         }))
         .with_state(state)
+}
+
+/// The largest body the API takes outside webhooks (or `webhook_body_limit`, if larger).
+const API_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Which body limit a request was under, to say so in its 413.
+#[derive(Clone, Copy)]
+enum BodyLimit {
+    Webhook(usize),
+    Api(usize),
 }
 
 /// 200 "ok" once squall is ready and while it can accept work; 503 with the reason when it
@@ -207,7 +226,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
 
 /// Errors that axum itself answers (a body over the limit, a query string that does not
 /// parse, a method a path does not take) in the API's own shape: `{"error", "detail"}`.
-async fn json_errors(response: Response, body_limit: usize) -> Response {
+async fn json_errors(response: Response, body_limit: BodyLimit) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
@@ -226,7 +245,14 @@ async fn json_errors(response: Response, body_limit: usize) -> Response {
         .map(|b| String::from_utf8_lossy(&b).trim().to_string())
         .unwrap_or_default();
     let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        format!("the request body is larger than the limit of {body_limit} bytes (setting webhook_body_limit)")
+        match body_limit {
+            BodyLimit::Webhook(n) => format!(
+                "the request body is larger than the limit of {n} bytes (setting webhook_body_limit)"
+            ),
+            BodyLimit::Api(n) => {
+                format!("the request body is larger than the API's limit of {n} bytes")
+            }
+        }
     } else if status == StatusCode::METHOD_NOT_ALLOWED {
         match parts
             .headers
