@@ -1187,8 +1187,29 @@ fn first_api_key_can_be_created_from_loopback_when_auth_is_on() {
     let (_dir, s) = start(&[], &["--auth"]);
     let (code, _) = s.get("/api/v1/executions");
     assert_eq!(code, 401);
-    let (code, created) = s.post("/api/v1/apikeys", r#"{"user": "first"}"#);
-    assert_eq!(code, 201, "{created}");
+    // Requests racing for the first key: one gets it.
+    let port = s.port;
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                Squall::client_for(port)
+                    .request("POST", "/api/v1/apikeys", Some(r#"{"user": "first"}"#))
+                    .expect("request")
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, Value)> = racers
+        .into_iter()
+        .map(|t| t.join().expect("racer"))
+        .collect();
+    let made: Vec<&Value> = answers
+        .iter()
+        .filter(|(code, _)| *code == 201)
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(made.len(), 1, "{answers:?}");
+    assert!(answers.iter().all(|(code, _)| *code == 201 || *code == 401));
+    let created = made[0].clone();
     let (code, _) = s.post("/api/v1/apikeys", r#"{"user": "second"}"#);
     assert_eq!(code, 401, "once a key exists, creating another needs one");
     let key = created["key"].as_str().expect("key");

@@ -1659,7 +1659,21 @@ async fn create_apikey(
     // With authentication, a key for the caller's own user, or for anyone when the caller is
     // admin; the first key, made from loopback without one, is for the user named, else admin.
     let user = acting_user(caller.as_deref(), req.user, ADMIN)?;
-    let (k, clear) = state.engine.store.apikey_create(&user)?;
+    let (k, clear) = if caller.is_none() && state.config.auth {
+        // The first key, let through without one: checked again and made under one lock, so two
+        // requests racing for it cannot both make one.
+        static FIRST_KEY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _only_one = FIRST_KEY.lock().unwrap_or_else(|p| p.into_inner());
+        if state.engine.store.apikey_count()? > 0 {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "an API key exists now: creating another needs one",
+            ));
+        }
+        state.engine.store.apikey_create(&user)?
+    } else {
+        state.engine.store.apikey_create(&user)?
+    };
     state.engine.durable().await?;
     Ok((
         StatusCode::CREATED,
