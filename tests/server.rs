@@ -165,6 +165,12 @@ fn rendered_parameters_are_cast_and_secrets_masked() {
         is_terminal(v["status"].as_str().unwrap_or(""))
     });
     assert_eq!(done["result"]["length"], 12, "{done}");
+    // `reset` without `tasks` is refused, not ignored.
+    let (code, refused) = s.post(
+        &format!("/api/v1/executions/{id}/re_run"),
+        r#"{"reset": ["x"]}"#,
+    );
+    assert_eq!(code, 400, "{refused}");
 }
 
 #[test]

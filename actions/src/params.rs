@@ -22,6 +22,26 @@ pub const SECRET_MASK: &str = "********";
 
 /// Applies defaults and casts, and checks required, enum, immutable, bounds and unknown
 /// parameters. Returns the parameters to run with, in declaration order, or every violation.
+/// How deep a parameter's value or a script's result may nest. Records hold them a few levels
+/// down (an execution's `parameters.NAME`, an instance's `payload.result`), and what is stored
+/// must read back (serde_json reads at most 128 levels).
+pub const MAX_VALUE_NESTING: usize = 64;
+
+/// How many levels of arrays and objects `value` nests (0 for a scalar).
+pub fn nesting(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
+    while let Some((v, depth)) = stack.pop() {
+        match v {
+            Value::Array(items) => stack.extend(items.iter().map(|c| (c, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|c| (c, depth + 1))),
+            _ => continue,
+        }
+        deepest = deepest.max(depth + 1);
+    }
+    deepest
+}
+
 pub fn validate_params(
     meta: &ActionMeta,
     given: Map<String, Value>,
@@ -82,6 +102,12 @@ pub fn validate_params(
 
 fn check_given(spec: &ParamSpec, value: &Value) -> Result<Value, String> {
     let cast = cast_value(spec, value)?;
+    let depth = nesting(&cast);
+    if depth > MAX_VALUE_NESTING {
+        return Err(format!(
+            "nests {depth} levels deep: at most {MAX_VALUE_NESTING} are accepted"
+        ));
+    }
     if spec.immutable {
         let fixed = match &spec.default {
             Some(default) => cast_value(spec, default).ok(),
@@ -338,6 +364,24 @@ mod tests {
             Ok(valid) => panic!("expected errors, got {valid:?}"),
             Err(errors) => errors,
         }
+    }
+
+    #[test]
+    fn values_nested_too_deep_to_keep_are_refused_naming_the_parameter() {
+        let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(nesting(&json!(1)), 0);
+        assert_eq!(nesting(&json!([[1], {"a": [2]}])), 3);
+        // Given as JSON text to an array parameter, as the CLI and templates give them.
+        let e = cast("array", Value::String(deep(126))).expect_err("too deep");
+        assert!(e.contains("v") && e.contains("126 levels"), "{e}");
+        let fine: Value = serde_json::from_str(&deep(MAX_VALUE_NESTING)).expect("json");
+        assert_eq!(cast("array", fine.clone()).expect("fits"), fine);
+        let e = cast(
+            "object",
+            json!({"a": serde_json::from_str::<Value>(&deep(70)).expect("json")}),
+        )
+        .expect_err("too deep");
+        assert!(e.contains("71 levels"), "{e}");
     }
 
     fn one_param(ty: &str) -> ActionMeta {

@@ -278,7 +278,18 @@ impl RhaiRuntime {
             });
         }
         let outcome = match (result, stop) {
-            (Ok(Ok(value)), _) => Outcome::Succeeded(value),
+            (Ok(Ok(value)), _) => match crate::params::nesting(&value) {
+                // It could be stored but not read back.
+                depth if depth > crate::params::MAX_VALUE_NESTING => Outcome::Failed {
+                    message: format!(
+                        "the script's result nests {depth} levels deep: at most {} can be kept",
+                        crate::params::MAX_VALUE_NESTING
+                    ),
+                    line: None,
+                    column: None,
+                },
+                _ => Outcome::Succeeded(value),
+            },
             (Ok(Err(_)), Some(Stop::Timeout)) => Outcome::Timeout { after: limit },
             (Ok(Err(_)), Some(Stop::Canceled)) => Outcome::Canceled,
             (Ok(Err(failed)), None) => failed,

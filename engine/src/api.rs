@@ -627,10 +627,27 @@ fn accepted(body: &[u8], ti: &TriggerInstance) -> ApiResult<Response> {
         .into_response())
 }
 
-/// `limit` (default 50, at most 10,000) and `offset` of a list request. (serde's `flatten`
-/// cannot carry numbers through a query string, so each query struct holds these two fields.)
+/// `limit` (default 50, at most [`MAX_PAGE`]) and `offset` of a list request. (serde's
+/// `flatten` cannot carry numbers through a query string, so each query struct holds these two
+/// fields.)
 fn page(limit: Option<usize>, offset: Option<usize>) -> (usize, usize) {
-    (limit.unwrap_or(50).min(10_000), offset.unwrap_or(0))
+    (limit.unwrap_or(50).min(MAX_PAGE), offset.unwrap_or(0))
+}
+
+/// The most records a stored list returns at once: pages past it are asked for with `offset`.
+const MAX_PAGE: usize = 10_000;
+
+/// Runs a store read and its serialization on a blocking thread: a long list must not hold up
+/// the runtime's threads, which answer webhooks and `/healthz`.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("a list request failed: {e}"),
+        )
+    })?
 }
 
 /// A list's `limit`: a count, or st2's -1 for as many as a list gives (everything for the lists
@@ -700,11 +717,14 @@ async fn list_executions(
         rule: q.rule,
     };
     let (limit, offset) = page(q.limit, q.offset);
-    let list = state.engine.store.list_executions(&filter, limit, offset)?;
-    let loaded = state.engine.loaded();
-    Ok(Json(Value::Array(
-        list.iter().map(|e| execution_json(&loaded, e)).collect(),
-    )))
+    off_runtime(move || {
+        let list = state.engine.store.list_executions(&filter, limit, offset)?;
+        let loaded = state.engine.loaded();
+        Ok(Json(Value::Array(
+            list.iter().map(|e| execution_json(&loaded, e)).collect(),
+        )))
+    })
+    .await
 }
 
 async fn get_execution(
@@ -894,6 +914,11 @@ async fn rerun_execution(
             .await?;
         return Ok((StatusCode::CREATED, Json(execution_json(&loaded, &e))).into_response());
     }
+    if !req.reset.is_empty() {
+        return Err(ApiError::bad_request(
+            "reset names with-items tasks of a re-run from tasks: give it with tasks",
+        ));
+    }
     let mut params = old.parameters.clone();
     let meta = loaded.catalog.action(&old.action).map(|a| &a.meta);
     for (name, value) in req.parameters {
@@ -1010,15 +1035,18 @@ async fn list_trigger_instances(
     let trigger = q
         .trigger
         .as_deref()
-        .map(squall_rules::canonical_trigger_ref);
+        .map(|t| squall_rules::canonical_trigger_ref(t).to_string());
     let (limit, offset) = page(q.limit, q.offset);
-    let list = state
-        .engine
-        .store
-        .list_trigger_instances(trigger, limit, offset)?;
-    Ok(Json(Value::Array(
-        list.iter().map(trigger_instance_json).collect(),
-    )))
+    off_runtime(move || {
+        let list = state
+            .engine
+            .store
+            .list_trigger_instances(trigger.as_deref(), limit, offset)?;
+        Ok(Json(Value::Array(
+            list.iter().map(trigger_instance_json).collect(),
+        )))
+    })
+    .await
 }
 
 async fn get_trigger_instance(
@@ -1256,15 +1284,18 @@ async fn list_enforcements(
     Query(q): Query<EnforcementQuery>,
 ) -> ApiResult<Json<Value>> {
     let (limit, offset) = page(q.limit, q.offset);
-    let list = state.engine.store.list_enforcements(
-        q.rule_ref.as_deref(),
-        q.trigger_instance.as_deref(),
-        limit,
-        offset,
-    )?;
-    Ok(Json(Value::Array(
-        list.iter().map(enforcement_json).collect(),
-    )))
+    off_runtime(move || {
+        let list = state.engine.store.list_enforcements(
+            q.rule_ref.as_deref(),
+            q.trigger_instance.as_deref(),
+            limit,
+            offset,
+        )?;
+        Ok(Json(Value::Array(
+            list.iter().map(enforcement_json).collect(),
+        )))
+    })
+    .await
 }
 
 fn enforcement_json(e: &crate::model::RuleEnforcement) -> Value {

@@ -511,8 +511,18 @@ fn page<T>(
     }
     let mut skipped = 0;
     for item in items {
-        // `None`: an index entry whose record a concurrent sweep just removed.
-        let Some(item) = item? else { continue };
+        let item = match item {
+            // `None`: an index entry whose record a concurrent sweep just removed.
+            Ok(None) => continue,
+            Ok(Some(item)) => item,
+            // One damaged record must not hide every other (nor stop a restart): it is said
+            // and left out.
+            Err(e @ StoreError::Corrupt { .. }) => {
+                tracing::error!(error = %e, "a stored record cannot be read; left out");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if !keep(&item) {
             continue;
         }
@@ -1001,7 +1011,14 @@ impl Store {
         for item in self.pending.iter() {
             let (k, _) = item?;
             let id = String::from_utf8_lossy(&k);
-            match self.trigger_instance(&id)? {
+            let found = match self.trigger_instance(&id) {
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    tracing::error!(error = %e, "a pending trigger instance cannot be read; skipped");
+                    continue;
+                }
+                other => other?,
+            };
+            match found {
                 Some(ti) => out.push(ti),
                 // Inserted with its record in one transaction and never swept, so this means
                 // the data dir was damaged; recovering the rest beats refusing to start.
@@ -2022,6 +2039,47 @@ mod tests {
             .into_iter()
             .find(|(s, _)| *s == status)
             .map_or(0, |(_, n)| n)
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_read_is_left_out_of_lists_and_recovery() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let deep: Value = serde_json::from_str(&format!("{}1{}", "[".repeat(127), "]".repeat(127)))
+            .expect("json");
+        let (good, bad) = (id_at(1), id_at(2));
+        store
+            .put_execution(&exec(&good, "pack.a", ExecutionStatus::Running))
+            .expect("put");
+        let mut unreadable = exec(&bad, "pack.a", ExecutionStatus::Running);
+        unreadable.parameters.insert("deep".into(), deep.clone());
+        store.put_execution(&unreadable).expect("put");
+        assert!(matches!(
+            store.execution(&bad),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let listed = store
+            .list_executions(&ExecutionFilter::default(), 10, 0)
+            .expect("the others list");
+        assert_eq!(ids(&listed), std::slice::from_ref(&good));
+        assert_eq!(
+            ids(&store.active_executions().expect("recovery reads")),
+            [good]
+        );
+        let (ok_ti, bad_ti) = (id_at(3), id_at(4));
+        store
+            .insert_trigger_instance(&ti(&ok_ti, "core.webhook"))
+            .expect("insert");
+        let mut deep_ti = ti(&bad_ti, "core.webhook");
+        deep_ti.payload = deep;
+        store.insert_trigger_instance(&deep_ti).expect("insert");
+        let listed = store
+            .list_trigger_instances(None, 10, 0)
+            .expect("the others list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, ok_ti);
+        let pending = store.pending_trigger_instances().expect("recovery reads");
+        assert_eq!(pending.len(), 1);
     }
 
     #[test]

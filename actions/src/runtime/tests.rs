@@ -688,3 +688,16 @@ fn a_log_sink_may_run_a_script_itself() {
         assert_eq!(*log_len, 1);
     }
 }
+
+#[test]
+fn a_result_nested_too_deep_to_keep_fails_the_run() {
+    let report = run("let a = 1; for i in 0..100 { a = [a]; } a");
+    let (message, _, _) = failed(&report);
+    assert!(message.contains("nests 100 levels deep"), "{message}");
+    let report = run("let a = 1; for i in 0..10 { a = [a]; } a");
+    assert!(
+        matches!(report.outcome, Outcome::Succeeded(_)),
+        "{:?}",
+        report.outcome
+    );
+}

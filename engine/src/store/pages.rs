@@ -222,8 +222,13 @@ impl Paged {
         }
     }
 
-    /// A page's records (only those labelled `label`, when given), newest first.
-    pub fn page_records<T: Record>(&self, pk: &[u8], label: Option<&str>) -> StoreResult<Vec<T>> {
+    /// A page's records (only those labelled `label`, when given), newest first, each decoded
+    /// on its own: a record that cannot be read is its own error, not its page's.
+    pub fn page_records<T: Record>(
+        &self,
+        pk: &[u8],
+        label: Option<&str>,
+    ) -> StoreResult<Vec<StoreResult<T>>> {
         let Some(page) = self.tree.get(pk)? else {
             // Its index entry outlived it: a sweep removed it since.
             return Ok(Vec::new());
@@ -236,10 +241,10 @@ impl Paged {
             }
         }
         selected.sort_by(|a, b| b.id.cmp(a.id));
-        selected
+        Ok(selected
             .into_iter()
             .map(|f| decode(self.name, f.id, f.record))
-            .collect()
+            .collect())
     }
 
     /// Newest first, `offset` skipped, at most `limit`, those `keep` accepts: every record, or
@@ -276,7 +281,7 @@ impl Paged {
         let all = page_keys.flat_map(|pk| {
             let listed = pk.and_then(|pk| self.page_records::<T>(&pk, label));
             let items: Vec<StoreResult<Option<T>>> = match listed {
-                Ok(list) => list.into_iter().map(|r| Ok(Some(r))).collect(),
+                Ok(list) => list.into_iter().map(|r| r.map(Some)).collect(),
                 Err(e) => vec![Err(e)],
             };
             items
