@@ -211,6 +211,34 @@ fn api_errors_are_clear() {
             .contains("webhook_body_limit"),
         "{body}"
     );
+    // A value serde cannot take is named by its field.
+    let (code, body) = s.post(
+        "/api/v1/executions",
+        r#"{"action": "core.sleep", "parameters": {"seconds": 1e400}}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("field 'parameters.seconds'"),
+        "{body}"
+    );
+    let (code, body) = s
+        .request(
+            "PUT",
+            "/api/v1/keys/x",
+            Some(r#"{"value": "x", "ttl": -1}"#),
+        )
+        .expect("request");
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("field 'ttl'"),
+        "{body}"
+    );
     // The webhook limit is the webhooks': the rest of the API takes larger bodies.
     let value = format!("{{\"value\": \"{}\"}}", "x".repeat(4096));
     let (code, body) = s

@@ -767,8 +767,21 @@ fn not_before(delay: Option<u64>) -> ApiResult<Option<chrono::DateTime<Utc>>> {
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     check_nesting(body)?;
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+    // The error names the field it is about (`parameters.delay: number out of range ...`).
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut reader).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            ApiError::bad_request(format!("invalid request body: {inner}"))
+        } else {
+            ApiError::bad_request(format!("invalid request body: field '{path}': {inner}"))
+        }
+    })?;
+    reader
+        .end()
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+    Ok(value)
 }
 
 /// How deep a request's JSON may nest. Records keep what a request carries a few levels down
