@@ -353,6 +353,24 @@ fn webhook_bodies_by_content_type_without_credentials() {
         assert!(!headers.contains(secret), "{headers}");
     }
     assert_eq!(stored["payload"]["headers"]["X-Request-Id"], "kept");
+    // st2's trace tag is the instance's.
+    let (code, ti) = post("{}", &[("St2-Trace-Tag", "deploy-42")]);
+    assert_eq!(code, 202, "{ti}");
+    assert_eq!(ti["trace_tag"], "deploy-42", "{ti}");
+    assert!(
+        ti["payload"]["headers"].get("St2-Trace-Tag").is_none(),
+        "{ti}"
+    );
+    let (code, ti) = s.post(
+        "/api/v1/webhooks/st2",
+        r#"{"trigger": "core.st2.webhook", "payload": {}, "trace_tag": "run-7"}"#,
+    );
+    assert_eq!(code, 202, "{ti}");
+    let id = ti["id"].as_str().expect("id");
+    let stored = s.wait_for(&format!("/api/v1/triggerinstances/{id}"), 20, |v| {
+        v["id"] == id
+    });
+    assert_eq!(stored["trace_tag"], "run-7", "{stored}");
 
     let deep = format!("{}{}", "[".repeat(127), "]".repeat(127));
     let (code, body) = post(&deep, &[]);

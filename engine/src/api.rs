@@ -474,7 +474,13 @@ async fn webhook(
         if !payload.is_object() {
             return Err(ApiError::bad_request("field 'payload' must be an object"));
         }
-        TriggerInstance::new(trigger, None, payload, "api")
+        let mut ti = TriggerInstance::new(trigger, None, payload, "api");
+        ti.trace_tag = parsed
+            .get("trace_tag")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| trace_tag(&headers));
+        ti
     } else {
         if !state.engine.loaded().webhooks.contains(&url) {
             return Err(ApiError::not_found(format!(
@@ -485,7 +491,8 @@ async fn webhook(
         for (name, value) in headers.iter() {
             // Credentials are not the event's: they would be stored and shown to every reader
             // of trigger instances and of the stream (st2 leaves them out too).
-            if CREDENTIAL_HEADERS.contains(&name.as_str()) {
+            // st2's trace tag is the instance's, not its payload's.
+            if CREDENTIAL_HEADERS.contains(&name.as_str()) || name.as_str() == TRACE_TAG_HEADER {
                 continue;
             }
             // Bytes that are not UTF-8 become U+FFFD rather than emptying the value; a header
@@ -510,12 +517,13 @@ async fn webhook(
         let source = format!("webhook/{url}");
         let mut parameters = Map::with_capacity(1);
         parameters.insert("url".into(), Value::String(url));
-        let ti = TriggerInstance::new(
+        let mut ti = TriggerInstance::new(
             "core.webhook",
             Some(Value::Object(parameters)),
             Value::Object(payload),
             &source,
         );
+        ti.trace_tag = trace_tag(&headers);
         if let Some((url, id, tolerance)) = delivery {
             use crate::signatures::Delivery;
             match state
@@ -556,6 +564,19 @@ async fn webhook(
     };
     let ti = state.engine.ingest(ti).await?;
     accepted(&body, &ti)
+}
+
+/// st2's header naming a trace an event belongs to (lowercase, as `http` names it).
+const TRACE_TAG_HEADER: &str = "st2-trace-tag";
+
+/// The trace tag a request carries, if any.
+fn trace_tag(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(TRACE_TAG_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
 }
 
 /// Headers a webhook's payload leaves out (lowercase, as `http` names them).

@@ -1573,6 +1573,9 @@ pub struct TriggerInstanceOut<'a> {
     received_time: &'a chrono::DateTime<Utc>,
     source: &'a str,
     status: TriggerInstanceStatus,
+    /// st2's trace tag, when the sender gave one (`St2-Trace-Tag`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_tag: &'a Option<String>,
 }
 
 impl<'a> From<&'a TriggerInstance> for TriggerInstanceOut<'a> {
@@ -1586,6 +1589,7 @@ impl<'a> From<&'a TriggerInstance> for TriggerInstanceOut<'a> {
             received_time: &ti.received_time,
             source: &ti.source,
             status: ti.status,
+            trace_tag: &ti.trace_tag,
         }
     }
 }
