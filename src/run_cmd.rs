@@ -112,8 +112,13 @@ fn resolve(args: RunArgs) -> Result<RunConfig> {
             ("grafana", file.grafana),
         ]
         .into_iter()
-        .map(|(name, c)| (name.to_string(), c.unwrap_or_default()))
-        .collect(),
+        .map(|(name, c)| {
+            let c = c.unwrap_or_default();
+            c.validate()
+                .map(|()| (name.to_string(), c))
+                .map_err(|e| anyhow!("{name}: {e}"))
+        })
+        .collect::<Result<_>>()?,
     })
 }
 

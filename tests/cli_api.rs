@@ -299,6 +299,16 @@ fn unusable_signature_settings_are_refused_at_start() {
             "webhooks:\n  hello: {scheme: github, secret: a}\n  /hello/: {scheme: github, secret: b}\n",
             "given twice",
         ),
+        // The alert receivers take no API key once they have credentials: none may be empty.
+        (
+            "auth: true\ngrafana: {signature: {scheme: grafana, secret: \"\"}}\n",
+            "grafana: signature: the secret is empty",
+        ),
+        ("alertmanager: {bearer_token: \"\"}\n", "bearer_token is empty"),
+        (
+            "alertmanager: {basic: {username: ops, password: \"\"}}\n",
+            "alertmanager: basic needs",
+        ),
     ] {
         let config = dir.path().join("squall.yaml");
         std::fs::write(&config, settings).expect("write");
@@ -327,7 +337,7 @@ fn a_standard_webhooks_retry_gives_no_second_instance() {
     let config = dir.path().join("squall.yaml");
     std::fs::write(
         &config,
-        "webhooks:\n  hello: {scheme: standard_webhooks, secret: \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"}\n",
+        "webhooks:\n  hello: {scheme: standard_webhooks, secret: \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"}\n  st2: {scheme: standard_webhooks, secret: \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"}\n",
     )
     .expect("write");
     let mut s = Squall::start(
@@ -338,7 +348,7 @@ fn a_standard_webhooks_retry_gives_no_second_instance() {
     let key = base64::engine::general_purpose::STANDARD
         .decode("C2FVsBQIhrscChlQIMV+b5sSYspob7oD")
         .expect("key");
-    let deliver = |s: &Squall, id: &str, body: &str| {
+    let deliver_to = |s: &Squall, hook: &str, id: &str, body: &str| {
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
@@ -352,7 +362,7 @@ fn a_standard_webhooks_retry_gives_no_second_instance() {
         );
         s.request_with(
             "POST",
-            "/api/v1/webhooks/hello",
+            &format!("/api/v1/webhooks/{hook}"),
             Some(body),
             &[
                 ("webhook-id", id),
@@ -362,6 +372,15 @@ fn a_standard_webhooks_retry_gives_no_second_instance() {
         )
         .expect("request")
     };
+    let deliver = |s: &Squall, id: &str, body: &str| deliver_to(s, "hello", id, body);
+    // To the st2 hook too.
+    let st2 = r#"{"trigger": "core.st2.webhook", "payload": {}}"#;
+    let (code, st2_first) = deliver_to(&s, "st2", "st2_1", st2);
+    assert_eq!(code, 202, "{st2_first}");
+    let (code, st2_again) = deliver_to(&s, "st2", "st2_1", st2);
+    assert_eq!(code, 202, "{st2_again}");
+    assert_eq!(st2_again["duplicate"], true, "{st2_again}");
+    assert_eq!(st2_again["id"], st2_first["id"]);
     let (code, first) = deliver(&s, "msg_1", r#"{"name": "once"}"#);
     assert_eq!(code, 202, "{first}");
     let first_id = first["id"].as_str().expect("id").to_string();
@@ -384,7 +403,11 @@ fn a_standard_webhooks_retry_gives_no_second_instance() {
         "remembered across a restart: {after}"
     );
     let (_, instances) = s.get("/api/v1/triggerinstances?trigger=core.webhook");
-    assert_eq!(instances.as_array().expect("array").len(), 2, "{instances}");
+    assert_eq!(
+        instances.as_array().expect("array").len(),
+        3,
+        "two to hello and one to st2: {instances}"
+    );
     let execs = s.executions_of(&first_id, 1);
     assert_eq!(execs.len(), 1);
 }

@@ -81,6 +81,25 @@ impl AlertReceiverConfig {
     pub fn has_credentials(&self) -> bool {
         self.bearer_token.is_some() || self.basic.is_some() || self.signature.is_some()
     }
+
+    /// Checks the settings: credentials anyone could give (an empty token, password or secret)
+    /// are refused at start, since a receiver with credentials takes no API key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.bearer_token.as_deref().is_some_and(str::is_empty) {
+            return Err("bearer_token is empty: anyone could send it".into());
+        }
+        if let Some(basic) = &self.basic {
+            if basic.username.is_empty() || basic.password.is_empty() {
+                return Err("basic needs a username and a password, neither empty".into());
+            }
+        }
+        if let Some(signature) = &self.signature {
+            signature
+                .validate()
+                .map_err(|e| format!("signature: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// Written by hand so that tokens and passwords never reach a log line.

@@ -524,44 +524,46 @@ async fn webhook(
             &source,
         );
         ti.trace_tag = trace_tag(&headers);
-        if let Some((url, id, tolerance)) = delivery {
-            use crate::signatures::Delivery;
-            match state
-                .deliveries
-                .first(&url, &id, tolerance, &ti.id, Utc::now())
-            {
-                // A retry of a delivery already accepted: answered as accepted, nothing new.
-                Delivery::Accepted(first) => {
-                    return Ok((
-                        StatusCode::ACCEPTED,
-                        Json(json!({"id": first, "duplicate": true, "webhook_id": id})),
-                    )
-                        .into_response())
-                }
-                // Its first try is still being made durable: the sender is to try again.
-                Delivery::InFlight(first) => {
-                    return Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        format!(
-                            "delivery {id} is being accepted as trigger instance {first}: retry it"
-                        ),
-                    ))
-                }
-                Delivery::New => {}
-            }
-            return match state.engine.ingest(ti).await {
-                Ok(ti) => {
-                    state.deliveries.accepted(&url, &id);
-                    accepted(&body, &ti)
-                }
-                Err(e) => {
-                    state.deliveries.forget(&url, &id);
-                    Err(e.into())
-                }
-            };
-        }
         ti
     };
+    // A signed delivery retried (the same id, within its tolerance) gives no second instance,
+    // whichever hook it went to.
+    if let Some((url, id, tolerance)) = delivery {
+        use crate::signatures::Delivery;
+        match state
+            .deliveries
+            .first(&url, &id, tolerance, &ti.id, Utc::now())
+        {
+            // A retry of a delivery already accepted: answered as accepted, nothing new.
+            Delivery::Accepted(first) => {
+                return Ok((
+                    StatusCode::ACCEPTED,
+                    Json(json!({"id": first, "duplicate": true, "webhook_id": id})),
+                )
+                    .into_response())
+            }
+            // Its first try is still being made durable: the sender is to try again.
+            Delivery::InFlight(first) => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "delivery {id} is being accepted as trigger instance {first}: retry it"
+                    ),
+                ))
+            }
+            Delivery::New => {}
+        }
+        return match state.engine.ingest(ti).await {
+            Ok(ti) => {
+                state.deliveries.accepted(&url, &id);
+                accepted(&body, &ti)
+            }
+            Err(e) => {
+                state.deliveries.forget(&url, &id);
+                Err(e.into())
+            }
+        };
+    }
     let ti = state.engine.ingest(ti).await?;
     accepted(&body, &ti)
 }
