@@ -218,7 +218,9 @@ fn server_options_last(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString>
             out.push(arg);
         }
     }
-    out.extend(moved);
+    // Before a `--`, after which everything is positional.
+    let at = out.iter().position(|a| a == "--").unwrap_or(out.len());
+    out.splice(at..at, moved);
     out
 }
 

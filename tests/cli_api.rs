@@ -179,6 +179,23 @@ fn operator_commands_against_a_running_server() {
         .expect("squall runs");
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("e2e.hello"), "{}", text(&out));
+    // ... and before a `--` that ends the options.
+    let out = Command::new(env!("CARGO_BIN_EXE_squall"))
+        .args([
+            "--api",
+            &format!("http://127.0.0.1:{}", s.port),
+            "action",
+            "run",
+            "core.echo",
+            "--",
+            "message=hi",
+        ])
+        .env_remove("SQUALL_API_URL")
+        .env_remove("SQUALL_API_KEY")
+        .output()
+        .expect("squall runs");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("hi"), "{}", text(&out));
 }
 
 #[test]

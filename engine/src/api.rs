@@ -660,17 +660,28 @@ fn page(limit: Option<usize>, offset: Option<usize>) -> (usize, usize) {
 /// The most records a stored list returns at once: pages past it are asked for with `offset`.
 const MAX_PAGE: usize = 10_000;
 
-/// Runs a store read and its serialization on a blocking thread: a long list must not hold up
-/// the runtime's threads, which answer webhooks and `/healthz`.
-async fn off_runtime<T: Send + 'static>(
-    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| {
+/// Runs a store read and its serialization to JSON on a blocking thread: a long list must not
+/// hold up the runtime's threads, which answer webhooks and `/healthz`.
+async fn off_runtime(
+    work: impl FnOnce() -> ApiResult<Value> + Send + 'static,
+) -> ApiResult<Response> {
+    let bytes = tokio::task::spawn_blocking(move || {
+        let value = work()?;
+        serde_json::to_vec(&value)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    })
+    .await
+    .map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("a list request failed: {e}"),
         )
-    })?
+    })??;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response())
 }
 
 /// A list's `limit`: a count, or st2's -1 for as many as a list gives (everything for the lists
@@ -718,7 +729,7 @@ struct ExecutionQuery {
 async fn list_executions(
     State(state): State<AppState>,
     Query(q): Query<ExecutionQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let status = match &q.status {
         Some(s) => Some(ExecutionStatus::parse(s).ok_or_else(|| {
             ApiError::bad_request(format!(
@@ -743,9 +754,9 @@ async fn list_executions(
     off_runtime(move || {
         let list = state.engine.store.list_executions(&filter, limit, offset)?;
         let loaded = state.engine.loaded();
-        Ok(Json(Value::Array(
+        Ok(Value::Array(
             list.iter().map(|e| execution_json(&loaded, e)).collect(),
-        )))
+        ))
     })
     .await
 }
@@ -1067,7 +1078,7 @@ struct TriggerInstanceQuery {
 async fn list_trigger_instances(
     State(state): State<AppState>,
     Query(q): Query<TriggerInstanceQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let trigger = q
         .trigger
         .as_deref()
@@ -1078,9 +1089,9 @@ async fn list_trigger_instances(
             .engine
             .store
             .list_trigger_instances(trigger.as_deref(), limit, offset)?;
-        Ok(Json(Value::Array(
+        Ok(Value::Array(
             list.iter().map(trigger_instance_json).collect(),
-        )))
+        ))
     })
     .await
 }
@@ -1318,7 +1329,7 @@ struct EnforcementQuery {
 async fn list_enforcements(
     State(state): State<AppState>,
     Query(q): Query<EnforcementQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let (limit, offset) = page(q.limit, q.offset);
     off_runtime(move || {
         let list = state.engine.store.list_enforcements(
@@ -1327,9 +1338,7 @@ async fn list_enforcements(
             limit,
             offset,
         )?;
-        Ok(Json(Value::Array(
-            list.iter().map(enforcement_json).collect(),
-        )))
+        Ok(Value::Array(list.iter().map(enforcement_json).collect()))
     })
     .await
 }

@@ -458,11 +458,11 @@ impl Timers {
         let now = chrono::Utc::now();
         let mut wanted = std::collections::HashMap::new();
         for timer in timers {
-            let key = format!(
-                "{} {}",
-                timer.trigger_type,
-                serde_json::Value::Object(timer.parameters.clone())
-            );
+            // Parameters in name order: the same timer whatever order a rule gives them in.
+            let mut parameters: Vec<(&String, &serde_json::Value)> =
+                timer.parameters.iter().collect();
+            parameters.sort_by(|a, b| a.0.cmp(b.0));
+            let key = format!("{} {parameters:?}", timer.trigger_type);
             if timer.spec.next_after(now).is_none() {
                 tracing::warn!(trigger = %timer.trigger_type, parameters = %serde_json::Value::Object(timer.parameters.clone()), "timer never fires: its time has passed");
             }

@@ -1797,8 +1797,13 @@ impl Store {
         // Per group of ids swept, the field index entries of the executions that went.
         let mut went: std::collections::BTreeMap<Vec<u8>, HashSet<Vec<u8>>> = Default::default();
         for item in self.executions.range(..end) {
-            let (k, _) = item?;
+            let (k, v) = item?;
             if self.active.contains_key(&k)? {
+                continue;
+            }
+            // A record that cannot be read is kept (and said): the sweep goes on past it.
+            if let Err(e) = decode::<Execution>(T_EXECUTIONS, &k, &v) {
+                tracing::error!(error = %e, "an execution past retention cannot be read; kept");
                 continue;
             }
             let removed = (
@@ -1843,7 +1848,10 @@ impl Store {
             let mut kept = HashSet::new();
             for item in self.executions.scan_prefix(&pk) {
                 let (k, v) = item?;
-                let e: Execution = decode(T_EXECUTIONS, &k, &v)?;
+                // One that cannot be read keeps no entry alive (it was said above).
+                let Ok(e) = decode::<Execution>(T_EXECUTIONS, &k, &v) else {
+                    continue;
+                };
                 kept.extend(exec_field_keys(&e));
             }
             for key in keys.difference(&kept) {
@@ -2080,6 +2088,19 @@ mod tests {
         assert_eq!(listed[0].id, ok_ti);
         let pending = store.pending_trigger_instances().expect("recovery reads");
         assert_eq!(pending.len(), 1);
+        // Nor does one stop the retention sweep past it.
+        let week = Duration::from_secs(7 * 24 * 3600);
+        let (old_bad, old_done) = (old_id(week, 1), old_id(week, 2));
+        let mut bad_done = exec(&old_bad, "pack.a", ExecutionStatus::Succeeded);
+        bad_done.parameters = unreadable.parameters.clone();
+        store.put_execution(&bad_done).expect("put");
+        store
+            .put_execution(&exec(&old_done, "pack.a", ExecutionStatus::Succeeded))
+            .expect("put");
+        let cutoff = Utc::now() - TimeDelta::try_days(1).expect("1 day");
+        let counts = store.sweep_older_than(cutoff).expect("the sweep goes on");
+        assert_eq!(counts.executions, 1);
+        assert!(store.execution(&old_done).expect("get").is_none());
     }
 
     #[test]
