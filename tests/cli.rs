@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::harness::{one_action_pack, write};
+
 fn squall(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_squall"))
         .args(args)
@@ -18,12 +20,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn write(root: &Path, rel: &str, content: &str) {
-    let path = root.join(rel);
-    std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
-    std::fs::write(path, content).expect("write");
 }
 
 /// A pack `broken` with one problem per file, and a good action to show loading goes on.
@@ -131,13 +127,7 @@ fn validate_lists_every_problem_with_file_and_line() {
 fn validate_reports_policies_and_timers_that_cannot_be_used() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("p");
-    write(&root, "pack.yaml", "ref: p\nname: p\nversion: 1.0.0\n");
-    write(
-        &root,
-        "actions/a.yaml",
-        "name: a\nrunner_type: rhai\nentry_point: a.rhai\n",
-    );
-    write(&root, "actions/a.rhai", "1\n");
+    one_action_pack(&root, "p", "a", "", "1\n");
     let policy = |name: &str, parameters: &str| {
         format!("name: {name}\nresource_ref: p.a\npolicy_type: action.retry\nparameters: {parameters}\n")
     };
@@ -342,15 +332,11 @@ fn action_exec_failures_and_bad_parameters() {
 fn action_exec_times_out_a_runaway_script() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("spin");
-    write(&root, "pack.yaml", "ref: spin\nname: spin\n");
-    write(
+    one_action_pack(
         &root,
-        "actions/forever.yaml",
-        "name: forever\nrunner_type: rhai\nentry_point: forever.rhai\ntimeout: 1\n",
-    );
-    write(
-        &root,
-        "actions/forever.rhai",
+        "spin",
+        "forever",
+        "timeout: 1\n",
         "let n = 0;\nloop { n += 1; }\n",
     );
     let started = std::time::Instant::now();

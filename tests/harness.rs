@@ -35,6 +35,18 @@ pub fn write(root: &Path, rel: &str, content: &str) {
     std::fs::write(path, content).expect("write");
 }
 
+/// A pack `pack` in `root` with one Rhai action `action` running `script`; `meta` is added to
+/// the action's metadata (`timeout: 1\n`, parameters...).
+pub fn one_action_pack(root: &Path, pack: &str, action: &str, meta: &str, script: &str) {
+    write(root, "pack.yaml", &format!("ref: {pack}\nname: {pack}\n"));
+    write(
+        root,
+        &format!("actions/{action}.yaml"),
+        &format!("name: {action}\nrunner_type: rhai\nentry_point: {action}.rhai\n{meta}"),
+    );
+    write(root, &format!("actions/{action}.rhai"), script);
+}
+
 impl Squall {
     /// Starts squall on `data_dir` with the bundled packs plus `packs`, and waits until ready.
     pub fn start(data_dir: &Path, packs: &[PathBuf], extra: &[&str]) -> Squall {

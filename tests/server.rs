@@ -1638,15 +1638,11 @@ fn packs_reload_on_sighup_and_on_request() {
 fn the_operation_limit_is_a_setting() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spin = dir.path().join("spin");
-    write(&spin, "pack.yaml", "ref: spin\nname: spin\n");
-    write(
+    crate::harness::one_action_pack(
         &spin,
-        "actions/forever.yaml",
-        "name: forever\nrunner_type: rhai\nentry_point: forever.rhai\ntimeout: 2\n",
-    );
-    write(
-        &spin,
-        "actions/forever.rhai",
+        "spin",
+        "forever",
+        "timeout: 2\n",
         "let n = 0;\nloop { n += 1; }\n",
     );
     for (limit, status, words) in [
