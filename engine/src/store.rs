@@ -1992,7 +1992,7 @@ mod tests {
             match Store::open(dir, key) {
                 Ok(s) => return s,
                 Err(e)
-                    if e.to_string().contains("could not acquire lock")
+                    if e.to_string().contains("in use by another squall")
                         && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(20));
