@@ -129,7 +129,7 @@ fn webhook_checks(
 ) -> Result<std::collections::HashMap<String, SignatureCheck>> {
     let mut out = std::collections::HashMap::new();
     for (given, check) in checks {
-        let url = given.trim_matches('/').to_string();
+        let url = squall_engine::model::hook_name(&given).to_string();
         if url.is_empty() {
             bail!("webhooks: {given:?} names no hook: give the url its rules listen to");
         }

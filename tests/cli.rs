@@ -22,6 +22,29 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// `pack validate` of `root` with the core pack: it fails, reporting `count` problems, one at
+/// each location with its words. Returns what it printed.
+fn validate_finds(root: &Path, expect: &[(&str, &str)], count: usize) -> String {
+    let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("packs/core");
+    let out = squall(&[
+        "pack",
+        "validate",
+        root.to_str().expect("utf-8"),
+        core.to_str().expect("utf-8"),
+    ]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    for (location, words) in expect {
+        let line = all
+            .lines()
+            .find(|l| l.contains(location))
+            .unwrap_or_else(|| panic!("no problem reported at {location}:\n{all}"));
+        assert!(line.contains(words), "{line}");
+    }
+    assert!(all.contains(&format!("{count} problems found")), "{all}");
+    all
+}
+
 /// A pack `broken` with one problem per file, and a good action to show loading goes on.
 fn broken_pack() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -95,32 +118,19 @@ fn bundled_packs_validate() {
 #[test]
 fn validate_lists_every_problem_with_file_and_line() {
     let (_dir, root) = broken_pack();
-    let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("packs/core");
-    let out = squall(&[
-        "pack",
-        "validate",
-        root.to_str().expect("utf-8"),
-        core.to_str().expect("utf-8"),
-    ]);
-    let all = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{all}");
-    let expect = [
-        ("actions/bad_yaml.yaml:3", "mapping values"),
-        ("actions/bad_type.yaml:6", "integr"),
-        ("actions/bad_script.rhai:2", ""),
-        ("actions/workflows/bad_flow.yaml:", "second"),
-        ("rules/typo.yaml:5", "critera"),
-        ("rules/bad_op.yaml:5", "looks_like"),
-        ("rules/missing_action.yaml:5", "broken.nope"),
-    ];
-    for (location, words) in expect {
-        let line = all
-            .lines()
-            .find(|l| l.contains(location))
-            .unwrap_or_else(|| panic!("no problem reported at {location}:\n{all}"));
-        assert!(line.contains(words), "{line}");
-    }
-    assert!(all.contains("7 problems found"), "{all}");
+    validate_finds(
+        &root,
+        &[
+            ("actions/bad_yaml.yaml:3", "mapping values"),
+            ("actions/bad_type.yaml:6", "integr"),
+            ("actions/bad_script.rhai:2", ""),
+            ("actions/workflows/bad_flow.yaml:", "second"),
+            ("rules/typo.yaml:5", "critera"),
+            ("rules/bad_op.yaml:5", "looks_like"),
+            ("rules/missing_action.yaml:5", "broken.nope"),
+        ],
+        7,
+    );
 }
 
 #[test]
@@ -166,48 +176,36 @@ fn validate_reports_policies_and_timers_that_cannot_be_used() {
     for file in ["sensors/one.yaml", "sensors/two.yaml"] {
         write(&root, file, "sensor: docker\nname: watch\nenabled: false\n");
     }
-    let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("packs/core");
-    let out = squall(&[
-        "pack",
-        "validate",
-        root.to_str().expect("utf-8"),
-        core.to_str().expect("utf-8"),
-    ]);
-    let all = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{all}");
-    for (location, words) in [
-        ("sensors/two.yaml:2", "also declared in"),
-        (
-            "policies/huge_delay.yaml",
-            "delay must be a number of seconds from 0",
-        ),
-        ("policies/endless_delay.yaml", "delay must be"),
-        (
-            "policies/huge_count.yaml",
-            "max_retry_count must be an integer from 0",
-        ),
-        (
-            "policies/list_retry_on.yaml",
-            "retry_on must be failure or timeout",
-        ),
-        (
-            "policies/second.yaml",
-            "already has an enabled action.retry policy",
-        ),
-        ("rules/bad_hour.yaml:5", "hour"),
-        ("rules/bad_unit.yaml:5", "unit"),
-    ] {
-        let line = all
-            .lines()
-            .find(|l| l.contains(location))
-            .unwrap_or_else(|| panic!("no problem reported at {location}:\n{all}"));
-        assert!(line.contains(words), "{line}");
-    }
+    let all = validate_finds(
+        &root,
+        &[
+            ("sensors/two.yaml:2", "also declared in"),
+            (
+                "policies/huge_delay.yaml",
+                "delay must be a number of seconds from 0",
+            ),
+            ("policies/endless_delay.yaml", "delay must be"),
+            (
+                "policies/huge_count.yaml",
+                "max_retry_count must be an integer from 0",
+            ),
+            (
+                "policies/list_retry_on.yaml",
+                "retry_on must be failure or timeout",
+            ),
+            (
+                "policies/second.yaml",
+                "already has an enabled action.retry policy",
+            ),
+            ("rules/bad_hour.yaml:5", "hour"),
+            ("rules/bad_unit.yaml:5", "unit"),
+        ],
+        8,
+    );
     assert!(
         !all.lines().any(|l| l.contains("policies/first.yaml: ")),
         "{all}"
     );
-    assert!(all.contains("8 problems found"), "{all}");
 }
 
 #[test]

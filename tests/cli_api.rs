@@ -144,6 +144,38 @@ fn operator_commands_against_a_running_server() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("=== RULE DOES NOT MATCH ==="));
+    // It matches, but the engine refused the action (`times` is no integer): said, exit 2.
+    let (code, ti) = s.post(
+        "/api/v1/webhooks/greet",
+        r#"{"name": "x", "times": "many"}"#,
+    );
+    assert_eq!(code, 202, "{ti}");
+    let refused_id = ti["id"].as_str().expect("id").to_string();
+    s.wait_for(&format!("/api/v1/triggerinstances/{refused_id}"), 20, |v| {
+        v["status"] == "processing_failed" || v["status"] == "processed"
+    });
+    let out = cli(
+        &s,
+        &[
+            "rule",
+            "test",
+            "--rule-ref",
+            "examples.greet_on_webhook",
+            "--trigger-instance-id",
+            &refused_id,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("=== RULE MATCHES ==="),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("would be refused") && text(&out).contains("times"),
+        "{}",
+        text(&out)
+    );
 
     let out = cli(&s, &["trigger", "fire", "examples.deploy_done", "app=web"]);
     assert!(out.status.success(), "{}", text(&out));

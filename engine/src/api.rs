@@ -363,7 +363,7 @@ fn alert_receiver_checks_itself(state: &AppState, req: &Request) -> bool {
             .uri()
             .path()
             .strip_prefix("/api/v1/webhooks/")
-            .map(|p| p.trim_matches('/'))
+            .map(crate::model::hook_name)
             .and_then(|source| state.config.alert_receivers.get(source))
             .is_some_and(|c| c.has_credentials())
 }
@@ -415,7 +415,7 @@ async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let url = url.trim_matches('/').to_string();
+    let url = crate::model::hook_name(&url).to_string();
     if url == "alertmanager" || url == "grafana" {
         return crate::alerts::handle(&state, &url, &headers, &body).await;
     }
@@ -1279,28 +1279,25 @@ async fn test_rule(
     Ok(Json(match loaded.rules.check(id, &view, &env, false) {
         Ok(()) => match loaded.rules.render_action(id, &ti.payload, &env) {
             Ok(req) => {
-                // Why the engine would not run it (what its enforcement records), if it would not.
-                let (params, reason) = match loaded.catalog.action(&req.action) {
-                    Some(a) => {
-                        match squall_actions::validate_params(&a.meta, req.parameters.clone()) {
-                            Ok(cast) => (squall_actions::mask_secrets(&a.meta, &cast), None),
-                            Err(errors) => {
-                                let list: Vec<String> =
-                                    errors.iter().map(ToString::to_string).collect();
-                                (
-                                    squall_actions::mask_secrets(&a.meta, &req.parameters),
-                                    Some(format!(
-                                        "the action would be refused: {}",
-                                        list.join("; ")
-                                    )),
-                                )
-                            }
-                        }
-                    }
-                    None => (
-                        req.parameters.clone(),
-                        Some(format!("no loaded pack provides action '{}'", req.action)),
-                    ),
+                // As the rules loop builds the execution: why it would not run (what the
+                // enforcement records), if it would not.
+                let (params, reason) =
+                    match state
+                        .engine
+                        .new_execution(&loaded, &req.action, req.parameters.clone())
+                    {
+                        Ok(e) => (e.parameters, None),
+                        Err(err) => (
+                            req.parameters.clone(),
+                            Some(format!(
+                                "the action would be refused: {}",
+                                crate::pipeline::refusal_reason(&err)
+                            )),
+                        ),
+                    };
+                let params = match loaded.catalog.action(&req.action) {
+                    Some(a) => squall_actions::mask_secrets(&a.meta, &params),
+                    None => params,
                 };
                 json!({"matches": true, "rule": rule_ref, "action": req.action, "parameters": params, "failure": null, "reason": reason})
             }
@@ -1735,19 +1732,18 @@ async fn create_apikey(
     // With authentication, a key for the caller's own user, or for anyone when the caller is
     // admin; the first key, made from loopback without one, is for the user named, else admin.
     let user = acting_user(caller.as_deref(), req.user, ADMIN)?;
-    let (k, clear) = if caller.is_none() && state.config.auth {
-        // The first key, let through without one: checked again and made under one lock, so two
-        // requests racing for it cannot both make one.
+    let (k, clear) = {
+        // The first key, let through without one: checked again and made under one lock, so
+        // two requests racing for it cannot both make one.
         static FIRST_KEY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _only_one = FIRST_KEY.lock().unwrap_or_else(|p| p.into_inner());
-        if state.engine.store.apikey_count()? > 0 {
+        let first_key = (caller.is_none() && state.config.auth)
+            .then(|| FIRST_KEY.lock().unwrap_or_else(|p| p.into_inner()));
+        if first_key.is_some() && state.engine.store.apikey_count()? > 0 {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "an API key exists now: creating another needs one",
             ));
         }
-        state.engine.store.apikey_create(&user)?
-    } else {
         state.engine.store.apikey_create(&user)?
     };
     state.engine.durable().await?;

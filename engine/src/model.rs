@@ -14,6 +14,13 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// A new time-ordered id (ULID text: sorts by creation time, strictly increasing within this
 /// process even inside one millisecond).
+/// A webhook's name as squall matches it: its url without leading or trailing slashes, as st2
+/// does, so `/deploy`, `deploy/` and `deploy` are one hook (for rules, signature checks and the
+/// requests that reach it).
+pub fn hook_name(url: &str) -> &str {
+    url.trim_matches('/')
+}
+
 pub fn new_id() -> String {
     static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
     let mut guard = match GENERATOR.lock() {

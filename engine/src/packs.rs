@@ -430,10 +430,10 @@ fn check_cross_references(catalog: &mut Catalog) {
             let reference = r.rule.reference();
             let trigger = squall_rules::canonical_trigger_ref(&r.rule.trigger_type);
             if trigger == "core.webhook" {
-                // A hook's url is matched without its slashes, as st2 does: `url: /deploy`
-                // is the hook POST /api/v1/webhooks/deploy reaches.
+                // Matched as the hook's name: `url: /deploy` is the hook POST
+                // /api/v1/webhooks/deploy reaches.
                 if let Some(Value::String(url)) = r.rule.trigger_parameters.get_mut("url") {
-                    *url = url.trim_matches('/').to_string();
+                    *url = crate::model::hook_name(url).to_string();
                 }
             }
             // Reports the rule as not loaded, at the line of `key` in its file.

@@ -123,7 +123,7 @@ impl Loaded {
                 r.enabled && squall_rules::canonical_trigger_ref(&r.trigger_type) == "core.webhook"
             })
             .filter_map(|r| r.trigger_parameters.get("url").and_then(Value::as_str))
-            .map(|u| u.trim_matches('/').to_string())
+            .map(|u| crate::model::hook_name(u).to_string())
             .collect();
         let policies = Policies::from_catalog(&catalog);
         Loaded {
@@ -132,6 +132,22 @@ impl Loaded {
             webhooks,
             policies,
         }
+    }
+}
+
+/// Why [`Engine::new_execution`] refused an execution, each invalid parameter named: what a
+/// failed rule enforcement records, and what the post-mortem rule test shows.
+pub fn refusal_reason(err: &EngineError) -> String {
+    match err {
+        EngineError::InvalidParameters { errors, .. } => format!(
+            "{err}: {}",
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        other => other.to_string(),
     }
 }
 
@@ -792,17 +808,7 @@ impl Engine {
                     executions.push(e);
                 }
                 Err(err) => {
-                    let reason = match &err {
-                        EngineError::InvalidParameters { errors, .. } => format!(
-                            "{err}: {}",
-                            errors
-                                .iter()
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        ),
-                        other => other.to_string(),
-                    };
+                    let reason = refusal_reason(&err);
                     enforcements.push(enforcement(&rule_ref, &ti.id, None, Some(reason)));
                 }
             }
@@ -824,7 +830,8 @@ impl Engine {
         })
     }
 
-    /// Validates parameters and builds a requested execution (not yet stored).
+    /// Validates parameters and builds a requested execution (not yet stored); a refusal says
+    /// why with [`refusal_reason`].
     pub fn new_execution(
         &self,
         loaded: &Loaded,

@@ -21,7 +21,7 @@ use crate::packs::load_packs_with_configs;
 use crate::pipeline::Engine;
 use crate::signatures::SignatureCheck;
 use crate::store::Store;
-use crate::timers::{spawn_timers, timers_from_rules};
+use crate::timers::{spawn_timer, timers_from_rules};
 
 /// The settings file (`--config FILE`), every key optional; flags and `SQUALL_*` variables win.
 #[derive(Debug, Default, Deserialize)]
@@ -450,11 +450,8 @@ impl Timers {
     /// Runs the timers the loaded rules give, keeping those already running.
     fn update(&mut self, engine: &Arc<Engine>, shutdown: &watch::Receiver<bool>) {
         let loaded = engine.loaded();
-        // Rules whose parameters do not parse were reported and not loaded (`packs`).
-        let (timers, errors) = timers_from_rules(loaded.rules.rules().iter());
-        for (rule, error) in errors {
-            tracing::warn!(rule = %rule, error = %error, "timer not started");
-        }
+        // Rules whose timer parameters do not parse were reported and not loaded (`packs`).
+        let (timers, _) = timers_from_rules(loaded.rules.rules().iter());
         let now = chrono::Utc::now();
         let mut wanted = std::collections::HashMap::new();
         for timer in timers {
@@ -479,10 +476,8 @@ impl Timers {
             if self.tasks.contains_key(&key) {
                 continue;
             }
-            let mut started = spawn_timers(vec![timer], self.tx.clone(), shutdown.clone());
-            if let Some(task) = started.pop() {
-                self.tasks.insert(key, task);
-            }
+            let task = spawn_timer(timer, self.tx.clone(), shutdown.clone());
+            self.tasks.insert(key, task);
         }
     }
 }

@@ -1796,15 +1796,24 @@ impl Store {
 
         // Per group of ids swept, the field index entries of the executions that went.
         let mut went: std::collections::BTreeMap<Vec<u8>, HashSet<Vec<u8>>> = Default::default();
+        // Finished, and (one that ran or waited past the cutoff) ended before it, as st2's
+        // garbage collector keeps them.
+        let due = |e: &Execution| {
+            e.status.is_terminal() && e.end_timestamp.is_none_or(|end| end < cutoff)
+        };
         for item in self.executions.range(..end) {
             let (k, v) = item?;
             if self.active.contains_key(&k)? {
                 continue;
             }
-            // A record that cannot be read is kept (and said): the sweep goes on past it.
-            if let Err(e) = decode::<Execution>(T_EXECUTIONS, &k, &v) {
-                tracing::error!(error = %e, "an execution past retention cannot be read; kept");
-                continue;
+            match decode::<Execution>(T_EXECUTIONS, &k, &v) {
+                Ok(e) if due(&e) => {}
+                Ok(_) => continue,
+                // A record that cannot be read is kept (and said): the sweep goes on past it.
+                Err(e) => {
+                    tracing::error!(error = %e, "an execution past retention cannot be read; kept");
+                    continue;
+                }
             }
             let removed = (
                 &self.executions,
@@ -1816,13 +1825,8 @@ impl Store {
                     let tx = ExecTx::new(executions, active, by_field, counts);
                     let id = String::from_utf8_lossy(&k);
                     match tx.old(&id)? {
-                        // Re-read inside: it may have been re-run into a live state since. One
-                        // that ran (or waited) past the cutoff stays until it ended that long
-                        // ago, as st2's garbage collector keeps it.
-                        Some(e)
-                            if e.status.is_terminal()
-                                && e.end_timestamp.is_none_or(|end| end < cutoff) =>
-                        {
+                        // Re-read inside: it may have been re-run into a live state since.
+                        Some(e) if due(&e) => {
                             tx.remove(&e)?;
                             tx.write_counts()?;
                             Ok(Some(exec_field_keys(&e)))

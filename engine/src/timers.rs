@@ -699,18 +699,15 @@ pub fn timers_from_rules<'a>(
     (timers, errors)
 }
 
-/// Runs the timers until `shutdown` becomes true (or its sender is dropped): each firing sends a
-/// trigger instance (source `timer`) on `tx`. One task per timer; a timer whose receiver is gone
-/// or that will never fire again ends its task.
-pub fn spawn_timers(
-    timers: Vec<TimerDef>,
+/// Runs a timer on a task of its own until `shutdown` becomes true (or its sender is dropped):
+/// each firing sends a trigger instance (source `timer`) on `tx`. A timer whose receiver is
+/// gone or that will never fire again ends its task.
+pub fn spawn_timer(
+    timer: TimerDef,
     tx: mpsc::Sender<TriggerInstance>,
     shutdown: watch::Receiver<bool>,
-) -> Vec<JoinHandle<()>> {
-    timers
-        .into_iter()
-        .map(|timer| tokio::spawn(run_timer(timer, tx.clone(), shutdown.clone())))
-        .collect()
+) -> JoinHandle<()> {
+    tokio::spawn(run_timer(timer, tx, shutdown))
 }
 
 async fn run_timer(
@@ -1253,8 +1250,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(8);
         let (stop, shutdown) = watch::channel(false);
         let started = Utc::now();
-        let handles = spawn_timers(vec![timer], tx, shutdown);
-        assert_eq!(handles.len(), 1);
+        let task = spawn_timer(timer, tx, shutdown);
 
         let deadline = std::time::Duration::from_secs(5);
         let mut times = Vec::new();
@@ -1282,9 +1278,7 @@ mod tests {
         );
 
         stop.send(true).unwrap();
-        for h in handles {
-            timeout(deadline, h).await.unwrap().unwrap();
-        }
+        timeout(deadline, task).await.unwrap().unwrap();
         // The task has ended and dropped its sender, so the channel closes (after at most a tick
         // that fired before the shutdown).
         let mut late = 0;
