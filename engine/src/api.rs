@@ -30,6 +30,8 @@ use crate::pipeline::{
 use crate::signatures::SignatureCheck;
 use crate::store::{ExecutionFilter, StoreKv};
 
+mod body_limit;
+
 /// What a pack reload reports.
 pub type ReloadFn = Arc<dyn Fn() -> Value + Send + Sync>;
 
@@ -142,6 +144,9 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(
                     state.config.body_limit,
                 ))
+                .layer(axum::middleware::from_fn(move |req, next| {
+                    body_limit::refuse_declared_over(hook_limit, None, req, next)
+                }))
                 .layer(axum::middleware::map_response(move |r: Response| {
                     json_errors(r, BodyLimit::Webhook(hook_limit))
                 })),
@@ -193,7 +198,11 @@ pub fn router(state: AppState) -> Router {
     };
     // The webhook route has its own limit (above), the setting's; the rest of the API this one.
     let api_limit = state.config.body_limit.max(API_BODY_LIMIT);
-    let api = api.layer(axum::extract::DefaultBodyLimit::max(api_limit));
+    let api = api
+        .layer(axum::extract::DefaultBodyLimit::max(api_limit))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            body_limit::refuse_declared_over(api_limit, Some(WEBHOOKS), req, next)
+        }));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -204,6 +213,9 @@ pub fn router(state: AppState) -> Router {
         }))
         .with_state(state)
 }
+
+/// Where webhooks are posted: their route has a limit of its own.
+const WEBHOOKS: &str = "/api/v1/webhooks/";
 
 /// The largest body the API takes outside webhooks (or `webhook_body_limit`, if larger).
 const API_BODY_LIMIT: usize = 2 * 1024 * 1024;

@@ -358,6 +358,10 @@ pub struct KeyValuePair {
     #[serde(default)]
     pub expire_timestamp: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// The execution whose script claimed the pair with `kv::claim`, so that the same
+    /// execution run again after a crash finds its own claim (see `store/kv.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_by: Option<String>,
 }
 
 /// An API key as stored: only its hash.

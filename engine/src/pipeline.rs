@@ -28,7 +28,7 @@ use crate::model::{
 };
 use crate::packs::Catalog;
 use crate::policies::Policies;
-use crate::store::{Store, StoreError, StoreKv};
+use crate::store::{ScriptKv, Store, StoreError, StoreKv};
 
 mod later;
 mod marks;
@@ -1036,8 +1036,11 @@ impl Engine {
             self.publish_execution("st2.execution__update", &loaded, e);
         }
         let mut finished = Vec::with_capacity(claimed.len());
+        let mut kv_mark = 0;
         for ((item, mut e, cancel), marked) in claimed.into_iter().zip(&running) {
-            let (status, result, log) = self.execute(item, marked, &cancel);
+            let kv = Arc::new(ScriptKv::new(self.store.clone(), &e.id));
+            let (status, result, log) = self.execute(item, marked, &cancel, &kv);
+            kv_mark = kv_mark.max(kv.seen());
             if let Ok(mut c) = self.cancels.lock() {
                 c.remove(&e.id);
             }
@@ -1047,9 +1050,25 @@ impl Engine {
             e.result = result;
             e.log = log;
             e.end_timestamp = Some(Utc::now());
-            self.metrics
-                .execution_finished(status, e.elapsed_seconds().unwrap_or(0.0));
             finished.push(e);
+        }
+        // What the scripts wrote to the key-value store (and the writes they read) is on disk
+        // before any of their results can be: a result in the journal comes back after a
+        // crash, and must not come back without the writes it reports. One flush serves the
+        // batch, and workers flushing at once share it.
+        if let Err(err) = self.store.kv_durable(kv_mark) {
+            tracing::error!(error = %err, "key-value writes are not durable; their executions fail");
+            for e in finished
+                .iter_mut()
+                .filter(|e| e.status == ExecutionStatus::Succeeded)
+            {
+                e.status = ExecutionStatus::Failed;
+                e.result = json!({"error": format!("the action ran, but its key-value writes could not be made durable: {err}")});
+            }
+        }
+        for e in &finished {
+            self.metrics
+                .execution_finished(e.status, e.elapsed_seconds().unwrap_or(0.0));
         }
         // Results are made durable by the journal (one group-committed sync of just these
         // records, cheaper than a store flush) and handed to the store's writer meanwhile; they
@@ -1184,11 +1203,13 @@ impl Engine {
     }
 
     /// Runs a claimed item to its final status. `e` is the execution as marked running.
+    /// `kv` is the key-value store as its script sees it.
     fn execute(
         &self,
         item: WorkItem,
         e: &Arc<Execution>,
         cancel: &CancelToken,
+        kv: &Arc<ScriptKv>,
     ) -> (ExecutionStatus, Value, Vec<LogLine>) {
         if let Some(why) = item.config_error {
             return (
@@ -1247,7 +1268,7 @@ impl Engine {
                     ctx: item.ctx,
                     timeout: item.timeout,
                     cancel: cancel.clone(),
-                    kv: Arc::new(StoreKv(self.store.clone())),
+                    kv: kv.clone(),
                     on_log: Some(on_log),
                 });
                 // From here the result is what the store gets: no held-back line after it.

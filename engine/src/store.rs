@@ -28,11 +28,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use chacha20poly1305::aead::Aead;
-use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce};
-use chrono::{DateTime, TimeDelta, Utc};
+use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit};
+use chrono::{DateTime, Utc};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use serde::de::DeserializeOwned;
@@ -44,10 +43,13 @@ use sled::transaction::{
 use sled::Tree;
 
 mod behind;
+mod kv;
 mod markers;
 mod pages;
 
 pub use behind::{AfterStored, NewInstance};
+pub use kv::{ScriptKv, StoreKv};
+use kv::KvDurability;
 use behind::{Behind, HotTrees};
 use markers::{TxMarkers, T_ENF_MARKERS};
 use pages::{Paged, TxPages};
@@ -186,6 +188,8 @@ pub struct Store {
     meta: Tree,
     workflow_parts: Tree,
     cipher: ChaCha20Poly1305,
+    /// Counts key-value writes and shares the flushes that make them durable (see `kv`).
+    kv_durability: KvDurability,
     /// The pipeline's records on their way to sled (see `behind`).
     behind: Arc<Behind>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -742,6 +746,7 @@ impl Store {
             meta: db.open_tree(T_META)?,
             workflow_parts: db.open_tree(T_WORKFLOW_PARTS)?,
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+            kv_durability: KvDurability::default(),
             db,
             behind: Arc::default(),
             writer: std::sync::Mutex::new(None),
@@ -1407,258 +1412,6 @@ impl Store {
         self.enfs.list(by_rule, keep, limit, offset)
     }
 
-    // ---- key-value store ----
-
-    fn encrypt(&self, clear: &str) -> StoreResult<String> {
-        let mut nonce = [0u8; NONCE_LEN];
-        OsRng.fill_bytes(&mut nonce);
-        let sealed = self
-            .cipher
-            .encrypt(Nonce::from_slice(&nonce), clear.as_bytes())
-            .map_err(|_| StoreError::Crypto("cannot encrypt a secret value".to_string()))?;
-        let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
-        Ok(STANDARD.encode(out))
-    }
-
-    /// The clear text of a value this store encrypted (as `GET /keys/NAME` shows a secret),
-    /// so a pair read can be written back as it is.
-    pub fn kv_decrypt(&self, name: &str, encrypted: &str) -> StoreResult<String> {
-        self.decrypt(name, encrypted)
-    }
-
-    fn decrypt(&self, name: &str, stored: &str) -> StoreResult<String> {
-        let raw = STANDARD
-            .decode(stored)
-            .map_err(|e| StoreError::Crypto(format!("secret `{name}` is not valid base64: {e}")))?;
-        if raw.len() < NONCE_LEN {
-            return Err(StoreError::Crypto(format!(
-                "secret `{name}` is too short to be a ciphertext"
-            )));
-        }
-        let (nonce, sealed) = raw.split_at(NONCE_LEN);
-        let clear = self
-            .cipher
-            .decrypt(Nonce::from_slice(nonce), sealed)
-            .map_err(|_| {
-                StoreError::Crypto(format!(
-                    "secret `{name}` cannot be decrypted: wrong key, or the value was altered"
-                ))
-            })?;
-        String::from_utf8(clear)
-            .map_err(|_| StoreError::Crypto(format!("secret `{name}` is not UTF-8 text")))
-    }
-
-    /// The name of a stored secret this store's key cannot decrypt, if the first secret found
-    /// is one: a sign the data dir is opened with another key than its secrets' (checked at
-    /// start, so the operator hears of it before a script fails on it).
-    pub fn secret_needing_another_key(&self) -> StoreResult<Option<String>> {
-        for item in self.kv.iter() {
-            let (k, v) = item?;
-            let pair: KeyValuePair = decode(T_KV, &k, &v)?;
-            if pair.secret {
-                return Ok(self
-                    .decrypt(&pair.name, &pair.value)
-                    .err()
-                    .map(|_| pair.name));
-            }
-        }
-        Ok(None)
-    }
-
-    fn reveal(&self, mut pair: KeyValuePair, decrypt: bool) -> StoreResult<KeyValuePair> {
-        if pair.secret && decrypt {
-            pair.value = self.decrypt(&pair.name, &pair.value)?;
-        }
-        Ok(pair)
-    }
-
-    fn kv_record(&self, name: &str) -> StoreResult<Option<KeyValuePair>> {
-        self.kv
-            .get(name.as_bytes())?
-            .map(|v| decode(T_KV, name.as_bytes(), &v))
-            .transpose()
-    }
-
-    /// A pair, or `None` when absent or expired (an expired pair is deleted here). A secret
-    /// is returned as its stored ciphertext unless `decrypt`.
-    pub fn kv_get(&self, name: &str, decrypt: bool) -> StoreResult<Option<KeyValuePair>> {
-        let Some(pair) = self.kv_record(name)? else {
-            return Ok(None);
-        };
-        let now = Utc::now();
-        if let Some(at) = pair.expire_timestamp.filter(|at| *at <= now) {
-            self.kv_remove_expired(name, at, now)?;
-            return Ok(None);
-        }
-        self.reveal(pair, decrypt).map(Some)
-    }
-
-    /// Deletes `name` if it still expires at `at` (not rewritten meanwhile) and `at <= now`.
-    fn kv_remove_expired(
-        &self,
-        name: &str,
-        at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        (&self.kv, &self.kv_expiry)
-            .transaction(|(kv, expiry)| {
-                expiry.remove(expiry_key(at, name))?;
-                let Some(bytes) = kv.get(name.as_bytes())? else {
-                    return Ok(false);
-                };
-                let current: KeyValuePair = match decode(T_KV, name.as_bytes(), &bytes) {
-                    Ok(p) => p,
-                    // Leave an unreadable record for kv_get to report; dropping its stale
-                    // expiry entry keeps the sweep from tripping over it again.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "key-value pair not swept");
-                        return Ok(false);
-                    }
-                };
-                if current.expire_timestamp == Some(at) && at <= now {
-                    kv.remove(name.as_bytes())?;
-                    Ok(true)
-                } else {
-                    Ok(false)
-                }
-            })
-            .map_err(tx_error)
-    }
-
-    /// Sets a pair (st2: values are strings). A secret is encrypted with a fresh nonce; the
-    /// stored pair is returned (ciphertext for secrets).
-    pub fn kv_set(
-        &self,
-        name: &str,
-        value: &str,
-        secret: bool,
-        ttl_seconds: Option<u64>,
-    ) -> StoreResult<KeyValuePair> {
-        if name == "." || name == ".." {
-            return Err(StoreError::Invalid(format!(
-                "'{name}' cannot name a key-value pair: a URL path could not reach it"
-            )));
-        }
-        if name.is_empty() {
-            return Err(StoreError::Invalid(
-                "a key-value pair needs a name".to_string(),
-            ));
-        }
-        let now = Utc::now();
-        let expire_timestamp = match ttl_seconds {
-            None => None,
-            Some(ttl) => {
-                let too_large =
-                    || StoreError::Invalid(format!("ttl of {ttl} seconds is too large"));
-                let delta = i64::try_from(ttl)
-                    .ok()
-                    .and_then(TimeDelta::try_seconds)
-                    .ok_or_else(too_large)?;
-                let at = now.checked_add_signed(delta).ok_or_else(too_large)?;
-                // Whole milliseconds, as in the expiry index key, so the sweep's range scan
-                // and the record agree exactly on when it expires.
-                Some(DateTime::from_timestamp_millis(at.timestamp_millis()).ok_or_else(too_large)?)
-            }
-        };
-        let pair = KeyValuePair {
-            v: SCHEMA_VERSION,
-            name: name.to_string(),
-            value: if secret {
-                self.encrypt(value)?
-            } else {
-                value.to_string()
-            },
-            secret,
-            expire_timestamp,
-            updated_at: now,
-        };
-        let bytes = encode(T_KV, name, &pair)?;
-        (&self.kv, &self.kv_expiry)
-            .transaction(|(kv, expiry)| {
-                if let Some(old) = kv.insert(name.as_bytes(), bytes.as_slice())? {
-                    // An unreadable old record's expiry entry, if any, is dropped by the sweep.
-                    if let Ok(KeyValuePair {
-                        expire_timestamp: Some(at),
-                        ..
-                    }) = decode::<KeyValuePair>(T_KV, name.as_bytes(), &old)
-                    {
-                        expiry.remove(expiry_key(at, name))?;
-                    }
-                }
-                if let Some(at) = pair.expire_timestamp {
-                    expiry.insert(expiry_key(at, name), &[][..])?;
-                }
-                Ok(())
-            })
-            .map_err(tx_error)?;
-        Ok(pair)
-    }
-
-    /// Deletes a pair; true when it existed and had not expired.
-    pub fn kv_delete(&self, name: &str) -> StoreResult<bool> {
-        let now = Utc::now();
-        (&self.kv, &self.kv_expiry)
-            .transaction(|(kv, expiry)| {
-                let Some(old) = kv.remove(name.as_bytes())? else {
-                    return Ok(false);
-                };
-                match decode::<KeyValuePair>(T_KV, name.as_bytes(), &old) {
-                    Ok(KeyValuePair {
-                        expire_timestamp: Some(at),
-                        ..
-                    }) => {
-                        expiry.remove(expiry_key(at, name))?;
-                        Ok(at > now)
-                    }
-                    _ => Ok(true),
-                }
-            })
-            .map_err(tx_error)
-    }
-
-    /// Pairs by name, those under `prefix` only when given; expired pairs are left out.
-    pub fn kv_list(&self, prefix: Option<&str>, decrypt: bool) -> StoreResult<Vec<KeyValuePair>> {
-        let now = Utc::now();
-        let mut out = Vec::new();
-        for item in self.kv.scan_prefix(prefix.unwrap_or_default().as_bytes()) {
-            let (k, v) = item?;
-            let pair: KeyValuePair = decode(T_KV, &k, &v)?;
-            if pair.expire_timestamp.is_some_and(|at| at <= now) {
-                continue;
-            }
-            out.push(self.reveal(pair, decrypt)?);
-        }
-        Ok(out)
-    }
-
-    /// Deletes the pairs that expired at or before `now`; returns how many.
-    pub fn kv_sweep_expired(&self, now: DateTime<Utc>) -> StoreResult<usize> {
-        let end = u64::try_from(now.timestamp_millis())
-            .unwrap_or(0)
-            .saturating_add(1)
-            .to_be_bytes();
-        let mut swept = 0;
-        for item in self.kv_expiry.range(..&end[..]) {
-            let (k, _) = item?;
-            let (ms, name) = k.split_at(8.min(k.len()));
-            let at = <[u8; 8]>::try_from(ms)
-                .ok()
-                .and_then(|b| i64::try_from(u64::from_be_bytes(b)).ok())
-                .and_then(DateTime::from_timestamp_millis);
-            let (Some(at), Ok(name)) = (at, std::str::from_utf8(name)) else {
-                // Not a key this file writes: drop it so it is not met again.
-                self.kv_expiry.remove(&k)?;
-                continue;
-            };
-            if self.kv_remove_expired(name, at, now)? {
-                swept += 1;
-            }
-        }
-        Ok(swept)
-    }
-
     // ---- API keys ----
 
     /// Creates an API key for `user`: the stored record (hash only) and the clear key, which
@@ -1907,59 +1660,6 @@ fn load_or_create_key(dir: &Path) -> StoreResult<[u8; 32]> {
             Ok(key)
         }
         Err(e) => Err(StoreError::Io { path, source: e }),
-    }
-}
-
-/// The store's key-value pairs as rules templates (`st2kv.system.x`, `kv.x`) and Rhai
-/// scripts (`kv::get/set/delete`) see them.
-#[derive(Debug, Clone)]
-pub struct StoreKv(pub Arc<Store>);
-
-impl squall_rules::KeyValueLookup for StoreKv {
-    fn get(&self, name: &str) -> Option<String> {
-        match self.0.kv_get(name, true) {
-            Ok(pair) => pair.map(|p| p.value),
-            // Templates can only say "undefined"; the cause goes to the log.
-            Err(e) => {
-                tracing::warn!(key = name, error = %e, "key-value lookup failed");
-                None
-            }
-        }
-    }
-}
-
-impl squall_actions::KvStore for StoreKv {
-    fn get(&self, name: &str) -> Result<Option<String>, String> {
-        self.0
-            .kv_get(name, true)
-            .map(|pair| pair.map(|p| p.value))
-            .map_err(|e| e.to_string())
-    }
-
-    // Not flushed here: a script's write reaches disk with sled's periodic flush or the
-    // engine's next flush, as a script cannot wait on the async runtime.
-    fn set(&self, name: &str, value: &str, ttl_seconds: Option<u64>) -> Result<(), String> {
-        self.0
-            .kv_set(name, value, false, ttl_seconds)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-
-    fn delete(&self, name: &str) -> Result<bool, String> {
-        self.0.kv_delete(name).map_err(|e| e.to_string())
-    }
-
-    /// Atomic within this process (one squall owns its store): claims are serialized.
-    fn claim(&self, name: &str, value: &str, ttl_seconds: Option<u64>) -> Result<bool, String> {
-        static CLAIMS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one_at_a_time = CLAIMS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if self.get(name)?.is_some() {
-            return Ok(false);
-        }
-        self.set(name, value, ttl_seconds)?;
-        Ok(true)
     }
 }
 
@@ -2744,25 +2444,23 @@ mod tests {
         assert_eq!(listed[0].value, again.value);
 
         use squall_actions::KvStore as _;
-        let adapter = StoreKv(Arc::new(store));
+        let store = Arc::new(store);
+        let lookup = StoreKv(store.clone());
         assert_eq!(
-            squall_rules::KeyValueLookup::get(&adapter, "db.password").as_deref(),
+            squall_rules::KeyValueLookup::get(&lookup, "db.password").as_deref(),
             Some(clear)
         );
-        adapter.set("script.value", "v", None).expect("script set");
-        assert_eq!(
-            squall_actions::KvStore::get(&adapter, "script.value"),
-            Ok(Some("v".to_string()))
-        );
-        let pair = adapter
-            .0
+        let script = ScriptKv::new(store.clone(), "E1");
+        script.set("script.value", "v", None).expect("script set");
+        assert_eq!(script.get("script.value"), Ok(Some("v".to_string())));
+        let pair = store
             .kv_get("script.value", false)
             .expect("get")
             .expect("set");
         assert!(!pair.secret, "values scripts set are not secret");
-        assert_eq!(adapter.delete("script.value"), Ok(true));
+        assert_eq!(script.delete("script.value"), Ok(true));
         assert_eq!(
-            squall_rules::KeyValueLookup::get(&adapter, "script.value"),
+            squall_rules::KeyValueLookup::get(&lookup, "script.value"),
             None
         );
     }

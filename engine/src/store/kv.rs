@@ -1,0 +1,537 @@
+//! The key-value store: pairs with TTLs and encrypted secrets, `kv::claim`, and the
+//! durability of what scripts write.
+//!
+//! A script's writes (`kv::set`, `kv::delete`, `kv::claim`) go to sled at once, where every
+//! reader sees them, and reach disk with a sled flush. The rule this file gives the engine the
+//! means to keep: an execution's result is never durable before the writes its script made.
+//! Each write is counted ([`Store::kv_writes_begun`]) before it is applied, under a shared
+//! gate that a flush takes alone for an instant to learn how many writes it covers; a worker
+//! passes the count it saw at a script's last key-value call to [`Store::kv_durable`] before it
+//! records the result, and threads that wait at once share one flush (group commit). Reads
+//! count too, so a result that depends on another script's write is never durable before it.
+//! A claim that returned true is made durable before the script goes on ([`ScriptKv`]).
+//!
+//! It must never let a claim be held by two executions, and never store a secret in clear.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use chacha20poly1305::aead::Aead;
+use chacha20poly1305::Nonce;
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sled::transaction::TransactionalTree;
+use sled::Transactional;
+
+use super::{
+    abort, decode, encode, expiry_key, tx_error, Store, StoreError, StoreResult, TxResult,
+    NONCE_LEN, T_KV,
+};
+use crate::model::{KeyValuePair, SCHEMA_VERSION};
+
+/// Counts key-value writes and shares flushes among the threads that need them on disk.
+#[derive(Debug, Default)]
+pub(super) struct KvDurability {
+    /// Held shared by a write while it is counted and applied; a flush takes it alone for the
+    /// instant it reads `writes`, so that every write it counts is wholly in sled's log.
+    gate: RwLock<()>,
+    /// Writes begun.
+    writes: AtomicU64,
+    /// Writes known to be on disk: all those counted before the last good flush began.
+    covered: AtomicU64,
+    flushes: Mutex<Flushes>,
+    flushed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Flushes {
+    started: u64,
+    done: u64,
+    running: bool,
+    failure: Option<String>,
+}
+
+impl KvDurability {
+    /// Counts a write about to be applied; hold the guard until it is.
+    fn count_write(&self) -> RwLockReadGuard<'_, ()> {
+        let guard = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        guard
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Flushes> {
+        self.flushes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Puts `pair` (already encoded as `bytes`) in place of any old one, keeping the expiry index
+/// in step.
+fn put_pair(
+    kv: &TransactionalTree,
+    expiry: &TransactionalTree,
+    pair: &KeyValuePair,
+    bytes: &[u8],
+) -> TxResult<()> {
+    let name = pair.name.as_str();
+    if let Some(old) = kv.insert(name.as_bytes(), bytes)? {
+        // An unreadable old record's expiry entry, if any, is dropped by the sweep.
+        if let Ok(KeyValuePair {
+            expire_timestamp: Some(at),
+            ..
+        }) = decode::<KeyValuePair>(T_KV, name.as_bytes(), &old)
+        {
+            expiry.remove(expiry_key(at, name))?;
+        }
+    }
+    if let Some(at) = pair.expire_timestamp {
+        expiry.insert(expiry_key(at, name), &[][..])?;
+    }
+    Ok(())
+}
+
+impl Store {
+
+    fn encrypt(&self, clear: &str) -> StoreResult<String> {
+        let mut nonce = [0u8; NONCE_LEN];
+        OsRng.fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), clear.as_bytes())
+            .map_err(|_| StoreError::Crypto("cannot encrypt a secret value".to_string()))?;
+        let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(STANDARD.encode(out))
+    }
+
+    /// The clear text of a value this store encrypted (as `GET /keys/NAME` shows a secret),
+    /// so a pair read can be written back as it is.
+    pub fn kv_decrypt(&self, name: &str, encrypted: &str) -> StoreResult<String> {
+        self.decrypt(name, encrypted)
+    }
+
+    fn decrypt(&self, name: &str, stored: &str) -> StoreResult<String> {
+        let raw = STANDARD
+            .decode(stored)
+            .map_err(|e| StoreError::Crypto(format!("secret `{name}` is not valid base64: {e}")))?;
+        if raw.len() < NONCE_LEN {
+            return Err(StoreError::Crypto(format!(
+                "secret `{name}` is too short to be a ciphertext"
+            )));
+        }
+        let (nonce, sealed) = raw.split_at(NONCE_LEN);
+        let clear = self
+            .cipher
+            .decrypt(Nonce::from_slice(nonce), sealed)
+            .map_err(|_| {
+                StoreError::Crypto(format!(
+                    "secret `{name}` cannot be decrypted: wrong key, or the value was altered"
+                ))
+            })?;
+        String::from_utf8(clear)
+            .map_err(|_| StoreError::Crypto(format!("secret `{name}` is not UTF-8 text")))
+    }
+
+    /// The name of a stored secret this store's key cannot decrypt, if the first secret found
+    /// is one: a sign the data dir is opened with another key than its secrets' (checked at
+    /// start, so the operator hears of it before a script fails on it).
+    pub fn secret_needing_another_key(&self) -> StoreResult<Option<String>> {
+        for item in self.kv.iter() {
+            let (k, v) = item?;
+            let pair: KeyValuePair = decode(T_KV, &k, &v)?;
+            if pair.secret {
+                return Ok(self
+                    .decrypt(&pair.name, &pair.value)
+                    .err()
+                    .map(|_| pair.name));
+            }
+        }
+        Ok(None)
+    }
+
+    fn reveal(&self, mut pair: KeyValuePair, decrypt: bool) -> StoreResult<KeyValuePair> {
+        if pair.secret && decrypt {
+            pair.value = self.decrypt(&pair.name, &pair.value)?;
+        }
+        Ok(pair)
+    }
+
+    fn kv_record(&self, name: &str) -> StoreResult<Option<KeyValuePair>> {
+        self.kv
+            .get(name.as_bytes())?
+            .map(|v| decode(T_KV, name.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// A pair, or `None` when absent or expired (an expired pair is deleted here). A secret
+    /// is returned as its stored ciphertext unless `decrypt`.
+    pub fn kv_get(&self, name: &str, decrypt: bool) -> StoreResult<Option<KeyValuePair>> {
+        let Some(pair) = self.kv_record(name)? else {
+            return Ok(None);
+        };
+        let now = Utc::now();
+        if let Some(at) = pair.expire_timestamp.filter(|at| *at <= now) {
+            self.kv_remove_expired(name, at, now)?;
+            return Ok(None);
+        }
+        self.reveal(pair, decrypt).map(Some)
+    }
+
+    /// Deletes `name` if it still expires at `at` (not rewritten meanwhile) and `at <= now`.
+    fn kv_remove_expired(
+        &self,
+        name: &str,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        (&self.kv, &self.kv_expiry)
+            .transaction(|(kv, expiry)| {
+                expiry.remove(expiry_key(at, name))?;
+                let Some(bytes) = kv.get(name.as_bytes())? else {
+                    return Ok(false);
+                };
+                let current: KeyValuePair = match decode(T_KV, name.as_bytes(), &bytes) {
+                    Ok(p) => p,
+                    // Leave an unreadable record for kv_get to report; dropping its stale
+                    // expiry entry keeps the sweep from tripping over it again.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "key-value pair not swept");
+                        return Ok(false);
+                    }
+                };
+                if current.expire_timestamp == Some(at) && at <= now {
+                    kv.remove(name.as_bytes())?;
+                    Ok(true)
+                } else {
+                    Ok(false)
+                }
+            })
+            .map_err(tx_error)
+    }
+
+    /// Sets a pair (st2: values are strings). A secret is encrypted with a fresh nonce; the
+    /// stored pair is returned (ciphertext for secrets).
+    pub fn kv_set(
+        &self,
+        name: &str,
+        value: &str,
+        secret: bool,
+        ttl_seconds: Option<u64>,
+    ) -> StoreResult<KeyValuePair> {
+        let pair = self.new_pair(name, value, secret, ttl_seconds, None)?;
+        let bytes = encode(T_KV, name, &pair)?;
+        let _counted = self.kv_durability.count_write();
+        (&self.kv, &self.kv_expiry)
+            .transaction(|(kv, expiry)| put_pair(kv, expiry, &pair, &bytes))
+            .map_err(tx_error)?;
+        Ok(pair)
+    }
+
+    /// Sets a pair only when it is absent or expired, for `claimant` (an execution's id);
+    /// true when it is now `claimant`'s. A live pair that `claimant` itself claimed is
+    /// `claimant`'s still: an execution run again after a crash gets its own claim back, and
+    /// the pair keeps the value and expiry its first run gave it. Atomic in sled: of several
+    /// claimants at once, in this process or not, exactly one gets true.
+    pub fn kv_claim(
+        &self,
+        name: &str,
+        value: &str,
+        ttl_seconds: Option<u64>,
+        claimant: &str,
+    ) -> StoreResult<bool> {
+        let pair = self.new_pair(name, value, false, ttl_seconds, Some(claimant))?;
+        let bytes = encode(T_KV, name, &pair)?;
+        let now = pair.updated_at;
+        let _counted = self.kv_durability.count_write();
+        (&self.kv, &self.kv_expiry)
+            .transaction(|(kv, expiry)| {
+                if let Some(old) = kv.get(name.as_bytes())? {
+                    let old: KeyValuePair = match decode(T_KV, name.as_bytes(), &old) {
+                        Ok(p) => p,
+                        Err(e) => return abort(e),
+                    };
+                    if old.expire_timestamp.is_none_or(|at| at > now) {
+                        return Ok(old.claimed_by.as_deref() == Some(claimant));
+                    }
+                }
+                put_pair(kv, expiry, &pair, &bytes)?;
+                Ok(true)
+            })
+            .map_err(tx_error)
+    }
+
+    /// The pair `kv_set` or `kv_claim` stores: its name checked, its value encrypted when
+    /// secret, its expiry in whole milliseconds.
+    fn new_pair(
+        &self,
+        name: &str,
+        value: &str,
+        secret: bool,
+        ttl_seconds: Option<u64>,
+        claimed_by: Option<&str>,
+    ) -> StoreResult<KeyValuePair> {
+        if name == "." || name == ".." {
+            return Err(StoreError::Invalid(format!(
+                "'{name}' cannot name a key-value pair: a URL path could not reach it"
+            )));
+        }
+        if name.is_empty() {
+            return Err(StoreError::Invalid(
+                "a key-value pair needs a name".to_string(),
+            ));
+        }
+        let now = Utc::now();
+        let expire_timestamp = match ttl_seconds {
+            None => None,
+            Some(ttl) => {
+                let too_large =
+                    || StoreError::Invalid(format!("ttl of {ttl} seconds is too large"));
+                let delta = i64::try_from(ttl)
+                    .ok()
+                    .and_then(TimeDelta::try_seconds)
+                    .ok_or_else(too_large)?;
+                let at = now.checked_add_signed(delta).ok_or_else(too_large)?;
+                // Whole milliseconds, as in the expiry index key, so the sweep's range scan
+                // and the record agree exactly on when it expires.
+                Some(DateTime::from_timestamp_millis(at.timestamp_millis()).ok_or_else(too_large)?)
+            }
+        };
+        Ok(KeyValuePair {
+            v: SCHEMA_VERSION,
+            name: name.to_string(),
+            value: if secret {
+                self.encrypt(value)?
+            } else {
+                value.to_string()
+            },
+            secret,
+            expire_timestamp,
+            updated_at: now,
+            claimed_by: claimed_by.map(str::to_string),
+        })
+    }
+
+    /// Deletes a pair; true when it existed and had not expired.
+    pub fn kv_delete(&self, name: &str) -> StoreResult<bool> {
+        let now = Utc::now();
+        let _counted = self.kv_durability.count_write();
+        (&self.kv, &self.kv_expiry)
+            .transaction(|(kv, expiry)| {
+                let Some(old) = kv.remove(name.as_bytes())? else {
+                    return Ok(false);
+                };
+                match decode::<KeyValuePair>(T_KV, name.as_bytes(), &old) {
+                    Ok(KeyValuePair {
+                        expire_timestamp: Some(at),
+                        ..
+                    }) => {
+                        expiry.remove(expiry_key(at, name))?;
+                        Ok(at > now)
+                    }
+                    _ => Ok(true),
+                }
+            })
+            .map_err(tx_error)
+    }
+
+    /// How many key-value writes this store has begun: a mark to pass to
+    /// [`Store::kv_durable`] once what a caller wrote, or read, must be on disk.
+    pub fn kv_writes_begun(&self) -> u64 {
+        self.kv_durability.writes.load(Ordering::SeqCst)
+    }
+
+    /// Returns once every key-value write begun before `mark` (see
+    /// [`Store::kv_writes_begun`]) is on disk: at once when a flush already covers them,
+    /// otherwise after one sled flush shared by every thread that waits meanwhile.
+    pub fn kv_durable(&self, mark: u64) -> StoreResult<()> {
+        let d = &self.kv_durability;
+        if d.covered.load(Ordering::SeqCst) >= mark {
+            return Ok(());
+        }
+        let mut flushes = d.lock();
+        // A flush that starts after this call covers what the caller did before it.
+        let target = flushes.started + 1;
+        loop {
+            if d.covered.load(Ordering::SeqCst) >= mark {
+                return Ok(());
+            }
+            if flushes.done >= target {
+                // Only a failed flush leaves what it was to cover uncovered.
+                let why = flushes.failure.clone().unwrap_or_default();
+                return Err(StoreError::Invalid(format!(
+                    "key-value writes could not be made durable: {why}"
+                )));
+            }
+            if flushes.running {
+                flushes = d
+                    .flushed
+                    .wait(flushes)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            flushes.running = true;
+            flushes.started += 1;
+            let id = flushes.started;
+            drop(flushes);
+            // With no write half-applied, every write counted so far is in sled's log, and
+            // this flush takes it to disk.
+            let covers = {
+                let _alone = d.gate.write().unwrap_or_else(PoisonError::into_inner);
+                d.writes.load(Ordering::SeqCst)
+            };
+            let result = self.db.flush();
+            flushes = d.lock();
+            flushes.running = false;
+            flushes.done = id;
+            match result {
+                Ok(_) => {
+                    d.covered.fetch_max(covers, Ordering::SeqCst);
+                    flushes.failure = None;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "flushing key-value writes failed");
+                    flushes.failure = Some(e.to_string());
+                }
+            }
+            d.flushed.notify_all();
+        }
+    }
+
+    /// Pairs by name, those under `prefix` only when given; expired pairs are left out.
+    pub fn kv_list(&self, prefix: Option<&str>, decrypt: bool) -> StoreResult<Vec<KeyValuePair>> {
+        let now = Utc::now();
+        let mut out = Vec::new();
+        for item in self.kv.scan_prefix(prefix.unwrap_or_default().as_bytes()) {
+            let (k, v) = item?;
+            let pair: KeyValuePair = decode(T_KV, &k, &v)?;
+            if pair.expire_timestamp.is_some_and(|at| at <= now) {
+                continue;
+            }
+            out.push(self.reveal(pair, decrypt)?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes the pairs that expired at or before `now`; returns how many.
+    pub fn kv_sweep_expired(&self, now: DateTime<Utc>) -> StoreResult<usize> {
+        let end = u64::try_from(now.timestamp_millis())
+            .unwrap_or(0)
+            .saturating_add(1)
+            .to_be_bytes();
+        let mut swept = 0;
+        for item in self.kv_expiry.range(..&end[..]) {
+            let (k, _) = item?;
+            let (ms, name) = k.split_at(8.min(k.len()));
+            let at = <[u8; 8]>::try_from(ms)
+                .ok()
+                .and_then(|b| i64::try_from(u64::from_be_bytes(b)).ok())
+                .and_then(DateTime::from_timestamp_millis);
+            let (Some(at), Ok(name)) = (at, std::str::from_utf8(name)) else {
+                // Not a key this file writes: drop it so it is not met again.
+                self.kv_expiry.remove(&k)?;
+                continue;
+            };
+            if self.kv_remove_expired(name, at, now)? {
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+}
+
+/// The store's key-value pairs as rules templates (`st2kv.system.x`, `kv.x`) and Rhai
+/// scripts (`kv::get/set/delete`) see them.
+#[derive(Debug, Clone)]
+pub struct StoreKv(pub Arc<Store>);
+
+impl squall_rules::KeyValueLookup for StoreKv {
+    fn get(&self, name: &str) -> Option<String> {
+        match self.0.kv_get(name, true) {
+            Ok(pair) => pair.map(|p| p.value),
+            // Templates can only say "undefined"; the cause goes to the log.
+            Err(e) => {
+                tracing::warn!(key = name, error = %e, "key-value lookup failed");
+                None
+            }
+        }
+    }
+}
+
+/// The key-value store as one execution's script sees it (`kv::get`, `kv::set`,
+/// `kv::delete`, `kv::claim`). It remembers how far the store's writes had gone at the script's
+/// last call, so that [`ScriptKv::make_durable`] can put what the script wrote or read on disk
+/// before its result is recorded.
+#[derive(Debug)]
+pub struct ScriptKv {
+    store: Arc<Store>,
+    execution: String,
+    seen: AtomicU64,
+}
+
+impl ScriptKv {
+    /// The store as the script of `execution` (its id) sees it.
+    pub fn new(store: Arc<Store>, execution: &str) -> Self {
+        ScriptKv {
+            store,
+            execution: execution.to_string(),
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    /// The mark to pass to [`Store::kv_durable`]: 0 when the script made no key-value call.
+    pub fn seen(&self) -> u64 {
+        self.seen.load(Ordering::SeqCst)
+    }
+
+    /// Makes what the script wrote, and the writes it read, durable.
+    pub fn make_durable(&self) -> StoreResult<()> {
+        match self.seen() {
+            0 => Ok(()),
+            mark => self.store.kv_durable(mark),
+        }
+    }
+
+    fn saw(&self) {
+        self.seen
+            .fetch_max(self.store.kv_writes_begun(), Ordering::SeqCst);
+    }
+}
+
+impl squall_actions::KvStore for ScriptKv {
+    fn get(&self, name: &str) -> Result<Option<String>, String> {
+        let value = self.store.kv_get(name, true);
+        self.saw();
+        value
+            .map(|pair| pair.map(|p| p.value))
+            .map_err(|e| e.to_string())
+    }
+
+    fn set(&self, name: &str, value: &str, ttl_seconds: Option<u64>) -> Result<(), String> {
+        let done = self.store.kv_set(name, value, false, ttl_seconds);
+        self.saw();
+        done.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn delete(&self, name: &str) -> Result<bool, String> {
+        let done = self.store.kv_delete(name);
+        self.saw();
+        done.map_err(|e| e.to_string())
+    }
+
+    /// Durable before the script goes on when true: another execution, or this one run again
+    /// after a crash, sees the claim.
+    fn claim(&self, name: &str, value: &str, ttl_seconds: Option<u64>) -> Result<bool, String> {
+        let claimed = self
+            .store
+            .kv_claim(name, value, ttl_seconds, &self.execution);
+        self.saw();
+        let claimed = claimed.map_err(|e| e.to_string())?;
+        if claimed {
+            self.make_durable().map_err(|e| e.to_string())?;
+        }
+        Ok(claimed)
+    }
+}
