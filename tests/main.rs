@@ -4,6 +4,7 @@ mod alertmanager;
 mod cli;
 mod cli_api;
 mod docker;
+mod durability;
 mod harness;
 mod marathon_actions;
 mod ops;

@@ -48,9 +48,9 @@ mod markers;
 mod pages;
 
 pub use behind::{AfterStored, NewInstance};
-pub use kv::{ScriptKv, StoreKv};
-use kv::KvDurability;
 use behind::{Behind, HotTrees};
+use kv::KvDurability;
+pub use kv::{ScriptKv, StoreKv};
 use markers::{TxMarkers, T_ENF_MARKERS};
 use pages::{Paged, TxPages};
 
@@ -1666,7 +1666,9 @@ fn load_or_create_key(dir: &Path) -> StoreResult<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeDelta;
     use serde_json::{json, Map, Value};
+    use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
 
     /// A ULID minted `ms` milliseconds after a fixed recent base, so tests control id order.
@@ -2381,6 +2383,92 @@ mod tests {
             .map(|p| p.name)
             .collect();
         assert_eq!(names, ["forever", "kept", "long"]);
+    }
+
+    #[test]
+    fn a_claim_is_held_by_the_execution_that_made_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        assert_eq!(store.kv_claim("lock", "first", None, "E1").ok(), Some(true));
+        assert_eq!(
+            store.kv_claim("lock", "second", None, "E2").ok(),
+            Some(false)
+        );
+        // The same execution, run again after a crash, gets its claim back as it was made.
+        assert_eq!(store.kv_claim("lock", "again", None, "E1").ok(), Some(true));
+        let pair = store.kv_get("lock", false).expect("get").expect("held");
+        assert_eq!(pair.value, "first");
+        assert_eq!(pair.claimed_by.as_deref(), Some("E1"));
+        // A plain write replaces the claim: nobody holds it any more.
+        store.kv_set("lock", "free", false, None).expect("set");
+        assert_eq!(
+            store.kv_claim("lock", "third", None, "E1").ok(),
+            Some(false)
+        );
+        // An expired claim may be taken by anyone.
+        assert_eq!(store.kv_claim("short", "a", Some(1), "E1").ok(), Some(true));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.kv_claim("short", "b", Some(60), "E2").ok() != Some(true) {
+            assert!(Instant::now() < deadline, "a 1 s claim did not expire");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(store.kv_claim("short", "c", None, "E1").ok(), Some(false));
+        assert!(store.kv_claim("", "x", None, "E1").is_err());
+    }
+
+    #[test]
+    fn of_racing_claims_exactly_one_wins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(open(dir.path()));
+        for round in 0..20 {
+            let name = format!("race{round}");
+            let won: usize = (0..8)
+                .map(|i| {
+                    let store = store.clone();
+                    let name = name.clone();
+                    std::thread::spawn(move || {
+                        store
+                            .kv_claim(&name, "x", None, &format!("E{i}"))
+                            .expect("claim")
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| usize::from(t.join().expect("thread")))
+                .sum();
+            assert_eq!(won, 1, "{name}");
+        }
+    }
+
+    #[test]
+    fn key_value_durability_flushes_only_for_writes_not_yet_covered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(open(dir.path()));
+        let flushes = || store.kv_durability.lock().done;
+        store.kv_durable(0).expect("nothing to cover");
+        assert_eq!(flushes(), 0);
+        store.kv_set("a", "1", false, None).expect("set");
+        let mark = store.kv_writes_begun();
+        assert!(mark >= 1);
+        store.kv_durable(mark).expect("durable");
+        assert_eq!(flushes(), 1);
+        store.kv_durable(mark).expect("covered already");
+        assert_eq!(flushes(), 1, "a covered mark needs no flush");
+        // Threads waiting at once share flushes: never more flushes than waiters.
+        let waiters: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    store.kv_delete(&format!("k{i}")).expect("delete");
+                    store.kv_durable(store.kv_writes_begun())
+                })
+            })
+            .collect();
+        for w in waiters {
+            w.join().expect("thread").expect("durable");
+        }
+        assert!(flushes() <= 1 + 8);
+        assert!(store.kv_durability.covered.load(Ordering::SeqCst) >= mark + 8);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! passes the count it saw at a script's last key-value call to [`Store::kv_durable`] before it
 //! records the result, and threads that wait at once share one flush (group commit). Reads
 //! count too, so a result that depends on another script's write is never durable before it.
-//! A claim that returned true is made durable before the script goes on ([`ScriptKv`]).
+//! A claim that returned true is made durable before the script goes on, together with the
+//! record of the execution that holds it ([`ScriptKv`]).
 //!
 //! It must never let a claim be held by two executions, and never store a secret in clear.
 
@@ -41,15 +42,15 @@ pub(super) struct KvDurability {
     /// Writes begun.
     writes: AtomicU64,
     /// Writes known to be on disk: all those counted before the last good flush began.
-    covered: AtomicU64,
+    pub(super) covered: AtomicU64,
     flushes: Mutex<Flushes>,
     flushed: Condvar,
 }
 
 #[derive(Debug, Default)]
-struct Flushes {
+pub(super) struct Flushes {
     started: u64,
-    done: u64,
+    pub(super) done: u64,
     running: bool,
     failure: Option<String>,
 }
@@ -62,7 +63,7 @@ impl KvDurability {
         guard
     }
 
-    fn lock(&self) -> MutexGuard<'_, Flushes> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Flushes> {
         self.flushes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -93,7 +94,6 @@ fn put_pair(
 }
 
 impl Store {
-
     fn encrypt(&self, clear: &str) -> StoreResult<String> {
         let mut nonce = [0u8; NONCE_LEN];
         OsRng.fill_bytes(&mut nonce);
@@ -347,23 +347,40 @@ impl Store {
     /// [`Store::kv_writes_begun`]) is on disk: at once when a flush already covers them,
     /// otherwise after one sled flush shared by every thread that waits meanwhile.
     pub fn kv_durable(&self, mark: u64) -> StoreResult<()> {
+        self.shared_flush(Some(mark))
+    }
+
+    /// Returns once everything written before the call is on disk, the pipeline's queued
+    /// records (see [`Store::settle`]) as well as key-value pairs: what a claim needs, since
+    /// the execution that holds it must be found after a crash to get it back. The flush is
+    /// shared like [`Store::kv_durable`]'s.
+    pub fn durable_now(&self) -> StoreResult<()> {
+        self.settle();
+        self.shared_flush(None)
+    }
+
+    /// Group commit: waits for a flush that starts after the call (one starts if none is
+    /// running), unless `mark` says that the writes the caller needs are covered already.
+    fn shared_flush(&self, mark: Option<u64>) -> StoreResult<()> {
         let d = &self.kv_durability;
-        if d.covered.load(Ordering::SeqCst) >= mark {
+        let covered =
+            |mark: Option<u64>| mark.is_some_and(|m| d.covered.load(Ordering::SeqCst) >= m);
+        if covered(mark) {
             return Ok(());
         }
         let mut flushes = d.lock();
-        // A flush that starts after this call covers what the caller did before it.
         let target = flushes.started + 1;
         loop {
-            if d.covered.load(Ordering::SeqCst) >= mark {
+            if covered(mark) {
                 return Ok(());
             }
             if flushes.done >= target {
-                // Only a failed flush leaves what it was to cover uncovered.
-                let why = flushes.failure.clone().unwrap_or_default();
-                return Err(StoreError::Invalid(format!(
-                    "key-value writes could not be made durable: {why}"
-                )));
+                return match &flushes.failure {
+                    None => Ok(()),
+                    Some(why) => Err(StoreError::Invalid(format!(
+                        "writes could not be made durable: {why}"
+                    ))),
+                };
             }
             if flushes.running {
                 flushes = d
@@ -392,7 +409,7 @@ impl Store {
                     flushes.failure = None;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "flushing key-value writes failed");
+                    tracing::error!(error = %e, "flushing the store failed");
                     flushes.failure = Some(e.to_string());
                 }
             }
@@ -521,8 +538,8 @@ impl squall_actions::KvStore for ScriptKv {
         done.map_err(|e| e.to_string())
     }
 
-    /// Durable before the script goes on when true: another execution, or this one run again
-    /// after a crash, sees the claim.
+    /// Durable before the script goes on when true, with the execution that holds it: another
+    /// execution, or this one run again after a crash, sees the claim.
     fn claim(&self, name: &str, value: &str, ttl_seconds: Option<u64>) -> Result<bool, String> {
         let claimed = self
             .store
@@ -530,7 +547,7 @@ impl squall_actions::KvStore for ScriptKv {
         self.saw();
         let claimed = claimed.map_err(|e| e.to_string())?;
         if claimed {
-            self.make_durable().map_err(|e| e.to_string())?;
+            self.store.durable_now().map_err(|e| e.to_string())?;
         }
         Ok(claimed)
     }
