@@ -18,7 +18,7 @@
 //! status), and one plain thread that releases each request at its due time (std's sleep is
 //! finer than tokio's millisecond timer).
 //!
-//! Usage: `scripts/bench-latency [--rate 1000] [--seconds 10] [--connections 16] [--json]`
+//! Usage: `scripts/bench-latency [--rate 1000] [--seconds 10] [--connections 16] [--hook pipeline_kv] [--json]`
 //! (builds squall and this example in release, then runs this with `--binary`). `--json` adds one
 //! JSON line with the same figures (milliseconds). Exit status 1 if a request was not accepted or
 //! an execution did not succeed in time.
@@ -68,6 +68,10 @@ struct Args {
     /// sender connections
     #[arg(long, default_value_t = 16)]
     connections: usize,
+    /// the webhook posted to: `pipeline` (bench.trivial) or `pipeline_kv` (bench.write, which
+    /// writes one key per execution)
+    #[arg(long, default_value = "pipeline")]
+    hook: String,
     /// also print one JSON line of the figures
     #[arg(long)]
     json: bool,
@@ -440,9 +444,9 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     None
 }
 
-fn post_request(port: u16, body: &[u8]) -> Vec<u8> {
+fn post_request(port: u16, hook: &str, body: &[u8]) -> Vec<u8> {
     let mut r = format!(
-        "POST /api/v1/webhooks/pipeline HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+        "POST /api/v1/webhooks/{hook} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
@@ -717,6 +721,7 @@ struct Slots {
 
 struct Schedule {
     port: u16,
+    hook: String,
     total: usize,
     start: Instant,
     interval: f64,
@@ -782,7 +787,7 @@ async fn sender(conn: Conn, s: Arc<Schedule>) -> SenderResult {
             // The pacer releases a request at its due time, so this is rare.
             tokio::time::sleep_until(due.into()).await;
         }
-        let request = post_request(s.port, format!("{{\"n\": {i}}}").as_bytes());
+        let request = post_request(s.port, &s.hook, format!("{{\"n\": {i}}}").as_bytes());
         let t0 = Instant::now();
         let result = timeout(REQUEST_TIMEOUT, async {
             if conn.is_none() {
@@ -842,7 +847,7 @@ async fn run(args: &Args, port: u16) -> Result<u8> {
     // subscribed before the measured sends begin.
     let (status, body) = timeout(Duration::from_secs(10), async {
         let mut c = Conn::connect(port).await?;
-        c.request(&post_request(port, b"{\"n\": -1}")).await
+        c.request(&post_request(port, &args.hook, b"{\"n\": -1}")).await
     })
     .await
     .map_err(|_| anyhow!("the warm-up webhook got no answer within 10 s"))??;
@@ -875,6 +880,7 @@ async fn run(args: &Args, port: u16) -> Result<u8> {
     let start = Instant::now() + Duration::from_millis(200);
     let schedule = Arc::new(Schedule {
         port,
+        hook: args.hook.clone(),
         total,
         start,
         interval,
