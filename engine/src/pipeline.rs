@@ -32,6 +32,7 @@ use crate::store::{ScriptKv, Store, StoreError, StoreKv};
 
 mod later;
 mod marks;
+mod results;
 mod workflows;
 
 pub use workflows::Control;
@@ -278,6 +279,8 @@ pub struct Engine {
     pub sensors: Mutex<Vec<crate::sensing::RunningSensor>>,
     /// `running` marks not yet in the store (see `marks`).
     marks: Arc<marks::RunningMarks>,
+    /// Batches whose results wait for their scripts' key-value writes (see `results`).
+    results: results::Results,
 }
 
 /// Errors the API turns into responses.
@@ -347,6 +350,7 @@ impl Engine {
             wf_rx: Mutex::new(Some(wf_rx)),
             sensors: Mutex::new(Vec::new()),
             marks: Arc::default(),
+            results: results::Results::default(),
         });
         (engine, ti_rx)
     }
@@ -407,7 +411,7 @@ impl Engine {
     }
 
     pub fn running_executions(&self) -> usize {
-        self.running.load(Ordering::SeqCst)
+        self.running.load(Ordering::SeqCst) + self.results.pending()
     }
 
     /// Waits until everything written before the call is on disk.
@@ -527,6 +531,9 @@ impl Engine {
             })?;
         self.later.start(Arc::downgrade(self)).map_err(|e| {
             EngineError::Durability(format!("cannot start the thread for waiting work: {e}"))
+        })?;
+        self.start_results().map_err(|e| {
+            EngineError::Durability(format!("cannot start the results thread: {e}"))
         })?;
         self.recover()?;
         let engine = self.clone();
@@ -1052,72 +1059,7 @@ impl Engine {
             e.end_timestamp = Some(Utc::now());
             finished.push(e);
         }
-        // What the scripts wrote to the key-value store (and the writes they read) is on disk
-        // before any of their results can be: a result in the journal comes back after a
-        // crash, and must not come back without the writes it reports. One flush serves the
-        // batch, and workers flushing at once share it.
-        if let Err(err) = self.store.kv_durable(kv_mark) {
-            tracing::error!(error = %err, "key-value writes are not durable; their executions fail");
-            for e in finished
-                .iter_mut()
-                .filter(|e| e.status == ExecutionStatus::Succeeded)
-            {
-                e.status = ExecutionStatus::Failed;
-                e.result = json!({"error": format!("the action ran, but its key-value writes could not be made durable: {err}")});
-            }
-        }
-        for e in &finished {
-            self.metrics
-                .execution_finished(e.status, e.elapsed_seconds().unwrap_or(0.0));
-        }
-        // Results are made durable by the journal (one group-committed sync of just these
-        // records, cheaper than a store flush) and handed to the store's writer meanwhile; they
-        // hold their journal segment until it has written them. A workflow's task needs no
-        // sync: the workflow's next step writes after it and flushes before anything follows
-        // from its result.
-        let finished: Vec<Arc<Execution>> = finished.into_iter().map(Arc::new).collect();
-        let top: Vec<Arc<Execution>> = finished
-            .iter()
-            .filter(|e| e.parent.is_none())
-            .cloned()
-            .collect();
-        let ticket = Arc::new(crate::journal::Ticket::for_records(top.len() as u64));
-        let sync = if top.is_empty() {
-            None
-        } else {
-            match self.journal.submit_executions_ticket(&top, ticket.clone()) {
-                Ok(sync) => Some(sync),
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot journal results; flushing the store instead");
-                    None
-                }
-            }
-        };
-        // After any `running` mark still waiting is dropped: those marks' segments, too, wait
-        // for the results to be written.
-        let marks = self.marks.take(finished.iter().map(|e| e.id.as_str()));
-        let journal = self.journal.clone();
-        let after: crate::store::AfterStored = Box::new(move || {
-            ticket.stored(&journal);
-            for seq in marks {
-                journal.stored(seq);
-            }
-        });
-        self.store
-            .put_executions_later(finished.clone(), Some(after));
-        match sync {
-            Some(sync) => {
-                if let Err(err) = sync.wait_blocking() {
-                    tracing::warn!(error = %err, "cannot journal results; flushing the store instead");
-                    self.durable_blocking();
-                }
-            }
-            None if !top.is_empty() => self.durable_blocking(),
-            None => {}
-        }
-        for e in &finished {
-            self.announce_final(&loaded, e);
-        }
+        self.finish_batch(loaded, finished, kv_mark);
     }
 
     /// Checks an item can run and marks it running (not yet written: [`Engine::run_batch`]

@@ -24,12 +24,10 @@ use chacha20poly1305::Nonce;
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::rngs::OsRng;
 use rand::RngCore;
-use sled::transaction::TransactionalTree;
 use sled::Transactional;
 
 use super::{
-    abort, decode, encode, expiry_key, tx_error, Store, StoreError, StoreResult, TxResult,
-    NONCE_LEN, T_KV,
+    decode, encode, expiry_key, tx_error, Store, StoreError, StoreResult, NONCE_LEN, T_KV,
 };
 use crate::model::{KeyValuePair, SCHEMA_VERSION};
 
@@ -66,31 +64,6 @@ impl KvDurability {
     pub(super) fn lock(&self) -> MutexGuard<'_, Flushes> {
         self.flushes.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// Puts `pair` (already encoded as `bytes`) in place of any old one, keeping the expiry index
-/// in step.
-fn put_pair(
-    kv: &TransactionalTree,
-    expiry: &TransactionalTree,
-    pair: &KeyValuePair,
-    bytes: &[u8],
-) -> TxResult<()> {
-    let name = pair.name.as_str();
-    if let Some(old) = kv.insert(name.as_bytes(), bytes)? {
-        // An unreadable old record's expiry entry, if any, is dropped by the sweep.
-        if let Ok(KeyValuePair {
-            expire_timestamp: Some(at),
-            ..
-        }) = decode::<KeyValuePair>(T_KV, name.as_bytes(), &old)
-        {
-            expiry.remove(expiry_key(at, name))?;
-        }
-    }
-    if let Some(at) = pair.expire_timestamp {
-        expiry.insert(expiry_key(at, name), &[][..])?;
-    }
-    Ok(())
 }
 
 impl Store {
@@ -224,17 +197,17 @@ impl Store {
         let pair = self.new_pair(name, value, secret, ttl_seconds, None)?;
         let bytes = encode(T_KV, name, &pair)?;
         let _counted = self.kv_durability.count_write();
-        (&self.kv, &self.kv_expiry)
-            .transaction(|(kv, expiry)| put_pair(kv, expiry, &pair, &bytes))
-            .map_err(tx_error)?;
+        self.add_expiry(&pair)?;
+        let old = self.kv.insert(name.as_bytes(), bytes)?;
+        self.drop_old_expiry(&pair, old.as_deref())?;
         Ok(pair)
     }
 
     /// Sets a pair only when it is absent or expired, for `claimant` (an execution's id);
     /// true when it is now `claimant`'s. A live pair that `claimant` itself claimed is
     /// `claimant`'s still: an execution run again after a crash gets its own claim back, and
-    /// the pair keeps the value and expiry its first run gave it. Atomic in sled: of several
-    /// claimants at once, in this process or not, exactly one gets true.
+    /// the pair keeps the value and expiry its first run gave it. Atomic in sled (a
+    /// compare-and-swap): of several claimants at once, exactly one gets true.
     pub fn kv_claim(
         &self,
         name: &str,
@@ -246,21 +219,59 @@ impl Store {
         let bytes = encode(T_KV, name, &pair)?;
         let now = pair.updated_at;
         let _counted = self.kv_durability.count_write();
-        (&self.kv, &self.kv_expiry)
-            .transaction(|(kv, expiry)| {
-                if let Some(old) = kv.get(name.as_bytes())? {
-                    let old: KeyValuePair = match decode(T_KV, name.as_bytes(), &old) {
-                        Ok(p) => p,
-                        Err(e) => return abort(e),
-                    };
-                    if old.expire_timestamp.is_none_or(|at| at > now) {
-                        return Ok(old.claimed_by.as_deref() == Some(claimant));
-                    }
+        loop {
+            let current = self.kv.get(name.as_bytes())?;
+            if let Some(old) = &current {
+                let old: KeyValuePair = decode(T_KV, name.as_bytes(), old)?;
+                if old.expire_timestamp.is_none_or(|at| at > now) {
+                    return Ok(old.claimed_by.as_deref() == Some(claimant));
                 }
-                put_pair(kv, expiry, &pair, &bytes)?;
-                Ok(true)
-            })
-            .map_err(tx_error)
+            }
+            self.add_expiry(&pair)?;
+            match self.kv.compare_and_swap(
+                name.as_bytes(),
+                current.clone(),
+                Some(bytes.as_slice()),
+            )? {
+                Ok(()) => {
+                    self.drop_old_expiry(&pair, current.as_deref())?;
+                    return Ok(true);
+                }
+                // Changed meanwhile: look again (the expiry entry added is met by the sweep,
+                // which keeps only entries that match their pair).
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Pairs are written without a sled transaction (which would stop every other reader and
+    /// writer of the store while it commits). The expiry index stays right without one: an
+    /// entry is added before its pair, and an old pair's entry removed after it is replaced,
+    /// so the live pair's entry is always there, and an entry left over by a crash or a race
+    /// is dropped by the sweep, which removes a pair only if it still expires then.
+    fn add_expiry(&self, pair: &KeyValuePair) -> StoreResult<()> {
+        if let Some(at) = pair.expire_timestamp {
+            self.kv_expiry.insert(expiry_key(at, &pair.name), &[][..])?;
+        }
+        Ok(())
+    }
+
+    /// Removes the expiry entry of the pair `old` that `pair` replaced, unless they share it.
+    fn drop_old_expiry(&self, pair: &KeyValuePair, old: Option<&[u8]>) -> StoreResult<()> {
+        let Some(old) = old else {
+            return Ok(());
+        };
+        // An unreadable old record's expiry entry, if any, is dropped by the sweep.
+        if let Ok(KeyValuePair {
+            expire_timestamp: Some(at),
+            ..
+        }) = decode::<KeyValuePair>(T_KV, pair.name.as_bytes(), old)
+        {
+            if pair.expire_timestamp != Some(at) {
+                self.kv_expiry.remove(expiry_key(at, &pair.name))?;
+            }
+        }
+        Ok(())
     }
 
     /// The pair `kv_set` or `kv_claim` stores: its name checked, its value encrypted when
@@ -318,29 +329,30 @@ impl Store {
     pub fn kv_delete(&self, name: &str) -> StoreResult<bool> {
         let now = Utc::now();
         let _counted = self.kv_durability.count_write();
-        (&self.kv, &self.kv_expiry)
-            .transaction(|(kv, expiry)| {
-                let Some(old) = kv.remove(name.as_bytes())? else {
-                    return Ok(false);
-                };
-                match decode::<KeyValuePair>(T_KV, name.as_bytes(), &old) {
-                    Ok(KeyValuePair {
-                        expire_timestamp: Some(at),
-                        ..
-                    }) => {
-                        expiry.remove(expiry_key(at, name))?;
-                        Ok(at > now)
-                    }
-                    _ => Ok(true),
-                }
-            })
-            .map_err(tx_error)
+        let Some(old) = self.kv.remove(name.as_bytes())? else {
+            return Ok(false);
+        };
+        match decode::<KeyValuePair>(T_KV, name.as_bytes(), &old) {
+            Ok(KeyValuePair {
+                expire_timestamp: Some(at),
+                ..
+            }) => {
+                self.kv_expiry.remove(expiry_key(at, name))?;
+                Ok(at > now)
+            }
+            _ => Ok(true),
+        }
     }
 
     /// How many key-value writes this store has begun: a mark to pass to
     /// [`Store::kv_durable`] once what a caller wrote, or read, must be on disk.
     pub fn kv_writes_begun(&self) -> u64 {
         self.kv_durability.writes.load(Ordering::SeqCst)
+    }
+
+    /// Whether every key-value write begun before `mark` is known to be on disk.
+    pub fn kv_covered(&self, mark: u64) -> bool {
+        self.kv_durability.covered.load(Ordering::SeqCst) >= mark
     }
 
     /// Returns once every key-value write begun before `mark` (see
