@@ -1611,6 +1611,13 @@ fn execution_cancel(args: &ExecutionIdArgs) -> Result<ExitCode> {
         );
     }
     let execution = client.call(Method::DELETE, &["executions", &args.id], &[], None)?;
+    // It ended meanwhile: the server says so instead of answering the execution.
+    if let (Some(why), None) = (
+        execution["faultstring"].as_str(),
+        execution["status"].as_str(),
+    ) {
+        bail!("execution {}: {why}", args.id);
+    }
     if args.json {
         return Ok(print_json(&execution));
     }

@@ -2,7 +2,9 @@
 //!
 //! Handlers translate between HTTP and the engine; they never touch sled directly except
 //! through the store's narrow interface, and every error goes through [`ApiError`], which
-//! answers `{"error": "...", "detail": ...}` with the right status.
+//! answers `{"error": "...", "detail": ..., "faultstring": "..."}` with the right status
+//! (`faultstring` is where st2's clients read the message). What st2's own CLI needs besides
+//! is in `api/st2.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -31,9 +33,14 @@ use crate::signatures::SignatureCheck;
 use crate::store::{ExecutionFilter, StoreKv};
 
 mod body_limit;
+mod st2;
 
 /// What a pack reload reports.
 pub type ReloadFn = Arc<dyn Fn() -> Value + Send + Sync>;
+
+/// Enables or disables a rule by reference, kept in the store and in force at once (st2's
+/// `PUT /rules/{id}`); the error says why not.
+pub type RuleEnabledFn = Arc<dyn Fn(&str, bool) -> Result<(), String> + Send + Sync>;
 
 /// Settings the API needs.
 pub struct ApiConfig {
@@ -46,6 +53,7 @@ pub struct ApiConfig {
     /// Settings of the Alertmanager and Grafana receivers, by source name.
     pub alert_receivers: HashMap<String, crate::alerts::AlertReceiverConfig>,
     pub reload: ReloadFn,
+    pub set_rule_enabled: RuleEnabledFn,
 }
 
 #[derive(Clone)]
@@ -59,7 +67,7 @@ pub struct AppState {
     pub streams_end: tokio::sync::watch::Receiver<bool>,
 }
 
-/// Every API error: a status and `{"error", "detail"}`.
+/// Every API error: a status and `{"error", "detail", "faultstring"}`.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -85,11 +93,35 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let faultstring = faultstring(&self.error, &self.detail);
         (
             self.status,
-            Json(json!({"error": self.error, "detail": self.detail})),
+            Json(json!({"error": self.error, "detail": self.detail, "faultstring": faultstring})),
         )
             .into_response()
+    }
+}
+
+/// The error as one line for st2's clients, which show `faultstring` only: the error, and its
+/// detail when there is one (each invalid parameter, with its message).
+fn faultstring(error: &str, detail: &Value) -> String {
+    let part = |d: &Value| match d {
+        Value::Object(o) if o.contains_key("parameter") && o.contains_key("message") => format!(
+            "{}: {}",
+            o["parameter"].as_str().unwrap_or_default(),
+            o["message"].as_str().unwrap_or_default()
+        ),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match detail {
+        Value::Null => error.to_string(),
+        Value::Array(items) if items.is_empty() => error.to_string(),
+        Value::Array(items) => format!(
+            "{error}: {}",
+            items.iter().map(part).collect::<Vec<_>>().join("; ")
+        ),
+        other => format!("{error}: {}", part(other)),
     }
 }
 
@@ -169,7 +201,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/triggertypes", get(list_trigger_types))
         .route("/api/v1/triggertypes/{trigger_ref}", get(get_trigger_type))
         .route("/api/v1/rules", get(list_rules))
-        .route("/api/v1/rules/{rule_ref}", get(get_rule))
+        .route("/api/v1/rules/{rule_ref}", get(get_rule).put(st2::put_rule))
         .route("/api/v1/rules/{rule_ref}/test", post(test_rule))
         .route("/api/v1/ruleenforcements", get(list_enforcements))
         .route("/api/v1/ruleenforcements/{id}", get(get_enforcement))
@@ -186,7 +218,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/apikeys", get(list_apikeys).post(create_apikey))
         .route("/api/v1/apikeys/{id}", axum::routing::delete(delete_apikey))
         .route("/api/v1/sensors", get(list_sensors))
-        .route("/api/v1/stream", get(stream));
+        .route("/api/v1/sensortypes", get(st2::list_sensor_types))
+        .route(
+            "/api/v1/sensortypes/{sensor_ref}",
+            get(st2::get_sensor_type),
+        )
+        .route("/api/v1/runnertypes", get(st2::list_runner_types))
+        .route("/api/v1/runnertypes/{name}", get(st2::get_runner_type))
+        .route("/api/v1/user", get(st2::current_user))
+        .route("/api/v1/stream", get(stream))
+        .layer(axum::middleware::from_fn(st2::attributes));
     // Without authentication the check is left out of the request's path altogether.
     let api = if state.config.auth {
         api.layer(axum::middleware::from_fn_with_state(
@@ -203,15 +244,20 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(move |req, next| {
             body_limit::refuse_declared_over(api_limit, Some(WEBHOOKS), req, next)
         }));
-    Router::new()
+    let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        // st2's `login`: answered without a key, since it issues nothing.
+        .route("/auth/v1/tokens", post(st2::issue_token))
         .merge(api)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::middleware::map_response(move |r: Response| {
             json_errors(r, BodyLimit::Api(api_limit))
         }))
-        .with_state(state)
+        .with_state(state);
+    // st2's CLI writes paths that squall routes otherwise (`/api/v1/executions/`, `/v1/...`):
+    // they are rewritten before routing.
+    Router::new().fallback_service(tower::ServiceExt::map_request(app, st2::st2_paths))
 }
 
 /// Where webhooks are posted: their route has a limit of its own.
@@ -237,7 +283,8 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 /// Errors that axum itself answers (a body over the limit, a query string that does not
-/// parse, a method a path does not take) in the API's own shape: `{"error", "detail"}`.
+/// parse, a method a path does not take) in the API's own shape: `{"error", "detail",
+/// "faultstring"}`.
 async fn json_errors(response: Response, body_limit: BodyLimit) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -351,7 +398,7 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
         }
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "an API key is required (St2-Api-Key or Authorization: Bearer)",
+            "an API key is required: send it as St2-Api-Key (st2's CLI: set ST2_API_KEY) or Authorization: Bearer",
         )
         .into_response();
     };
@@ -673,13 +720,15 @@ fn page(limit: Option<usize>, offset: Option<usize>) -> (usize, usize) {
 const MAX_PAGE: usize = 10_000;
 
 /// Runs a store read and its serialization to JSON on a blocking thread: a long list must not
-/// hold up the runtime's threads, which answer webhooks and `/healthz`.
+/// hold up the runtime's threads, which answer webhooks and `/healthz`. `work` gives the list
+/// and its `X-Total-Count` (see [`st2::Page`]).
 async fn off_runtime(
-    work: impl FnOnce() -> ApiResult<Value> + Send + 'static,
+    work: impl FnOnce() -> ApiResult<(Value, usize)> + Send + 'static,
 ) -> ApiResult<Response> {
-    let bytes = tokio::task::spawn_blocking(move || {
-        let value = work()?;
+    let (bytes, total) = tokio::task::spawn_blocking(move || {
+        let (value, total) = work()?;
         serde_json::to_vec(&value)
+            .map(|bytes| (bytes, total))
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
     .await
@@ -690,7 +739,16 @@ async fn off_runtime(
         )
     })??;
     Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/json".to_string(),
+            ),
+            (
+                axum::http::HeaderName::from_static("x-total-count"),
+                total.to_string(),
+            ),
+        ],
         bytes,
     )
         .into_response())
@@ -730,9 +788,20 @@ fn listed(items: Vec<Value>, limit: Option<usize>, offset: Option<usize>) -> Res
 struct ExecutionQuery {
     action: Option<String>,
     status: Option<String>,
+    /// An execution's id, or st2's `null`: top-level executions only.
     parent: Option<String>,
     trigger_instance: Option<String>,
     rule: Option<String>,
+    /// The user an execution runs as.
+    user: Option<String>,
+    /// Started after, before (st2's `timestamp_gt`, `timestamp_lt`).
+    timestamp_gt: Option<String>,
+    timestamp_lt: Option<String>,
+    /// Oldest first (st2's `sort_asc=True`); newest first is the default (`sort_desc`).
+    #[serde(default, deserialize_with = "st2::py_bool")]
+    sort_asc: Option<bool>,
+    #[serde(default, deserialize_with = "st2::py_bool", rename = "sort_desc")]
+    _sort_desc: Option<bool>,
     #[serde(default, deserialize_with = "limit")]
     limit: Option<usize>,
     offset: Option<usize>,
@@ -755,20 +824,41 @@ async fn list_executions(
         })?),
         None => None,
     };
+    // st2's `parent=null` (what `st2 execution list` asks by default): no parent.
+    let top_level = q.parent.as_deref() == Some("null");
     let filter = ExecutionFilter {
         action: q.action,
         status,
-        parent: q.parent,
+        parent: q.parent.filter(|_| !top_level),
         trigger_instance: q.trigger_instance,
         rule: q.rule,
     };
+    let window = st2::TimeWindow::parse(
+        "timestamp",
+        q.timestamp_gt.as_deref(),
+        q.timestamp_lt.as_deref(),
+    )?;
+    let user = q.user;
+    let keep =
+        (top_level || user.is_some() || !window.is_open()).then_some(move |e: &Execution| {
+            (!top_level || e.parent.is_none())
+                && user.as_ref().is_none_or(|u| e.user.as_ref() == Some(u))
+                && window.contains(&e.start_timestamp)
+        });
+    let oldest_first = q.sort_asc == Some(true);
     let (limit, offset) = page(q.limit, q.offset);
     off_runtime(move || {
-        let list = state.engine.store.list_executions(&filter, limit, offset)?;
+        let store = &state.engine.store;
+        let page = st2::scan(
+            |limit, offset| store.list_executions(&filter, limit, offset),
+            keep,
+            offset,
+            limit,
+            oldest_first,
+        )?;
         let loaded = state.engine.loaded();
-        Ok(Value::Array(
-            list.iter().map(|e| execution_json(&loaded, e)).collect(),
-        ))
+        let list = page.items.iter().map(|e| execution_json(&loaded, e));
+        Ok((Value::Array(list.collect()), page.total))
     })
     .await
 }
@@ -796,6 +886,10 @@ struct ExecutionRequest {
     /// st2's `delay`: milliseconds to wait before the execution is scheduled.
     #[serde(default)]
     delay: Option<u64>,
+    /// st2's `context` (`st2 run --trace-tag`, `--trace-id`): accepted, not kept (a trace tag
+    /// is a trigger instance's in squall).
+    #[serde(default, rename = "context")]
+    _context: Option<Value>,
 }
 
 /// When an execution asked to wait `delay` milliseconds may start.
@@ -885,11 +979,21 @@ async fn create_execution(
     Ok((StatusCode::CREATED, Json(execution_json(&loaded, &e))).into_response())
 }
 
+/// Cancels an execution: its JSON, canceling or canceled. One that ended otherwise is answered
+/// as st2 answers it, 200 with only `faultstring` saying so (what st2's CLI prints).
 async fn cancel_execution(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let e = state.engine.cancel(&id).await?;
+    if e.status.is_terminal() && e.status != ExecutionStatus::Canceled {
+        return Ok(Json(json!({
+            "faultstring": format!(
+                "Action cannot be canceled. State of action execution is {}.",
+                e.status.as_str()
+            )
+        })));
+    }
     Ok(Json(execution_json(&state.engine.loaded(), &e)))
 }
 
@@ -1082,6 +1186,11 @@ async fn execution_children(
 #[derive(Deserialize)]
 struct TriggerInstanceQuery {
     trigger: Option<String>,
+    /// st2's `status`: `pending`, `processing`, `processed`, `processing_failed`.
+    status: Option<String>,
+    /// Occurred after, before (st2's `timestamp_gt`, `timestamp_lt`).
+    timestamp_gt: Option<String>,
+    timestamp_lt: Option<String>,
     #[serde(default, deserialize_with = "limit")]
     limit: Option<usize>,
     offset: Option<usize>,
@@ -1095,15 +1204,38 @@ async fn list_trigger_instances(
         .trigger
         .as_deref()
         .map(|t| squall_rules::canonical_trigger_ref(t).to_string());
+    let status = match q.status.as_deref() {
+        Some(s) => Some(
+            serde_json::from_value::<crate::model::TriggerInstanceStatus>(json!(s)).map_err(
+                |_| {
+                    ApiError::bad_request(format!(
+                        "status '{s}' is not one of: pending, processing, processed, processing_failed"
+                    ))
+                },
+            )?,
+        ),
+        None => None,
+    };
+    let window = st2::TimeWindow::parse(
+        "timestamp",
+        q.timestamp_gt.as_deref(),
+        q.timestamp_lt.as_deref(),
+    )?;
+    let keep = (status.is_some() || !window.is_open()).then_some(move |ti: &TriggerInstance| {
+        status.is_none_or(|s| ti.status == s) && window.contains(&ti.occurrence_time)
+    });
     let (limit, offset) = page(q.limit, q.offset);
     off_runtime(move || {
-        let list = state
-            .engine
-            .store
-            .list_trigger_instances(trigger.as_deref(), limit, offset)?;
-        Ok(Value::Array(
-            list.iter().map(trigger_instance_json).collect(),
-        ))
+        let store = &state.engine.store;
+        let page = st2::scan(
+            |limit, offset| store.list_trigger_instances(trigger.as_deref(), limit, offset),
+            keep,
+            offset,
+            limit,
+            false,
+        )?;
+        let list = page.items.iter().map(trigger_instance_json);
+        Ok((Value::Array(list.collect()), page.total))
     })
     .await
 }
@@ -1198,13 +1330,17 @@ fn rule_json(r: &squall_rules::Rule) -> Value {
             )
         })
         .collect();
+    let reference = r.reference();
     json!({
-        "ref": r.reference(),
+        // st2's clients address a rule by its id: squall's is its reference.
+        "id": reference,
+        "uid": format!("rule:{}:{}", r.pack, r.name),
+        "ref": reference,
         "name": r.name,
         "pack": r.pack,
         "description": r.description,
         "enabled": r.enabled,
-        "trigger": {"type": r.trigger_type, "parameters": r.trigger_parameters},
+        "trigger": {"type": r.trigger_type, "ref": r.trigger_type, "parameters": r.trigger_parameters},
         "criteria": criteria,
         "action": {"ref": r.action_ref, "parameters": r.action_parameters},
         "type": {"ref": match r.rule_type { squall_rules::RuleType::Standard => "standard", squall_rules::RuleType::Backstop => "backstop" }},
@@ -1215,6 +1351,7 @@ fn rule_json(r: &squall_rules::Rule) -> Value {
 #[derive(Deserialize)]
 struct PackQuery {
     pack: Option<String>,
+    #[serde(default, deserialize_with = "st2::py_bool")]
     enabled: Option<bool>,
     /// Rules: the action they run.
     action: Option<String>,
@@ -1330,6 +1467,11 @@ async fn test_rule(
 struct EnforcementQuery {
     rule_ref: Option<String>,
     trigger_instance: Option<String>,
+    /// The execution an enforcement requested.
+    execution: Option<String>,
+    /// Enforced after, before (st2's `enforced_at_gt`, `enforced_at_lt`).
+    enforced_at_gt: Option<String>,
+    enforced_at_lt: Option<String>,
     #[serde(default, deserialize_with = "limit")]
     limit: Option<usize>,
     offset: Option<usize>,
@@ -1339,15 +1481,40 @@ async fn list_enforcements(
     State(state): State<AppState>,
     Query(q): Query<EnforcementQuery>,
 ) -> ApiResult<Response> {
+    let window = st2::TimeWindow::parse(
+        "enforced_at",
+        q.enforced_at_gt.as_deref(),
+        q.enforced_at_lt.as_deref(),
+    )?;
+    let execution = q.execution;
+    let keep = (execution.is_some() || !window.is_open()).then_some(
+        move |e: &crate::model::RuleEnforcement| {
+            execution
+                .as_ref()
+                .is_none_or(|x| e.execution_id.as_ref() == Some(x))
+                && window.contains(&e.enforced_at)
+        },
+    );
     let (limit, offset) = page(q.limit, q.offset);
+    let (rule_ref, trigger_instance) = (q.rule_ref, q.trigger_instance);
     off_runtime(move || {
-        let list = state.engine.store.list_enforcements(
-            q.rule_ref.as_deref(),
-            q.trigger_instance.as_deref(),
-            limit,
+        let store = &state.engine.store;
+        let page = st2::scan(
+            |limit, offset| {
+                store.list_enforcements(
+                    rule_ref.as_deref(),
+                    trigger_instance.as_deref(),
+                    limit,
+                    offset,
+                )
+            },
+            keep,
             offset,
+            limit,
+            false,
         )?;
-        Ok(Value::Array(list.iter().map(enforcement_json).collect()))
+        let list = page.items.iter().map(enforcement_json);
+        Ok((Value::Array(list.collect()), page.total))
     })
     .await
 }
@@ -1544,6 +1711,9 @@ struct KeyQuery {
     prefix: Option<String>,
     #[serde(default)]
     decrypt: bool,
+    /// st2's scope (`system`, `st2kv.system`, `user`, `st2kv.user`, `all` for lists): squall
+    /// keeps the system scope only.
+    scope: Option<String>,
     #[serde(default, deserialize_with = "limit")]
     limit: Option<usize>,
     offset: Option<usize>,
@@ -1565,6 +1735,10 @@ async fn list_keys(
     State(state): State<AppState>,
     Query(q): Query<KeyQuery>,
 ) -> ApiResult<Response> {
+    // st2's `key list` asks for every scope by default; user-scoped keys squall has none of.
+    if st2::KeyScope::parse(q.scope.as_deref())? == st2::KeyScope::User {
+        return Ok(listed(Vec::new(), q.limit, q.offset));
+    }
     let list = state.engine.store.kv_list(q.prefix.as_deref(), q.decrypt)?;
     let list = list.iter().map(|k| key_json(k, q.decrypt)).collect();
     Ok(listed(list, q.limit, q.offset))
@@ -1575,6 +1749,7 @@ async fn get_key(
     Path(name): Path<String>,
     Query(q): Query<KeyQuery>,
 ) -> ApiResult<Json<Value>> {
+    st2::KeyScope::parse(q.scope.as_deref())?.system_only(&name)?;
     let k = state
         .engine
         .store
@@ -1638,13 +1813,7 @@ async fn put_key(
             )))
         }
     };
-    if let Some(scope) = req.scope.as_deref() {
-        if scope != "st2kv.system" && scope != "system" {
-            return Err(ApiError::bad_request(format!(
-                "scope '{scope}' is not supported: squall keeps the system scope only (st2kv.system)"
-            )));
-        }
-    }
+    st2::KeyScope::parse(req.scope.as_deref())?.system_only(&name)?;
     if req.ttl == Some(0) {
         return Err(ApiError::bad_request("ttl must be at least 1 second"));
     }
@@ -1693,7 +1862,9 @@ async fn put_key(
 async fn delete_key(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Query(q): Query<KeyQuery>,
 ) -> ApiResult<StatusCode> {
+    st2::KeyScope::parse(q.scope.as_deref())?.system_only(&name)?;
     if state.engine.store.kv_delete(&name)? {
         state.engine.durable().await?;
         Ok(StatusCode::NO_CONTENT)

@@ -133,7 +133,7 @@ pub struct Pack {
 }
 
 /// Everything loaded from a set of pack folders, with every problem found.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Catalog {
     pub packs: Vec<Pack>,
     pub problems: Vec<Problem>,
@@ -153,6 +153,19 @@ impl Catalog {
 
     pub fn rules(&self) -> impl Iterator<Item = &LoadedRule> {
         self.packs.iter().flat_map(|p| p.rules.iter())
+    }
+
+    /// Enables or disables the rules `enabled` names (by reference) over what their files
+    /// say: the rules enabled or disabled through the API.
+    pub fn set_rules_enabled(&mut self, enabled: &HashMap<String, bool>) {
+        if enabled.is_empty() {
+            return;
+        }
+        for rule in self.packs.iter_mut().flat_map(|p| p.rules.iter_mut()) {
+            if let Some(e) = enabled.get(&rule.rule.reference()) {
+                rule.rule.enabled = *e;
+            }
+        }
     }
 
     /// The enabled and disabled rules of every pack, compiled and indexed.

@@ -1582,7 +1582,7 @@ pub fn execution_json(loaded: &Loaded, e: &Execution) -> Value {
 #[derive(serde::Serialize)]
 pub struct ExecutionOut<'a> {
     id: &'a str,
-    action: Ref<'a>,
+    action: ActionRef<'a>,
     parameters: Masked<'a>,
     status: ExecutionStatus,
     result: &'a Value,
@@ -1609,14 +1609,39 @@ struct Ref<'a> {
     reference: &'a str,
 }
 
+/// An execution's action: its reference and its runner (`rhai` or `orquesta`, as st2's
+/// clients read it to show a workflow's tasks).
+#[derive(serde::Serialize)]
+struct ActionRef<'a> {
+    #[serde(rename = "ref")]
+    reference: &'a str,
+    runner_type: &'static str,
+}
+
 #[derive(serde::Serialize)]
 struct IdOf<'a> {
     id: &'a str,
 }
 
+/// st2's `context`: who runs it and, for a workflow's task, the workflow and the task (as
+/// st2's Orquesta shows them).
 #[derive(serde::Serialize)]
 struct Context<'a> {
     user: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<ParentOf<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    orquesta: Option<TaskOf<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct ParentOf<'a> {
+    execution_id: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct TaskOf<'a> {
+    task_name: &'a str,
 }
 
 /// Parameters with the values of the action's secret parameters masked.
@@ -1642,13 +1667,18 @@ impl serde::Serialize for Masked<'_> {
 
 impl<'a> ExecutionOut<'a> {
     pub fn new(loaded: &'a Loaded, e: &'a Execution) -> Self {
+        let action = loaded.catalog.action(&e.action);
+        // As `is_workflow`, with the action looked up once.
+        let workflow = e.workflow.is_some()
+            || action.is_some_and(|a| a.meta.runner_type == RunnerType::Workflow);
         ExecutionOut {
             id: &e.id,
-            action: Ref {
+            action: ActionRef {
                 reference: &e.action,
+                runner_type: if workflow { "orquesta" } else { "rhai" },
             },
             parameters: Masked {
-                meta: loaded.catalog.action(&e.action).map(|a| &a.meta),
+                meta: action.map(|a| &a.meta),
                 params: &e.parameters,
             },
             status: e.status,
@@ -1660,7 +1690,15 @@ impl<'a> ExecutionOut<'a> {
             parent: &e.parent,
             rule: e.rule.as_deref().map(|r| Ref { reference: r }),
             trigger_instance: e.trigger_instance.as_deref().map(|id| IdOf { id }),
-            context: Context { user: &e.user },
+            context: Context {
+                user: &e.user,
+                parent: e.parent.as_deref().map(|id| ParentOf { execution_id: id }),
+                orquesta: e
+                    .task
+                    .as_deref()
+                    .filter(|_| e.parent.is_some())
+                    .map(|task| TaskOf { task_name: task }),
+            },
             attempt: e.attempt,
             reason: &e.reason,
             rerun_of: &e.rerun_of,

@@ -16,8 +16,8 @@ use serde_json::json;
 use squall_actions::{Limits, RhaiRuntime};
 use tokio::sync::watch;
 
-use crate::api::{packs_json, router, ApiConfig, AppState};
-use crate::packs::load_packs_with_configs;
+use crate::api::{packs_json, router, ApiConfig, AppState, RuleEnabledFn};
+use crate::packs::{load_packs_with_configs, Catalog};
 use crate::pipeline::Engine;
 use crate::signatures::SignatureCheck;
 use crate::store::Store;
@@ -164,7 +164,14 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
         tracing::warn!("authentication is on and no API key exists: create the first one with `squall apikey create` from this machine (allowed from 127.0.0.1 without a key until one exists)");
     }
     let runtime = Arc::new(RhaiRuntime::new(config.limits.clone()));
-    let catalog = load_packs_with_configs(&config.packs, &config.configs, &runtime);
+    let mut catalog = load_packs_with_configs(&config.packs, &config.configs, &runtime);
+    let rule_states = store
+        .rule_enabled_overrides()
+        .map_err(|e| ServerError::Store {
+            path: config.data_dir.clone(),
+            error: e.to_string(),
+        })?;
+    catalog.set_rules_enabled(&rule_states);
     if !catalog.problems.is_empty() {
         let list: Vec<String> = catalog.problems.iter().map(ToString::to_string).collect();
         if config.strict {
@@ -193,7 +200,11 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
     };
     restart_sensors(&engine, shutdown_rx.clone());
 
+    // A reload and a rule enabled or disabled through the API each swap what is loaded: one at
+    // a time, so neither undoes the other.
+    let swapping = Arc::new(Mutex::new(()));
     let reload = {
+        let swapping = swapping.clone();
         let engine = engine.clone();
         let packs = config.packs.clone();
         let configs = config.configs.clone();
@@ -204,7 +215,11 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
         let strict = config.strict;
         let checks = config.webhooks.clone();
         Arc::new(move || {
-            let catalog = load_packs_with_configs(&packs, &configs, &runtime);
+            let _one_at_a_time = swapping.lock().unwrap_or_else(|p| p.into_inner());
+            let catalog = with_rule_states(
+                load_packs_with_configs(&packs, &configs, &runtime),
+                &engine.store,
+            );
             let problems: Vec<String> = catalog.problems.iter().map(ToString::to_string).collect();
             if strict && !problems.is_empty() {
                 // As at start: with problems, nothing changes; what was loaded stays.
@@ -227,6 +242,30 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
             summary
         }) as Arc<dyn Fn() -> serde_json::Value + Send + Sync>
     };
+    let set_rule_enabled = {
+        let engine = engine.clone();
+        let timers = timers.clone();
+        let shutdown_rx = shutdown_rx.clone();
+        let handle = tokio::runtime::Handle::current();
+        let checks = config.webhooks.clone();
+        Arc::new(move |rule: &str, enabled: bool| {
+            let _one_at_a_time = swapping.lock().unwrap_or_else(|p| p.into_inner());
+            engine
+                .store
+                .set_rule_enabled(rule, enabled)
+                .map_err(|e| e.to_string())?;
+            let mut catalog = engine.loaded().catalog.clone();
+            catalog.set_rules_enabled(&HashMap::from([(rule.to_string(), enabled)]));
+            engine.set_loaded(catalog);
+            warn_unused_signature_checks(&engine, &checks);
+            let _guard = handle.enter();
+            if let Ok(mut timers) = timers.lock() {
+                timers.update(&engine, &shutdown_rx);
+            }
+            tracing::info!(rule, enabled, "rule enabled or disabled through the API");
+            Ok(())
+        }) as RuleEnabledFn
+    };
 
     let (streams_end, streams_end_rx) = watch::channel(false);
     let state = AppState {
@@ -237,6 +276,7 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
             signatures: config.webhooks.clone(),
             alert_receivers: config.alert_receivers.clone(),
             reload: reload.clone(),
+            set_rule_enabled,
         }),
         deliveries: Arc::new(recent_deliveries(&engine, &config.webhooks)),
         streams_end: streams_end_rx,
@@ -397,6 +437,17 @@ fn open_journal(
     let journal = crate::journal::Journal::open(&dir).map_err(|e| fail(e.to_string()))?;
     journal.clear().map_err(|e| fail(e.to_string()))?;
     Ok(journal)
+}
+
+/// The packs as loaded, with the rules enabled or disabled through the API as they were set.
+fn with_rule_states(mut catalog: Catalog, store: &Store) -> Catalog {
+    match store.rule_enabled_overrides() {
+        Ok(states) => catalog.set_rules_enabled(&states),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read which rules were enabled or disabled through the API: the rules' files say")
+        }
+    }
+    catalog
 }
 
 /// Stops the running sensors (if any) and starts those the loaded packs declare.

@@ -92,6 +92,9 @@ const T_META: &str = "meta";
 const T_WORKFLOW_PARTS: &str = "workflow_parts";
 
 const META_INDEX_VERSION: &[u8] = b"index_version";
+/// Prefix of the `meta` entries saying whether a rule is enabled (see
+/// [`Store::rule_enabled_overrides`]).
+const RULE_ENABLED_PREFIX: &[u8] = b"rule_enabled/";
 const KEY_FILE: &str = "secret.key";
 const NONCE_LEN: usize = 12;
 
@@ -843,6 +846,28 @@ impl Store {
     pub fn set_sensor_state(&self, sensor: &str, value: &str) -> StoreResult<()> {
         let key = format!("sensor/{sensor}");
         self.meta.insert(key.as_bytes(), value.as_bytes())?;
+        Ok(())
+    }
+
+    /// Rules enabled or disabled through the API (st2's `st2 rule enable|disable`), by rule
+    /// reference: what overrides their files' `enabled` at start and on reload.
+    pub fn rule_enabled_overrides(&self) -> StoreResult<HashMap<String, bool>> {
+        let mut out = HashMap::new();
+        for item in self.meta.scan_prefix(RULE_ENABLED_PREFIX) {
+            let (k, v) = item?;
+            let rule = String::from_utf8_lossy(&k[RULE_ENABLED_PREFIX.len()..]).into_owned();
+            out.insert(rule, v.as_ref() == b"1");
+        }
+        Ok(out)
+    }
+
+    /// Records that a rule is enabled or disabled through the API; durable with the next
+    /// flush.
+    pub fn set_rule_enabled(&self, rule: &str, enabled: bool) -> StoreResult<()> {
+        let mut key = RULE_ENABLED_PREFIX.to_vec();
+        key.extend_from_slice(rule.as_bytes());
+        self.meta
+            .insert(key, if enabled { &b"1"[..] } else { &b"0"[..] })?;
         Ok(())
     }
 
@@ -3164,5 +3189,30 @@ mod tests {
             store.kv_get("g", false),
             Err(StoreError::Corrupt { tree: T_KV, .. })
         ));
+    }
+
+    #[test]
+    fn rules_enabled_through_the_api_are_kept_across_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = open(dir.path());
+            assert!(store.rule_enabled_overrides().expect("read").is_empty());
+            store
+                .set_rule_enabled("examples.greet_on_webhook", false)
+                .expect("set");
+            store.set_rule_enabled("ops.autoheal", true).expect("set");
+            store
+                .set_rule_enabled("ops.autoheal", false)
+                .expect("set again");
+            store
+                .set_sensor_state("docker.events", "42")
+                .expect("other meta");
+            store.flush_blocking().expect("flush");
+        }
+        let store = open(dir.path());
+        let overrides = store.rule_enabled_overrides().expect("read");
+        assert_eq!(overrides.len(), 2, "{overrides:?}");
+        assert_eq!(overrides.get("examples.greet_on_webhook"), Some(&false));
+        assert_eq!(overrides.get("ops.autoheal"), Some(&false));
     }
 }
