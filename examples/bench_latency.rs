@@ -847,7 +847,8 @@ async fn run(args: &Args, port: u16) -> Result<u8> {
     // subscribed before the measured sends begin.
     let (status, body) = timeout(Duration::from_secs(10), async {
         let mut c = Conn::connect(port).await?;
-        c.request(&post_request(port, &args.hook, b"{\"n\": -1}")).await
+        c.request(&post_request(port, &args.hook, b"{\"n\": -1}"))
+            .await
     })
     .await
     .map_err(|_| anyhow!("the warm-up webhook got no answer within 10 s"))??;

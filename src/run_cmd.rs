@@ -32,9 +32,17 @@ pub struct RunArgs {
     /// Worker threads running actions [default: the number of cores].
     #[arg(long, value_name = "N", env = "SQUALL_WORKERS")]
     workers: Option<usize>,
+    /// Megabytes of the store kept in memory (sled's page cache); older records are read from
+    /// disk when asked for [default: 128].
+    #[arg(
+        long = "store-cache-mb",
+        value_name = "MB",
+        env = "SQUALL_STORE_CACHE_MB"
+    )]
+    store_cache_mb: Option<u64>,
     /// A YAML settings file (keys: data_dir, packs, configs, listen, workers, strict, auth,
-    /// webhook_body_limit, retention_days, shutdown_grace_seconds, action_max_operations,
-    /// secret_key_file, webhooks, alertmanager, grafana).
+    /// webhook_body_limit, store_cache_mb, retention_days, shutdown_grace_seconds,
+    /// action_max_operations, secret_key_file, webhooks, alertmanager, grafana).
     #[arg(long, value_name = "FILE", env = "SQUALL_CONFIG")]
     config: Option<PathBuf>,
     /// Refuse to start (or reload) when a pack has a problem (default: report it and skip
@@ -96,6 +104,13 @@ fn resolve(args: RunArgs) -> Result<RunConfig> {
         strict: args.strict.or(file.strict).unwrap_or(false),
         auth: args.auth.or(file.auth).unwrap_or(false),
         webhook_body_limit: file.webhook_body_limit.unwrap_or(1024 * 1024),
+        store_cache_bytes: match args.store_cache_mb.or(file.store_cache_mb) {
+            Some(0) => bail!("store_cache_mb must be at least 1"),
+            Some(mb) => mb
+                .checked_mul(1024 * 1024)
+                .ok_or_else(|| anyhow!("store_cache_mb {mb} is too large"))?,
+            None => squall_engine::store::DEFAULT_CACHE_BYTES,
+        },
         retention: std::time::Duration::from_secs(retention_days(file.retention_days)? * 86_400),
         shutdown_grace: std::time::Duration::from_secs(file.shutdown_grace_seconds.unwrap_or(30)),
         limits: {
@@ -247,6 +262,25 @@ mod tests {
         assert!(on.strict && on.auth);
         let default = resolved(&[]);
         assert!(!default.strict && !default.auth);
+    }
+
+    #[test]
+    fn the_store_cache_is_a_flag_over_the_settings_file_over_128_mb() {
+        let mb = |c: RunConfig| c.store_cache_bytes / (1024 * 1024);
+        assert_eq!(mb(resolved(&[])), 128);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("squall.yaml");
+        std::fs::write(&file, "store_cache_mb: 64\n").expect("write");
+        let config = file.to_str().expect("utf-8");
+        assert_eq!(mb(resolved(&["--config", config])), 64);
+        assert_eq!(
+            mb(resolved(&["--config", config, "--store-cache-mb", "32"])),
+            32
+        );
+        let cli = <Cli as clap::Parser>::try_parse_from(["run", "--store-cache-mb", "0"])
+            .expect("arguments parse");
+        let err = resolve(cli.run).expect_err("zero").to_string();
+        assert!(err.contains("at least 1"), "{err}");
     }
 
     #[test]

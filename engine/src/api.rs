@@ -449,6 +449,19 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     if let Ok(sensors) = state.engine.sensors.lock() {
         text.push_str(&crate::sensing::render_metrics(&sensors));
     }
+    let engine = state.engine.clone();
+    let (store_bytes, journal_bytes) = tokio::task::spawn_blocking(move || {
+        (
+            engine.store.size_on_disk().unwrap_or(0),
+            engine.journal_size_on_disk(),
+        )
+    })
+    .await
+    .unwrap_or((0, 0));
+    text.push_str(&crate::metrics::render_resources(
+        store_bytes,
+        journal_bytes,
+    ));
     Ok(([("content-type", "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -256,6 +256,16 @@ pub fn replay(dir: &Path) -> Result<Vec<Record>, JournalError> {
 impl Journal {
     /// Opens a fresh segment in `dir` (after [`replay`] and [`Journal::clear`] at start) and
     /// starts the writer thread.
+    /// Bytes its segments take on disk (written ahead: a segment is zero-filled when made).
+    pub fn size_on_disk(&self) -> u64 {
+        list_segments(&self.dir)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|(_, path)| std::fs::metadata(path).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
     pub fn open(dir: &Path) -> Result<Arc<Journal>, JournalError> {
         Journal::open_with_segment_size(dir, SEGMENT_BYTES)
     }

@@ -10,6 +10,43 @@ use std::sync::Mutex;
 
 use crate::model::ExecutionStatus;
 
+/// The process's resident memory and the data dir's size, for `/metrics`: what an operator
+/// watches to size the store's cache (`store_cache_mb`) and `retention_days`.
+pub fn render_resources(store_bytes: u64, journal_bytes: u64) -> String {
+    let mut out = String::new();
+    // VmRSS is in kB; without /proc (not Linux) the gauge is left out rather than made up.
+    let rss_kb = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                line.strip_prefix("VmRSS:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+        });
+    if let Some(kb) = rss_kb {
+        let _ = writeln!(
+            out,
+            "# HELP squall_process_resident_memory_bytes Resident memory of the squall process."
+        );
+        let _ = writeln!(out, "# TYPE squall_process_resident_memory_bytes gauge");
+        let _ = writeln!(out, "squall_process_resident_memory_bytes {}", kb * 1024);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP squall_store_disk_bytes Bytes on disk, per part of the data dir."
+    );
+    let _ = writeln!(out, "# TYPE squall_store_disk_bytes gauge");
+    let _ = writeln!(
+        out,
+        "squall_store_disk_bytes{{part=\"store\"}} {store_bytes}"
+    );
+    let _ = writeln!(
+        out,
+        "squall_store_disk_bytes{{part=\"journal\"}} {journal_bytes}"
+    );
+    out
+}
+
 /// Upper bounds (seconds) of the duration histogram's buckets.
 const BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0,

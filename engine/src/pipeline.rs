@@ -410,6 +410,11 @@ impl Engine {
         self.stopping.load(Ordering::SeqCst)
     }
 
+    /// Bytes the journal's segments take on disk.
+    pub fn journal_size_on_disk(&self) -> u64 {
+        self.journal.size_on_disk()
+    }
+
     pub fn running_executions(&self) -> usize {
         self.running.load(Ordering::SeqCst) + self.results.pending()
     }

@@ -39,6 +39,8 @@ pub struct FileConfig {
     pub shutdown_grace_seconds: Option<u64>,
     /// Rhai operations an action may run (0: no count, only its timeout ends a runaway loop).
     pub action_max_operations: Option<u64>,
+    /// Megabytes of the store kept in memory (sled's page cache).
+    pub store_cache_mb: Option<u64>,
     /// A file holding the 32-byte key that encrypts secrets (hex), instead of `<data_dir>/secret.key`.
     pub secret_key_file: Option<PathBuf>,
     /// Signature checks per webhook url, e.g. `github: {scheme: github, secret: ...}`.
@@ -63,6 +65,8 @@ pub struct RunConfig {
     pub strict: bool,
     pub auth: bool,
     pub webhook_body_limit: usize,
+    /// Bytes of the store kept in memory (sled's page cache).
+    pub store_cache_bytes: u64,
     pub retention: Duration,
     pub shutdown_grace: Duration,
     /// The sandbox's limits for actions.
@@ -145,11 +149,15 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
     })?;
     // A SIGHUP during the start is held for the reload loop instead of ending the process.
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let store =
-        Store::open(&config.data_dir, config.secret_key).map_err(|e| ServerError::Store {
-            path: config.data_dir.clone(),
-            error: e.to_string(),
-        })?;
+    let store = Store::open_with_cache(
+        &config.data_dir,
+        config.secret_key,
+        config.store_cache_bytes,
+    )
+    .map_err(|e| ServerError::Store {
+        path: config.data_dir.clone(),
+        error: e.to_string(),
+    })?;
     if let Ok(Some(name)) = store.secret_needing_another_key() {
         tracing::warn!(secret = %name, "stored secrets cannot be decrypted with this secret key (secret '{name}' among them): was the data dir's key replaced, or secret_key_file changed? Scripts reading them will fail");
     }
@@ -295,6 +303,7 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
         listen = %local,
         data_dir = %config.data_dir.display(),
         workers = workers.len(),
+        store_cache_mb = config.store_cache_bytes / (1024 * 1024),
         ready_ms = started.elapsed().as_millis() as u64,
         "squall is ready"
     );

@@ -59,6 +59,10 @@ use crate::model::{
     TriggerInstanceStatus, SCHEMA_VERSION,
 };
 
+/// sled's page cache unless set otherwise (`store_cache_mb`): sled's own default, 1 GiB, is
+/// more than a small VM should give an ops daemon.
+pub const DEFAULT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+
 /// Version of the secondary indexes' layout. When a data dir was indexed under another
 /// version (or never), the indexes are rebuilt from the records at open, so changing an
 /// index's layout only needs a bump here.
@@ -695,7 +699,19 @@ impl Store {
     /// Opens (creating if needed) the store in `dir`. Secrets are encrypted under
     /// `secret_key` when given, else under `<dir>/secret.key`, created on first open. A
     /// different key does not stop the store from opening: only decrypting secrets fails.
+    /// sled's cache is [`DEFAULT_CACHE_BYTES`].
     pub fn open(dir: &Path, secret_key: Option<[u8; 32]>) -> StoreResult<Store> {
+        Store::open_with_cache(dir, secret_key, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with sled's cache of recently used pages limited to `cache_bytes`: the
+    /// most of the store held in memory (squall's resident memory levels off near it under
+    /// load); what it leaves out is read back from disk when asked for (older records' pages).
+    pub fn open_with_cache(
+        dir: &Path,
+        secret_key: Option<[u8; 32]>,
+        cache_bytes: u64,
+    ) -> StoreResult<Store> {
         if dir.exists() && !dir.is_dir() {
             return Err(StoreError::Invalid(format!(
                 "{} is not a directory: the data dir must be one (or not exist yet)",
@@ -710,6 +726,7 @@ impl Store {
         // key file below at the same time.
         let db = sled::Config::new()
             .path(dir.join("sled"))
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(|e| match e {
                 // sled locks its directory (its error names no kind to match on).
@@ -831,6 +848,11 @@ impl Store {
         self.settle();
         self.db.flush()?;
         Ok(())
+    }
+
+    /// Bytes sled's files take on disk.
+    pub fn size_on_disk(&self) -> StoreResult<u64> {
+        Ok(self.db.size_on_disk()?)
     }
 
     /// A sensor's saved position (its checkpoint), by sensor reference.

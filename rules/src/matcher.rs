@@ -597,11 +597,23 @@ fn lookup_root<'a>(path: &KeyPath, root: &str, value: &'a Value) -> Option<&'a V
     }
 }
 
-/// Remembers recent enforcements of throttled rules.
+/// Remembers recent enforcements of throttled rules. A group whose window has passed is
+/// forgotten (checked every [`PRUNE_EVERY`] admissions), so the state stays as large as the
+/// groups seen within their windows, however many groups come and go.
 #[derive(Default)]
 pub struct ThrottleState {
-    seen: HashMap<(String, String), VecDeque<DateTime<Utc>>>,
+    seen: HashMap<(String, String), Group>,
+    admitted: u64,
 }
+
+/// One rule's enforcements for one group, and the window they count in.
+struct Group {
+    window: chrono::Duration,
+    times: VecDeque<DateTime<Utc>>,
+}
+
+/// How many admissions between two sweeps of groups whose window has passed.
+const PRUNE_EVERY: u64 = 1024;
 
 impl ThrottleState {
     /// The group an instance falls in: the JSON of its `group_by` values.
@@ -623,18 +635,36 @@ impl ThrottleState {
         now: DateTime<Utc>,
     ) -> bool {
         let window = chrono::Duration::from_std(throttle.window).unwrap_or(chrono::Duration::MAX);
-        let times = self
+        self.admitted += 1;
+        if self.admitted % PRUNE_EVERY == 0 {
+            self.seen.retain(|_, g| {
+                g.times
+                    .back()
+                    .is_some_and(|last| now.signed_duration_since(*last) < g.window)
+            });
+        }
+        let g = self
             .seen
             .entry((rule_ref.to_string(), group.to_string()))
-            .or_default();
-        while times.front().is_some_and(|t| now - *t >= window) {
-            times.pop_front();
+            .or_insert_with(|| Group {
+                window,
+                times: VecDeque::new(),
+            });
+        // A reload may have changed the rule's window.
+        g.window = window;
+        while g.times.front().is_some_and(|t| now - *t >= window) {
+            g.times.pop_front();
         }
-        if times.len() >= throttle.max as usize {
+        if g.times.len() >= throttle.max as usize {
             return false;
         }
-        times.push_back(now);
+        g.times.push_back(now);
         true
+    }
+
+    /// Groups remembered now (for tests and metrics).
+    pub fn groups(&self) -> usize {
+        self.seen.len()
     }
 }
 
@@ -665,5 +695,27 @@ mod tests {
         );
         let later = now + chrono::Duration::seconds(61);
         assert!(state.admit("p.t", &t, &a, later), "the window moved on");
+    }
+
+    #[test]
+    fn throttle_forgets_groups_whose_window_has_passed() {
+        let rule = Rule::from_yaml(
+            "name: t\nenabled: true\ntrigger: {type: a.b}\naction: {ref: core.noop}\nthrottle: {window: 60, max: 1, group_by: [trigger.host]}\n",
+        )
+        .unwrap();
+        let t = rule.throttle.unwrap();
+        let start = chrono::Utc::now();
+        let mut state = ThrottleState::default();
+        // A new host every second for three hours: only the last minute's hosts are kept.
+        for i in 0..10_800 {
+            let host = ThrottleState::group_key(&t, &serde_json::json!({"host": i}));
+            let now = start + chrono::Duration::seconds(i);
+            assert!(state.admit("p.t", &t, &host, now));
+        }
+        assert!(
+            state.groups() <= 60 + PRUNE_EVERY as usize,
+            "{} groups remembered",
+            state.groups()
+        );
     }
 }
