@@ -9,4 +9,5 @@ mod harness;
 mod marathon_actions;
 mod ops;
 mod server;
+mod st2_cli;
 mod workflows;
