@@ -271,6 +271,40 @@ fn st2_cli_runs_and_inspects_without_auth() {
         "{text}"
     );
 
+    // The CLI shows only what it asks for: the API itself keeps and drops attributes.
+    let (_, listed) = s.get("/api/v1/executions/?limit=1&include_attributes=action.ref,status");
+    assert_eq!(
+        listed[0]
+            .as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>()),
+        Some(vec![
+            "id".to_string(),
+            "action".to_string(),
+            "status".to_string()
+        ]),
+        "{listed}"
+    );
+    assert_eq!(
+        listed[0]["action"].as_object().map(|o| o.len()),
+        Some(1),
+        "{listed}"
+    );
+    let (_, one) = s.get(&format!(
+        "/api/v1/executions/{greeted}?exclude_attributes=result,log"
+    ));
+    assert!(
+        one.get("result").is_none() && one.get("log").is_none(),
+        "{one}"
+    );
+    assert_eq!(one["status"], "succeeded", "{one}");
+    let text = st2
+        .run(&["execution", "list", "-n", "1"])
+        .ok("execution list -n 1");
+    assert!(
+        text.contains("Only one action execution is displayed"),
+        "{text}"
+    );
+
     let text = st2.run(&["execution", "get", &greeted]).ok("execution get");
     assert!(text.contains("status: succeeded"), "{text}");
     assert!(text.contains("hello, later"), "{text}");

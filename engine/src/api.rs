@@ -171,19 +171,6 @@ pub fn router(state: AppState) -> Router {
     let hook_limit = state.config.body_limit;
     let api = Router::new()
         .route(
-            "/api/v1/webhooks/{*url}",
-            post(webhook)
-                .layer(axum::extract::DefaultBodyLimit::max(
-                    state.config.body_limit,
-                ))
-                .layer(axum::middleware::from_fn(move |req, next| {
-                    body_limit::refuse_declared_over(hook_limit, None, req, next)
-                }))
-                .layer(axum::middleware::map_response(move |r: Response| {
-                    json_errors(r, BodyLimit::Webhook(hook_limit))
-                })),
-        )
-        .route(
             "/api/v1/executions",
             get(list_executions).post(create_execution),
         )
@@ -227,7 +214,21 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runnertypes/{name}", get(st2::get_runner_type))
         .route("/api/v1/user", get(st2::current_user))
         .route("/api/v1/stream", get(stream))
-        .layer(axum::middleware::from_fn(st2::attributes));
+        // Before the webhook route is added: a webhook's answer is never filtered.
+        .layer(axum::middleware::from_fn(st2::attributes))
+        .route(
+            "/api/v1/webhooks/{*url}",
+            post(webhook)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    state.config.body_limit,
+                ))
+                .layer(axum::middleware::from_fn(move |req, next| {
+                    body_limit::refuse_declared_over(hook_limit, None, req, next)
+                }))
+                .layer(axum::middleware::map_response(move |r: Response| {
+                    json_errors(r, BodyLimit::Webhook(hook_limit))
+                })),
+        );
     // Without authentication the check is left out of the request's path altogether.
     let api = if state.config.auth {
         api.layer(axum::middleware::from_fn_with_state(
