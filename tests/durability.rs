@@ -62,31 +62,6 @@ fn keys(s: &Squall, prefix: &str) -> HashMap<String, String> {
         .collect()
 }
 
-/// Each acknowledged instance is processed and has exactly one enforcement, with its execution.
-fn assert_enforced_once(s: &Squall, acknowledged: &[String]) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for id in acknowledged {
-        loop {
-            let (_, ti) = s.get(&format!("/api/v1/triggerinstances/{id}"));
-            if ti["status"] == "processed" {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "instance {id} not processed: {ti}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let (_, enf) = s.get(&format!("/api/v1/ruleenforcements?trigger_instance={id}"));
-        let enf = enf.as_array().cloned().unwrap_or_default();
-        assert_eq!(enf.len(), 1, "instance {id}: {enf:?}");
-        assert!(
-            enf[0]["execution_id"].is_string(),
-            "instance {id} has no execution: {enf:?}"
-        );
-    }
-}
-
 /// What scripts wrote agrees with what squall says of their executions: a succeeded
 /// `durable.mark` has its key, holding its id; every key was written by an execution that
 /// started (and so ended succeeded, or abandoned by a crash); every succeeded workflow has both
@@ -181,7 +156,7 @@ fn what_succeeded_actions_wrote_survives_kill_9() {
             .collect();
         total += acknowledged.len();
         s.restart();
-        assert_enforced_once(&s, &acknowledged);
+        s.assert_enforced_once(&acknowledged);
         assert_writes_match_results(&s);
     }
     let marks = all_ended(&s, "durable.mark");

@@ -261,6 +261,32 @@ impl Squall {
     }
 
     /// Waits for the executions started by a trigger instance to reach a final status.
+    /// Each of `instances` gets processed (within 60 s) and has exactly one enforcement, which
+    /// requested an execution.
+    pub fn assert_enforced_once(&self, instances: &[String]) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for id in instances {
+            loop {
+                let (_, ti) = self.get(&format!("/api/v1/triggerinstances/{id}"));
+                if ti["status"] == "processed" {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "instance {id} not processed: {ti}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let (_, enf) = self.get(&format!("/api/v1/ruleenforcements?trigger_instance={id}"));
+            let enf = enf.as_array().cloned().unwrap_or_default();
+            assert_eq!(enf.len(), 1, "instance {id}: {enf:?}");
+            assert!(
+                enf[0]["execution_id"].is_string(),
+                "instance {id} has no execution: {enf:?}"
+            );
+        }
+    }
+
     pub fn executions_of(&self, trigger_instance: &str, count: usize) -> Vec<Value> {
         let v = self.wait_for(
             &format!("/api/v1/executions?trigger_instance={trigger_instance}"),

@@ -1537,26 +1537,7 @@ fn crash_safety_under_sigkill() {
     assert!(!acknowledged.is_empty());
     // Every acknowledged instance ends processed with exactly one enforcement, and every
     // execution reaches a final status (abandoned included: e2e.slow is not idempotent).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for id in &acknowledged {
-        loop {
-            let (_, ti) = s.get(&format!("/api/v1/triggerinstances/{id}"));
-            if ti["status"] == "processed" {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "trigger instance {id} not processed: {ti}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let (_, enf) = s.get(&format!("/api/v1/ruleenforcements?trigger_instance={id}"));
-        assert_eq!(
-            enf.as_array().map(Vec::len),
-            Some(1),
-            "instance {id}: {enf}"
-        );
-    }
+    s.assert_enforced_once(&acknowledged);
     let all = s.wait_for("/api/v1/executions?action=e2e.slow&limit=10000", 60, |v| {
         v.as_array().is_some_and(|a| {
             a.iter()
