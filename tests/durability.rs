@@ -349,6 +349,47 @@ fn a_claim_acted_on_is_never_lost_to_another_execution() {
     }
 }
 
+/// What the key-value API answered 2xx to is on disk: `kill -9` right after each answer loses
+/// no write, no TTL and no delete.
+#[test]
+fn key_value_api_writes_are_durable_at_their_answer() {
+    let (_dir, mut s) = start();
+    for round in 0..5 {
+        let put = |name: &str, body: &str| {
+            let (code, v) = s
+                .request("PUT", &format!("/api/v1/keys/{name}"), Some(body))
+                .expect("PUT");
+            assert_eq!(code, 200, "{name}: {v}");
+        };
+        put(
+            &format!("api{round}"),
+            &format!(r#"{{"value": "v{round}"}}"#),
+        );
+        put(&format!("ttl{round}"), r#"{"value": "t", "ttl": 3600}"#);
+        if round > 0 {
+            let (code, v) = s
+                .request("DELETE", &format!("/api/v1/keys/api{}", round - 1), None)
+                .expect("DELETE");
+            assert_eq!(code, 204, "{v}");
+        }
+        s.kill9();
+        s.restart();
+        let (code, v) = s.get(&format!("/api/v1/keys/api{round}"));
+        assert_eq!(
+            (code, v["value"].as_str()),
+            (200, Some(format!("v{round}").as_str())),
+            "{v}"
+        );
+        let (code, v) = s.get(&format!("/api/v1/keys/ttl{round}"));
+        assert_eq!(code, 200, "{v}");
+        assert!(v["expire_timestamp"].is_string(), "the TTL was kept: {v}");
+        if round > 0 {
+            let (code, v) = s.get(&format!("/api/v1/keys/api{}", round - 1));
+            assert_eq!(code, 404, "the delete was kept: {v}");
+        }
+    }
+}
+
 /// Python's urllib sends a whole body before it reads the answer: over the limit, it gets the
 /// 413 and its JSON error rather than a reset connection, on webhooks and the rest of the API.
 #[test]
