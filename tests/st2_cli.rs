@@ -31,6 +31,10 @@ struct St2 {
     home: PathBuf,
     port: u16,
     key: Option<String>,
+    /// The API's and the stream's URLs: squall's (`/api/v1`) or st2's own (`/v1`,
+    /// `/stream/v1`).
+    api: &'static str,
+    stream: &'static str,
 }
 
 /// What one `st2` command printed (stdout then stderr, colours removed) and its exit code.
@@ -60,7 +64,16 @@ impl St2 {
             home,
             port: s.port,
             key: key.map(str::to_string),
+            api: "/api/v1",
+            stream: "/api/v1",
         }
+    }
+
+    /// Pointed at st2's own paths, as an st2 configuration left unchanged would be.
+    fn with_st2_paths(mut self) -> St2 {
+        self.api = "/v1";
+        self.stream = "/stream/v1";
+        self
     }
 
     fn run(&self, args: &[&str]) -> Said {
@@ -68,8 +81,8 @@ impl St2 {
         let mut cmd = Command::new(&self.bin);
         cmd.args(args)
             .env("HOME", &self.home)
-            .env("ST2_API_URL", format!("{base}/api/v1"))
-            .env("ST2_STREAM_URL", format!("{base}/api/v1"))
+            .env("ST2_API_URL", format!("{base}{}", self.api))
+            .env("ST2_STREAM_URL", format!("{base}{}", self.stream))
             .env("ST2_AUTH_URL", format!("{base}/auth/v1"))
             // Wide tables: a wrapped cell would split ids.
             .env("COLUMNS", "300")
@@ -454,6 +467,18 @@ fn st2_cli_runs_and_inspects_without_auth() {
         .failed("key get deleted");
     assert!(text.contains("not found"), "{text}");
 
+    // An st2 configuration left on st2's own paths: /v1 and /stream/v1.
+    let st2_paths = St2::new(dir.path(), &s, None).with_st2_paths();
+    let text = st2_paths
+        .run(&["run", "-a", "e2e.ticker", "n=6", "every=0.25"])
+        .ok("run -a on /v1");
+    let ticking = async_id(&text);
+    let text = st2_paths
+        .run(&["execution", "tail", &ticking])
+        .ok("execution tail on /stream/v1");
+    assert!(text.contains("tick 5"), "{text}");
+    assert!(text.contains("has completed (status=succeeded)"), "{text}");
+
     // Packs, sensors, who is asking, and st2's login.
     let text = st2.run(&["pack", "list"]).ok("pack list");
     assert!(text.contains("examples") && text.contains("e2e"), "{text}");
@@ -507,6 +532,10 @@ fn st2_cli_with_an_api_key_against_squall_with_auth() {
     assert!(text.contains("status: succeeded"), "{text}");
     assert!(text.contains("hello, ops"), "{text}");
     assert!(text.contains("context.user: admin"), "{text}");
+    let out = st2
+        .run(&["run", "-j", "core.echo", "message=keyed"])
+        .ok("run -j");
+    assert_eq!(first_json(&out)["context"]["user"], "admin", "{out}");
     let text = st2
         .run(&["run", "-a", "e2e.ticker", "n=8", "every=0.25"])
         .ok("run -a");
@@ -554,6 +583,17 @@ fn st2_cli_with_an_api_key_against_squall_with_auth() {
     assert!(text.contains("examples.greet_on_webhook"), "{text}");
     let (code, body) = greet_hook(&s, Some(&key), "after restart");
     assert_eq!(code, 404, "still disabled after a restart: {body}");
+    let (code, body) = s
+        .request_with(
+            "POST",
+            "/api/v1/packs/reload",
+            None,
+            &[("St2-Api-Key", &key)],
+        )
+        .expect("request");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = greet_hook(&s, Some(&key), "after a reload");
+    assert_eq!(code, 404, "still disabled after a reload: {body}");
     let text = st2
         .run(&["rule", "get", "examples.greet_on_webhook"])
         .ok("rule get");
