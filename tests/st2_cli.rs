@@ -395,6 +395,23 @@ fn st2_cli_runs_and_inspects_without_auth() {
         .run(&["rule", "get", "examples.greet_on_webhook"])
         .ok("rule get");
     assert!(text.contains("rule:examples:greet_on_webhook"), "{text}");
+    // A rule's PUT changes `enabled` only: its other fields are its file's.
+    let (_, mut rule) = s.get("/api/v1/rules/examples.greet_on_webhook");
+    rule["criteria"] = serde_json::json!({});
+    let (code, body) = s
+        .request(
+            "PUT",
+            "/api/v1/rules/examples.greet_on_webhook",
+            Some(&rule.to_string()),
+        )
+        .expect("request");
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["faultstring"]
+            .as_str()
+            .is_some_and(|f| f.contains("field 'criteria' differs from the rule's file")),
+        "{body}"
+    );
     disable_greeting_rule(&st2, &s, None);
     let text = st2
         .run(&["rule", "enable", "examples.greet_on_webhook"])

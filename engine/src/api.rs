@@ -93,35 +93,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let faultstring = faultstring(&self.error, &self.detail);
+        let faultstring = st2::faultstring(&self.error, &self.detail);
         (
             self.status,
             Json(json!({"error": self.error, "detail": self.detail, "faultstring": faultstring})),
         )
             .into_response()
-    }
-}
-
-/// The error as one line for st2's clients, which show `faultstring` only: the error, and its
-/// detail when there is one (each invalid parameter, with its message).
-fn faultstring(error: &str, detail: &Value) -> String {
-    let part = |d: &Value| match d {
-        Value::Object(o) if o.contains_key("parameter") && o.contains_key("message") => format!(
-            "{}: {}",
-            o["parameter"].as_str().unwrap_or_default(),
-            o["message"].as_str().unwrap_or_default()
-        ),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    match detail {
-        Value::Null => error.to_string(),
-        Value::Array(items) if items.is_empty() => error.to_string(),
-        Value::Array(items) => format!(
-            "{error}: {}",
-            items.iter().map(part).collect::<Vec<_>>().join("; ")
-        ),
-        other => format!("{error}: {}", part(other)),
     }
 }
 

@@ -25,6 +25,32 @@ use super::{listed, rule_json, ApiError, ApiResult, AppState, Caller, ADMIN};
 use crate::store::StoreResult;
 
 // ---------------------------------------------------------------------------------------------
+// Errors
+
+/// The error as one line for st2's clients, which show `faultstring` only: the error, and its
+/// detail when there is one (each invalid parameter, with its message).
+pub(super) fn faultstring(error: &str, detail: &Value) -> String {
+    let part = |d: &Value| match d {
+        Value::Object(o) if o.contains_key("parameter") && o.contains_key("message") => format!(
+            "{}: {}",
+            o["parameter"].as_str().unwrap_or_default(),
+            o["message"].as_str().unwrap_or_default()
+        ),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match detail {
+        Value::Null => error.to_string(),
+        Value::Array(items) if items.is_empty() => error.to_string(),
+        Value::Array(items) => format!(
+            "{error}: {}",
+            items.iter().map(part).collect::<Vec<_>>().join("; ")
+        ),
+        other => format!("{error}: {}", part(other)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Paths
 
 /// The path squall routes for `path` when it differs: a trailing slash dropped (st2's CLI asks
@@ -577,8 +603,17 @@ pub(super) async fn issue_token() -> ApiError {
 // A rule's PUT
 
 /// What a rule's fields must say in a PUT to change only `enabled`: the fields the API shows
-/// for the rule, but for those that say what the rule is called or whether it is enabled.
-const RULE_FIELDS_KEPT: [&str; 6] = ["name", "pack", "trigger", "criteria", "action", "type"];
+/// for the rule, but for its ids and `enabled`.
+const RULE_FIELDS_KEPT: [&str; 8] = [
+    "name",
+    "pack",
+    "description",
+    "trigger",
+    "criteria",
+    "action",
+    "type",
+    "tags",
+];
 
 /// st2's `PUT /rules/{id}` (`st2 rule enable|disable` sends the rule as `GET` showed it, with
 /// `enabled` changed). squall's rules come from pack files: only `enabled` changes through the
@@ -760,6 +795,26 @@ mod tests {
             "{}",
             both.error
         );
+    }
+
+    #[test]
+    fn faultstrings_carry_the_error_and_its_detail_in_one_line() {
+        assert_eq!(faultstring("no rule x", &Value::Null), "no rule x");
+        assert_eq!(
+            faultstring(
+                "invalid parameters for action 'examples.greet'",
+                &json!([
+                    {"parameter": "name", "message": "is required"},
+                    {"parameter": "times", "message": "expected an integer"},
+                ])
+            ),
+            "invalid parameters for action 'examples.greet': name: is required; times: expected an integer"
+        );
+        assert_eq!(
+            faultstring("bad alert", &json!({"path": "$.alerts[0]"})),
+            r#"bad alert: {"path":"$.alerts[0]"}"#
+        );
+        assert_eq!(faultstring("x", &json!("why")), "x: why");
     }
 
     #[test]
