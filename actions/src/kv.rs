@@ -17,7 +17,9 @@ pub trait KvStore: Send + Sync {
     /// Deletes `name`; true when it existed.
     fn delete(&self, name: &str) -> Result<bool, String>;
     /// Sets `name` only when it is absent (or expired); true when it was set. Two scripts
-    /// claiming one name at once: exactly one gets true (a cooldown, a lock).
+    /// claiming one name at once: exactly one gets true (a cooldown, a lock). A store that
+    /// knows the execution running the script (squall's) also answers true to the execution
+    /// that holds the claim, so that one run again after a crash is not refused by itself.
     fn claim(&self, name: &str, value: &str, ttl_seconds: Option<u64>) -> Result<bool, String>;
 }
 

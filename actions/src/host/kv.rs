@@ -1,7 +1,9 @@
 //! The `kv` host module: `kv::get(name)`, `kv::set(name, value[, ttl_seconds])`,
 //! `kv::delete(name)`, and `kv::claim(name, value[, ttl_seconds])`, which sets the name only
 //! when it is absent and says whether it did (of two scripts claiming a name at once, exactly
-//! one gets `true`: a cooldown or a lock), over the run's [`crate::KvStore`].
+//! one gets `true`: a cooldown or a lock), over the run's [`crate::KvStore`]. A claim is held by
+//! the execution that made it: the same execution claiming the name again (run again after a
+//! crash) gets `true`, any other `false` until the pair expires or is deleted or overwritten.
 //!
 //! Values are strings; a non-string value given to `kv::set` is stored as its JSON text.
 //! Store errors become script errors; this module never caches values across runs.
