@@ -1,16 +1,21 @@
 //! squall-rules: StackStorm rules for squall. Loads st2 rule files unchanged, matches trigger
 //! instances against them with every st2 criteria operator, and renders the action each match
-//! requests.
+//! requests; matches ChatOps commands against action aliases (`alias`).
 //!
 //! Pure: no I/O, no tokio, no clock. Input is rule text and trigger instances; output is what to
 //! run. The engine owns storage, time and the key-value store (reached via [`KeyValueLookup`]).
 
+pub mod alias;
 pub mod lookup;
 pub mod matcher;
 pub mod model;
 pub mod operators;
 pub mod template;
 
+pub use alias::{
+    extract_parameters, match_command, Ack, Alias, AliasFormat, AliasMatch, AliasMatchError,
+    AliasParameters, ParseError, ResultOptions,
+};
 pub use lookup::KeyPath;
 pub use matcher::{
     canonical_trigger_ref, ActionRequest, CriterionFailure, EvalEnv, Evaluation, NoMatch, RuleId,
