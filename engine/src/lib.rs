@@ -23,7 +23,8 @@ pub mod workflow;
 
 pub use exec::{run_action, ExecError, FinalStatus, RunContext, RunRecord};
 pub use packs::{
-    load_packs, load_packs_with_configs, Catalog, LoadedAction, LoadedRule, Pack, PackMeta, Problem,
+    load_packs, load_packs_with_configs, Catalog, LoadedAction, LoadedAlias, LoadedRule, Pack,
+    PackMeta, Problem,
 };
 pub use squall_actions as actions;
 pub use squall_rules as rules;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 use squall_actions::{ActionMeta, RhaiRuntime, RunnerType};
-use squall_rules::{Rule, RuleSet};
+use squall_rules::{Alias, Rule, RuleSet};
 
 /// One problem found while loading, located in a file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -106,6 +106,15 @@ pub struct LoadedRule {
     pub file: PathBuf,
 }
 
+/// An action alias (`aliases/*.yaml`) with where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedAlias {
+    /// `pack.name`.
+    pub reference: String,
+    pub alias: Alias,
+    pub file: PathBuf,
+}
+
 /// A loaded pack.
 #[derive(Debug, Clone)]
 pub struct Pack {
@@ -114,6 +123,7 @@ pub struct Pack {
     pub dir: PathBuf,
     pub actions: Vec<LoadedAction>,
     pub rules: Vec<LoadedRule>,
+    pub aliases: Vec<LoadedAlias>,
     pub config_schema: Option<Value>,
     /// The deployment's settings for this pack (`configs/<pack>.yaml`), checked against the
     /// schema with its defaults applied; scripts see it as `ctx.config`.
@@ -127,7 +137,7 @@ pub struct Pack {
     pub config_undeclared: Vec<String>,
     /// Where the deployment's config for this pack is read from (`<configs>/<pack>.yaml`).
     pub config_file: Option<PathBuf>,
-    /// The other YAML files of the pack (sensors, aliases, policies), syntax-checked, keyed by
+    /// The other YAML files of the pack (sensors, policies), syntax-checked, keyed by
     /// their folder name.
     pub extras: BTreeMap<String, Vec<(PathBuf, Value)>>,
 }
@@ -149,6 +159,11 @@ impl Catalog {
 
     pub fn actions(&self) -> impl Iterator<Item = &LoadedAction> {
         self.packs.iter().flat_map(|p| p.actions.iter())
+    }
+
+    /// Every pack's aliases, in pack order.
+    pub fn aliases(&self) -> impl Iterator<Item = &LoadedAlias> {
+        self.packs.iter().flat_map(|p| p.aliases.iter())
     }
 
     pub fn rules(&self) -> impl Iterator<Item = &LoadedRule> {
@@ -504,6 +519,7 @@ fn check_cross_references(catalog: &mut Catalog) {
             true
         });
     }
+    check_aliases(catalog, &mut problems);
     if let Err(errs) = catalog.rule_set() {
         for (rule_ref, msg) in errs {
             let file = catalog
@@ -588,6 +604,7 @@ fn load_pack(dir: &Path, runtime: &RhaiRuntime, problems: &mut Vec<Problem>) -> 
         dir: dir.to_path_buf(),
         actions: Vec::new(),
         rules: Vec::new(),
+        aliases: Vec::new(),
         config_schema: None,
         config: serde_json::Map::new(),
         config_error: None,
@@ -615,6 +632,23 @@ fn load_pack(dir: &Path, runtime: &RhaiRuntime, problems: &mut Vec<Problem>) -> 
             pack.rules.push(r);
         }
     }
+    for file in yaml_files(&dir.join("aliases")) {
+        if let Some(a) = load_alias(&file, &reference, problems) {
+            if pack.aliases.iter().any(|b| b.reference == a.reference) {
+                problems.push(Problem::new(
+                    &file,
+                    None,
+                    None,
+                    format!(
+                        "alias '{}' is defined twice; this file is not loaded",
+                        a.reference
+                    ),
+                ));
+                continue;
+            }
+            pack.aliases.push(a);
+        }
+    }
     let schema_file = dir.join("config.schema.yaml");
     if schema_file.is_file() {
         pack.config_schema = parse_yaml_value(&schema_file, problems);
@@ -625,7 +659,7 @@ fn load_pack(dir: &Path, runtime: &RhaiRuntime, problems: &mut Vec<Problem>) -> 
             }
         }
     }
-    for extra in ["sensors", "aliases", "policies"] {
+    for extra in ["sensors", "policies"] {
         for file in yaml_files(&dir.join(extra)) {
             if let Some(v) = parse_yaml_value(&file, problems) {
                 pack.extras
@@ -737,6 +771,91 @@ fn load_action(
         entry_point,
         source,
     })
+}
+
+fn load_alias(file: &Path, pack_ref: &str, problems: &mut Vec<Problem>) -> Option<LoadedAlias> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(Problem::new(file, None, None, format!("cannot read: {e}")));
+            return None;
+        }
+    };
+    match Alias::from_yaml(&text) {
+        Ok(alias) => {
+            if let Some(declared) = alias.pack.as_deref().filter(|p| *p != pack_ref) {
+                problems.push(Problem::new(
+                    file,
+                    squall_rules::line_of(&text, "pack"),
+                    None,
+                    format!("alias says pack '{declared}' but lives in pack '{pack_ref}'"),
+                ));
+                return None;
+            }
+            Some(LoadedAlias {
+                reference: alias.reference(pack_ref),
+                alias,
+                file: file.to_path_buf(),
+            })
+        }
+        Err(errs) => {
+            for p in errs {
+                problems.push(Problem::new(file, p.line, p.column, p.message));
+            }
+            None
+        }
+    }
+}
+
+/// Leaves out, and reports, an alias whose action no loaded pack provides or whose formats
+/// name a parameter the action does not declare (st2 would refuse the execution it requests).
+fn check_aliases(catalog: &mut Catalog, problems: &mut Vec<Problem>) {
+    let declared: HashMap<String, Vec<String>> = catalog
+        .actions()
+        .map(|a| {
+            let names = a.meta.parameters.keys().cloned().collect();
+            (a.reference.clone(), names)
+        })
+        .collect();
+    for pack in &mut catalog.packs {
+        pack.aliases.retain(|a| {
+            let text = read_or_empty(&a.file);
+            let Some(params) = declared.get(&a.alias.action_ref) else {
+                problems.push(Problem::new(
+                    &a.file,
+                    squall_rules::line_of(&text, "action_ref"),
+                    None,
+                    format!(
+                        "alias '{}' runs action '{}', which no loaded pack provides; the alias is not loaded",
+                        a.reference, a.alias.action_ref
+                    ),
+                ));
+                return false;
+            };
+            for (_, representation) in a.alias.patterns() {
+                for name in squall_rules::format_parameter_names(representation) {
+                    if !params.contains(&name) {
+                        let line = text
+                            .lines()
+                            .position(|l| !representation.is_empty() && l.contains(representation))
+                            .map(|i| i + 1)
+                            .or_else(|| squall_rules::line_of(&text, "formats"));
+                        problems.push(Problem::new(
+                            &a.file,
+                            line,
+                            None,
+                            format!(
+                                "alias '{}': format {representation:?} names parameter '{name}', which action '{}' does not declare; the alias is not loaded",
+                                a.reference, a.alias.action_ref
+                            ),
+                        ));
+                        return false;
+                    }
+                }
+            }
+            true
+        });
+    }
 }
 
 fn load_rule(file: &Path, pack_ref: &str, problems: &mut Vec<Problem>) -> Option<LoadedRule> {

@@ -306,6 +306,31 @@ pub fn match_command(aliases: &[Alias], command: &str) -> Result<AliasMatch, Ali
     }
 }
 
+/// The names of the `{{ name }}` and `{{ name=default }}` parameters in a representation, in
+/// order of appearance (named groups written as regular expressions are not included).
+pub fn format_parameter_names(representation: &str) -> Vec<String> {
+    let (Ok(optional), Ok(required)) = (
+        compile(&format!(r"(\s*){}", optional_re())),
+        compile(&format!(r"(\s*){}", required_re())),
+    ) else {
+        return Vec::new();
+    };
+    // Each placeholder is replaced by a marker holding its name, in one left-to-right text.
+    let marked = substitute(&optional, representation, |_, name| {
+        format!("\u{0}{name}\u{0}")
+    })
+    .and_then(|t| substitute(&required, &t, |_, name| format!("\u{0}{name}\u{0}")));
+    match marked {
+        Ok(text) => text
+            .split('\u{0}')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// st2's `extract_parameters(format, command)`: the parameters `format` extracts from
 /// `command`, or why it does not match.
 pub fn extract_parameters(format: &str, command: &str) -> Result<AliasParameters, ParseError> {
@@ -757,5 +782,13 @@ mod tests {
         assert!(errs[1].message.contains("regular expression") && errs[1].line == Some(5));
         let errs = Alias::from_yaml("name: a\naction_ref: a.b\nformat: []\n").unwrap_err();
         assert!(errs[0].message.contains("format") && errs[0].line == Some(3));
+    }
+
+    #[test]
+    fn format_parameters_in_order() {
+        assert_eq!(
+            format_parameter_names("s {{a}} x {{ b = 1 }} {{ c }} {{ d={'k': 'v'} }}"),
+            ["a", "b", "c", "d"]
+        );
     }
 }
