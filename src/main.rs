@@ -6,6 +6,7 @@
 //! Exit codes follow st2-rule-tester where it applies: 0 success/match, 1 failure/no match,
 //! 2 bad input (or an API error, or no server to talk to).
 
+mod alias_cmd;
 mod client;
 mod run_cmd;
 
@@ -53,6 +54,11 @@ enum Command {
     Rule {
         #[command(subcommand)]
         command: RuleCommand,
+    },
+    /// Action aliases (ChatOps commands): match a command here, as StackStorm does.
+    Alias {
+        #[command(subcommand)]
+        command: alias_cmd::AliasCommand,
     },
     /// Actions: run one on the server or here and now; list and show the server's.
     Action {
@@ -239,6 +245,7 @@ fn main() -> ExitCode {
             RuleCommand::Get(args) => client::rule_get(&args),
             RuleCommand::Test(args) => rule_test_either(&args),
         },
+        Command::Alias { command } => alias_cmd::alias(&command, &runtime()),
         Command::Action { command } => match command {
             ActionCommand::Run(args) => client::action_run(&args),
             ActionCommand::List(args) => client::action_list(&args),

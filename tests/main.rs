@@ -1,6 +1,7 @@
 //! End-to-end tests of the `squall` binary: one test binary, one module per area.
 
 mod alertmanager;
+mod alias_cli;
 mod cli;
 mod cli_api;
 mod docker;
