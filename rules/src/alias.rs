@@ -6,7 +6,9 @@
 //! `{display, representation: [...]}`), `ack` (`enabled`, `format`, `append_url`), `result`
 //! (`enabled`, `format`, `extra`) and `extra`. [`Alias::from_yaml`] reports every problem with
 //! its line, including a format that is not a valid regular expression once its parameters
-//! are substituted.
+//! are substituted. st2's `immutable_parameters` and a format's `match_multiple` are refused
+//! with that reason (squall does not support them); `id`, `ref`, `uid` and `metadata_file`
+//! are accepted and ignored.
 //!
 //! Matching follows st2's `ActionAliasFormatParser` and `get_matching_alias`:
 //! - a format is a regular expression, not escaped text. `{{ name }}` becomes a named group,
@@ -103,7 +105,13 @@ struct RawAlias {
     result: Option<ResultOptions>,
     #[serde(default)]
     extra: Map<String, Value>,
-    // Carried by st2's exports; squall has no database ids.
+    // In st2's schema, refused with a reason rather than as an unknown field.
+    #[serde(default)]
+    immutable_parameters: Option<Value>,
+    // Carried by st2's exports (ids, and the file st2 loaded it from); squall has no use for
+    // them.
+    #[serde(default, rename = "metadata_file")]
+    _metadata_file: Option<Value>,
     #[serde(default, rename = "id")]
     _id: Option<Value>,
     #[serde(default, rename = "ref")]
@@ -126,6 +134,8 @@ struct RawFormatEntry {
     display: Option<String>,
     #[serde(default)]
     representation: Option<OneOrMany>,
+    #[serde(default)]
+    match_multiple: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +164,12 @@ impl Alias {
                 ),
             )),
         }
+        if raw.immutable_parameters.is_some() {
+            problems.push(problem(
+                line_of(text, "immutable_parameters"),
+                "immutable_parameters is not supported by squall",
+            ));
+        }
         let formats: Vec<AliasFormat> = raw
             .formats
             .into_iter()
@@ -162,14 +178,22 @@ impl Alias {
                     display: Some(s.clone()),
                     representations: vec![s],
                 },
-                RawFormat::Entry(e) => AliasFormat {
-                    display: e.display,
-                    representations: match e.representation {
-                        None => Vec::new(),
-                        Some(OneOrMany::One(s)) => vec![s],
-                        Some(OneOrMany::Many(v)) => v,
-                    },
-                },
+                RawFormat::Entry(e) => {
+                    if e.match_multiple == Some(true) {
+                        problems.push(problem(
+                            line_of(text, "match_multiple"),
+                            "match_multiple is not supported by squall",
+                        ));
+                    }
+                    AliasFormat {
+                        display: e.display,
+                        representations: match e.representation {
+                            None => Vec::new(),
+                            Some(OneOrMany::One(s)) => vec![s],
+                            Some(OneOrMany::Many(v)) => v,
+                        },
+                    }
+                }
             })
             .collect();
         for f in &formats {
@@ -782,6 +806,11 @@ mod tests {
         assert!(errs[1].message.contains("regular expression") && errs[1].line == Some(5));
         let errs = Alias::from_yaml("name: a\naction_ref: a.b\nformat: []\n").unwrap_err();
         assert!(errs[0].message.contains("format") && errs[0].line == Some(3));
+        let text = "name: a\naction_ref: a.b\nformats:\n  - display: x\n    representation: [x]\n    match_multiple: true\nimmutable_parameters: {env: dev}\n";
+        let errs = Alias::from_yaml(text).unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].message.contains("immutable_parameters") && errs[0].line == Some(7));
+        assert!(errs[1].message.contains("match_multiple") && errs[1].line == Some(6));
     }
 
     #[test]
