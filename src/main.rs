@@ -299,12 +299,13 @@ fn pack_validate(dirs: &[PathBuf]) -> Result<ExitCode> {
     let catalog = load_packs(dirs, &runtime());
     for pack in &catalog.packs {
         println!(
-            "pack {} {} ({}): {} actions, {} rules",
+            "pack {} {} ({}): {} actions, {} rules, {} aliases",
             pack.reference,
             pack.meta.version,
             pack.dir.display(),
             pack.actions.len(),
-            pack.rules.len()
+            pack.rules.len(),
+            pack.aliases.len()
         );
     }
     if catalog.problems.is_empty() {

@@ -183,6 +183,11 @@ fn pack_validate_reports_bad_aliases_with_their_lines_and_skips_them() {
         assert!(line.contains(words), "{line}");
     }
     assert!(err.contains("4 problems found"), "{err}");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("1 actions, 0 rules, 1 aliases"),
+        "only the good alias is loaded:\n{listed}"
+    );
 
     // The good alias still loads: a command in its format matches it.
     let out = alias_match(packs.path(), "deploy web");
