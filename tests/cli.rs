@@ -2,17 +2,9 @@
 //! a user runs them, asserting on exit codes and what is printed.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use crate::harness::{one_action_pack, write};
-
-fn squall(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_squall"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("squall runs")
-}
+use crate::harness::{one_action_pack, squall, write};
 
 fn text(out: &Output) -> String {
     format!(

@@ -35,6 +35,15 @@ pub fn write(root: &Path, rel: &str, content: &str) {
     std::fs::write(path, content).expect("write");
 }
 
+/// Runs the `squall` binary without a server (from the repository's root) and waits for it.
+pub fn squall(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_squall"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("squall runs")
+}
+
 /// A pack `pack` in `root` with one Rhai action `action` running `script`; `meta` is added to
 /// the action's metadata (`timeout: 1\n`, parameters...).
 pub fn one_action_pack(root: &Path, pack: &str, action: &str, meta: &str, script: &str) {
