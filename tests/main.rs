@@ -2,6 +2,7 @@
 
 mod alertmanager;
 mod alias_cli;
+mod aliases_api;
 mod cli;
 mod cli_api;
 mod docker;

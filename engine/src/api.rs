@@ -32,9 +32,11 @@ use crate::pipeline::{
 use crate::signatures::SignatureCheck;
 use crate::store::{ExecutionFilter, StoreKv};
 
+mod aliases;
 mod body_limit;
 mod executions;
 mod keys;
+use aliases::*;
 use executions::*;
 use keys::*;
 mod st2;
@@ -193,6 +195,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/runnertypes", get(st2::list_runner_types))
         .route("/api/v1/runnertypes/{name}", get(st2::get_runner_type))
+        .route("/api/v1/actionalias", get(list_aliases))
+        .route("/api/v1/actionalias/match", post(match_alias))
+        .route(
+            "/api/v1/actionalias/help",
+            get(alias_help_query).post(alias_help_body),
+        )
+        .route("/api/v1/actionalias/{ref_or_id}", get(get_alias))
         .route("/api/v1/user", get(st2::current_user))
         .route("/api/v1/stream", get(stream))
         // Before the webhook route is added: a webhook's answer is never filtered.
