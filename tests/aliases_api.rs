@@ -248,3 +248,121 @@ fn help_lists_enabled_displays_filtered_and_paged_as_st2_does() {
         "{err}"
     );
 }
+
+#[test]
+fn an_alias_execution_runs_the_action_with_cast_parameters_and_the_chat_context() {
+    let (_dir, s) = start();
+
+    let (status, r) = s.post(
+        "/api/v1/aliasexecution",
+        r##"{"name": "greet", "format": "say hello to {{ name }} {{ times }} times",
+            "command": "say hello to Ada 2 times tags=web,api", "user": "ada",
+            "source_channel": "#ops", "notification_route": "hubot"}"##,
+    );
+    assert_eq!(status, 201, "{r}");
+    assert_eq!(r["actionalias"]["ref"], "examples.greet");
+    assert_eq!(r["message"], "Greeting Ada...");
+    let e = &r["execution"];
+    assert_eq!(e["action"]["ref"], "examples.greet");
+    // Strings cast to the action's types: an integer, and an array split on commas.
+    assert_eq!(e["parameters"]["name"], "Ada");
+    assert_eq!(e["parameters"]["times"], 2);
+    assert_eq!(e["parameters"]["tags"], json!(["web", "api"]));
+    assert_eq!(e["context"]["action_alias_ref"], "examples.greet");
+    assert_eq!(e["context"]["api_user"], "ada");
+    assert_eq!(e["context"]["source_channel"], "#ops");
+
+    let id = e["id"].as_str().expect("execution id");
+    let done = s.wait_for(&format!("/api/v1/executions/{id}"), 20, |v| {
+        v["status"] == "succeeded"
+    });
+    assert_eq!(done["result"]["lines"], json!(["hello, Ada", "hello, Ada"]));
+    assert_eq!(done["result"]["tags"], json!(["web", "api"]));
+    // The chat context is kept with the execution, not only in the first answer.
+    assert_eq!(done["context"]["api_user"], "ada");
+    assert_eq!(done["context"]["source_channel"], "#ops");
+
+    // match_and_execute finds the alias and format itself.
+    let (status, r) = s.post(
+        "/api/v1/aliasexecution/match_and_execute",
+        r##"{"command": "greet Bo", "user": "bo", "source_channel": "#dev"}"##,
+    );
+    assert_eq!(status, 201, "{r}");
+    let results = r["results"].as_array().expect("results");
+    assert_eq!(results.len(), 1, "{r}");
+    assert_eq!(results[0]["message"], "Greeting Bo...");
+    assert_eq!(results[0]["execution"]["parameters"]["name"], "Bo");
+    assert_eq!(results[0]["execution"]["context"]["api_user"], "bo");
+    assert_eq!(results[0]["actionalias"]["ref"], "examples.greet");
+
+    // An alias without an ack answers no message.
+    let (status, r) = s.post(
+        "/api/v1/aliasexecution",
+        r#"{"name": "deploy", "format": "deploy {{ app }}", "command": "deploy web"}"#,
+    );
+    assert_eq!(status, 201, "{r}");
+    assert!(r.get("message").is_none(), "{r}");
+    assert_eq!(r["execution"]["parameters"]["app"], "web");
+    assert_eq!(r["execution"]["parameters"]["env"], "staging");
+}
+
+#[test]
+fn an_alias_execution_that_cannot_run_is_refused_with_the_reason() {
+    let (_dir, s) = start();
+    let refused = |body: &str, status: u16, message: &str| {
+        let (got, err) = s.post("/api/v1/aliasexecution", body);
+        assert_eq!(got, status, "{body}: {err}");
+        assert_eq!(err["faultstring"], message, "{body}");
+    };
+    refused(
+        r#"{"format": "greet {{ name }}", "command": "greet Ada"}"#,
+        400,
+        "Alias execution \"name\" is required",
+    );
+    refused(
+        r#"{"name": "nosuch", "format": "greet {{ name }}", "command": "greet Ada"}"#,
+        404,
+        "Unable to identify action alias with name \"nosuch\".",
+    );
+    refused(
+        r#"{"name": "hidden", "format": "Deploy secretly {{ app }}", "command": "Deploy secretly web"}"#,
+        400,
+        "Action alias with name \"hidden\" is disabled.",
+    );
+    refused(
+        r#"{"name": "greet", "format": "wave at {{ name }}", "command": "wave at Ada"}"#,
+        400,
+        "Format string \"wave at {{ name }}\" is not available on the alias \"greet\"",
+    );
+    let (status, err) = s.post(
+        "/api/v1/aliasexecution",
+        r#"{"name": "greet", "format": "say hello to {{ name }} {{ times }} times", "command": "say hello to Ada many times"}"#,
+    );
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["faultstring"]
+            .as_str()
+            .expect("faultstring")
+            .contains("times"),
+        "{err}"
+    );
+    let (status, err) = s.post(
+        "/api/v1/aliasexecution",
+        r#"{"name": "greet", "format": "greet {{ name }}", "command": "dance"}"#,
+    );
+    assert_eq!(status, 400, "{err}");
+
+    let (status, err) = s.post(
+        "/api/v1/aliasexecution/match_and_execute",
+        r#"{"command": "deploy web now", "user": "ada"}"#,
+    );
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(
+        err["faultstring"],
+        "Command 'deploy web now' matched more than 1 pattern"
+    );
+
+    // Nothing was requested by any of these.
+    let (_, executions) = s.get("/api/v1/executions");
+    assert_eq!(executions, json!([]), "{executions}");
+}

@@ -202,6 +202,11 @@ pub fn router(state: AppState) -> Router {
             get(alias_help_query).post(alias_help_body),
         )
         .route("/api/v1/actionalias/{ref_or_id}", get(get_alias))
+        .route("/api/v1/aliasexecution", post(execute_alias))
+        .route(
+            "/api/v1/aliasexecution/match_and_execute",
+            post(match_and_execute_alias),
+        )
         .route("/api/v1/user", get(st2::current_user))
         .route("/api/v1/stream", get(stream))
         // Before the webhook route is added: a webhook's answer is never filtered.

@@ -292,6 +292,19 @@ pub struct Execution {
         serialize_with = "crate::timestamp::serialize_opt"
     )]
     pub not_before: Option<DateTime<Utc>>,
+    /// For an execution a ChatOps command requested (st2's alias execution): the alias, the
+    /// chat user and the channel, shown in its `context` as st2 shows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<ChatOrigin>,
+}
+
+/// Where a ChatOps command that requested an execution came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatOrigin {
+    pub action_alias_ref: String,
+    /// The chat user who typed the command (st2's `api_user`).
+    pub api_user: Option<String>,
+    pub source_channel: Option<String>,
 }
 
 fn one() -> u32 {
@@ -322,6 +335,7 @@ impl Execution {
             item: None,
             workflow: None,
             not_before: None,
+            chat: None,
         }
     }
 

@@ -1637,6 +1637,9 @@ struct Context<'a> {
     parent: Option<ParentOf<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     orquesta: Option<TaskOf<'a>>,
+    /// An alias execution's `action_alias_ref`, `api_user` and `source_channel`.
+    #[serde(flatten)]
+    chat: Option<&'a crate::model::ChatOrigin>,
 }
 
 #[derive(serde::Serialize)]
@@ -1703,6 +1706,7 @@ impl<'a> ExecutionOut<'a> {
                     .as_deref()
                     .filter(|_| e.parent.is_some())
                     .map(|task| TaskOf { task_name: task }),
+                chat: e.chat.as_ref(),
             },
             attempt: e.attempt,
             reason: &e.reason,

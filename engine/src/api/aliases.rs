@@ -1,12 +1,15 @@
 //! Action aliases in the HTTP API, on st2's paths and in st2's shapes, for ChatOps clients
 //! (hubot, `st2 action-alias`): the list and one alias (`/api/v1/actionalias`), which alias a
-//! command matches (`/api/v1/actionalias/match`) and the help strings
-//! (`/api/v1/actionalias/help`).
+//! command matches (`/api/v1/actionalias/match`), the help strings
+//! (`/api/v1/actionalias/help`), and running a command (`/api/v1/aliasexecution` and its
+//! `match_and_execute`).
 //!
-//! Matching is `squall_rules::match_command`, the same as `squall alias match`; these handlers
-//! only read what is loaded. They must never run an action, nor change what is loaded.
+//! Matching is `squall_rules::match_command`, the same as `squall alias match`. Only the alias
+//! execution endpoints request executions, through the engine as `POST /executions` does (the
+//! action's parameter checks apply); nothing here changes what is loaded.
 
-use squall_rules::{match_command, Alias, AliasFormat, Operator};
+use squall_actions::ParamType;
+use squall_rules::{extract_parameters, match_command, Alias, AliasFormat, Operator};
 
 use super::*;
 use crate::packs::{Catalog, LoadedAlias};
@@ -247,4 +250,168 @@ fn help(catalog: &Catalog, q: &HelpRequest) -> ApiResult<Value> {
         }
     }
     Ok(json!({"available": count, "helpstrings": helpstrings}))
+}
+
+/// st2's `AliasExecutionAPI` / `AliasMatchAndExecuteInputAPI`: the alias (by name, or
+/// `pack.name`), the format the command matched (`format`), the command, and who typed it
+/// where. `notification_route`/`notification_channel` are accepted; squall sends no
+/// notifications.
+#[derive(Deserialize)]
+pub(super) struct AliasExecutionRequest {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    command: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    source_channel: Option<String>,
+    #[serde(default, rename = "notification_route")]
+    _notification_route: Option<String>,
+    #[serde(default, rename = "notification_channel")]
+    _notification_channel: Option<String>,
+    #[serde(default, rename = "source_context")]
+    _source_context: Option<Value>,
+}
+
+/// st2's `POST /aliasexecution`: 201 with `{execution, actionalias, message}` (`message`, the
+/// alias's `ack.format` rendered, only when it has one).
+pub(super) async fn execute_alias(
+    State(state): State<AppState>,
+    caller: Option<axum::Extension<Caller>>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let req: AliasExecutionRequest = parse_json(&body)?;
+    let result = run_alias(&state, caller.as_deref(), &req).await?;
+    Ok((StatusCode::CREATED, Json(result)).into_response())
+}
+
+/// st2's `POST /aliasexecution/match_and_execute`: the command is matched against every alias
+/// first (400 with st2's message when none or several take it); 201 with `{"results": [...]}`.
+pub(super) async fn match_and_execute_alias(
+    State(state): State<AppState>,
+    caller: Option<axum::Extension<Caller>>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let mut req: AliasExecutionRequest = parse_json(&body)?;
+    let command = req
+        .command
+        .clone()
+        .ok_or_else(|| ApiError::bad_request("match_and_execute needs a \"command\""))?;
+    {
+        let loaded = state.engine.loaded();
+        let all = all_aliases(&loaded.catalog);
+        let aliases: Vec<Alias> = all.iter().map(|a| a.loaded.alias.clone()).collect();
+        let m =
+            match_command(&aliases, &command).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let a = all.get(m.index).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("alias match: index {} out of the list", m.index),
+            )
+        })?;
+        req.name = Some(a.loaded.reference.clone());
+        req.format = Some(m.representation);
+    }
+    let result = run_alias(&state, caller.as_deref(), &req).await?;
+    Ok((StatusCode::CREATED, Json(json!({"results": [result]}))).into_response())
+}
+
+/// st2's `ActionAliasExecutionController._post` for one execution.
+async fn run_alias(
+    state: &AppState,
+    caller: Option<&Caller>,
+    req: &AliasExecutionRequest,
+) -> ApiResult<Value> {
+    let name = req
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::bad_request("Alias execution \"name\" is required"))?;
+    let loaded = state.engine.loaded();
+    let all = all_aliases(&loaded.catalog);
+    let a = all
+        .iter()
+        .find(|a| a.loaded.alias.name == name || a.loaded.reference == name)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Unable to identify action alias with name \"{name}\"."
+            ))
+        })?;
+    let alias = &a.loaded.alias;
+    if !alias.enabled {
+        return Err(ApiError::bad_request(format!(
+            "Action alias with name \"{name}\" is disabled."
+        )));
+    }
+    let format = req.format.as_deref().unwrap_or("");
+    let command = req.command.as_deref().unwrap_or("");
+    if !alias.patterns().iter().any(|(_, r)| *r == format) {
+        return Err(ApiError::bad_request(format!(
+            "Format string \"{format}\" is not available on the alias \"{}\"",
+            alias.name
+        )));
+    }
+    let extracted =
+        extract_parameters(format, command).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let action = loaded.catalog.action(&alias.action_ref).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "Action with ref \"{}\" not found",
+            alias.action_ref
+        ))
+    })?;
+    // st2 casts the strings to the action's types, an array split on commas; the rest of the
+    // casting is the engine's, as for any request.
+    let mut params = Map::new();
+    for (key, value) in extracted {
+        let Some(value) = value else { continue };
+        let is_array = action
+            .meta
+            .parameters
+            .get(&key)
+            .is_some_and(|spec| spec.ty == ParamType::Array);
+        let value = if is_array {
+            Value::Array(
+                value
+                    .split(',')
+                    .map(|v| Value::String(v.trim().to_string()))
+                    .collect(),
+            )
+        } else {
+            Value::String(value)
+        };
+        params.insert(key, value);
+    }
+    let mut e = state
+        .engine
+        .new_execution(&loaded, &alias.action_ref, params)?;
+    e.user = Some(acting_user(caller, None, "api")?);
+    e.chat = Some(crate::model::ChatOrigin {
+        action_alias_ref: a.loaded.reference.clone(),
+        api_user: req.user.clone(),
+        source_channel: req.source_channel.clone(),
+    });
+    let e = state.engine.request(e).await?;
+    let mut result = json!({
+        "execution": execution_json(&loaded, &e),
+        "actionalias": alias_json(a),
+    });
+    if let Some(ack_format) = alias.ack.as_ref().and_then(|ack| ack.format.as_deref()) {
+        result["message"] = Value::String(ack_message(ack_format, &result));
+    }
+    Ok(result)
+}
+
+/// The ack's `format` rendered with Jinja over `{execution, actionalias}`; one that cannot be
+/// rendered gives st2's message saying so, not an error (the execution is already requested).
+fn ack_message(format: &str, context: &Value) -> String {
+    let env = squall_rules::template::environment();
+    env.render_str(format, context).unwrap_or_else(|e| {
+        format!(
+            "Cannot render \"format\" in field \"ack\" for alias. {}",
+            squall_rules::template::describe(&e)
+        )
+    })
 }
