@@ -997,12 +997,17 @@ async fn get_rule(
     State(state): State<AppState>,
     Path(rule_ref): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    loaded_rule_json(&state, &rule_ref).map(Json)
+}
+
+/// A loaded rule as the API shows it, or a 404.
+fn loaded_rule_json(state: &AppState, rule_ref: &str) -> ApiResult<Value> {
     let loaded = state.engine.loaded();
     let id = loaded
         .rules
-        .find(&rule_ref)
+        .find(rule_ref)
         .ok_or_else(|| ApiError::not_found(format!("no rule {rule_ref}")))?;
-    Ok(Json(rule_json(loaded.rules.rule(id))))
+    Ok(rule_json(loaded.rules.rule(id)))
 }
 
 #[derive(Deserialize)]

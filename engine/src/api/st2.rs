@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{listed, rule_json, ApiError, ApiResult, AppState, Caller, ADMIN};
+use super::{listed, loaded_rule_json, rule_json, ApiError, ApiResult, AppState, Caller, ADMIN};
 use crate::store::StoreResult;
 
 // ---------------------------------------------------------------------------------------------
@@ -672,12 +672,7 @@ pub(super) async fn put_rule(
             )
         })?;
     state.engine.durable().await?;
-    let loaded = state.engine.loaded();
-    let id = loaded
-        .rules
-        .find(&rule_ref)
-        .ok_or_else(|| ApiError::not_found(format!("no rule {rule_ref}")))?;
-    Ok(Json(rule_json(loaded.rules.rule(id))))
+    loaded_rule_json(&state, &rule_ref).map(Json)
 }
 
 #[cfg(test)]
