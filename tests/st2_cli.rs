@@ -149,6 +149,22 @@ fn without_colours(text: &str) -> String {
 }
 
 /// The id `st2 run -a` says to look at.
+/// Starts `e2e.ticker` (`n` ticks) with `st2 run -a`, follows it with `st2 execution tail` to
+/// its last tick and its end, and returns its id.
+fn tail_a_ticker(st2: &St2, n: u32) -> String {
+    let n_arg = format!("n={n}");
+    let text = st2
+        .run(&["run", "-a", "e2e.ticker", &n_arg, "every=0.25"])
+        .ok("run -a e2e.ticker");
+    let ticking = async_id(&text);
+    let text = st2
+        .run(&["execution", "tail", &ticking])
+        .ok("execution tail");
+    assert!(text.contains(&format!("tick {}", n - 1)), "{text}");
+    assert!(text.contains("has completed (status=succeeded)"), "{text}");
+    ticking
+}
+
 fn async_id(text: &str) -> String {
     text.split("st2 execution get ")
         .nth(1)
@@ -486,15 +502,7 @@ fn st2_cli_runs_and_inspects_without_auth() {
 
     // An st2 configuration left on st2's own paths: /v1 and /stream/v1.
     let st2_paths = St2::new(dir.path(), &s, None).with_st2_paths();
-    let text = st2_paths
-        .run(&["run", "-a", "e2e.ticker", "n=6", "every=0.25"])
-        .ok("run -a on /v1");
-    let ticking = async_id(&text);
-    let text = st2_paths
-        .run(&["execution", "tail", &ticking])
-        .ok("execution tail on /stream/v1");
-    assert!(text.contains("tick 5"), "{text}");
-    assert!(text.contains("has completed (status=succeeded)"), "{text}");
+    tail_a_ticker(&st2_paths, 6);
 
     // Packs, sensors, who is asking, and st2's login.
     let text = st2.run(&["pack", "list"]).ok("pack list");
@@ -553,16 +561,8 @@ fn st2_cli_with_an_api_key_against_squall_with_auth() {
         .run(&["run", "-j", "core.echo", "message=keyed"])
         .ok("run -j");
     assert_eq!(first_json(&out)["context"]["user"], "admin", "{out}");
-    let text = st2
-        .run(&["run", "-a", "e2e.ticker", "n=8", "every=0.25"])
-        .ok("run -a");
-    let ticking = async_id(&text);
     // The stream takes the key in its query string (st2's CLI sends no header there).
-    let text = st2
-        .run(&["execution", "tail", &ticking])
-        .ok("execution tail");
-    assert!(text.contains("tick 7"), "{text}");
-    assert!(text.contains("has completed (status=succeeded)"), "{text}");
+    let ticking = tail_a_ticker(&st2, 8);
     let text = st2.run(&["execution", "list"]).ok("execution list");
     assert!(text.contains(&ticking) && text.contains("admin"), "{text}");
     let text = st2.run(&["execution", "get", &ticking]).ok("execution get");
