@@ -2706,3 +2706,54 @@ mod tests {
         assert!(polls.load(Ordering::SeqCst) >= 3);
     }
 }
+
+#[derive(Args, Debug)]
+pub struct WorkerListArgs {
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub api: ApiOptions,
+}
+
+/// `squall worker list`: the server's remote workers and sensor hosts, from their heartbeats.
+pub fn worker_list(args: &WorkerListArgs) -> Result<ExitCode> {
+    let client = Client::new(&args.api)?;
+    let workers = list(client.get(&["workers"], &[])?, "workers")?;
+    let headers = [
+        "NAME",
+        "ROLE",
+        "HOST",
+        "STATE",
+        "QUEUES",
+        "CONCURRENCY",
+        "RUNNING",
+        "LAST HEARTBEAT",
+    ];
+    Ok(print_list(
+        workers,
+        args.json,
+        "no workers have been seen (is the server started with --amqp, and a `squall worker` running?)",
+        &headers,
+        |w| {
+            let queues: Vec<String> = w["queues"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect();
+            vec![
+                text(&w["name"]),
+                text(&w["role"]),
+                text(&w["host"]),
+                text(&w["state"]),
+                queues.join(","),
+                text(&w["concurrency"]),
+                count(&w["running"]),
+                format!(
+                    "{} ago",
+                    duration_text(w["last_heartbeat_seconds"].as_f64().unwrap_or(0.0))
+                ),
+            ]
+        },
+    ))
+}

@@ -8,6 +8,7 @@
 
 mod alias_cmd;
 mod client;
+mod remote_cmd;
 mod run_cmd;
 
 /// mimalloc rather than glibc's allocator: squall allocates many small, short-lived values per
@@ -43,8 +44,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the whole engine in one process.
+    /// Run the whole engine in one process (with --amqp, its actions on remote workers).
     Run(run_cmd::RunArgs),
+    /// A remote worker: runs the actions a server (`squall run --amqp`) sends over RabbitMQ;
+    /// `worker list` shows the server's workers.
+    Worker(remote_cmd::WorkerArgs),
+    /// A sensor host: runs the sensors of the packs given and sends their trigger instances
+    /// to the server over RabbitMQ.
+    Sensors(remote_cmd::SensorsArgs),
     /// Packs: validate them here; list or reload the server's.
     Pack {
         #[command(subcommand)]
@@ -262,6 +269,8 @@ fn main() -> ExitCode {
         Command::Key { command } => client::key(&command),
         Command::Apikey { command } => client::apikey(&command),
         Command::Sensor { command } => client::sensor(&command),
+        Command::Worker(args) => remote_cmd::worker(args),
+        Command::Sensors(args) => remote_cmd::sensors(args),
     };
     match outcome {
         Ok(code) => code,

@@ -40,9 +40,13 @@ pub struct RunArgs {
         env = "SQUALL_STORE_CACHE_MB"
     )]
     store_cache_mb: Option<u64>,
+    /// A RabbitMQ URL (amqp://user:password@host:port/vhost): remote workers (`squall
+    /// worker`) run the actions and sensor hosts (`squall sensors`) send trigger instances.
+    #[arg(long, value_name = "URL", env = "SQUALL_AMQP")]
+    amqp: Option<String>,
     /// A YAML settings file (keys: data_dir, packs, configs, listen, workers, strict, auth,
     /// webhook_body_limit, store_cache_mb, retention_days, shutdown_grace_seconds,
-    /// action_max_operations, secret_key_file, webhooks, alertmanager, grafana).
+    /// action_max_operations, secret_key_file, amqp, webhooks, alertmanager, grafana).
     #[arg(long, value_name = "FILE", env = "SQUALL_CONFIG")]
     config: Option<PathBuf>,
     /// Refuse to start (or reload) when a pack has a problem (default: report it and skip
@@ -121,6 +125,13 @@ fn resolve(args: RunArgs) -> Result<RunConfig> {
             limits
         },
         secret_key,
+        amqp: match args.amqp.or(file.amqp).filter(|u| !u.is_empty()) {
+            Some(url) => {
+                squall_engine::amqp::check_url(&url)?;
+                Some(url)
+            }
+            None => None,
+        },
         webhooks: webhook_checks(file.webhooks)?,
         alert_receivers: [
             ("alertmanager", file.alertmanager),
@@ -203,14 +214,7 @@ fn io_threads() -> usize {
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let config = resolve(args)?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SQUALL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("squall-io")
@@ -219,6 +223,18 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime.block_on(squall_engine::server::run(config))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Logs to stderr, filtered by `SQUALL_LOG` (default `info`).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SQUALL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 #[cfg(test)]

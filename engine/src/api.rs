@@ -188,6 +188,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/apikeys", get(list_apikeys).post(create_apikey))
         .route("/api/v1/apikeys/{id}", axum::routing::delete(delete_apikey))
         .route("/api/v1/sensors", get(list_sensors))
+        .route("/api/v1/workers", get(list_workers))
         .route("/api/v1/sensortypes", get(st2::list_sensor_types))
         .route(
             "/api/v1/sensortypes/{sensor_ref}",
@@ -444,6 +445,9 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         .render(state.engine.queue.len(), &stored);
     if let Ok(sensors) = state.engine.sensors.lock() {
         text.push_str(&crate::sensing::render_metrics(&sensors));
+    }
+    if let Some(remote) = state.engine.remote() {
+        text.push_str(&remote.render_metrics());
     }
     let engine = state.engine.clone();
     let (store_bytes, journal_bytes) = tokio::task::spawn_blocking(move || {
@@ -874,11 +878,25 @@ pub fn builtin_trigger_types() -> Vec<Value> {
 }
 
 async fn list_sensors(State(state): State<AppState>) -> Json<Value> {
-    let list: Vec<Value> = match state.engine.sensors.lock() {
+    let mut list: Vec<Value> = match state.engine.sensors.lock() {
         Ok(s) => s.iter().map(|s| s.json()).collect(),
         Err(p) => p.into_inner().iter().map(|s| s.json()).collect(),
     };
+    if let Some(remote) = state.engine.remote() {
+        list.extend(remote.remote_sensors());
+    }
     Json(Value::Array(list))
+}
+
+/// Remote workers and sensor hosts, from their heartbeats (none without `--amqp`).
+async fn list_workers(State(state): State<AppState>) -> Json<Value> {
+    Json(Value::Array(
+        state
+            .engine
+            .remote()
+            .map(|r| r.workers_json())
+            .unwrap_or_default(),
+    ))
 }
 
 async fn list_trigger_types(State(state): State<AppState>, Query(q): Query<PackQuery>) -> Response {

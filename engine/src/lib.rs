@@ -5,6 +5,7 @@
 //! re-exported from here.
 
 pub mod alerts;
+pub mod amqp;
 pub mod api;
 pub mod exec;
 pub mod journal;

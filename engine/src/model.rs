@@ -296,6 +296,12 @@ pub struct Execution {
     /// chat user and the channel, shown in its `context` as st2 shows them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chat: Option<ChatOrigin>,
+    /// For an execution run by a remote worker (`squall run --amqp`): the claim its worker
+    /// made for this run (a new one for each delivery of its work item), and the worker's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 /// Where a ChatOps command that requested an execution came from.
@@ -336,6 +342,8 @@ impl Execution {
             workflow: None,
             not_before: None,
             chat: None,
+            claim: None,
+            worker: None,
         }
     }
 

@@ -32,6 +32,7 @@ use crate::store::{ScriptKv, Store, StoreError, StoreKv};
 
 mod later;
 mod marks;
+pub mod remote;
 mod results;
 mod workflows;
 
@@ -61,6 +62,8 @@ pub struct WorkItem {
     pub timeout: Option<Duration>,
     /// Set when the action's pack config does not fit its schema: the action fails with it.
     pub config_error: Option<String>,
+    /// With remote workers: the named queue it goes to (`None`: the shared one).
+    pub queue: Option<String>,
 }
 
 /// A trigger instance on its way to the rules loop, with its journal ticket when it comes
@@ -281,6 +284,8 @@ pub struct Engine {
     marks: Arc<marks::RunningMarks>,
     /// Batches whose results wait for their scripts' key-value writes (see `results`).
     results: results::Results,
+    /// With remote workers (`squall run --amqp`): their runs and the work to publish.
+    remote: Option<Arc<remote::Remote>>,
 }
 
 /// Errors the API turns into responses.
@@ -317,6 +322,18 @@ impl Engine {
         catalog: Catalog,
         runtime: Arc<RhaiRuntime>,
     ) -> (Arc<Engine>, mpsc::UnboundedReceiver<Accepted>) {
+        Engine::with_workers(store, journal, catalog, runtime, None)
+    }
+
+    /// [`Engine::new`], with remote workers when `remote` is given: work items go to its
+    /// outbox (published by `crate::amqp`) and no local worker runs.
+    pub fn with_workers(
+        store: Arc<Store>,
+        journal: Arc<crate::journal::Journal>,
+        catalog: Catalog,
+        runtime: Arc<RhaiRuntime>,
+        remote: Option<Arc<remote::Remote>>,
+    ) -> (Arc<Engine>, mpsc::UnboundedReceiver<Accepted>) {
         let (ti_tx, ti_rx) = mpsc::unbounded_channel();
         let to_rules: mpsc::UnboundedSender<Accepted> = ti_tx.clone();
         journal.set_hand_on(Box::new(move |batch| {
@@ -333,7 +350,10 @@ impl Engine {
             runtime,
             events,
             metrics: Metrics::default(),
-            queue: Arc::new(LocalQueue::default()),
+            queue: match &remote {
+                Some(r) => Arc::new(remote::RemoteQueue(r.clone())),
+                None => Arc::new(LocalQueue::default()),
+            },
             later: Arc::default(),
             ti_tx,
             cancels: Mutex::new(HashMap::new()),
@@ -351,6 +371,7 @@ impl Engine {
             sensors: Mutex::new(Vec::new()),
             marks: Arc::default(),
             results: results::Results::default(),
+            remote,
         });
         (engine, ti_rx)
     }
@@ -546,8 +567,12 @@ impl Engine {
             .name("squall-rules".into())
             .spawn(move || engine.rules_loop(ti_rx))
             .map_err(|e| EngineError::Durability(format!("cannot start the rules loop: {e}")))?;
-        self.workers.store(workers.max(1), Ordering::SeqCst);
         let mut handles = Vec::new();
+        if self.remote.is_some() {
+            // Remote workers run the actions (see `remote`).
+            return Ok(handles);
+        }
+        self.workers.store(workers.max(1), Ordering::SeqCst);
         for i in 0..workers.max(1) {
             let engine = self.clone();
             let handle = std::thread::Builder::new()
@@ -582,6 +607,18 @@ impl Engine {
             // A started workflow is carried on by its tasks' results; its state is on disk.
             if e.workflow.is_some() && !e.status.is_terminal() {
                 workflows.push(e);
+                continue;
+            }
+            if self.remote.is_some()
+                && e.claim.is_some()
+                && matches!(
+                    e.status,
+                    ExecutionStatus::Running | ExecutionStatus::Canceling
+                )
+            {
+                // A remote worker runs it (or the broker gives its item to another): its
+                // result, or the item's next claim, decides.
+                self.adopt_remote_run(&e);
                 continue;
             }
             match e.status {
@@ -951,6 +988,7 @@ impl Engine {
             ctx: Value::Object(ctx),
             timeout: action.meta.timeout.map(Duration::from_secs),
             config_error,
+            queue: None,
         })
     }
 
@@ -1167,47 +1205,7 @@ impl Engine {
         }
         match (item.runner, item.source) {
             (RunnerType::Rhai, Some(source)) => {
-                let exec_id = e.id.clone();
-                let events = self.events.clone();
-                // Log lines are streamed as they come and stored while the action runs (at
-                // most every LIVE_LOG_EVERY, and lines held back by that are written when it
-                // has passed), so the API, `execution tail` and an execution abandoned by a
-                // crash show what it wrote.
-                let live = Arc::new(LiveLog {
-                    state: Mutex::new(LiveState::default()),
-                    marks: self.marks.clone(),
-                    store: self.store.clone(),
-                    marked: e.clone(),
-                    canceled: cancel.clone(),
-                });
-                let later = self.later.clone();
-                let logging = live.clone();
-                let on_log: Arc<dyn Fn(&LogLine) + Send + Sync> =
-                    Arc::new(move |line: &LogLine| {
-                        let mut data = serde_json::to_value(line).unwrap_or(Value::Null);
-                        if let Value::Object(m) = &mut data {
-                            m.insert("execution_id".into(), Value::String(exec_id.clone()));
-                            // st2's own fields for an output line, for st2's clients: warnings
-                            // and errors are the script's stderr (as `/output` shows them).
-                            let stderr = matches!(
-                                line.level,
-                                squall_actions::LogLevel::Warn | squall_actions::LogLevel::Error
-                            );
-                            m.insert(
-                                "output_type".into(),
-                                Value::String(if stderr { "stderr" } else { "stdout" }.into()),
-                            );
-                            m.insert("data".into(), Value::String(format!("{}\n", line.message)));
-                        }
-                        let _ = events.send(StreamEvent {
-                            event: "st2.execution.output__create",
-                            data: Arc::from(data.to_string()),
-                        });
-                        if let Some(at) = logging.add(line) {
-                            let deferred = logging.clone();
-                            later.add(at, later::Job::Run(Box::new(move || deferred.write_held())));
-                        }
-                    });
+                let (live, on_log) = self.live_log(e, cancel);
                 let report = self.runtime.run(ScriptJob {
                     script_key: item.action,
                     source,
@@ -1220,29 +1218,8 @@ impl Engine {
                 });
                 // From here the result is what the store gets: no held-back line after it.
                 live.finish();
-                let (status, result) = match report.outcome {
-                    Outcome::Succeeded(v) => (ExecutionStatus::Succeeded, v),
-                    Outcome::Failed {
-                        message,
-                        line,
-                        column,
-                    } => (
-                        ExecutionStatus::Failed,
-                        json!({"error": message, "line": line, "column": column}),
-                    ),
-                    Outcome::Timeout { after } => (
-                        ExecutionStatus::Timeout,
-                        json!({"error": format!("action timed out after {:.1} s", after.as_secs_f64())}),
-                    ),
-                    Outcome::Canceled if self.grace_over.load(Ordering::SeqCst) => (
-                        ExecutionStatus::Canceled,
-                        json!({"error": "canceled: squall was stopping and its shutdown grace period (shutdown_grace_seconds) ran out"}),
-                    ),
-                    Outcome::Canceled => (
-                        ExecutionStatus::Canceled,
-                        json!({"error": "execution was canceled"}),
-                    ),
-                };
+                let (status, result) =
+                    outcome_status(report.outcome, self.grace_over.load(Ordering::SeqCst));
                 (status, result, report.log)
             }
             _ => (
@@ -1251,6 +1228,54 @@ impl Engine {
                 Vec::new(),
             ),
         }
+    }
+
+    /// The log sink of a running action: lines are streamed as they come and stored while
+    /// the action runs (at most every LIVE_LOG_EVERY, and lines held back by that are written
+    /// when it has passed), so the API, `execution tail` and an execution abandoned by a crash
+    /// show what it wrote. `e` is the execution as marked running.
+    fn live_log(
+        &self,
+        e: &Arc<Execution>,
+        cancel: &CancelToken,
+    ) -> (Arc<LiveLog>, squall_actions::LogSink) {
+        let exec_id = e.id.clone();
+        let events = self.events.clone();
+        let live = Arc::new(LiveLog {
+            state: Mutex::new(LiveState::default()),
+            marks: self.marks.clone(),
+            store: self.store.clone(),
+            marked: e.clone(),
+            canceled: cancel.clone(),
+        });
+        let later = self.later.clone();
+        let logging = live.clone();
+        let on_log: squall_actions::LogSink = Arc::new(move |line: &LogLine| {
+            let mut data = serde_json::to_value(line).unwrap_or(Value::Null);
+            if let Value::Object(m) = &mut data {
+                m.insert("execution_id".into(), Value::String(exec_id.clone()));
+                // st2's own fields for an output line, for st2's clients: warnings and errors
+                // are the script's stderr (as `/output` shows them).
+                let stderr = matches!(
+                    line.level,
+                    squall_actions::LogLevel::Warn | squall_actions::LogLevel::Error
+                );
+                m.insert(
+                    "output_type".into(),
+                    Value::String(if stderr { "stderr" } else { "stdout" }.into()),
+                );
+                m.insert("data".into(), Value::String(format!("{}\n", line.message)));
+            }
+            let _ = events.send(StreamEvent {
+                event: "st2.execution.output__create",
+                data: Arc::from(data.to_string()),
+            });
+            if let Some(at) = logging.add(line) {
+                let deferred = logging.clone();
+                later.add(at, later::Job::Run(Box::new(move || deferred.write_held())));
+            }
+        });
+        (live, on_log)
     }
 
     fn running_of(&self, action: &str) -> usize {
@@ -1488,6 +1513,34 @@ impl Engine {
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "final flush failed");
         }
+    }
+}
+
+/// An action's final status and result from how its script ended. `grace_over`: squall was
+/// stopping and its grace period ran out (what canceled it).
+pub(crate) fn outcome_status(outcome: Outcome, grace_over: bool) -> (ExecutionStatus, Value) {
+    match outcome {
+        Outcome::Succeeded(v) => (ExecutionStatus::Succeeded, v),
+        Outcome::Failed {
+            message,
+            line,
+            column,
+        } => (
+            ExecutionStatus::Failed,
+            json!({"error": message, "line": line, "column": column}),
+        ),
+        Outcome::Timeout { after } => (
+            ExecutionStatus::Timeout,
+            json!({"error": format!("action timed out after {:.1} s", after.as_secs_f64())}),
+        ),
+        Outcome::Canceled if grace_over => (
+            ExecutionStatus::Canceled,
+            json!({"error": "canceled: squall was stopping and its shutdown grace period (shutdown_grace_seconds) ran out"}),
+        ),
+        Outcome::Canceled => (
+            ExecutionStatus::Canceled,
+            json!({"error": "execution was canceled"}),
+        ),
     }
 }
 

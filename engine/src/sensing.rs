@@ -227,6 +227,27 @@ pub fn start_sensors(
     declarations: Vec<SensorDeclaration>,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<RunningSensor> {
+    start_sensors_with(declarations, shutdown, |decl| {
+        (
+            Arc::new(EngineEmitter {
+                engine: engine.clone(),
+                source: format!("sensor/{}", decl.reference()),
+            }) as Arc<dyn Emitter>,
+            Arc::new(StoreCheckpoint {
+                engine: engine.clone(),
+                sensor: decl.reference(),
+            }) as Arc<dyn Checkpoint>,
+        )
+    })
+}
+
+/// Builds and starts the declared sensors, each with the emitter and checkpoint `wire` gives
+/// it (the engine's, or a sensor host's). Call on the async runtime.
+pub fn start_sensors_with(
+    declarations: Vec<SensorDeclaration>,
+    shutdown: watch::Receiver<bool>,
+    wire: impl Fn(&SensorDeclaration) -> (Arc<dyn Emitter>, Arc<dyn Checkpoint>),
+) -> Vec<RunningSensor> {
     let kinds = builtin_sensors();
     let mut running = Vec::new();
     for decl in declarations {
@@ -238,15 +259,10 @@ pub fn start_sensors(
         } else if let Some(kind) = kinds.iter().find(|k| k.name == decl.kind) {
             match (kind.build)(&decl.settings) {
                 Ok(sensor) => {
+                    let (emitter, checkpoint) = wire(&decl);
                     let ctx = SensorContext {
-                        emitter: Arc::new(EngineEmitter {
-                            engine: engine.clone(),
-                            source: format!("sensor/{}", decl.reference()),
-                        }),
-                        checkpoint: Arc::new(StoreCheckpoint {
-                            engine: engine.clone(),
-                            sensor: decl.reference(),
-                        }),
+                        emitter,
+                        checkpoint,
                         status: status.clone(),
                         shutdown: shutdown.clone(),
                     };

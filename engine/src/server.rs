@@ -41,6 +41,9 @@ pub struct FileConfig {
     pub action_max_operations: Option<u64>,
     /// Megabytes of the store kept in memory (sled's page cache).
     pub store_cache_mb: Option<u64>,
+    /// A RabbitMQ URL: remote workers (`squall worker`) run the actions, and sensor hosts
+    /// (`squall sensors`) send trigger instances.
+    pub amqp: Option<String>,
     /// A file holding the 32-byte key that encrypts secrets (hex), instead of `<data_dir>/secret.key`.
     pub secret_key_file: Option<PathBuf>,
     /// Signature checks per webhook url, e.g. `github: {scheme: github, secret: ...}`.
@@ -75,6 +78,8 @@ pub struct RunConfig {
     pub webhooks: HashMap<String, SignatureCheck>,
     /// Alert receivers' settings by source (`alertmanager`, `grafana`).
     pub alert_receivers: HashMap<String, crate::alerts::AlertReceiverConfig>,
+    /// With remote workers: the broker's URL.
+    pub amqp: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,9 +201,17 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
         problems = catalog.problems.len(),
         "packs loaded"
     );
-    let (engine, ti_rx) = Engine::new(store.clone(), journal, catalog, runtime.clone());
+    let remote = config
+        .amqp
+        .as_ref()
+        .map(|_| Arc::new(crate::pipeline::remote::Remote::default()));
+    let (engine, ti_rx) =
+        Engine::with_workers(store.clone(), journal, catalog, runtime.clone(), remote);
     warn_unused_signature_checks(&engine, &config.webhooks);
     let workers = engine.start(ti_rx, config.workers)?;
+    if let Some(url) = config.amqp.clone() {
+        crate::amqp::server::start(engine.clone(), url);
+    }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let timers = {

@@ -111,7 +111,12 @@ impl Engine {
 
     /// Makes the writes up to `kv_mark` durable, then journals, stores and announces the
     /// results.
-    fn complete_batch(&self, loaded: &Loaded, mut finished: Vec<Execution>, kv_mark: u64) {
+    pub(super) fn complete_batch(
+        &self,
+        loaded: &Loaded,
+        mut finished: Vec<Execution>,
+        kv_mark: u64,
+    ) {
         // What the scripts wrote to the key-value store (and the writes they read) is on disk
         // before any of their results can be: a result in the journal comes back after a
         // crash, and must not come back without the writes it reports.

@@ -1,0 +1,519 @@
+//! The server's AMQP side (`squall run --amqp`): publishes work items, answers workers'
+//! claims and key-value calls, applies their log lines and results, takes sensor hosts'
+//! trigger instances, reads dead letters and heartbeats. Reconnects by itself, with backoff;
+//! while the broker is away, webhooks are still accepted (the journal holds them) and work
+//! waits in the outbox.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
+
+use super::{
+    backoff, confirmed_channel, connect, declare_topology, declare_work_queue, mask,
+    publish_confirmed, work_queue, AmqpError, Control, RemoteTrigger, ToServer, CONTROL_EXCHANGE,
+    DEAD_QUEUE, HEARTBEATS_QUEUE, KV_QUEUE, SERVER_QUEUE, TRIGGERS_QUEUE,
+};
+use crate::model::TriggerInstance;
+use crate::pipeline::remote::{ClaimAnswer, Heartbeat, KvCall, Outgoing, RemoteResult};
+use crate::pipeline::Engine;
+
+/// Starts the server's AMQP side on the current tokio runtime.
+pub fn start(engine: Arc<Engine>, url: String) {
+    tokio::spawn(async move {
+        let mut attempt = 0u32;
+        let seen = Arc::new(Mutex::new(RecentIds::default()));
+        loop {
+            if engine.is_stopping() {
+                return;
+            }
+            match session(&engine, &url, &seen).await {
+                Ok(()) => {
+                    attempt = 0;
+                    tracing::warn!(url = %mask(&url), "lost the connection to RabbitMQ; reconnecting");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in_ms = backoff(attempt).as_millis() as u64, "RabbitMQ is not reachable; webhooks are still accepted and work waits");
+                }
+            }
+            if let Some(r) = engine.remote() {
+                r.connected
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt = attempt.saturating_add(1);
+        }
+    });
+}
+
+/// Trigger instance ids taken lately: a sensor host's instance delivered twice (the broker
+/// was lost before our acknowledgement reached it) is taken once.
+#[derive(Default)]
+struct RecentIds {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl RecentIds {
+    const KEEP: usize = 100_000;
+    /// True when `id` is new.
+    fn insert(&mut self, id: &str) -> bool {
+        if !self.set.insert(id.to_string()) {
+            return false;
+        }
+        self.order.push_back(id.to_string());
+        if self.order.len() > Self::KEEP {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+fn err(e: lapin::Error) -> AmqpError {
+    AmqpError(format!("RabbitMQ: {e}"))
+}
+
+async fn consumer(
+    ch: &Channel,
+    queue: &str,
+    prefetch: u16,
+    no_ack: bool,
+) -> Result<lapin::Consumer, AmqpError> {
+    ch.basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .map_err(err)?;
+    ch.basic_consume(
+        queue.into(),
+        "".into(),
+        BasicConsumeOptions {
+            no_ack,
+            ..BasicConsumeOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .map_err(err)
+}
+
+async fn session(
+    engine: &Arc<Engine>,
+    url: &str,
+    seen: &Arc<Mutex<RecentIds>>,
+) -> Result<(), AmqpError> {
+    let conn = connect(url, "squall server").await?;
+    let publish = confirmed_channel(&conn).await.map_err(err)?;
+    declare_topology(&publish).await.map_err(err)?;
+    let replies = conn.create_channel().await.map_err(err)?;
+    let from_workers = conn.create_channel().await.map_err(err)?;
+    let kv = conn.create_channel().await.map_err(err)?;
+    let triggers = conn.create_channel().await.map_err(err)?;
+    let dead = conn.create_channel().await.map_err(err)?;
+    let beats = conn.create_channel().await.map_err(err)?;
+    let server_c = consumer(&from_workers, SERVER_QUEUE, 1024, false).await?;
+    let kv_c = consumer(&kv, KV_QUEUE, 64, false).await?;
+    let trig_c = consumer(&triggers, TRIGGERS_QUEUE, 256, false).await?;
+    let dead_c = consumer(&dead, DEAD_QUEUE, 16, false).await?;
+    let beat_c = consumer(&beats, HEARTBEATS_QUEUE, 256, true).await?;
+    let Some(remote) = engine.remote().cloned() else {
+        return Err(AmqpError("the engine has no remote workers".into()));
+    };
+    remote
+        .connected
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    tracing::info!(url = %mask(url), "connected to RabbitMQ: remote workers run the actions");
+    // Work queued before (or while the broker was away) goes out now.
+    remote.wake.notify_one();
+    let result = tokio::select! {
+        r = publish_work(engine, &publish) => r,
+        r = serve_workers(engine, server_c, replies.clone()) => r,
+        r = serve_kv(engine, kv_c, replies.clone()) => r,
+        r = take_triggers(engine, trig_c, seen.clone()) => r,
+        r = take_dead(engine, dead_c) => r,
+        r = take_heartbeats(engine, beat_c) => r,
+        r = send_cancels(engine, &replies) => r,
+    };
+    let _ = conn.close(200, "reconnecting".into()).await;
+    result
+}
+
+/// Publishes the outbox's work items, many at a time, each confirmed.
+async fn publish_work(engine: &Arc<Engine>, ch: &Channel) -> Result<(), AmqpError> {
+    let Some(remote) = engine.remote().cloned() else {
+        return Ok(());
+    };
+    let mut declared: HashSet<String> = HashSet::new();
+    loop {
+        let batch = remote.take_outgoing(256);
+        if batch.is_empty() {
+            tokio::select! {
+                _ = remote.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            if ch.status().connected() {
+                continue;
+            }
+            return Ok(());
+        }
+        for item in &batch {
+            let queue = work_queue(item.queue.as_deref());
+            if item.queue.is_some() && !declared.contains(&queue) {
+                if let Err(e) = declare_work_queue(ch, &queue).await {
+                    remote.put_back(batch);
+                    return Err(err(e));
+                }
+                declared.insert(queue);
+            }
+        }
+        let mut failed = Vec::new();
+        let mut pending = Vec::with_capacity(batch.len());
+        for item in batch {
+            let body =
+                serde_json::json!({"execution_id": item.execution_id, "action": item.action})
+                    .to_string();
+            let queue = work_queue(item.queue.as_deref());
+            let props = BasicProperties::default()
+                .with_message_id(item.execution_id.as_str().into())
+                .with_content_type("application/json".into())
+                .with_delivery_mode(2);
+            match ch
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    lapin::options::BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    body.as_bytes(),
+                    props,
+                )
+                .await
+            {
+                Ok(confirm) => pending.push((item, confirm)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot publish a work item; it waits for the broker");
+                    failed.push(item);
+                }
+            }
+        }
+        let mut lost = false;
+        for (item, confirm) in pending {
+            match confirm.await {
+                Ok(lapin::Confirmation::Ack(None)) => {}
+                Ok(other) => {
+                    tracing::warn!(execution = %item.execution_id, confirm = ?other.is_ack(), "a work item was not taken by its queue; publishing it again");
+                    failed.push(item);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a work item's confirm was lost; publishing it again");
+                    lost = true;
+                    failed.push(item);
+                }
+            }
+        }
+        if !failed.is_empty() {
+            remote.put_back(failed);
+            if lost || !ch.status().connected() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn ack(d: &Delivery) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let acker = d.acker.clone();
+    async move {
+        if let Err(e) = acker.ack(BasicAckOptions::default()).await {
+            tracing::warn!(error = %e, "cannot acknowledge a message; the broker will deliver it again");
+        }
+    }
+}
+
+fn reject(d: &Delivery) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let acker = d.acker.clone();
+    async move {
+        let _ = acker.reject(BasicRejectOptions { requeue: false }).await;
+    }
+}
+
+async fn reply(ch: &Channel, d: &Delivery, body: Vec<u8>) {
+    let (Some(to), Some(corr)) = (
+        d.properties.reply_to().clone(),
+        d.properties.correlation_id().clone(),
+    ) else {
+        return;
+    };
+    let props = BasicProperties::default().with_correlation_id(corr);
+    if let Err(e) = ch
+        .basic_publish(
+            "".into(),
+            to,
+            lapin::options::BasicPublishOptions::default(),
+            &body,
+            props,
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "cannot answer a worker; it will ask again");
+    }
+}
+
+/// Claims, log lines and results from workers, applied in the order they came, contiguous
+/// claims and results in batches.
+async fn serve_workers(
+    engine: &Arc<Engine>,
+    mut consumer: lapin::Consumer,
+    replies: Channel,
+) -> Result<(), AmqpError> {
+    while let Some(first) = consumer.next().await {
+        let mut batch = vec![first.map_err(err)?];
+        while batch.len() < 512 {
+            match futures_util::FutureExt::now_or_never(consumer.next()) {
+                Some(Some(Ok(d))) => batch.push(d),
+                Some(Some(Err(e))) => return Err(err(e)),
+                _ => break,
+            }
+        }
+        let engine = engine.clone();
+        let parsed: Vec<(Delivery, Option<ToServer>)> = batch
+            .into_iter()
+            .map(|d| {
+                let msg = serde_json::from_slice(&d.data).ok();
+                (d, msg)
+            })
+            .collect();
+        let done = tokio::task::spawn_blocking(move || apply_from_workers(&engine, parsed))
+            .await
+            .map_err(|e| AmqpError(format!("applying workers' messages failed: {e}")))?;
+        for (d, answer) in done {
+            if let Some(body) = answer {
+                reply(&replies, &d, body).await;
+            }
+            ack(&d).await;
+        }
+    }
+    Ok(())
+}
+
+/// Applies workers' messages in order; returns each delivery with the answer it gets.
+fn apply_from_workers(
+    engine: &Engine,
+    batch: Vec<(Delivery, Option<ToServer>)>,
+) -> Vec<(Delivery, Option<Vec<u8>>)> {
+    let mut out = Vec::with_capacity(batch.len());
+    let mut iter = batch.into_iter().peekable();
+    while let Some((d, msg)) = iter.next() {
+        match msg {
+            None => {
+                tracing::warn!(
+                    "a message on {SERVER_QUEUE} that is not a claim, log line or result; dropped"
+                );
+                out.push((d, None));
+            }
+            Some(ToServer::Log {
+                execution_id,
+                claim,
+                line,
+            }) => {
+                engine.remote_log(&execution_id, &claim, &line);
+                out.push((d, None));
+            }
+            Some(ToServer::Claim(c)) => {
+                let mut claims = vec![(d, c)];
+                while let Some((_, Some(ToServer::Claim(_)))) = iter.peek() {
+                    if let Some((d, Some(ToServer::Claim(c)))) = iter.next() {
+                        claims.push((d, c));
+                    }
+                }
+                let (ds, cs): (Vec<Delivery>, Vec<_>) = claims.into_iter().unzip();
+                let answers = engine.remote_claims(cs);
+                for (d, a) in ds.into_iter().zip(answers) {
+                    if let ClaimAnswer::Drop(why) = &a {
+                        tracing::debug!(reason = %why, "a work item's claim was refused");
+                    }
+                    out.push((d, serde_json::to_vec(&a).ok()));
+                }
+            }
+            Some(ToServer::Result(r)) => {
+                let mut results = vec![(d, r)];
+                while let Some((_, Some(ToServer::Result(_)))) = iter.peek() {
+                    if let Some((d, Some(ToServer::Result(r)))) = iter.next() {
+                        results.push((d, r));
+                    }
+                }
+                let (ds, rs): (Vec<Delivery>, Vec<RemoteResult>) = results.into_iter().unzip();
+                engine.remote_results(rs);
+                out.extend(ds.into_iter().map(|d| (d, None)));
+            }
+        }
+    }
+    out
+}
+
+async fn serve_kv(
+    engine: &Arc<Engine>,
+    mut consumer: lapin::Consumer,
+    replies: Channel,
+) -> Result<(), AmqpError> {
+    while let Some(d) = consumer.next().await {
+        let d = d.map_err(err)?;
+        let engine = engine.clone();
+        let replies = replies.clone();
+        tokio::spawn(async move {
+            let answer = match serde_json::from_slice::<KvCall>(&d.data) {
+                Ok(call) => tokio::task::spawn_blocking(move || engine.remote_kv(call))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the key-value call failed: {e}"))),
+                Err(e) => Err(format!("not a key-value call: {e}")),
+            };
+            let body = match answer {
+                Ok(v) => serde_json::json!({"ok": v}),
+                Err(e) => serde_json::json!({"error": e}),
+            };
+            reply(&replies, &d, body.to_string().into_bytes()).await;
+            ack(&d).await;
+        });
+    }
+    Ok(())
+}
+
+async fn take_triggers(
+    engine: &Arc<Engine>,
+    mut consumer: lapin::Consumer,
+    seen: Arc<Mutex<RecentIds>>,
+) -> Result<(), AmqpError> {
+    while let Some(d) = consumer.next().await {
+        let d = d.map_err(err)?;
+        let engine = engine.clone();
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let t: RemoteTrigger = match serde_json::from_slice(&d.data) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a message on {TRIGGERS_QUEUE} is not a trigger instance; dropped");
+                    reject(&d).await;
+                    return;
+                }
+            };
+            let fresh = seen.lock().map(|mut s| s.insert(&t.id)).unwrap_or(true);
+            let stored = engine
+                .store
+                .trigger_instance(&t.id)
+                .ok()
+                .flatten()
+                .is_some();
+            if !fresh || stored {
+                ack(&d).await;
+                return;
+            }
+            let id = t.id.clone();
+            let mut ti = TriggerInstance::new(
+                &t.trigger,
+                None,
+                t.payload,
+                &format!("sensor/{}/{}", t.host, t.sensor),
+            );
+            ti.id = t.id;
+            ti.occurrence_time = t.occurrence_time;
+            match engine.ingest(ti).await {
+                Ok(_) => ack(&d).await,
+                Err(e) => {
+                    // Left unacknowledged: the broker delivers it again after a reconnect.
+                    tracing::error!(error = %e, "cannot take a sensor host's trigger instance");
+                    if let Ok(mut s) = seen.lock() {
+                        s.set.remove(&id);
+                    }
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+async fn take_dead(engine: &Arc<Engine>, mut consumer: lapin::Consumer) -> Result<(), AmqpError> {
+    while let Some(d) = consumer.next().await {
+        let d = d.map_err(err)?;
+        let id = serde_json::from_slice::<serde_json::Value>(&d.data)
+            .ok()
+            .and_then(|v| v["execution_id"].as_str().map(str::to_string));
+        let deliveries = d
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-delivery-count").cloned())
+            .and_then(|v| match v {
+                AMQPValue::LongLongInt(n) => Some(n),
+                AMQPValue::LongInt(n) => Some(i64::from(n)),
+                AMQPValue::ShortInt(n) => Some(i64::from(n)),
+                _ => None,
+            });
+        if let Some(id) = id {
+            let engine = engine.clone();
+            let _ = tokio::task::spawn_blocking(move || engine.remote_dead(&id, deliveries)).await;
+        }
+        ack(&d).await;
+    }
+    Ok(())
+}
+
+async fn take_heartbeats(
+    engine: &Arc<Engine>,
+    mut consumer: lapin::Consumer,
+) -> Result<(), AmqpError> {
+    while let Some(d) = consumer.next().await {
+        let d = d.map_err(err)?;
+        if let (Ok(beat), Some(remote)) = (
+            serde_json::from_slice::<Heartbeat>(&d.data),
+            engine.remote(),
+        ) {
+            remote.heartbeat(beat);
+        }
+    }
+    Ok(())
+}
+
+/// Tells workers to cancel the runs whose cancel was asked for.
+async fn send_cancels(engine: &Arc<Engine>, ch: &Channel) -> Result<(), AmqpError> {
+    let Some(remote) = engine.remote().cloned() else {
+        return Ok(());
+    };
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for (execution_id, worker) in remote.cancels_due() {
+            let body = serde_json::to_vec(&Control::Cancel {
+                execution_id,
+                worker,
+            })
+            .unwrap_or_default();
+            if let Err(e) = publish_confirmed(
+                ch,
+                CONTROL_EXCHANGE,
+                "",
+                &body,
+                BasicProperties::default(),
+                false,
+            )
+            .await
+            {
+                tracing::warn!(error = %e, "cannot send a cancel to workers");
+            }
+        }
+        if !ch.status().connected() {
+            return Ok(());
+        }
+    }
+}
+
+impl Outgoing {
+    /// For logs.
+    pub fn describe(&self) -> String {
+        format!("{} ({})", self.execution_id, self.action)
+    }
+}
