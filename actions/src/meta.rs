@@ -213,6 +213,9 @@ pub struct ActionMeta {
     pub tags: Vec<Tag>,
     pub timeout: Option<u64>,
     pub idempotent: bool,
+    /// squall: with remote workers, the named queue its executions go to (a template over the
+    /// execution's parameters, e.g. `"{{ host }}"`), unless a rule or the request names one.
+    pub queue: Option<String>,
 }
 
 impl ActionMeta {
@@ -273,6 +276,7 @@ struct RawAction {
     tags: Option<Vec<RawTag>>,
     timeout: Option<u64>,
     idempotent: Option<bool>,
+    queue: Option<String>,
     // Bookkeeping fields st2 writes into exported files; accepted so such files load.
     #[serde(rename = "uid")]
     _uid: Option<IgnoredAny>,
@@ -516,6 +520,7 @@ impl Checker<'_> {
             tags,
             timeout: raw.timeout,
             idempotent: raw.idempotent.unwrap_or(false),
+            queue: raw.queue.filter(|q| !q.trim().is_empty()),
         })
     }
 

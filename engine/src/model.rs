@@ -302,6 +302,9 @@ pub struct Execution {
     pub claim: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// With remote workers: the named queue it goes to (`None`: the shared one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
 }
 
 /// Where a ChatOps command that requested an execution came from.
@@ -344,6 +347,7 @@ impl Execution {
             chat: None,
             claim: None,
             worker: None,
+            queue: None,
         }
     }
 

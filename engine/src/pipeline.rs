@@ -846,6 +846,9 @@ impl Engine {
             };
             match self.new_execution(loaded, &request.action, request.parameters) {
                 Ok(mut e) => {
+                    if request.queue.is_some() {
+                        e.queue = request.queue;
+                    }
                     e.rule = Some(rule_ref.clone());
                     e.trigger_instance = Some(ti.id.clone());
                     // Stored straight as scheduled (one write fewer) unless a concurrency
@@ -902,6 +905,17 @@ impl Engine {
         })?;
         let mut e = Execution::new(action_ref, params);
         e.idempotent = action.meta.idempotent;
+        if let Some(template) = &action.meta.queue {
+            e.queue = Some(render_queue(template, &e.parameters).map_err(|why| {
+                EngineError::InvalidParameters {
+                    action: action_ref.to_string(),
+                    errors: vec![squall_actions::ParamError {
+                        parameter: "queue".into(),
+                        message: format!("the action's queue '{template}' does not render: {why}"),
+                    }],
+                }
+            })?);
+        }
         Ok(e)
     }
 
@@ -988,7 +1002,7 @@ impl Engine {
             ctx: Value::Object(ctx),
             timeout: action.meta.timeout.map(Duration::from_secs),
             config_error,
-            queue: None,
+            queue: e.queue.clone(),
         })
     }
 
@@ -1516,6 +1530,23 @@ impl Engine {
     }
 }
 
+/// An action metadata's `queue` rendered over the execution's parameters (a plain name is
+/// itself).
+fn render_queue(template: &str, params: &Map<String, Value>) -> Result<String, String> {
+    if !squall_rules::template::is_template(template) {
+        return Ok(template.to_string());
+    }
+    let env = squall_rules::template::environment();
+    let text = env
+        .render_str(template, params)
+        .map_err(|e| squall_rules::template::describe(&e))?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("it renders to an empty name".into());
+    }
+    Ok(text.to_string())
+}
+
 /// An action's final status and result from how its script ended. `grace_over`: squall was
 /// stopping and its grace period ran out (what canceled it).
 pub(crate) fn outcome_status(outcome: Outcome, grace_over: bool) -> (ExecutionStatus, Value) {
@@ -1693,6 +1724,12 @@ struct Context<'a> {
     /// An alias execution's `action_alias_ref`, `api_user` and `source_channel`.
     #[serde(flatten)]
     chat: Option<&'a crate::model::ChatOrigin>,
+    /// The remote worker that runs (or ran) it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    worker: Option<&'a str>,
+    /// The named work queue it was sent to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue: Option<&'a str>,
 }
 
 #[derive(serde::Serialize)]
@@ -1760,6 +1797,8 @@ impl<'a> ExecutionOut<'a> {
                     .filter(|_| e.parent.is_some())
                     .map(|task| TaskOf { task_name: task }),
                 chat: e.chat.as_ref(),
+                worker: e.worker.as_deref(),
+                queue: e.queue.as_deref(),
             },
             attempt: e.attempt,
             reason: &e.reason,

@@ -131,6 +131,8 @@ pub struct Evaluation {
 pub struct ActionRequest {
     pub action: String,
     pub parameters: Map<String, Value>,
+    /// The named work queue, when the rule gives one and it renders to a non-empty name.
+    pub queue: Option<String>,
 }
 
 /// A key for `equals` literals that respects Python equality: `1`, `1.0` and `true` are one.
@@ -205,6 +207,7 @@ struct TriggerIndex {
 /// Compiled action parameter templates of one rule.
 struct RuleTemplates {
     parameters: Vec<(String, CompiledValue)>,
+    queue: Option<CompiledValue>,
 }
 
 /// An action parameter value with its templates compiled.
@@ -250,8 +253,18 @@ impl RuleSet {
                     Err(e) => errs.push(format!("action.parameters.{k}: {e}")),
                 }
             }
+            let queue = match rule.action_queue.as_deref() {
+                Some(q) => match compile_value(&Value::String(q.to_string()), &mut templates) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        errs.push(format!("action.queue: {e}"));
+                        None
+                    }
+                },
+                None => None,
+            };
             if errs.is_empty() {
-                compiled.push(RuleTemplates { parameters });
+                compiled.push(RuleTemplates { parameters, queue });
                 rules.push(rule);
             } else {
                 for e in errs {
@@ -517,9 +530,22 @@ impl RuleSet {
                 .map_err(|e| format!("action parameter '{k}': {e}"))?;
             parameters.insert(k.clone(), rendered);
         }
+        let queue = match &self.compiled[id].queue {
+            Some(q) => match self
+                .render_value(q, &ctx)
+                .map_err(|e| format!("action queue: {e}"))?
+            {
+                Value::String(s) if s.trim().is_empty() => None,
+                Value::String(s) => Some(s.trim().to_string()),
+                Value::Null => None,
+                other => Some(other.to_string()),
+            },
+            None => None,
+        };
         Ok(ActionRequest {
             action: rule.action_ref.clone(),
             parameters,
+            queue,
         })
     }
 

@@ -120,6 +120,9 @@ pub struct Rule {
     pub criteria: Vec<Criterion>,
     pub action_ref: String,
     pub action_parameters: Map<String, Value>,
+    /// squall: with remote workers, the named queue the action goes to (`action.queue`, a
+    /// template over the instance like the parameters), e.g. the host that sensed it.
+    pub action_queue: Option<String>,
     pub rule_type: RuleType,
     pub tags: Vec<Tag>,
     pub throttle: Option<Throttle>,
@@ -230,6 +233,7 @@ impl Rule {
             criteria,
             action_ref: raw.action.ref_,
             action_parameters,
+            action_queue: raw.action.queue.filter(|q| !q.trim().is_empty()),
             rule_type,
             tags,
             throttle,
@@ -301,6 +305,9 @@ struct RawAction {
     ref_: String,
     #[serde(default)]
     parameters: Option<serde_yaml::Value>,
+    /// squall: the work queue the execution goes to with remote workers (templatable).
+    #[serde(default)]
+    queue: Option<String>,
     #[serde(default, rename = "description")]
     _description: Option<serde_yaml::Value>,
 }

@@ -108,6 +108,9 @@ pub(super) struct ExecutionRequest {
     /// st2's `delay`: milliseconds to wait before the execution is scheduled.
     #[serde(default)]
     delay: Option<u64>,
+    /// With remote workers: the named queue to run it from (squall's own field).
+    #[serde(default)]
+    queue: Option<String>,
     /// st2's `context` (`st2 run --trace-tag`, `--trace-id`): accepted, not kept (a trace tag
     /// is a trigger instance's in squall).
     #[serde(default, rename = "context")]
@@ -197,6 +200,9 @@ pub(super) async fn create_execution(
         .new_execution(&loaded, &req.action, req.parameters)?;
     e.user = Some(user);
     e.not_before = not_before(req.delay)?;
+    if let Some(q) = req.queue.filter(|q| !q.trim().is_empty()) {
+        e.queue = Some(q.trim().to_string());
+    }
     let e = state.engine.request(e).await?;
     Ok((StatusCode::CREATED, Json(execution_json(&loaded, &e))).into_response())
 }
@@ -315,6 +321,7 @@ pub(super) async fn rerun_execution(
     }
     let mut e: Execution = state.engine.new_execution(&loaded, &old.action, params)?;
     e.rerun_of = Some(old.id.clone());
+    e.queue = old.queue.clone();
     e.not_before = not_before(req.delay)?;
     e.user = match caller {
         Some(axum::Extension(Caller(user))) => Some(user),
