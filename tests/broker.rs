@@ -118,6 +118,9 @@ impl Drop for Broker {
     }
 }
 
+/// The broker of this test process, when `SQUALL_TEST_AMQP` names none.
+static SHARED: OnceLock<Broker> = OnceLock::new();
+
 /// The URL of the broker the tests of a run share: `SQUALL_TEST_AMQP` when set (scripts/test
 /// starts one broker for the whole run), else a private broker started once for this test
 /// process, which its watchdog stops when the process ends (a static is never dropped).
@@ -128,8 +131,39 @@ pub fn shared_url() -> String {
     {
         return url;
     }
-    static SHARED: OnceLock<Broker> = OnceLock::new();
     SHARED.get_or_init(Broker::private).url()
+}
+
+/// A virtual host of its own on the shared broker, for one test: tests that share the broker
+/// do not see each other's queues. Its URL.
+pub fn shared_vhost(name: &str) -> String {
+    let dir = match std::env::var("SQUALL_TEST_AMQP_DIR")
+        .ok()
+        .filter(|d| !d.is_empty())
+    {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            shared_url();
+            SHARED
+                .get()
+                .map(|b| b.dir.path().to_path_buf())
+                .expect("the shared broker was started")
+        }
+    };
+    let out = Command::new(script())
+        .arg("vhost")
+        .arg(&dir)
+        .arg(name)
+        .output()
+        .expect("scripts/rabbitmq runs");
+    assert!(
+        out.status.success(),
+        "scripts/rabbitmq vhost {} {name} failed ({}):\n{}",
+        dir.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The port of an `amqp://user:password@host:port/vhost` URL.

@@ -3,6 +3,7 @@
 mod alertmanager;
 mod alias_cli;
 mod aliases_api;
+mod amqp;
 mod broker;
 mod cli;
 mod cli_api;

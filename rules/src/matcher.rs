@@ -662,7 +662,7 @@ impl ThrottleState {
     ) -> bool {
         let window = chrono::Duration::from_std(throttle.window).unwrap_or(chrono::Duration::MAX);
         self.admitted += 1;
-        if self.admitted % PRUNE_EVERY == 0 {
+        if self.admitted.is_multiple_of(PRUNE_EVERY) {
             self.seen.retain(|_, g| {
                 g.times
                     .back()

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 
 use super::{
@@ -124,9 +124,8 @@ async fn session(
     let Some(remote) = engine.remote().cloned() else {
         return Err(AmqpError("the engine has no remote workers".into()));
     };
-    remote
-        .connected
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    remote.restore_inflight();
+    remote.mark_connected();
     tracing::info!(url = %mask(url), "connected to RabbitMQ: remote workers run the actions");
     // Work queued before (or while the broker was away) goes out now.
     remote.wake.notify_one();
@@ -205,7 +204,7 @@ async fn publish_work(engine: &Arc<Engine>, ch: &Channel) -> Result<(), AmqpErro
         let mut lost = false;
         for (item, confirm) in pending {
             match confirm.await {
-                Ok(lapin::Confirmation::Ack(None)) => {}
+                Ok(lapin::Confirmation::Ack(None)) => remote.published(&item.execution_id),
                 Ok(other) => {
                     tracing::warn!(execution = %item.execution_id, confirm = ?other.is_ack(), "a work item was not taken by its queue; publishing it again");
                     failed.push(item);
@@ -335,8 +334,8 @@ fn apply_from_workers(
                 let (ds, cs): (Vec<Delivery>, Vec<_>) = claims.into_iter().unzip();
                 let answers = engine.remote_claims(cs);
                 for (d, a) in ds.into_iter().zip(answers) {
-                    if let ClaimAnswer::Drop(why) = &a {
-                        tracing::debug!(reason = %why, "a work item's claim was refused");
+                    if let ClaimAnswer::Drop(why) | ClaimAnswer::Later(why) = &a {
+                        tracing::debug!(reason = %why, "a work item's claim was not answered with work");
                     }
                     out.push((d, serde_json::to_vec(&a).ok()));
                 }
@@ -443,17 +442,8 @@ async fn take_dead(engine: &Arc<Engine>, mut consumer: lapin::Consumer) -> Resul
         let id = serde_json::from_slice::<serde_json::Value>(&d.data)
             .ok()
             .and_then(|v| v["execution_id"].as_str().map(str::to_string));
-        let deliveries = d
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get("x-delivery-count").cloned())
-            .and_then(|v| match v {
-                AMQPValue::LongLongInt(n) => Some(n),
-                AMQPValue::LongInt(n) => Some(i64::from(n)),
-                AMQPValue::ShortInt(n) => Some(i64::from(n)),
-                _ => None,
-            });
+        // Dead-lettered at the delivery limit: delivered once more than the limit.
+        let deliveries = Some(i64::from(super::DELIVERY_LIMIT) + 1);
         if let Some(id) = id {
             let engine = engine.clone();
             let _ = tokio::task::spawn_blocking(move || engine.remote_dead(&id, deliveries)).await;

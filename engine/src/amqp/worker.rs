@@ -388,6 +388,11 @@ async fn handle(shared: Arc<Shared>, d: Delivery) {
     let answer = loop {
         if let Some(bytes) = call(&shared, SERVER_QUEUE, &body).await {
             match serde_json::from_slice::<ClaimAnswer>(&bytes) {
+                Ok(ClaimAnswer::Later(why)) => {
+                    tracing::debug!(execution = %execution_id, reason = %why, "asked to claim again in a moment");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
                 Ok(a) => break a,
                 Err(e) => {
                     tracing::error!(error = %e, "the server's answer to a claim is not understood");
@@ -409,7 +414,8 @@ async fn handle(shared: Arc<Shared>, d: Delivery) {
             let _ = d.acker.ack(BasicAckOptions::default()).await;
             return;
         }
-        ClaimAnswer::Run(item) => item,
+        ClaimAnswer::Run(item) => *item,
+        ClaimAnswer::Later(_) => return,
     };
     let cancel = CancelToken::default();
     lock(&shared.running).insert(execution_id.clone(), cancel.clone());
@@ -435,7 +441,8 @@ async fn handle(shared: Arc<Shared>, d: Delivery) {
             Vec::new(),
         )
     });
-    lock(&shared.running).remove(&execution_id);
+    // Still listed in heartbeats until its result is confirmed: the server waits for a result
+    // a worker still holds.
     let (tx, rx) = oneshot::channel();
     let _ = shared.outbox.send((
         ToServer::Result(RemoteResult {
@@ -449,7 +456,9 @@ async fn handle(shared: Arc<Shared>, d: Delivery) {
     ));
     // Acknowledged once the result is confirmed: a worker lost before leaves the item to
     // another, whose claim the server answers knowing this one is gone.
-    if rx.await.is_ok() {
+    let confirmed = rx.await.is_ok();
+    lock(&shared.running).remove(&execution_id);
+    if confirmed {
         match d.acker.ack(BasicAckOptions::default()).await {
             Ok(_) => {}
             Err(e) => {

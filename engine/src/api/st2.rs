@@ -875,7 +875,7 @@ mod tests {
         let fetch = |limit: usize, offset: usize| -> StoreResult<Vec<u32>> {
             Ok(stored.iter().skip(offset).take(limit).copied().collect())
         };
-        let even = Some(|n: &u32| n % 2 == 0);
+        let even = Some(|n: &u32| n.is_multiple_of(2));
         let page = scan(fetch, even, 3, 4, false).expect("scan");
         assert_eq!(page.items, [2492, 2490, 2488, 2486]);
         assert_eq!(page.total, 8, "3 skipped, 4 given, and more after");

@@ -67,9 +67,12 @@ pub struct Claim {
 #[serde(rename_all = "snake_case")]
 pub enum ClaimAnswer {
     /// Run it.
-    Run(RemoteItem),
+    Run(Box<RemoteItem>),
     /// Acknowledge the item without running it, for this reason.
     Drop(String),
+    /// Hold the item and ask again in a moment: the worker that ran it before may still
+    /// report its result (it was cut off from the broker, not lost).
+    Later(String),
 }
 
 /// A remote run's end.
@@ -138,7 +141,7 @@ fn worker_role() -> String {
 
 /// How often workers send a heartbeat; one silent for [`WORKER_GONE_AFTER`] is gone.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
-pub const WORKER_GONE_AFTER: Duration = Duration::from_secs(10);
+pub const WORKER_GONE_AFTER: Duration = Duration::from_secs(6);
 
 /// One execution a remote worker runs.
 struct RemoteRun {
@@ -162,9 +165,17 @@ pub struct Remote {
     workers: Mutex<HashMap<String, (Heartbeat, Instant)>>,
     /// Items to publish, and a wake-up for the publisher.
     outbox: Mutex<std::collections::VecDeque<Outgoing>>,
+    /// Items being published, not yet confirmed: back to the outbox if the connection ends.
+    inflight: Mutex<HashMap<String, Outgoing>>,
     pub wake: tokio::sync::Notify,
     /// Connected to the broker now.
     pub connected: std::sync::atomic::AtomicBool,
+    /// When this server last connected: a worker's silence counts from then at the earliest
+    /// (heartbeats cannot reach a server cut off from the broker).
+    connected_at: Mutex<Option<Instant>>,
+    /// Claims answered `Later` once because their previous holder's heartbeat no longer lists
+    /// the execution (see `Engine::holder_may_report`).
+    waited: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A work item to publish: its execution and the queue it goes to.
@@ -180,23 +191,81 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Remote {
-    /// Takes up to `max` items to publish.
+    /// Takes up to `max` items to publish; they count as in flight until confirmed.
     pub fn take_outgoing(&self, max: usize) -> Vec<Outgoing> {
         let mut out = lock(&self.outbox);
         let n = out.len().min(max);
-        out.drain(..n).collect()
+        let taken: Vec<Outgoing> = out.drain(..n).collect();
+        let mut inflight = lock(&self.inflight);
+        for item in &taken {
+            inflight.insert(item.execution_id.clone(), item.clone());
+        }
+        taken
+    }
+
+    /// The broker confirmed an item.
+    pub fn published(&self, execution_id: &str) {
+        lock(&self.inflight).remove(execution_id);
     }
 
     /// Puts back items that could not be published, first in line.
     pub fn put_back(&self, items: Vec<Outgoing>) {
+        let mut inflight = lock(&self.inflight);
         let mut out = lock(&self.outbox);
         for item in items.into_iter().rev() {
+            inflight.remove(&item.execution_id);
+            out.push_front(item);
+        }
+    }
+
+    /// At a new connection: what was in flight on the last one goes out again (a second copy
+    /// of an item the broker did take is dropped at its claim).
+    pub fn restore_inflight(&self) {
+        let items: Vec<Outgoing> = lock(&self.inflight).drain().map(|(_, v)| v).collect();
+        let mut out = lock(&self.outbox);
+        for item in items {
             out.push_front(item);
         }
     }
 
     pub fn outgoing_len(&self) -> usize {
-        lock(&self.outbox).len()
+        lock(&self.outbox).len() + lock(&self.inflight).len()
+    }
+
+    /// The server is connected (again).
+    pub fn mark_connected(&self) {
+        self.connected.store(true, Ordering::SeqCst);
+        *lock(&self.connected_at) = Some(Instant::now());
+    }
+
+    /// Whether the worker `name`, which ran `execution` under another claim, may still report
+    /// its result: its heartbeat is fresh (counting from this server's connection) and lists
+    /// the execution as held, or it did not list it yet since this server connected. A claim
+    /// whose earlier holder's heartbeat no longer lists it is held back once, so that a result
+    /// published before that heartbeat is applied first (one queue, in order).
+    fn holder_may_report(&self, name: &str, execution: &str, claim: &str) -> bool {
+        let connected_at = *lock(&self.connected_at);
+        let workers = lock(&self.workers);
+        let beat = workers.get(name);
+        let since = match (beat.map(|(_, at)| *at), connected_at) {
+            (Some(b), Some(c)) => b.max(c),
+            (Some(b), None) => b,
+            (None, Some(c)) => c,
+            (None, None) => return false,
+        };
+        if since.elapsed() > WORKER_GONE_AFTER {
+            return false;
+        }
+        match beat {
+            Some((b, at)) if connected_at.is_none_or(|c| *at >= c) => {
+                if b.running.iter().any(|r| r == execution) {
+                    return true;
+                }
+                // Listed no longer: once more, then the item is taken as lost.
+                lock(&self.waited).insert(claim.to_string())
+            }
+            _ => true,
+        }
     }
 
     /// Records a heartbeat.
@@ -385,17 +454,14 @@ impl Engine {
         if started.is_empty() {
             return answers.into_iter().flatten().collect();
         }
-        // As a local worker does: an action that is not idempotent is on record as running
-        // (durable) before it starts.
+        // Every remote run is on record as running (durable) before it starts, with its claim:
+        // after a restart of this server the run is known (its key-value calls and result are
+        // taken), and a second copy of its item is told apart from a lost worker's.
         let running: Vec<Arc<Execution>> = started
             .iter()
             .map(|(_, _, e, _)| Arc::new(e.clone()))
             .collect();
-        let must: Vec<&Execution> = running
-            .iter()
-            .filter(|e| !e.idempotent)
-            .map(|e| &**e)
-            .collect();
+        let must: Vec<&Execution> = running.iter().map(|e| &**e).collect();
         let mut segment = None;
         if !must.is_empty() {
             match self.journal.append_executions_blocking(&must) {
@@ -423,7 +489,7 @@ impl Engine {
             self.publish_execution("st2.execution__update", &loaded, &e);
             let (live, on_log) = self.live_log(&marked, &cancel);
             let claim = claims[i].claim.clone();
-            let answer = ClaimAnswer::Run(remote_item(&item, &e, &claim));
+            let answer = ClaimAnswer::Run(Box::new(remote_item(&item, &e, &claim)));
             lock(&remote.runs).insert(
                 e.id.clone(),
                 RemoteRun {
@@ -465,19 +531,34 @@ impl Engine {
         if e.status.is_terminal() {
             return Ok(ClaimAnswer::Drop(format!("already {}", e.status.as_str())));
         }
-        let running = matches!(
-            e.status,
-            ExecutionStatus::Running | ExecutionStatus::Canceling | ExecutionStatus::Pausing
-        );
-        if running {
-            if e.claim.as_deref() == Some(c.claim.as_str()) {
+        // Who runs it: this server's record of the run (the store may not show its `running`
+        // mark yet), or after a restart the store's.
+        let held = lock(&remote.runs)
+            .get(&e.id)
+            .map(|r| (r.claim.clone(), r.worker.clone(), r.cancel.is_canceled()));
+        let held = held.or_else(|| {
+            let running = matches!(
+                e.status,
+                ExecutionStatus::Running | ExecutionStatus::Canceling | ExecutionStatus::Pausing
+            );
+            match (&e.claim, running) {
+                (Some(claim), true) => Some((
+                    claim.clone(),
+                    e.worker.clone().unwrap_or_default(),
+                    e.status == ExecutionStatus::Canceling,
+                )),
+                _ => None,
+            }
+        });
+        if let Some((claim, worker, canceled)) = &held {
+            if *claim == c.claim {
                 // The answer to this claim was lost: the same answer.
                 let item = lock(&remote.items)
                     .get(&e.id)
                     .cloned()
                     .or_else(|| self.work_item(loaded, &e, None));
                 return Ok(match item {
-                    Some(item) => ClaimAnswer::Run(remote_item(&item, &e, &c.claim)),
+                    Some(item) => ClaimAnswer::Run(Box::new(remote_item(&item, &e, &c.claim))),
                     None => ClaimAnswer::Drop(format!("action '{}' is no longer loaded", e.action)),
                 });
             }
@@ -486,22 +567,33 @@ impl Engine {
                     "a second copy of a work item whose execution runs elsewhere".into(),
                 ));
             }
-            // The broker gave the item back: the worker that held it is gone.
-            let lost = e.worker.clone().unwrap_or_else(|| "a worker".into());
+            // The broker gave the item back: the worker that held it lost its connection. It
+            // may still report (it was cut off, and reconnects): wait for that while it sends
+            // heartbeats; once it is silent, it is gone.
+            if remote.holder_may_report(worker, &e.id, &c.claim) {
+                return Ok(ClaimAnswer::Later(format!(
+                    "worker {worker} may still report its result"
+                )));
+            }
+            lock(&remote.waited).remove(&c.claim);
             self.end_run(&e.id, &e.action);
-            if !e.idempotent || e.status == ExecutionStatus::Canceling {
+            if !e.idempotent || *canceled {
                 let mut e = e;
-                e.reason = Some(format!(
-                    "the worker running it ({lost}) was lost and the action is not idempotent, so it was not run again"
-                ));
-                let why = e.reason.clone().unwrap_or_default();
-                let result = json!({"error": why});
-                let status = if e.status == ExecutionStatus::Canceling {
-                    ExecutionStatus::Canceled
+                e.claim = Some(claim.clone());
+                e.worker = Some(worker.clone());
+                let (status, why) = if *canceled {
+                    (
+                        ExecutionStatus::Canceled,
+                        format!("canceled; the worker running it ({worker}) was lost"),
+                    )
                 } else {
-                    ExecutionStatus::Abandoned
+                    (
+                        ExecutionStatus::Abandoned,
+                        format!("the worker running it ({worker}) was lost and the action is not idempotent, so it was not run again"),
+                    )
                 };
-                self.finish(loaded, &mut e, status, result, Vec::new());
+                e.reason = Some(why.clone());
+                self.finish(loaded, &mut e, status, json!({"error": why}), Vec::new());
                 return Ok(ClaimAnswer::Drop(why));
             }
         }
@@ -515,7 +607,7 @@ impl Engine {
             self.finish(loaded, &mut e, ExecutionStatus::Failed, result, Vec::new());
             return Ok(ClaimAnswer::Drop("its action is no longer loaded".into()));
         };
-        let lost = running.then(|| e.worker.clone().unwrap_or_else(|| "a worker".into()));
+        let lost = held.map(|(_, worker, _)| worker);
         match self.claim(loaded, item) {
             Some((item, mut e, cancel)) => {
                 lock(&remote.items).remove(&e.id);
@@ -545,7 +637,7 @@ impl Engine {
 
     /// Forgets a remote run (it ended, or its worker is gone); the key-value count its script
     /// saw, when this process knew the run.
-    fn end_run(&self, id: &str, action: &str) -> Option<u64> {
+    fn end_run(&self, id: &str, action: &str) -> Option<(u64, String)> {
         let run = self
             .remote
             .as_ref()
@@ -558,7 +650,7 @@ impl Engine {
             self.running.fetch_sub(1, Ordering::SeqCst);
             self.metrics.running_delta(action, -1);
         }
-        Some(run.kv.seen())
+        Some((run.kv.seen(), run.worker))
     }
 
     /// A log line of a remote run.
@@ -595,7 +687,12 @@ impl Engine {
             if e.status.is_terminal() {
                 continue;
             }
-            if e.claim.as_deref().is_some_and(|c| c != r.claim) {
+            let current = self
+                .remote
+                .as_ref()
+                .and_then(|rm| lock(&rm.runs).get(&e.id).map(|run| run.claim.clone()))
+                .or_else(|| e.claim.clone());
+            if current.is_some_and(|c| c != r.claim) {
                 tracing::info!(execution = %e.id, "a result from a run that was replaced; ignored");
                 continue;
             }
@@ -603,8 +700,9 @@ impl Engine {
                 continue;
             }
             let mut e = e;
-            if let Some(seen) = self.end_run(&e.id, &e.action) {
+            if let Some((seen, worker)) = self.end_run(&e.id, &e.action) {
                 kv_mark = kv_mark.max(seen);
+                e.worker = Some(worker);
             }
             e.claim = Some(r.claim);
             e.status = r.status;
