@@ -401,7 +401,7 @@ fn rule_test(rule_file: &Path, instance_file: &Path, packs: &[PathBuf]) -> Resul
         return Ok(ExitCode::FAILURE);
     }
     let request = set
-        .render_action(0, &payload, &env)
+        .render_action(0, &payload, None, &env)
         .map_err(|e| anyhow!("rule {rule_ref} matches but its action cannot be rendered: {e}"))?;
     let mut parameters = request.parameters.clone();
     let mut note = None;

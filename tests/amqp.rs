@@ -580,6 +580,11 @@ fn a_sensor_host_publishes_while_the_server_is_down() {
             t["source"], "sensor/sensor-host-1/sensed.nets",
             "the instance names its host: {t}"
         );
+        assert_eq!(t["context"]["host"], "sensor-host-1", "{t}");
+        assert_eq!(
+            t["payload"]["type"], "network",
+            "the payload is the source's: {t}"
+        );
     }
     let ids: Vec<String> = creates
         .iter()

@@ -1059,7 +1059,10 @@ async fn test_rule(
     };
     let view = ti.rule_view();
     Ok(Json(match loaded.rules.check(id, &view, &env, false) {
-        Ok(()) => match loaded.rules.render_action(id, &ti.payload, &env) {
+        Ok(()) => match loaded
+            .rules
+            .render_action(id, &ti.payload, ti.context.as_ref(), &env)
+        {
             Ok(req) => {
                 // As the rules loop builds the execution: why it would not run (what the
                 // enforcement records), if it would not.

@@ -65,6 +65,10 @@ pub struct TriggerInstance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_tag: Option<String>,
     pub status: TriggerInstanceStatus,
+    /// Where it was sensed, for an instance from a sensor host (`{"host", "sensor"}`): rules'
+    /// action queues see it as `trigger.context` (the payload itself is the source's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
 }
 
 /// A trigger instance as stored, with another status, serialized without copying it: the same
@@ -85,6 +89,8 @@ pub struct TriggerInstanceAs<'a> {
     #[serde(skip_serializing_if = "is_none")]
     trace_tag: &'a Option<String>,
     status: TriggerInstanceStatus,
+    #[serde(skip_serializing_if = "is_none")]
+    context: &'a Option<Value>,
 }
 
 fn is_none<T>(o: &&Option<T>) -> bool {
@@ -125,6 +131,7 @@ impl TriggerInstance {
             source,
             trace_tag,
             status: _,
+            context,
         } = self;
         TriggerInstanceAs {
             v: *v,
@@ -137,6 +144,7 @@ impl TriggerInstance {
             source,
             trace_tag,
             status,
+            context,
         }
     }
 
@@ -158,6 +166,7 @@ impl TriggerInstance {
             source: source.to_string(),
             trace_tag: None,
             status: TriggerInstanceStatus::Pending,
+            context: None,
         }
     }
 }

@@ -837,13 +837,17 @@ impl Engine {
                     continue;
                 }
             }
-            let request = match loaded.rules.render_action(id, &ti.payload, &env) {
-                Ok(r) => r,
-                Err(e) => {
-                    enforcements.push(enforcement(&rule_ref, &ti.id, None, Some(e)));
-                    continue;
-                }
-            };
+            let request =
+                match loaded
+                    .rules
+                    .render_action(id, &ti.payload, ti.context.as_ref(), &env)
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        enforcements.push(enforcement(&rule_ref, &ti.id, None, Some(e)));
+                        continue;
+                    }
+                };
             match self.new_execution(loaded, &request.action, request.parameters) {
                 Ok(mut e) => {
                     if request.queue.is_some() {
@@ -1635,6 +1639,9 @@ pub struct TriggerInstanceOut<'a> {
     /// st2's trace tag, when the sender gave one (`St2-Trace-Tag`).
     #[serde(skip_serializing_if = "Option::is_none")]
     trace_tag: &'a Option<String>,
+    /// The sensor host and sensor, for an instance a sensor host sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: &'a Option<Value>,
 }
 
 impl<'a> From<&'a TriggerInstance> for TriggerInstanceOut<'a> {
@@ -1649,6 +1656,7 @@ impl<'a> From<&'a TriggerInstance> for TriggerInstanceOut<'a> {
             source: &ti.source,
             status: ti.status,
             trace_tag: &ti.trace_tag,
+            context: &ti.context,
         }
     }
 }

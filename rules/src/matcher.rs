@@ -515,10 +515,13 @@ impl RuleSet {
     }
 
     /// Renders the action a matched rule requests, parameters templated over the instance.
+    /// `context`: where the instance was sensed (a sensor host's), which the action's queue
+    /// sees as `trigger.context` (unless the payload has a `context` of its own).
     pub fn render_action(
         &self,
         id: RuleId,
         payload: &Value,
+        context: Option<&Value>,
         env: &EvalEnv,
     ) -> Result<ActionRequest, String> {
         let rule = &self.rules[id];
@@ -530,9 +533,20 @@ impl RuleSet {
                 .map_err(|e| format!("action parameter '{k}': {e}"))?;
             parameters.insert(k.clone(), rendered);
         }
+        let with_context = match (context, payload) {
+            (Some(c), Value::Object(m)) if !m.contains_key("context") => {
+                let mut m = m.clone();
+                m.insert("context".into(), c.clone());
+                Some(Value::Object(m))
+            }
+            _ => None,
+        };
+        let queue_ctx = with_context
+            .as_ref()
+            .map(|p| Context::new("trigger", p, &env.kv));
         let queue = match &self.compiled[id].queue {
             Some(q) => match self
-                .render_value(q, &ctx)
+                .render_value(q, queue_ctx.as_ref().unwrap_or(&ctx))
                 .map_err(|e| format!("action queue: {e}"))?
             {
                 Value::String(s) if s.trim().is_empty() => None,
@@ -697,6 +711,31 @@ impl ThrottleState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_action_queue_renders_from_the_instance_and_its_context() {
+        let rule = Rule::from_yaml(
+            "name: q\nenabled: true\ntrigger: {type: a.b}\naction:\n  ref: core.noop\n  queue: \"{% if trigger.context is defined %}{{ trigger.context.host }}{% endif %}\"\n",
+        )
+        .unwrap();
+        let (set, problems) = RuleSet::build(vec![rule]);
+        assert!(problems.is_empty(), "{problems:?}");
+        let env = EvalEnv {
+            now: chrono::Utc::now(),
+            kv: Arc::new(crate::NoKeyValues),
+        };
+        let payload = serde_json::json!({"id": "c1"});
+        let sensed = serde_json::json!({"host": "docker-7", "sensor": "docker.events"});
+        let r = set.render_action(0, &payload, Some(&sensed), &env).unwrap();
+        assert_eq!(r.queue.as_deref(), Some("docker-7"));
+        // Without a sensor host: the shared queue.
+        let r = set.render_action(0, &payload, None, &env).unwrap();
+        assert_eq!(r.queue, None);
+        // The payload's own `context` is not hidden.
+        let own = serde_json::json!({"context": {"host": "mine"}});
+        let r = set.render_action(0, &own, Some(&sensed), &env).unwrap();
+        assert_eq!(r.queue.as_deref(), Some("mine"));
+    }
 
     #[test]
     fn throttle_admits_max_per_window_per_group() {

@@ -119,7 +119,7 @@ fn run_case(dir: &Path) -> Result<(), String> {
         .ok_or("expected.json: no 'matches'")?;
     match (verdict, want_match) {
         (Ok(()), true) => {
-            let rendered = set.render_action(0, &payload, &env);
+            let rendered = set.render_action(0, &payload, None, &env);
             if let Some(want) = expected.get("render_error").and_then(Value::as_str) {
                 return match rendered {
                     Err(e) if e.contains(want) => Ok(()),

@@ -419,6 +419,7 @@ async fn take_triggers(
                 t.payload,
                 &format!("sensor/{}/{}", t.host, t.sensor),
             );
+            ti.context = Some(serde_json::json!({"host": t.host, "sensor": t.sensor}));
             ti.id = t.id;
             ti.occurrence_time = t.occurrence_time;
             match engine.ingest(ti).await {
