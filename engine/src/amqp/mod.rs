@@ -72,19 +72,11 @@ pub fn mask(url: &str) -> String {
     }
 }
 
-/// Checks a URL before any connection: its scheme and form.
+/// Checks a URL before any connection: its form (`amqp://` or `amqps://`, TLS with rustls).
 pub fn check_url(url: &str) -> Result<(), AmqpError> {
     let parsed: Result<lapin::uri::AMQPUri, String> = url.parse();
     match parsed {
-        Ok(uri) => {
-            if uri.scheme == lapin::uri::AMQPScheme::AMQPS {
-                return Err(AmqpError(format!(
-                    "{}: amqps:// needs squall built with TLS (cargo build --release --features amqps)",
-                    mask(url)
-                )));
-            }
-            Ok(())
-        }
+        Ok(_) => Ok(()),
         Err(e) => Err(AmqpError(format!("not an AMQP URL ({}): {e}", mask(url)))),
     }
 }
@@ -282,6 +274,7 @@ mod tests {
     #[test]
     fn urls_are_checked_before_connecting() {
         assert!(check_url("amqp://guest:guest@127.0.0.1:5672/%2f").is_ok());
+        assert!(check_url("amqps://squall:pw@mq.example:5671/ops?heartbeat=10").is_ok());
         let err = check_url("http://x:secret@h/").unwrap_err().to_string();
         assert!(err.contains("x:***@h"), "{err}");
         assert!(!err.contains("secret"), "{err}");
