@@ -2070,8 +2070,13 @@ pub fn sensor(command: &SensorCommand) -> Result<ExitCode> {
             } else {
                 format!("not running: {}", text(&s["not_started"]))
             };
+            // A sensor host's sensor is named with its host.
+            let name = match s["host"].as_str() {
+                Some(host) => format!("{host}/{}", text(&s["ref"])),
+                None => text(&s["ref"]),
+            };
             vec![
-                text(&s["ref"]),
+                name,
                 text(&s["kind"]),
                 state,
                 count(&s["events"]),

@@ -73,7 +73,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("render_action");
     group.throughput(Throughput::Elements(1));
     group.bench_function("one_template", |b| {
-        b.iter(|| set.render_action(999, &payload, &env))
+        b.iter(|| set.render_action(999, &payload, None, &env))
     });
     group.finish();
 }

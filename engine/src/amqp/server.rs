@@ -137,6 +137,7 @@ async fn session(
         r = take_dead(engine, dead_c) => r,
         r = take_heartbeats(engine, beat_c) => r,
         r = send_cancels(engine, &replies) => r,
+        r = watch_queues(engine, &conn) => r,
     };
     let _ = conn.close(200, "reconnecting".into()).await;
     result
@@ -468,6 +469,39 @@ async fn take_heartbeats(
         }
     }
     Ok(())
+}
+
+/// Asks the broker every 5 s how many items wait in each work queue, for `/metrics`. A queue
+/// that does not exist closes the channel it was asked on: a new one is opened next time.
+async fn watch_queues(engine: &Arc<Engine>, conn: &lapin::Connection) -> Result<(), AmqpError> {
+    let Some(remote) = engine.remote().cloned() else {
+        return Ok(());
+    };
+    let mut ch: Option<Channel> = None;
+    loop {
+        if ch.as_ref().is_none_or(|c| !c.status().connected()) {
+            ch = conn.create_channel().await.ok();
+        }
+        if let Some(c) = &ch {
+            for q in remote.known_queues() {
+                let passive = lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                };
+                match c
+                    .queue_declare(q.as_str().into(), passive, FieldTable::default())
+                    .await
+                {
+                    Ok(info) => remote.queue_stats(&q, info.message_count(), info.consumer_count()),
+                    Err(_) => break,
+                }
+            }
+        }
+        if !conn.status().connected() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
 }
 
 /// Tells workers to cancel the runs whose cancel was asked for.

@@ -173,6 +173,8 @@ pub struct Remote {
     /// When this server last connected: a worker's silence counts from then at the earliest
     /// (heartbeats cannot reach a server cut off from the broker).
     connected_at: Mutex<Option<Instant>>,
+    /// Messages waiting and consumers, by work queue, as the broker last said.
+    queues: Mutex<std::collections::BTreeMap<String, (u32, u32)>>,
     /// Claims answered `Later` once because their previous holder's heartbeat no longer lists
     /// the execution (see `Engine::holder_may_report`).
     waited: Mutex<std::collections::HashSet<String>>,
@@ -266,6 +268,21 @@ impl Remote {
             }
             _ => true,
         }
+    }
+
+    /// The work queues to report: the shared one and those workers serve.
+    pub fn known_queues(&self) -> Vec<String> {
+        let mut names: std::collections::BTreeSet<String> =
+            [crate::amqp::WORK_QUEUE.to_string()].into();
+        for (b, _) in lock(&self.workers).values() {
+            names.extend(b.queues.iter().cloned());
+        }
+        names.into_iter().collect()
+    }
+
+    /// What the broker says of a work queue: messages waiting, consumers.
+    pub fn queue_stats(&self, queue: &str, messages: u32, consumers: u32) {
+        lock(&self.queues).insert(queue.to_string(), (messages, consumers));
     }
 
     /// Records a heartbeat.
@@ -392,6 +409,10 @@ impl Remote {
                 e.0 += 1;
                 e.1 += b.concurrency;
             }
+        }
+        let _ = writeln!(t, "# HELP squall_queue_messages Work items waiting in a queue, as the broker last said (every 5 s).\n# TYPE squall_queue_messages gauge\n# TYPE squall_queue_consumers gauge");
+        for (q, (messages, consumers)) in lock(&self.queues).iter() {
+            let _ = writeln!(t, "squall_queue_messages{{queue=\"{}\"}} {messages}\nsquall_queue_consumers{{queue=\"{}\"}} {consumers}", esc(q), esc(q));
         }
         let _ = writeln!(t, "# HELP squall_queue_workers Workers serving a queue, and their slots.\n# TYPE squall_queue_workers gauge\n# TYPE squall_queue_slots gauge");
         for (q, (n, slots)) in per_queue {
