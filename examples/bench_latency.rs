@@ -18,10 +18,12 @@
 //! status), and one plain thread that releases each request at its due time (std's sleep is
 //! finer than tokio's millisecond timer).
 //!
-//! Usage: `scripts/bench-latency [--rate 1000] [--seconds 10] [--connections 16] [--hook pipeline_kv] [--json]`
-//! (builds squall and this example in release, then runs this with `--binary`). `--json` adds one
-//! JSON line with the same figures (milliseconds). Exit status 1 if a request was not accepted or
-//! an execution did not succeed in time.
+//! Usage: `scripts/bench-latency [--rate 1000] [--seconds 10] [--connections 16] [--hook pipeline_kv] [--json]
+//! [--squall-arg=ARG ...]` (builds squall and this example in release, then runs this with
+//! `--binary`). `--json` adds one JSON line with the same figures (milliseconds). Each
+//! `--squall-arg` adds one word to `squall run`'s command line (`--squall-arg=--amqp
+//! --squall-arg=URL`: remote workers the caller started, as `scripts/bench-amqp` does). Exit
+//! status 1 if a request was not accepted or an execution did not succeed in time.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -78,6 +80,10 @@ struct Args {
     /// the squall binary [default: ${CARGO_TARGET_DIR:-target}/release/squall]
     #[arg(long)]
     binary: Option<PathBuf>,
+    /// one more argument for `squall run`, after the others (repeat it for each word, e.g.
+    /// `--squall-arg=--amqp --squall-arg=amqp://...`: remote workers started by the caller)
+    #[arg(long = "squall-arg", value_name = "ARG", allow_hyphen_values = true)]
+    squall_args: Vec<String>,
 }
 
 /// How a run ended, before squall is stopped.
@@ -135,7 +141,7 @@ async fn run_all(args: &Args, root: &Path, binary: &Path) -> u8 {
         }
     };
     let log_path = work.path().join("squall.log");
-    let mut squall = match start_squall(root, binary, work.path(), &log_path) {
+    let mut squall = match start_squall(root, binary, work.path(), &log_path, &args.squall_args) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -192,7 +198,13 @@ struct Squall {
     port: u16,
 }
 
-fn start_squall(root: &Path, binary: &Path, work: &Path, log_path: &Path) -> Result<Squall> {
+fn start_squall(
+    root: &Path,
+    binary: &Path,
+    work: &Path,
+    log_path: &Path,
+    extra: &[String],
+) -> Result<Squall> {
     let port = free_port()?;
     let log = File::create(log_path).context("creating squall's log file")?;
     let child = Command::new(binary)
@@ -203,6 +215,7 @@ fn start_squall(root: &Path, binary: &Path, work: &Path, log_path: &Path) -> Res
         .arg(work.join("data"))
         .args(["--packs", "packs/core", "--packs", "benches/packs/bench"])
         .args(["--workers", "2"])
+        .args(extra)
         .current_dir(root)
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("opening squall's log file")?)
