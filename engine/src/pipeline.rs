@@ -440,6 +440,13 @@ impl Engine {
         self.running.load(Ordering::SeqCst) + self.results.pending()
     }
 
+    /// Executions this process runs itself: a remote worker's go on while this server stops
+    /// (their results are applied after it starts again).
+    fn running_here(&self) -> usize {
+        let remote = self.remote.as_ref().map_or(0, |r| r.counted_runs());
+        self.running_executions().saturating_sub(remote)
+    }
+
     /// Waits until everything written before the call is on disk.
     pub async fn durable(&self) -> Result<(), EngineError> {
         let (tx, rx) = oneshot::channel();
@@ -1509,22 +1516,29 @@ impl Engine {
     pub async fn shutdown(&self, grace: Duration) {
         self.stopping.store(true, Ordering::SeqCst);
         let deadline = tokio::time::Instant::now() + grace;
-        while self.running_executions() > 0 && tokio::time::Instant::now() < deadline {
+        while self.running_here() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if self.running_executions() > 0 {
+        if self.running_here() > 0 {
             tracing::warn!(
-                running = self.running_executions(),
+                running = self.running_here(),
                 "grace period over; canceling what still runs"
             );
             self.grace_over.store(true, Ordering::SeqCst);
+            let remote = self
+                .remote
+                .as_ref()
+                .map(|r| r.run_ids())
+                .unwrap_or_default();
             if let Ok(c) = self.cancels.lock() {
-                for t in c.values() {
-                    t.cancel();
+                for (id, t) in c.iter() {
+                    if !remote.contains(id) {
+                        t.cancel();
+                    }
                 }
             }
             let hard = tokio::time::Instant::now() + Duration::from_secs(5);
-            while self.running_executions() > 0 && tokio::time::Instant::now() < hard {
+            while self.running_here() > 0 && tokio::time::Instant::now() < hard {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

@@ -231,6 +231,8 @@ async fn heartbeats(name: String, link: Arc<Link>, sensors: Arc<Vec<RunningSenso
                 concurrency: 0,
                 running: Vec::new(),
                 pid: std::process::id(),
+                instance: String::new(),
+                connection: 0,
                 version: env!("CARGO_PKG_VERSION").into(),
                 role: "sensors".into(),
                 sensors: sensors.iter().map(RunningSensor::json).collect(),

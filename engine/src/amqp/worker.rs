@@ -69,6 +69,8 @@ struct Shared {
     host: String,
     /// Counts connections: a delivery belongs to the one it came on.
     generation: std::sync::atomic::AtomicU64,
+    /// This process, in its claims and heartbeats (new at each start).
+    instance: String,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -102,6 +104,7 @@ async fn main(opts: WorkerOptions) -> Result<(), AmqpError> {
         stopping: AtomicBool::new(false),
         host: super::host_name(),
         generation: Default::default(),
+        instance: ulid::Ulid::new().to_string(),
     });
     tokio::spawn(publish_outbox(shared.clone(), outbox_rx));
     tokio::spawn(heartbeats(shared.clone()));
@@ -378,7 +381,9 @@ async fn handle(shared: Arc<Shared>, d: Delivery) {
     };
     let claim = Claim {
         execution_id: execution_id.clone(),
-        claim: ulid::Ulid::new().to_string(),
+        // Names this process and its connection: the server tells a worker that never started
+        // an item (its answer lost with the connection) from one that was lost with it.
+        claim: format!("{}.{generation}.{}", shared.instance, ulid::Ulid::new()),
         worker: shared.opts.name.clone(),
         redelivered: d.redelivered || delivery_count(&d) > 0,
     };
@@ -609,6 +614,8 @@ async fn heartbeats(shared: Arc<Shared>) {
                 concurrency: shared.opts.concurrency,
                 running: lock(&shared.running).keys().cloned().collect(),
                 pid: std::process::id(),
+                instance: shared.instance.clone(),
+                connection: shared.generation.load(Ordering::SeqCst),
                 version: env!("CARGO_PKG_VERSION").into(),
                 role: "worker".into(),
                 sensors: Vec::new(),

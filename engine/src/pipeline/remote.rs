@@ -125,6 +125,11 @@ pub struct Heartbeat {
     pub concurrency: usize,
     pub running: Vec<String>,
     pub pid: u32,
+    /// The worker process (new at each start) and its connection (counted from 1).
+    #[serde(default)]
+    pub instance: String,
+    #[serde(default)]
+    pub connection: u64,
     #[serde(default)]
     pub version: String,
     /// `worker`, or `sensors` for a sensor host.
@@ -175,9 +180,13 @@ pub struct Remote {
     connected_at: Mutex<Option<Instant>>,
     /// Messages waiting and consumers, by work queue, as the broker last said.
     queues: Mutex<std::collections::BTreeMap<String, (u32, u32)>>,
-    /// Claims answered `Later` once because their previous holder's heartbeat no longer lists
-    /// the execution (see `Engine::holder_may_report`).
-    waited: Mutex<std::collections::HashSet<String>>,
+}
+
+/// See [`Remote::holder_state`].
+enum Holder {
+    Holds,
+    NeverStarted,
+    Lost,
 }
 
 /// A work item to publish: its execution and the queue it goes to.
@@ -240,12 +249,24 @@ impl Remote {
         *lock(&self.connected_at) = Some(Instant::now());
     }
 
-    /// Whether the worker `name`, which ran `execution` under another claim, may still report
-    /// its result: its heartbeat is fresh (counting from this server's connection) and lists
-    /// the execution as held, or it did not list it yet since this server connected. A claim
-    /// whose earlier holder's heartbeat no longer lists it is held back once, so that a result
-    /// published before that heartbeat is applied first (one queue, in order).
-    fn holder_may_report(&self, name: &str, execution: &str, claim: &str) -> bool {
+    /// What became of the worker `name` that claimed `execution` under `claim` (a claim id
+    /// names the worker process and its connection: `<instance>.<connection>.<id>`), now that
+    /// the broker gave the item back. Its heartbeats list what it holds (running, or a result
+    /// not yet confirmed):
+    /// - silent for `WORKER_GONE_AFTER` (counted from this server's connection at the
+    ///   earliest), or another process under that name: lost;
+    /// - the same process, listing the execution: it still holds it (cut off from the broker,
+    ///   it will report);
+    /// - the same process on a later connection, not listing it: it never started it (the
+    ///   answer to its claim was lost with the connection; a result it published would be in
+    ///   the queue ahead of this claim);
+    /// - otherwise: wait for its next heartbeat.
+    fn holder_state(&self, name: &str, execution: &str, claim: &str) -> Holder {
+        let mut parts = claim.splitn(3, '.');
+        let (instance, connection) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(i), Some(c), Some(_)) => (i, c.parse::<u64>().unwrap_or(0)),
+            _ => return Holder::Lost,
+        };
         let connected_at = *lock(&self.connected_at);
         let workers = lock(&self.workers);
         let beat = workers.get(name);
@@ -253,20 +274,25 @@ impl Remote {
             (Some(b), Some(c)) => b.max(c),
             (Some(b), None) => b,
             (None, Some(c)) => c,
-            (None, None) => return false,
+            (None, None) => return Holder::Lost,
         };
         if since.elapsed() > WORKER_GONE_AFTER {
-            return false;
+            return Holder::Lost;
         }
         match beat {
             Some((b, at)) if connected_at.is_none_or(|c| *at >= c) => {
-                if b.running.iter().any(|r| r == execution) {
-                    return true;
+                if b.instance != instance {
+                    Holder::Lost
+                } else if b.running.iter().any(|r| r == execution) {
+                    Holder::Holds
+                } else if b.connection > connection {
+                    Holder::NeverStarted
+                } else {
+                    Holder::Holds
                 }
-                // Listed no longer: once more, then the item is taken as lost.
-                lock(&self.waited).insert(claim.to_string())
             }
-            _ => true,
+            // No heartbeat since this server connected: wait for one.
+            _ => Holder::Holds,
         }
     }
 
@@ -319,6 +345,16 @@ impl Remote {
 
     pub fn running(&self) -> usize {
         lock(&self.runs).len()
+    }
+
+    /// Remote runs counted in this process's running gauges.
+    pub fn counted_runs(&self) -> usize {
+        lock(&self.runs).values().filter(|r| r.counted).count()
+    }
+
+    /// The executions remote workers run.
+    pub fn run_ids(&self) -> std::collections::HashSet<String> {
+        lock(&self.runs).keys().cloned().collect()
     }
 
     /// Workers and sensor hosts as the API shows them.
@@ -591,12 +627,19 @@ impl Engine {
             // The broker gave the item back: the worker that held it lost its connection. It
             // may still report (it was cut off, and reconnects): wait for that while it sends
             // heartbeats; once it is silent, it is gone.
-            if remote.holder_may_report(worker, &e.id, &c.claim) {
-                return Ok(ClaimAnswer::Later(format!(
-                    "worker {worker} may still report its result"
-                )));
+            match remote.holder_state(worker, &e.id, claim) {
+                Holder::Holds => {
+                    return Ok(ClaimAnswer::Later(format!(
+                        "worker {worker} may still report its result"
+                    )))
+                }
+                Holder::NeverStarted => {
+                    tracing::info!(execution = %e.id, worker = %worker, "the answer to a claim was lost before its worker started it; it runs now");
+                    self.end_run(&e.id, &e.action);
+                    return self.claim_fresh(remote, loaded, c, e, None);
+                }
+                Holder::Lost => {}
             }
-            lock(&remote.waited).remove(&c.claim);
             self.end_run(&e.id, &e.action);
             if !e.idempotent || *canceled {
                 let mut e = e;
@@ -618,6 +661,21 @@ impl Engine {
                 return Ok(ClaimAnswer::Drop(why));
             }
         }
+        let lost = held.map(|(_, worker, _)| worker);
+        self.claim_fresh(remote, loaded, c, e, lost)
+    }
+
+    /// Claims an execution for `c` as a local worker would; `lost`: the worker that ran it
+    /// before and was lost (an idempotent action runs again).
+    #[allow(clippy::result_large_err)]
+    fn claim_fresh(
+        &self,
+        remote: &Arc<Remote>,
+        loaded: &super::Loaded,
+        c: &Claim,
+        e: Execution,
+        lost: Option<String>,
+    ) -> Result<ClaimAnswer, (WorkItem, Execution, CancelToken)> {
         let item = lock(&remote.items)
             .get(&e.id)
             .cloned()
@@ -628,7 +686,6 @@ impl Engine {
             self.finish(loaded, &mut e, ExecutionStatus::Failed, result, Vec::new());
             return Ok(ClaimAnswer::Drop("its action is no longer loaded".into()));
         };
-        let lost = held.map(|(_, worker, _)| worker);
         match self.claim(loaded, item) {
             Some((item, mut e, cancel)) => {
                 lock(&remote.items).remove(&e.id);
