@@ -243,7 +243,7 @@ fn reject(d: &Delivery) -> impl std::future::Future<Output = ()> + Send + 'stati
     }
 }
 
-async fn reply(ch: &Channel, d: &Delivery, body: Vec<u8>) {
+async fn reply(ch: &Channel, d: &Delivery, body: &[u8]) {
     let (Some(to), Some(corr)) = (
         d.properties.reply_to().clone(),
         d.properties.correlation_id().clone(),
@@ -256,7 +256,7 @@ async fn reply(ch: &Channel, d: &Delivery, body: Vec<u8>) {
             "".into(),
             to,
             lapin::options::BasicPublishOptions::default(),
-            &body,
+            body,
             props,
         )
         .await
@@ -292,11 +292,18 @@ async fn serve_workers(
         let done = tokio::task::spawn_blocking(move || apply_from_workers(&engine, parsed))
             .await
             .map_err(|e| AmqpError(format!("applying workers' messages failed: {e}")))?;
-        for (d, answer) in done {
-            if let Some(body) = answer {
-                reply(&replies, &d, body).await;
+        // The answers go out together, then one acknowledgement covers the batch (the
+        // deliveries of one channel, in order: everything before them is acknowledged).
+        let last = done.last().map(|(d, _)| d.acker.clone());
+        futures_util::future::join_all(
+            done.iter()
+                .filter_map(|(d, answer)| answer.as_ref().map(|body| reply(&replies, d, body))),
+        )
+        .await;
+        if let Some(acker) = last {
+            if let Err(e) = acker.ack(BasicAckOptions { multiple: true }).await {
+                tracing::warn!(error = %e, "cannot acknowledge workers' messages; the broker will deliver them again");
             }
-            ack(&d).await;
         }
     }
     Ok(())
@@ -377,7 +384,7 @@ async fn serve_kv(
                 Ok(v) => serde_json::json!({"ok": v}),
                 Err(e) => serde_json::json!({"error": e}),
             };
-            reply(&replies, &d, body.to_string().into_bytes()).await;
+            reply(&replies, &d, body.to_string().as_bytes()).await;
             ack(&d).await;
         });
     }

@@ -71,6 +71,15 @@ struct Shared {
     generation: std::sync::atomic::AtomicU64,
     /// This process, in its claims and heartbeats (new at each start).
     instance: String,
+    /// To the script threads.
+    scripts: crossbeam_channel::Sender<Script>,
+}
+
+/// A script to run, and where its end goes.
+struct Script {
+    item: RemoteItem,
+    cancel: CancelToken,
+    done: oneshot::Sender<(ExecutionStatus, Value, Vec<LogLine>)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -93,7 +102,9 @@ pub fn run(opts: WorkerOptions) -> Result<(), AmqpError> {
 async fn main(opts: WorkerOptions) -> Result<(), AmqpError> {
     let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
     let (session, _) = watch::channel(None);
+    let (scripts, script_rx) = crossbeam_channel::unbounded::<Script>();
     let shared = Arc::new(Shared {
+        scripts,
         slots: Arc::new(Semaphore::new(opts.concurrency.max(1))),
         opts,
         session,
@@ -106,6 +117,27 @@ async fn main(opts: WorkerOptions) -> Result<(), AmqpError> {
         generation: Default::default(),
         instance: ulid::Ulid::new().to_string(),
     });
+    // One script thread per slot.
+    for i in 0..shared.opts.concurrency.max(1) {
+        let rx = script_rx.clone();
+        let runner = Arc::downgrade(&shared);
+        let handle = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name(format!("squall-script-{i}"))
+            .stack_size(squall_actions::SCRIPT_THREAD_STACK_SIZE)
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    let Some(shared) = runner.upgrade() else {
+                        return;
+                    };
+                    let _ = job
+                        .done
+                        .send(execute(&shared, &handle, job.item, job.cancel));
+                }
+            })
+            .map_err(|e| AmqpError(format!("cannot start a script thread: {e}")))?;
+    }
+    drop(script_rx);
     tokio::spawn(publish_outbox(shared.clone(), outbox_rx));
     tokio::spawn(heartbeats(shared.clone()));
     let supervisor = tokio::spawn(supervise(shared.clone()));
@@ -425,18 +457,15 @@ async fn handle(shared: Arc<Shared>, d: Delivery) {
     let cancel = CancelToken::default();
     lock(&shared.running).insert(execution_id.clone(), cancel.clone());
     let claim = item.claim.clone();
-    let runner = shared.clone();
-    let handle = tokio::runtime::Handle::current();
-    // A deep stack, as local workers have: the script runs on a thread of its own.
+    // On one of the script threads (a deep stack and a Rhai engine each, as local workers
+    // have), never on the runtime's.
     let (tx, rx) = oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name("squall-script".into())
-        .stack_size(squall_actions::SCRIPT_THREAD_STACK_SIZE)
-        .spawn(move || {
-            let _ = tx.send(execute(&runner, &handle, item, cancel));
-        });
-    let ended = match spawned {
-        Ok(_) => rx.await.ok(),
+    let ended = match shared.scripts.send(Script {
+        item,
+        cancel,
+        done: tx,
+    }) {
+        Ok(()) => rx.await.ok(),
         Err(_) => None,
     };
     let (status, result, log) = ended.unwrap_or_else(|| {
