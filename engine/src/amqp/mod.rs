@@ -205,13 +205,19 @@ pub async fn publish_confirmed(
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToServer {
-    Claim(crate::pipeline::remote::Claim),
+    /// Claims gathered by one worker; answered with their answers, in order, in one reply.
+    Claims {
+        claims: Vec<crate::pipeline::remote::Claim>,
+    },
     Log {
         execution_id: String,
         claim: String,
         line: squall_actions::LogLine,
     },
-    Result(crate::pipeline::remote::RemoteResult),
+    /// Results, in the order their runs ended.
+    Results {
+        results: Vec<crate::pipeline::remote::RemoteResult>,
+    },
 }
 
 /// What the server sends workers on `squall.control`.
@@ -262,6 +268,36 @@ mod tests {
             mask("amqps://u:p@ss@h/v?heartbeat=10"),
             "amqps://u:***@h/v?heartbeat=10"
         );
+    }
+
+    #[test]
+    fn what_workers_send_round_trips_as_json() {
+        use crate::pipeline::remote::{Claim, RemoteResult};
+        let claims = ToServer::Claims {
+            claims: vec![Claim {
+                execution_id: "e1".into(),
+                claim: "i.1.c".into(),
+                worker: "w".into(),
+                redelivered: false,
+            }],
+        };
+        let results = ToServer::Results {
+            results: vec![RemoteResult {
+                execution_id: "e1".into(),
+                claim: "i.1.c".into(),
+                status: crate::model::ExecutionStatus::Succeeded,
+                result: serde_json::json!({"ok": true}),
+                log: Vec::new(),
+            }],
+        };
+        for msg in [claims, results] {
+            let bytes = serde_json::to_vec(&msg).expect("serializes");
+            let back: ToServer = serde_json::from_slice(&bytes).expect("reads back");
+            assert_eq!(
+                serde_json::to_value(&back).expect("value"),
+                serde_json::from_slice::<serde_json::Value>(&bytes).expect("json")
+            );
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::{
     DEAD_QUEUE, HEARTBEATS_QUEUE, KV_QUEUE, SERVER_QUEUE, TRIGGERS_QUEUE,
 };
 use crate::model::TriggerInstance;
-use crate::pipeline::remote::{ClaimAnswer, Heartbeat, KvCall, Outgoing, RemoteResult};
+use crate::pipeline::remote::{ClaimAnswer, Heartbeat, KvCall, Outgoing};
 use crate::pipeline::Engine;
 
 /// Starts the server's AMQP side on the current tokio runtime.
@@ -332,31 +332,38 @@ fn apply_from_workers(
                 engine.remote_log(&execution_id, &claim, &line);
                 out.push((d, None));
             }
-            Some(ToServer::Claim(c)) => {
-                let mut claims = vec![(d, c)];
-                while let Some((_, Some(ToServer::Claim(_)))) = iter.peek() {
-                    if let Some((d, Some(ToServer::Claim(c)))) = iter.next() {
-                        claims.push((d, c));
+            Some(ToServer::Claims { claims: first }) => {
+                // Contiguous claim messages are answered together, each message with its own
+                // answers.
+                let mut messages = vec![(d, first.len())];
+                let mut claims = first;
+                while let Some((_, Some(ToServer::Claims { .. }))) = iter.peek() {
+                    if let Some((d, Some(ToServer::Claims { claims: more }))) = iter.next() {
+                        messages.push((d, more.len()));
+                        claims.extend(more);
                     }
                 }
-                let (ds, cs): (Vec<Delivery>, Vec<_>) = claims.into_iter().unzip();
-                let answers = engine.remote_claims(cs);
-                for (d, a) in ds.into_iter().zip(answers) {
-                    if let ClaimAnswer::Drop(why) | ClaimAnswer::Later(why) = &a {
-                        tracing::debug!(reason = %why, "a work item's claim was not answered with work");
+                let mut answers = engine.remote_claims(claims).into_iter();
+                for (d, n) in messages {
+                    let mine: Vec<ClaimAnswer> = answers.by_ref().take(n).collect();
+                    for a in &mine {
+                        if let ClaimAnswer::Drop(why) | ClaimAnswer::Later(why) = a {
+                            tracing::debug!(reason = %why, "a work item's claim was not answered with work");
+                        }
                     }
-                    out.push((d, serde_json::to_vec(&a).ok()));
+                    out.push((d, serde_json::to_vec(&mine).ok()));
                 }
             }
-            Some(ToServer::Result(r)) => {
-                let mut results = vec![(d, r)];
-                while let Some((_, Some(ToServer::Result(_)))) = iter.peek() {
-                    if let Some((d, Some(ToServer::Result(r)))) = iter.next() {
-                        results.push((d, r));
+            Some(ToServer::Results { results: first }) => {
+                let mut ds = vec![d];
+                let mut results = first;
+                while let Some((_, Some(ToServer::Results { .. }))) = iter.peek() {
+                    if let Some((d, Some(ToServer::Results { results: more }))) = iter.next() {
+                        ds.push(d);
+                        results.extend(more);
                     }
                 }
-                let (ds, rs): (Vec<Delivery>, Vec<RemoteResult>) = results.into_iter().unzip();
-                engine.remote_results(rs);
+                engine.remote_results(results);
                 out.extend(ds.into_iter().map(|d| (d, None)));
             }
         }

@@ -73,6 +73,8 @@ struct Shared {
     instance: String,
     /// To the script threads.
     scripts: crossbeam_channel::Sender<Script>,
+    /// To the claim gatherer: a claim, and where its answer goes (`None`: ask again).
+    claims: mpsc::UnboundedSender<(Claim, oneshot::Sender<Option<ClaimAnswer>>)>,
 }
 
 /// A script to run, and where its end goes.
@@ -103,8 +105,10 @@ async fn main(opts: WorkerOptions) -> Result<(), AmqpError> {
     let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
     let (session, _) = watch::channel(None);
     let (scripts, script_rx) = crossbeam_channel::unbounded::<Script>();
+    let (claims, claims_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         scripts,
+        claims,
         slots: Arc::new(Semaphore::new(opts.concurrency.max(1))),
         opts,
         session,
@@ -139,6 +143,7 @@ async fn main(opts: WorkerOptions) -> Result<(), AmqpError> {
     }
     drop(script_rx);
     tokio::spawn(publish_outbox(shared.clone(), outbox_rx));
+    tokio::spawn(gather_claims(shared.clone(), claims_rx));
     tokio::spawn(heartbeats(shared.clone()));
     let supervisor = tokio::spawn(supervise(shared.clone()));
     wait_for_signal().await;
@@ -419,23 +424,18 @@ async fn handle(shared: Arc<Shared>, d: Delivery) {
         worker: shared.opts.name.clone(),
         redelivered: d.redelivered || delivery_count(&d) > 0,
     };
-    let Ok(body) = serde_json::to_vec(&ToServer::Claim(claim)) else {
-        return;
-    };
     let answer = loop {
-        if let Some(bytes) = call(&shared, SERVER_QUEUE, &body).await {
-            match serde_json::from_slice::<ClaimAnswer>(&bytes) {
-                Ok(ClaimAnswer::Later(why)) => {
-                    tracing::debug!(execution = %execution_id, reason = %why, "asked to claim again in a moment");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-                Ok(a) => break a,
-                Err(e) => {
-                    tracing::error!(error = %e, "the server's answer to a claim is not understood");
-                    return;
-                }
+        let (tx, rx) = oneshot::channel();
+        if shared.claims.send((claim.clone(), tx)).is_err() {
+            return;
+        }
+        match rx.await {
+            Ok(Some(ClaimAnswer::Later(why))) => {
+                tracing::debug!(execution = %execution_id, reason = %why, "asked to claim again in a moment");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
+            Ok(Some(a)) => break a,
+            _ => {}
         }
         if d.acker.poisoned()
             || shared.generation.load(Ordering::SeqCst) != generation
@@ -479,13 +479,15 @@ async fn handle(shared: Arc<Shared>, d: Delivery) {
     // a worker still holds.
     let (tx, rx) = oneshot::channel();
     let _ = shared.outbox.send((
-        ToServer::Result(RemoteResult {
-            execution_id: execution_id.clone(),
-            claim,
-            status,
-            result,
-            log,
-        }),
+        ToServer::Results {
+            results: vec![RemoteResult {
+                execution_id: execution_id.clone(),
+                claim,
+                status,
+                result,
+                log,
+            }],
+        },
         Some(tx),
     ));
     // Acknowledged once the result is confirmed: a worker lost before leaves the item to
@@ -552,28 +554,97 @@ fn execute(
     (status, result, report.log)
 }
 
+/// Gathers the claims waiting into one message (at a low rate, each goes alone), answered in
+/// one reply; a batch not answered in time is asked again by each of its claims.
+async fn gather_claims(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<(Claim, oneshot::Sender<Option<ClaimAnswer>>)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let (claims, waiters): (Vec<Claim>, Vec<_>) = batch.into_iter().unzip();
+            let Ok(body) = serde_json::to_vec(&ToServer::Claims { claims }) else {
+                return;
+            };
+            let answers = call(&shared, SERVER_QUEUE, &body)
+                .await
+                .and_then(|bytes| serde_json::from_slice::<Vec<ClaimAnswer>>(&bytes).ok())
+                .filter(|a| a.len() == waiters.len());
+            match answers {
+                Some(answers) => {
+                    for (tx, a) in waiters.into_iter().zip(answers) {
+                        let _ = tx.send(Some(a));
+                    }
+                }
+                None => {
+                    for tx in waiters {
+                        let _ = tx.send(None);
+                    }
+                }
+            }
+        });
+    }
+}
+
 /// Publishes log lines and results in the order they came, each confirmed; what a lost
 /// connection left unconfirmed is published again on the next one.
 async fn publish_outbox(
     shared: Arc<Shared>,
     mut rx: mpsc::UnboundedReceiver<(ToServer, Option<oneshot::Sender<()>>)>,
 ) {
-    let mut queue: Vec<(Vec<u8>, Option<oneshot::Sender<()>>)> = Vec::new();
+    // Each entry: one message, and who waits for its confirm.
+    let mut queue: Vec<(Vec<u8>, Vec<oneshot::Sender<()>>)> = Vec::new();
     loop {
+        let mut taken: Vec<(ToServer, Option<oneshot::Sender<()>>)> = Vec::new();
         if queue.is_empty() {
             match rx.recv().await {
-                Some((msg, done)) => {
-                    queue.push((serde_json::to_vec(&msg).unwrap_or_default(), done))
-                }
+                Some(m) => taken.push(m),
                 None => return,
             }
         }
-        while queue.len() < 256 {
+        while taken.len() < 256 {
             match rx.try_recv() {
-                Ok((msg, done)) => queue.push((serde_json::to_vec(&msg).unwrap_or_default(), done)),
+                Ok(m) => taken.push(m),
                 Err(_) => break,
             }
         }
+        // Results that follow each other go in one message (their order kept, and after the
+        // log lines before them).
+        let mut results: Vec<RemoteResult> = Vec::new();
+        let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+        let flush = |queue: &mut Vec<(Vec<u8>, Vec<oneshot::Sender<()>>)>,
+                     results: &mut Vec<RemoteResult>,
+                     waiting: &mut Vec<oneshot::Sender<()>>| {
+            if !results.is_empty() {
+                let body = serde_json::to_vec(&ToServer::Results {
+                    results: std::mem::take(results),
+                })
+                .unwrap_or_default();
+                queue.push((body, std::mem::take(waiting)));
+            }
+        };
+        for (msg, done) in taken {
+            match msg {
+                ToServer::Results { results: rs } => {
+                    results.extend(rs);
+                    waiting.extend(done);
+                }
+                other => {
+                    flush(&mut queue, &mut results, &mut waiting);
+                    let body = serde_json::to_vec(&other).unwrap_or_default();
+                    queue.push((body, done.into_iter().collect()));
+                }
+            }
+        }
+        flush(&mut queue, &mut results, &mut waiting);
         let s = current(&shared).await;
         let mut confirms = Vec::with_capacity(queue.len());
         let mut failed = false;
@@ -610,8 +681,8 @@ async fn publish_outbox(
                 }
             }
         }
-        for (_, tx) in queue.drain(..done) {
-            if let Some(tx) = tx {
+        for (_, txs) in queue.drain(..done) {
+            for tx in txs {
                 let _ = tx.send(());
             }
         }
