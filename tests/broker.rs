@@ -52,10 +52,20 @@ fn start(dir: &Path, port: u16) -> String {
 impl Broker {
     /// Starts a broker of its own in a fresh temporary directory, on a free port.
     pub fn private() -> Broker {
+        Broker::private_with(|_| String::new())
+    }
+
+    /// A private broker with more settings in its `rabbitmq.conf`: `extra` is given the
+    /// broker's directory (for files the settings name) and returns the lines.
+    pub fn private_with(extra: impl FnOnce(&Path) -> String) -> Broker {
         let dir = tempfile::Builder::new()
             .prefix("squall-rabbitmq-")
             .tempdir()
             .expect("a temporary directory");
+        let conf = extra(dir.path());
+        if !conf.is_empty() {
+            std::fs::write(dir.path().join("extra.conf"), conf).expect("extra.conf");
+        }
         let port = free_port();
         let url = start(dir.path(), port);
         Broker { dir, port, url }

@@ -15,6 +15,8 @@ pub struct Squall {
     pub data_dir: PathBuf,
     pub packs: Vec<PathBuf>,
     pub extra_args: Vec<String>,
+    /// Environment variables squall is started with.
+    pub env: Vec<(String, String)>,
     log: PathBuf,
 }
 
@@ -59,6 +61,14 @@ pub fn one_action_pack(root: &Path, pack: &str, action: &str, meta: &str, script
 impl Squall {
     /// Starts squall on `data_dir` with the bundled packs plus `packs`, and waits until ready.
     pub fn start(data_dir: &Path, packs: &[PathBuf], extra: &[&str]) -> Squall {
+        let mut s = Squall::start_stopped(data_dir, packs, extra);
+        s.spawn();
+        s.wait_ready();
+        s
+    }
+
+    /// The settings of a squall, not yet started.
+    fn start_stopped(data_dir: &Path, packs: &[PathBuf], extra: &[&str]) -> Squall {
         let mut all = vec![repo().join("packs")];
         all.extend(packs.iter().cloned());
         let mut s = Squall {
@@ -67,9 +77,25 @@ impl Squall {
             data_dir: data_dir.to_path_buf(),
             packs: all,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             log: data_dir.with_extension("log"),
         };
         let _ = s.child.wait();
+        s
+    }
+
+    /// [`Squall::start`] with environment variables.
+    pub fn start_with_env(
+        data_dir: &Path,
+        packs: &[PathBuf],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Squall {
+        let mut s = Squall::start_stopped(data_dir, packs, extra);
+        s.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         s.spawn();
         s.wait_ready();
         s
@@ -88,6 +114,7 @@ impl Squall {
             cmd.arg("--packs").arg(p);
         }
         cmd.args(&self.extra_args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -81,12 +81,30 @@ pub fn check_url(url: &str) -> Result<(), AmqpError> {
     }
 }
 
+/// The environment variable naming a PEM file of certificate authorities to trust for
+/// `amqps://` besides the web PKI's (a broker with a private CA's certificate).
+pub const CA_FILE_ENV: &str = "SQUALL_AMQP_CA_FILE";
+
 /// Connects once, naming the connection after the role (shown in RabbitMQ's management).
 pub async fn connect(url: &str, name: &str) -> Result<Connection, AmqpError> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url, props)
-        .await
-        .map_err(|e| AmqpError(format!("cannot connect to RabbitMQ at {}: {e}", mask(url))))
+    let failed =
+        |e: lapin::Error| AmqpError(format!("cannot connect to RabbitMQ at {}: {e}", mask(url)));
+    match std::env::var(CA_FILE_ENV).ok().filter(|f| !f.is_empty()) {
+        Some(file) => {
+            let pem = std::fs::read_to_string(&file)
+                .map_err(|e| AmqpError(format!("{CA_FILE_ENV} {file}: {e}")))?;
+            let runtime = lapin::runtime::default_runtime().map_err(failed)?;
+            let tls = lapin::tcp::OwnedTLSConfig {
+                identity: None,
+                cert_chain: Some(pem),
+            };
+            Connection::connect_with_config(url, props, tls, runtime)
+                .await
+                .map_err(failed)
+        }
+        None => Connection::connect(url, props).await.map_err(failed),
+    }
 }
 
 /// Waits before the next connection attempt: 0.5 s, doubling up to 10 s.
