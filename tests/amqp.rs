@@ -106,6 +106,16 @@ fn remote_pack(root: &Path) -> PathBuf {
     );
     write(
         &pack,
+        "actions/flow.yaml",
+        "name: flow\nrunner_type: orquesta\nentry_point: workflows/flow.yaml\n",
+    );
+    write(
+        &pack,
+        "actions/workflows/flow.yaml",
+        "version: 1.0\ntasks:\n  first:\n    action: remote.nap\n    input: {seconds: 0}\n    next:\n      - when: \"{{ succeeded() }}\"\n        do: second\n  second:\n    action: remote.nap\n    input: {seconds: 0}\n",
+    );
+    write(
+        &pack,
         "actions/where.yaml",
         "name: where\nrunner_type: rhai\nentry_point: where.rhai\nqueue: \"{{ host }}\"\nparameters:\n  host: {type: string, required: true}\n",
     );
@@ -177,6 +187,20 @@ fn remote_workers_run_actions_write_keys_and_are_listed() {
     assert_eq!(e["status"], "succeeded", "{e}");
     assert_eq!(e["result"]["lines"][0], "hello, ops");
     assert_eq!(e["log"][0]["message"], "greeted ops 1 time(s)", "{e}");
+
+    // A workflow: the server drives it, its tasks run on the worker, their keys are written.
+    let flow = request(&s, "remote.flow", "{}");
+    let e = ended(&s, &flow, 60);
+    assert_eq!(e["status"], "succeeded", "{e}\n{}", s.log());
+    let (_, children) = s.get(&format!("/api/v1/executions?parent={flow}"));
+    let children = children.as_array().cloned().unwrap_or_default();
+    assert_eq!(children.len(), 2, "{children:?}");
+    for c in &children {
+        assert_eq!(c["status"], "succeeded", "{c}");
+        assert_eq!(c["context"]["worker"], "w-basic", "{c}");
+        let id = c["id"].as_str().unwrap_or_default();
+        assert_eq!(key(&s, &format!("napped.{id}")).as_deref(), Some("yes"));
+    }
 
     // The worker is listed, by the API, the CLI and /metrics.
     let workers = s.wait_for("/api/v1/workers", 20, |v| {
