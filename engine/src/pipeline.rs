@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::{json, Map, Value};
 use squall_actions::{
-    mask_secrets, validate_params, CancelToken, LogLine, Outcome, RhaiRuntime, RunnerType,
-    ScriptJob,
+    mask_secrets, validate_params, CancelToken, LogLine, RhaiRuntime, RunnerType, ScriptJob,
 };
 use squall_rules::{EvalEnv, RuleSet, ThrottleState};
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
@@ -31,11 +30,18 @@ use crate::policies::Policies;
 use crate::store::{ScriptKv, Store, StoreError, StoreKv};
 
 mod later;
+mod live;
 mod marks;
+mod out;
 pub mod remote;
 mod results;
 mod workflows;
 
+pub(crate) use live::outcome_status;
+use live::LiveLog;
+pub use out::{
+    execution_json, is_workflow, trigger_instance_json, ExecutionOut, TriggerInstanceOut,
+};
 pub use workflows::Control;
 use workflows::WorkflowEvent;
 
@@ -162,97 +168,8 @@ struct Flusher {
     wake: Notify,
 }
 
-/// A running action's log lines on their way to the store (see `Engine::execute`).
-struct LiveLog {
-    state: Mutex<LiveState>,
-    marks: Arc<marks::RunningMarks>,
-    store: Arc<Store>,
-    /// The execution as marked running: each write is a copy of it with the lines so far.
-    marked: Arc<Execution>,
-    canceled: CancelToken,
-}
-
-#[derive(Default)]
-struct LiveState {
-    lines: Vec<LogLine>,
-    written_at: Option<Instant>,
-    /// Lines came since the last write.
-    held: bool,
-    /// A deferred write is waiting (on the engine's `later` thread).
-    deferred: bool,
-    /// The action ended: its result carries the log.
-    finished: bool,
-}
-
-impl LiveLog {
-    fn lock(&self) -> std::sync::MutexGuard<'_, LiveState> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    /// Less often as the log grows, since each write carries all of it.
-    fn every(lines: usize) -> Duration {
-        LIVE_LOG_EVERY * (1 + (lines / 1000) as u32)
-    }
-
-    /// Takes a line and writes the log when it is due; else returns when a deferred write
-    /// should run, if none is waiting yet.
-    fn add(&self, line: &LogLine) -> Option<Instant> {
-        let mut state = self.lock();
-        state.lines.push(line.clone());
-        state.held = true;
-        let every = Self::every(state.lines.len());
-        match state.written_at {
-            Some(at) if at.elapsed() < every => {
-                if state.deferred {
-                    return None;
-                }
-                state.deferred = true;
-                Some(at + every)
-            }
-            _ => {
-                self.write(&mut state);
-                None
-            }
-        }
-    }
-
-    /// The deferred write: the lines held back, unless the action ended meanwhile.
-    fn write_held(&self) {
-        let mut state = self.lock();
-        state.deferred = false;
-        if state.held && !state.finished {
-            self.write(&mut state);
-        }
-    }
-
-    /// Under the state's lock, so a write is handed to the store before [`LiveLog::finish`]
-    /// returns, and so before the result; not once a cancel was asked for (the store shows
-    /// `canceling` then).
-    fn write(&self, state: &mut LiveState) {
-        if self.canceled.is_canceled() {
-            return;
-        }
-        state.written_at = Some(Instant::now());
-        state.held = false;
-        let mut copy = (*self.marked).clone();
-        copy.log = state.lines.clone();
-        self.marks.running_log(Arc::new(copy), &self.store);
-    }
-
-    fn finish(&self) {
-        self.lock().finished = true;
-    }
-}
-
 /// How the reason of an execution held back by a concurrency policy begins.
 const DELAYED_BY_POLICY: &str = "delayed by policy";
-
-/// How often a running action's log lines so far are stored, for its first thousand lines
-/// (then less often: see `Engine::execute`).
-const LIVE_LOG_EVERY: Duration = Duration::from_millis(250);
 
 /// The engine.
 pub struct Engine {
@@ -1255,54 +1172,6 @@ impl Engine {
         }
     }
 
-    /// The log sink of a running action: lines are streamed as they come and stored while
-    /// the action runs (at most every LIVE_LOG_EVERY, and lines held back by that are written
-    /// when it has passed), so the API, `execution tail` and an execution abandoned by a crash
-    /// show what it wrote. `e` is the execution as marked running.
-    fn live_log(
-        &self,
-        e: &Arc<Execution>,
-        cancel: &CancelToken,
-    ) -> (Arc<LiveLog>, squall_actions::LogSink) {
-        let exec_id = e.id.clone();
-        let events = self.events.clone();
-        let live = Arc::new(LiveLog {
-            state: Mutex::new(LiveState::default()),
-            marks: self.marks.clone(),
-            store: self.store.clone(),
-            marked: e.clone(),
-            canceled: cancel.clone(),
-        });
-        let later = self.later.clone();
-        let logging = live.clone();
-        let on_log: squall_actions::LogSink = Arc::new(move |line: &LogLine| {
-            let mut data = serde_json::to_value(line).unwrap_or(Value::Null);
-            if let Value::Object(m) = &mut data {
-                m.insert("execution_id".into(), Value::String(exec_id.clone()));
-                // st2's own fields for an output line, for st2's clients: warnings and errors
-                // are the script's stderr (as `/output` shows them).
-                let stderr = matches!(
-                    line.level,
-                    squall_actions::LogLevel::Warn | squall_actions::LogLevel::Error
-                );
-                m.insert(
-                    "output_type".into(),
-                    Value::String(if stderr { "stderr" } else { "stdout" }.into()),
-                );
-                m.insert("data".into(), Value::String(format!("{}\n", line.message)));
-            }
-            let _ = events.send(StreamEvent {
-                event: "st2.execution.output__create",
-                data: Arc::from(data.to_string()),
-            });
-            if let Some(at) = logging.add(line) {
-                let deferred = logging.clone();
-                later.add(at, later::Job::Run(Box::new(move || deferred.write_held())));
-            }
-        });
-        (live, on_log)
-    }
-
     fn running_of(&self, action: &str) -> usize {
         self.metrics.running_of(action)
     }
@@ -1565,34 +1434,6 @@ fn render_queue(template: &str, params: &Map<String, Value>) -> Result<String, S
     Ok(text.to_string())
 }
 
-/// An action's final status and result from how its script ended. `grace_over`: squall was
-/// stopping and its grace period ran out (what canceled it).
-pub(crate) fn outcome_status(outcome: Outcome, grace_over: bool) -> (ExecutionStatus, Value) {
-    match outcome {
-        Outcome::Succeeded(v) => (ExecutionStatus::Succeeded, v),
-        Outcome::Failed {
-            message,
-            line,
-            column,
-        } => (
-            ExecutionStatus::Failed,
-            json!({"error": message, "line": line, "column": column}),
-        ),
-        Outcome::Timeout { after } => (
-            ExecutionStatus::Timeout,
-            json!({"error": format!("action timed out after {:.1} s", after.as_secs_f64())}),
-        ),
-        Outcome::Canceled if grace_over => (
-            ExecutionStatus::Canceled,
-            json!({"error": "canceled: squall was stopping and its shutdown grace period (shutdown_grace_seconds) ran out"}),
-        ),
-        Outcome::Canceled => (
-            ExecutionStatus::Canceled,
-            json!({"error": "execution was canceled"}),
-        ),
-    }
-}
-
 /// What the rules decided for one trigger instance, before it is written.
 struct Plan {
     status: TriggerInstanceStatus,
@@ -1629,204 +1470,5 @@ fn enforcement(
         execution_id,
         enforced_at: Utc::now(),
         failure_reason,
-    }
-}
-
-/// A trigger instance as the API shows it.
-pub fn trigger_instance_json(ti: &TriggerInstance) -> Value {
-    serde_json::to_value(TriggerInstanceOut::from(ti)).unwrap_or(Value::Null)
-}
-
-/// A trigger instance as the API shows it (st2's fields), serialized without copying it.
-#[derive(serde::Serialize)]
-pub struct TriggerInstanceOut<'a> {
-    id: &'a str,
-    trigger: &'a str,
-    trigger_parameters: &'a Option<Value>,
-    payload: &'a Value,
-    #[serde(serialize_with = "crate::timestamp::serialize")]
-    occurrence_time: &'a chrono::DateTime<Utc>,
-    #[serde(serialize_with = "crate::timestamp::serialize")]
-    received_time: &'a chrono::DateTime<Utc>,
-    source: &'a str,
-    status: TriggerInstanceStatus,
-    /// st2's trace tag, when the sender gave one (`St2-Trace-Tag`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    trace_tag: &'a Option<String>,
-    /// The sensor host and sensor, for an instance a sensor host sent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    context: &'a Option<Value>,
-}
-
-impl<'a> From<&'a TriggerInstance> for TriggerInstanceOut<'a> {
-    fn from(ti: &'a TriggerInstance) -> Self {
-        TriggerInstanceOut {
-            id: &ti.id,
-            trigger: &ti.trigger,
-            trigger_parameters: &ti.trigger_parameters,
-            payload: &ti.payload,
-            occurrence_time: &ti.occurrence_time,
-            received_time: &ti.received_time,
-            source: &ti.source,
-            status: ti.status,
-            trace_tag: &ti.trace_tag,
-            context: &ti.context,
-        }
-    }
-}
-
-/// Whether the execution runs a workflow (by its action's runner, or by its saved state).
-pub fn is_workflow(loaded: &Loaded, e: &Execution) -> bool {
-    e.workflow.is_some()
-        || loaded
-            .catalog
-            .action(&e.action)
-            .is_some_and(|a| a.meta.runner_type == RunnerType::Workflow)
-}
-
-/// An execution as the API shows it: st2's fields, secrets masked.
-pub fn execution_json(loaded: &Loaded, e: &Execution) -> Value {
-    serde_json::to_value(ExecutionOut::new(loaded, e)).unwrap_or(Value::Null)
-}
-
-/// An execution as the API shows it, serialized without copying it (the stream's events).
-#[derive(serde::Serialize)]
-pub struct ExecutionOut<'a> {
-    id: &'a str,
-    action: ActionRef<'a>,
-    parameters: Masked<'a>,
-    status: ExecutionStatus,
-    result: &'a Value,
-    log: &'a [LogLine],
-    #[serde(serialize_with = "crate::timestamp::serialize")]
-    start_timestamp: &'a chrono::DateTime<Utc>,
-    #[serde(serialize_with = "crate::timestamp::serialize_opt")]
-    end_timestamp: &'a Option<chrono::DateTime<Utc>>,
-    elapsed_seconds: Option<f64>,
-    parent: &'a Option<String>,
-    rule: Option<Ref<'a>>,
-    trigger_instance: Option<IdOf<'a>>,
-    context: Context<'a>,
-    attempt: u32,
-    reason: &'a Option<String>,
-    rerun_of: &'a Option<String>,
-    task: &'a Option<String>,
-    item: &'a Option<usize>,
-}
-
-#[derive(serde::Serialize)]
-struct Ref<'a> {
-    #[serde(rename = "ref")]
-    reference: &'a str,
-}
-
-/// An execution's action: its reference and its runner (`rhai` or `orquesta`, as st2's
-/// clients read it to show a workflow's tasks).
-#[derive(serde::Serialize)]
-struct ActionRef<'a> {
-    #[serde(rename = "ref")]
-    reference: &'a str,
-    runner_type: &'static str,
-}
-
-#[derive(serde::Serialize)]
-struct IdOf<'a> {
-    id: &'a str,
-}
-
-/// st2's `context`: who runs it and, for a workflow's task, the workflow and the task (as
-/// st2's Orquesta shows them).
-#[derive(serde::Serialize)]
-struct Context<'a> {
-    user: &'a Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parent: Option<ParentOf<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    orquesta: Option<TaskOf<'a>>,
-    /// An alias execution's `action_alias_ref`, `api_user` and `source_channel`.
-    #[serde(flatten)]
-    chat: Option<&'a crate::model::ChatOrigin>,
-    /// The remote worker that runs (or ran) it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    worker: Option<&'a str>,
-    /// The named work queue it was sent to.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    queue: Option<&'a str>,
-}
-
-#[derive(serde::Serialize)]
-struct ParentOf<'a> {
-    execution_id: &'a str,
-}
-
-#[derive(serde::Serialize)]
-struct TaskOf<'a> {
-    task_name: &'a str,
-}
-
-/// Parameters with the values of the action's secret parameters masked.
-struct Masked<'a> {
-    meta: Option<&'a squall_actions::ActionMeta>,
-    params: &'a Map<String, Value>,
-}
-
-impl serde::Serialize for Masked<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(self.params.len()))?;
-        for (name, value) in self.params {
-            if self.meta.is_some_and(|m| m.is_secret(name)) {
-                map.serialize_entry(name, squall_actions::SECRET_MASK)?;
-            } else {
-                map.serialize_entry(name, value)?;
-            }
-        }
-        map.end()
-    }
-}
-
-impl<'a> ExecutionOut<'a> {
-    pub fn new(loaded: &'a Loaded, e: &'a Execution) -> Self {
-        let action = loaded.catalog.action(&e.action);
-        // As `is_workflow`, with the action looked up once.
-        let workflow = e.workflow.is_some()
-            || action.is_some_and(|a| a.meta.runner_type == RunnerType::Workflow);
-        ExecutionOut {
-            id: &e.id,
-            action: ActionRef {
-                reference: &e.action,
-                runner_type: if workflow { "orquesta" } else { "rhai" },
-            },
-            parameters: Masked {
-                meta: action.map(|a| &a.meta),
-                params: &e.parameters,
-            },
-            status: e.status,
-            result: &e.result,
-            log: &e.log,
-            start_timestamp: &e.start_timestamp,
-            end_timestamp: &e.end_timestamp,
-            elapsed_seconds: e.elapsed_seconds(),
-            parent: &e.parent,
-            rule: e.rule.as_deref().map(|r| Ref { reference: r }),
-            trigger_instance: e.trigger_instance.as_deref().map(|id| IdOf { id }),
-            context: Context {
-                user: &e.user,
-                parent: e.parent.as_deref().map(|id| ParentOf { execution_id: id }),
-                orquesta: e
-                    .task
-                    .as_deref()
-                    .filter(|_| e.parent.is_some())
-                    .map(|task| TaskOf { task_name: task }),
-                chat: e.chat.as_ref(),
-                worker: e.worker.as_deref(),
-                queue: e.queue.as_deref(),
-            },
-            attempt: e.attempt,
-            reason: &e.reason,
-            rerun_of: &e.rerun_of,
-            task: &e.task,
-            item: &e.item,
-        }
     }
 }
