@@ -1000,28 +1000,12 @@ impl Engine {
             .filter(|e| !e.idempotent)
             .map(|e| &**e)
             .collect();
-        let mut segment = None;
-        if !must.is_empty() {
-            match self.journal.append_executions_blocking(&must) {
-                Ok(seq) => segment = Some(seq),
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot journal running marks; writing them to the store and flushing it instead");
-                    let must: Vec<Execution> = must.into_iter().cloned().collect();
-                    if let Err(err) = self.store.put_executions(&must) {
-                        tracing::error!(error = %err, "cannot record running executions; they stay queued in the store");
-                        for (_, e, _) in &claimed {
-                            if let Ok(mut c) = self.cancels.lock() {
-                                c.remove(&e.id);
-                            }
-                            self.running.fetch_sub(1, Ordering::SeqCst);
-                            self.metrics.running_delta(&e.action, -1);
-                        }
-                        return;
-                    }
-                    self.durable_blocking();
-                }
+        let Ok(segment) = self.marks_durable(&must) else {
+            for (_, e, _) in &claimed {
+                self.unclaim(&e.id, &e.action);
             }
-        }
+            return;
+        };
         // The store shows them running only if they still run after a moment (see `marks`).
         self.marks.add(&running, segment);
         for (_, e, _) in &claimed {
@@ -1045,6 +1029,37 @@ impl Engine {
             finished.push(e);
         }
         self.finish_batch(loaded, finished, kv_mark);
+    }
+
+    /// Makes `running` marks durable before their actions start: journaled (the journal's
+    /// segment, which holds them until the store has them), or else written to the store and
+    /// flushed. `Err` when neither could be done: the executions stay queued.
+    fn marks_durable(&self, must: &[&Execution]) -> Result<Option<u64>, ()> {
+        if must.is_empty() {
+            return Ok(None);
+        }
+        match self.journal.append_executions_blocking(must) {
+            Ok(seq) => Ok(Some(seq)),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot journal running marks; writing them to the store and flushing it instead");
+                let owned: Vec<Execution> = must.iter().map(|e| (*e).clone()).collect();
+                if let Err(err) = self.store.put_executions(&owned) {
+                    tracing::error!(error = %err, "cannot record running executions; they stay queued in the store");
+                    return Err(());
+                }
+                self.durable_blocking();
+                Ok(None)
+            }
+        }
+    }
+
+    /// Undoes a claim whose mark could not be recorded.
+    fn unclaim(&self, id: &str, action: &str) {
+        if let Ok(mut c) = self.cancels.lock() {
+            c.remove(id);
+        }
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.metrics.running_delta(action, -1);
     }
 
     /// Checks an item can run and marks it running (not yet written: [`Engine::run_batch`]

@@ -519,28 +519,15 @@ impl Engine {
             .map(|(_, _, e, _)| Arc::new(e.clone()))
             .collect();
         let must: Vec<&Execution> = running.iter().map(|e| &**e).collect();
-        let mut segment = None;
-        if !must.is_empty() {
-            match self.journal.append_executions_blocking(&must) {
-                Ok(seq) => segment = Some(seq),
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot journal running marks; writing them to the store and flushing it instead");
-                    let owned: Vec<Execution> = must.into_iter().cloned().collect();
-                    let written = self.store.put_executions(&owned).is_ok();
-                    if written {
-                        self.durable_blocking();
-                    } else {
-                        for (i, _, e, _) in &started {
-                            self.unclaim(&e.id, &e.action);
-                            answers[*i] = Some(ClaimAnswer::Drop(
-                                "the server cannot record it as running; it stays queued".into(),
-                            ));
-                        }
-                        started.clear();
-                    }
-                }
+        let Ok(segment) = self.marks_durable(&must) else {
+            for (i, _, e, _) in &started {
+                self.unclaim(&e.id, &e.action);
+                answers[*i] = Some(ClaimAnswer::Drop(
+                    "the server cannot record it as running; it stays queued".into(),
+                ));
             }
-        }
+            return answers.into_iter().flatten().collect();
+        };
         self.marks.add(&running, segment);
         for ((i, item, e, cancel), marked) in started.into_iter().zip(running) {
             self.publish_execution("st2.execution__update", &loaded, &e);
@@ -702,15 +689,6 @@ impl Engine {
                 "not runnable now (canceled, or held back by its policy)".into(),
             )),
         }
-    }
-
-    /// Undoes a claim that could not be recorded.
-    fn unclaim(&self, id: &str, action: &str) {
-        if let Ok(mut c) = self.cancels.lock() {
-            c.remove(id);
-        }
-        self.running.fetch_sub(1, Ordering::SeqCst);
-        self.metrics.running_delta(action, -1);
     }
 
     /// Forgets a remote run (it ended, or its worker is gone); the key-value count its script
