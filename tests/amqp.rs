@@ -345,6 +345,47 @@ fn a_worker_killed_mid_action_is_replaced_or_its_action_abandoned() {
     assert_eq!(running, Value::Array(vec![]), "nothing stays running");
 }
 
+/// A worker killed mid-action while no other worker serves its queue: nothing stays running.
+/// The non-idempotent action is abandoned once the worker is silent; the idempotent one is
+/// scheduled again and runs when a worker comes.
+#[test]
+fn a_lost_worker_alone_leaves_nothing_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = broker::shared_vhost("remote-worker-alone");
+    let pack = remote_pack(dir.path());
+    let s = server(dir.path(), &url, &[pack]);
+    let mut solo = Worker::start(&url, "w-solo", dir.path(), &["--concurrency", "4"]);
+    s.wait_for("/api/v1/workers", 20, |v| {
+        v.as_array()
+            .is_some_and(|a| a.iter().any(|w| w["name"] == "w-solo"))
+    });
+    let again = request(&s, "remote.nap", r#"{"seconds": 3}"#);
+    let once = request(&s, "remote.nap_once", r#"{"seconds": 3}"#);
+    for id in [&again, &once] {
+        wait_execution(&s, id, 30, |e| e["status"] == "running");
+    }
+    solo.kill9();
+    let e = ended(&s, &once, 60);
+    assert_eq!(e["status"], "abandoned", "{e}");
+    assert!(e["reason"].as_str().unwrap_or("").contains("w-solo"), "{e}");
+    let e = wait_execution(&s, &again, 60, |e| e["status"] == "scheduled");
+    assert!(e["reason"].as_str().unwrap_or("").contains("w-solo"), "{e}");
+    let workers = s.wait_for("/api/v1/workers", 20, |v| {
+        v.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|w| w["name"] == "w-solo" && w["state"] == "gone")
+        })
+    });
+    assert!(workers.is_array());
+    let _next = Worker::start(&url, "w-next", dir.path(), &[]);
+    let e = ended(&s, &again, 60);
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(e["context"]["worker"], "w-next", "{e}");
+    let e = ended(&s, &once, 5);
+    assert_eq!(e["status"], "abandoned", "dropped, never run: {e}");
+    assert_eq!(key(&s, &format!("napped.{once}")), None);
+}
+
 /// Guarantee 3: the server is killed while a worker runs; the result the worker published
 /// meanwhile is applied after the restart.
 #[test]

@@ -138,6 +138,7 @@ async fn session(
         r = take_heartbeats(engine, beat_c) => r,
         r = send_cancels(engine, &replies) => r,
         r = watch_queues(engine, &conn) => r,
+        r = reap_lost_runs(engine) => r,
     };
     let _ = conn.close(200, "reconnecting".into()).await;
     result
@@ -515,6 +516,16 @@ async fn watch_queues(engine: &Arc<Engine>, conn: &lapin::Connection) -> Result<
             return Ok(());
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// Every 2 s: runs whose worker is gone end or wait for another worker (see
+/// `Engine::remote_reap`).
+async fn reap_lost_runs(engine: &Arc<Engine>) -> Result<(), AmqpError> {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let engine = engine.clone();
+        let _ = tokio::task::spawn_blocking(move || engine.remote_reap()).await;
     }
 }
 

@@ -693,6 +693,7 @@ async fn publish_outbox(
 }
 
 async fn heartbeats(shared: Arc<Shared>) {
+    let mut connected = shared.session.subscribe();
     loop {
         let session = shared.session.borrow().clone();
         if let Some(s) = session {
@@ -732,7 +733,12 @@ async fn heartbeats(shared: Arc<Shared>) {
                     .await;
             }
         }
-        tokio::time::sleep(HEARTBEAT_EVERY).await;
+        // Every HEARTBEAT_EVERY, and at once on a new connection: the server knows a worker
+        // before it runs anything there.
+        tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+            _ = connected.changed() => {}
+        }
     }
 }
 

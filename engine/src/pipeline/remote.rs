@@ -772,6 +772,68 @@ impl Engine {
         }
     }
 
+    /// Runs whose worker is gone (silent past `WORKER_GONE_AFTER`, or another process under its
+    /// name) while no other worker took their item: nothing stays `running` for a worker that
+    /// will not report. An action that is not idempotent is abandoned (its item, when a worker
+    /// takes it, is dropped); an idempotent one is `scheduled` again and runs when a worker
+    /// takes its item back from the broker.
+    pub fn remote_reap(&self) {
+        let Some(remote) = self.remote.clone() else {
+            return;
+        };
+        if !remote.connected.load(Ordering::SeqCst) {
+            return;
+        }
+        let runs: Vec<(String, String, String)> = lock(&remote.runs)
+            .iter()
+            .map(|(id, r)| (id.clone(), r.worker.clone(), r.claim.clone()))
+            .collect();
+        let loaded = self.loaded();
+        for (id, worker, claim) in runs {
+            if !matches!(remote.holder_state(&worker, &id, &claim), Holder::Lost) {
+                continue;
+            }
+            let Ok(Some(mut e)) = self.store.execution(&id) else {
+                continue;
+            };
+            if e.status.is_terminal() {
+                continue;
+            }
+            let canceled = lock(&remote.runs)
+                .get(&id)
+                .is_some_and(|r| r.cancel.is_canceled());
+            self.end_run(&id, &e.action);
+            e.claim = Some(claim);
+            e.worker = Some(worker.clone());
+            if e.idempotent && !canceled {
+                e.status = ExecutionStatus::Scheduled;
+                e.reason = Some(format!(
+                    "its worker ({worker}) stopped sending heartbeats; it runs again when a worker takes its work item"
+                ));
+                tracing::warn!(execution = %id, worker = %worker, "worker gone; the idempotent execution waits for another worker");
+                if let Err(err) = self.store.put_execution(&e) {
+                    tracing::error!(execution = %id, error = %err, "cannot record a lost run");
+                }
+                self.publish_execution("st2.execution__update", &loaded, &e);
+                continue;
+            }
+            let (status, why) = if canceled {
+                (
+                    ExecutionStatus::Canceled,
+                    format!("canceled; its worker ({worker}) stopped sending heartbeats"),
+                )
+            } else {
+                (
+                    ExecutionStatus::Abandoned,
+                    format!("its worker ({worker}) stopped sending heartbeats and the action is not idempotent, so it was not run again"),
+                )
+            };
+            tracing::warn!(execution = %id, worker = %worker, "worker gone; execution ended");
+            e.reason = Some(why.clone());
+            self.finish(&loaded, &mut e, status, json!({"error": why}), Vec::new());
+        }
+    }
+
     /// A work item the broker dead-lettered: its deliveries all ended with their worker gone.
     pub fn remote_dead(&self, execution_id: &str, deliveries: Option<i64>) {
         let loaded = self.loaded();
