@@ -96,6 +96,16 @@ fn remote_pack(root: &Path) -> PathBuf {
     );
     write(
         &pack,
+        "actions/rest.yaml",
+        "name: rest\nrunner_type: rhai\nentry_point: rest.rhai\nparameters:\n  seconds: {type: number, default: 1}\n",
+    );
+    write(
+        &pack,
+        "actions/rest.rhai",
+        "print(\"resting\");\ntime::sleep(params.seconds);\n\"rested\"\n",
+    );
+    write(
+        &pack,
         "actions/mark.yaml",
         "name: mark\nrunner_type: rhai\nentry_point: mark.rhai\nparameters:\n  item: {type: string, required: true}\n",
     );
@@ -394,34 +404,29 @@ fn results_published_while_the_server_is_down_are_applied_after_it_restarts() {
     let url = broker::shared_vhost("remote-server-kill");
     let pack = remote_pack(dir.path());
     let mut s = server(dir.path(), &url, &[pack]);
-    let w = Worker::start(&url, "w-srv", dir.path(), &[]);
-    let ids: Vec<String> = (0..3)
-        .map(|i| {
-            request(
-                &s,
-                if i == 0 {
-                    "remote.nap_once"
-                } else {
-                    "remote.nap"
-                },
-                r#"{"seconds": 2}"#,
-            )
-        })
+    let w = Worker::start(&url, "w-srv", dir.path(), &["--concurrency", "4"]);
+    // Two that need nothing of the server to end (3 s and 5 s: their results go in separate
+    // messages), and one whose last step writes a key (its call waits for the server).
+    let rests: Vec<String> = [3, 5]
+        .iter()
+        .map(|n| request(&s, "remote.rest", &format!(r#"{{"seconds": {n}}}"#)))
         .collect();
-    for id in &ids {
+    let nap = request(&s, "remote.nap", r#"{"seconds": 2}"#);
+    for id in rests.iter().chain([&nap]) {
         wait_execution(&s, id, 30, |e| e["status"] == "running");
     }
     s.kill9();
-    // The worker ends them (2 s) and publishes their results while the server is down.
-    std::thread::sleep(Duration::from_secs(4));
+    // The worker ends them and publishes their results while the server is down: the broker
+    // holds them.
+    broker::wait_for_messages("remote-server-kill", "squall.server", 2, 30);
     assert!(!w.log().contains("ERROR"), "{}", w.log());
     s.restart();
-    for id in &ids {
+    for id in rests.iter().chain([&nap]) {
         let e = ended(&s, id, 60);
         assert_eq!(e["status"], "succeeded", "{e}\n{}", s.log());
         assert_eq!(e["result"], "rested");
-        assert_eq!(key(&s, &format!("napped.{id}")).as_deref(), Some("yes"));
     }
+    assert_eq!(key(&s, &format!("napped.{nap}")).as_deref(), Some("yes"));
     let (_, running) = s.get("/api/v1/executions?status=running");
     assert_eq!(running, Value::Array(vec![]), "nothing stays running");
 }
@@ -599,6 +604,9 @@ fn a_sensor_host_publishes_while_the_server_is_down() {
     while !std::fs::read_to_string(&host_log)
         .unwrap_or_default()
         .contains("connected to RabbitMQ")
+        || !std::fs::read_to_string(&host_log)
+            .unwrap_or_default()
+            .contains("docker sensor streaming events")
     {
         assert!(
             Instant::now() < deadline,
@@ -607,7 +615,6 @@ fn a_sensor_host_publishes_while_the_server_is_down() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_secs(1));
     let nets: Vec<String> = (0..3).map(|i| format!("{label}-{i}")).collect();
     for n in &nets {
         let ok = Command::new("docker")
@@ -626,8 +633,8 @@ fn a_sensor_host_publishes_while_the_server_is_down() {
                 .status();
         }
     };
-    std::thread::sleep(Duration::from_secs(2));
-    // Only now does the server start: the broker kept the instances.
+    // The instances are in the broker before the server starts.
+    broker::wait_for_messages("remote-sensors", "squall.triggers", 3, 30);
     let s = server(dir.path(), &url, &[rules]);
     let ours = |t: &&Value| {
         t["payload"]["action"] == "create"

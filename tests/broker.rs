@@ -147,7 +147,46 @@ pub fn shared_url() -> String {
 /// A virtual host of its own on the shared broker, for one test: tests that share the broker
 /// do not see each other's queues. Its URL.
 pub fn shared_vhost(name: &str) -> String {
-    let dir = match std::env::var("SQUALL_TEST_AMQP_DIR")
+    let out = Command::new(script())
+        .arg("vhost")
+        .arg(shared_dir())
+        .arg(name)
+        .output()
+        .expect("scripts/rabbitmq runs");
+    assert!(
+        out.status.success(),
+        "scripts/rabbitmq vhost {name} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Waits up to `secs` until `queue` of virtual host `vhost` on the shared broker holds at
+/// least `count` messages (what a test proves was published while nobody consumed it).
+pub fn wait_for_messages(vhost: &str, queue: &str, count: u64, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let out = Command::new(script())
+            .arg("messages")
+            .arg(shared_dir())
+            .arg(vhost)
+            .arg(queue)
+            .output()
+            .expect("scripts/rabbitmq runs");
+        last = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if last.parse::<u64>().is_ok_and(|n| n >= count) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{queue} in {vhost} did not reach {count} messages within {secs} s (last: {last})");
+}
+
+/// The directory of the shared broker.
+fn shared_dir() -> PathBuf {
+    match std::env::var("SQUALL_TEST_AMQP_DIR")
         .ok()
         .filter(|d| !d.is_empty())
     {
@@ -159,21 +198,7 @@ pub fn shared_vhost(name: &str) -> String {
                 .map(|b| b.dir.path().to_path_buf())
                 .expect("the shared broker was started")
         }
-    };
-    let out = Command::new(script())
-        .arg("vhost")
-        .arg(&dir)
-        .arg(name)
-        .output()
-        .expect("scripts/rabbitmq runs");
-    assert!(
-        out.status.success(),
-        "scripts/rabbitmq vhost {} {name} failed ({}):\n{}",
-        dir.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
 }
 
 /// The port of an `amqp://user:password@host:port/vhost` URL.
