@@ -46,7 +46,7 @@ pub struct RunArgs {
     amqp: Option<String>,
     /// A YAML settings file (keys: data_dir, packs, configs, listen, workers, strict, auth,
     /// webhook_body_limit, store_cache_mb, retention_days, shutdown_grace_seconds,
-    /// action_max_operations, secret_key_file, amqp, webhooks, alertmanager, grafana).
+    /// action_max_operations, secret_key_file, amqp, webhooks, alertmanager, grafana, chatops).
     #[arg(long, value_name = "FILE", env = "SQUALL_CONFIG")]
     config: Option<PathBuf>,
     /// Refuse to start (or reload) when a pack has a problem (default: report it and skip
@@ -133,6 +133,11 @@ fn resolve(args: RunArgs) -> Result<RunConfig> {
             None => None,
         },
         webhooks: webhook_checks(file.webhooks)?,
+        chatops: {
+            let c = file.chatops.unwrap_or_default();
+            c.check().map_err(|e| anyhow!("{e}"))?;
+            c
+        },
         alert_receivers: [
             ("alertmanager", file.alertmanager),
             ("grafana", file.grafana),

@@ -18,7 +18,9 @@ pub mod runtime;
 
 pub use error::{ActionError, ParamError, ScriptError, SourceProblem};
 pub use kv::{KvStore, MemoryKv};
-pub use meta::{ActionMeta, ItemsSpec, ParamSpec, ParamType, RunnerType, Tag};
+pub use meta::{
+    ActionMeta, ItemsSpec, Notify, NotifySubSection, ParamSpec, ParamType, RunnerType, Tag,
+};
 pub use params::{mask_secrets, parse_cli_value, validate_params, SECRET_MASK};
 pub use runtime::{
     CancelToken, Limits, LogLevel, LogLine, LogSink, Outcome, RhaiRuntime, ScriptJob, ScriptReport,

@@ -5,8 +5,10 @@
 //! templates and never looks at the script itself.
 //!
 //! Choices where st2 is loose, so an operator knows what to expect:
-//! - `uid`, `ref`, `id`, `notify` and `metadata_file` (bookkeeping st2 writes into exported
-//!   action files) are accepted and ignored; any other unknown field is an error.
+//! - `uid`, `ref`, `id` and `metadata_file` (bookkeeping st2 writes into exported action files)
+//!   are accepted and ignored; any other unknown field is an error.
+//! - `notify` is st2's: `on-complete`, `on-success`, `on-failure`, each with `message`, `data`
+//!   and `routes` (`channels`, st2's older name, is read as `routes`).
 //! - A parameter without `type` takes the type of its `default`, or `string` when it has none.
 //! - `default: null` is the same as no default.
 //! - A string default that contains a Jinja tag (`{{` or `{%`) is not checked against the
@@ -36,16 +38,20 @@ pub enum RunnerType {
     Rhai,
     /// A workflow (`orquesta` or `workflow` in the YAML), run by the engine's conductor.
     Workflow,
+    /// st2's `announcement`: the parameters are announced on the event stream
+    /// (`st2.announcement__<route>`) and posted to the chat they name; run by the engine.
+    Announcement,
 }
 
 impl RunnerType {
     /// The runner type names squall understands, as written in metadata files.
-    pub const KNOWN: [&'static str; 3] = ["rhai", "orquesta", "workflow"];
+    pub const KNOWN: [&'static str; 4] = ["rhai", "orquesta", "workflow", "announcement"];
 
     fn parse(text: &str) -> Option<RunnerType> {
         match text {
             "rhai" => Some(RunnerType::Rhai),
             "orquesta" | "workflow" => Some(RunnerType::Workflow),
+            "announcement" => Some(RunnerType::Announcement),
             _ => None,
         }
     }
@@ -56,6 +62,7 @@ impl fmt::Display for RunnerType {
         f.write_str(match self {
             RunnerType::Rhai => "rhai",
             RunnerType::Workflow => "workflow",
+            RunnerType::Announcement => "announcement",
         })
     }
 }
@@ -216,6 +223,66 @@ pub struct ActionMeta {
     /// squall: with remote workers, the named queue its executions go to (a template over the
     /// execution's parameters, e.g. `"{{ host }}"`), unless a rule or the request names one.
     pub queue: Option<String>,
+    /// st2's `notify`: what to announce when an execution of it ends.
+    pub notify: Option<Notify>,
+}
+
+/// st2's notification settings (an action's `notify`, or an execution's): for each outcome, a
+/// `core.st2.generic.notifytrigger` instance per route when an execution ends.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    #[serde(
+        default,
+        rename = "on-complete",
+        alias = "on_complete",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub on_complete: Option<NotifySubSection>,
+    #[serde(
+        default,
+        rename = "on-success",
+        alias = "on_success",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub on_success: Option<NotifySubSection>,
+    #[serde(
+        default,
+        rename = "on-failure",
+        alias = "on_failure",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub on_failure: Option<NotifySubSection>,
+}
+
+/// One outcome's notification: a Jinja `message` and `data` (rendered with the execution's
+/// `action_parameters`, `action_context` and `action_results`), sent to each route.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySubSection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub data: serde_json::Map<String, Value>,
+    #[serde(default, alias = "channels")]
+    pub routes: Vec<String>,
+}
+
+impl Notify {
+    /// The sub-sections that apply to an execution that ended `succeeded` (or not), with the
+    /// suffix st2 gives a message that has none ("succeeded.", "failed.", "completed.").
+    pub fn applicable(&self, succeeded: bool) -> Vec<(&NotifySubSection, &'static str)> {
+        let mut out = Vec::new();
+        if let Some(s) = &self.on_complete {
+            out.push((s, "completed."));
+        }
+        match (succeeded, &self.on_success, &self.on_failure) {
+            (true, Some(s), _) => out.push((s, "succeeded.")),
+            (false, _, Some(s)) => out.push((s, "failed.")),
+            _ => {}
+        }
+        out
+    }
 }
 
 impl ActionMeta {
@@ -284,8 +351,7 @@ struct RawAction {
     _ref: Option<IgnoredAny>,
     #[serde(rename = "id")]
     _id: Option<IgnoredAny>,
-    #[serde(rename = "notify")]
-    _notify: Option<IgnoredAny>,
+    notify: Option<Value>,
     #[serde(rename = "metadata_file")]
     _metadata_file: Option<IgnoredAny>,
 }
@@ -508,6 +574,19 @@ impl Checker<'_> {
         }
         let tags = self.check_tags(raw.tags.unwrap_or_default());
         let parameters = self.check_parameters(raw.parameters.unwrap_or_default());
+        let notify = match raw.notify.filter(|v| !v.is_null()) {
+            None => None,
+            Some(value) => match serde_json::from_value::<Notify>(value) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    self.problem(
+                        self.lines.top("notify"),
+                        format!("notify: {e} (expected on-complete, on-success and on-failure, each with message, data and routes)"),
+                    );
+                    None
+                }
+            },
+        };
         Some(ActionMeta {
             name: name?,
             pack: raw.pack,
@@ -521,6 +600,7 @@ impl Checker<'_> {
             timeout: raw.timeout,
             idempotent: raw.idempotent.unwrap_or(false),
             queue: raw.queue.filter(|q| !q.trim().is_empty()),
+            notify,
         })
     }
 
@@ -548,6 +628,8 @@ impl Checker<'_> {
     ) -> Option<String> {
         let at = self.lines.top("entry_point");
         match entry_point.filter(|e| !e.trim().is_empty()) {
+            // The announcement runner has no file to run: st2 writes `entry_point: ""`.
+            None if runner_type == Some(RunnerType::Announcement) => Some(String::new()),
             None => {
                 let runner = runner_type.map(|r| r.to_string());
                 self.problem(
@@ -904,6 +986,21 @@ runner_type: rhai
 entry_point: a.rhai
 ";
         assert!(ActionMeta::from_yaml(text).is_ok());
+    }
+
+    #[test]
+    fn notify_is_read_as_st2_writes_it() {
+        let text = "name: a\nrunner_type: rhai\nentry_point: a.rhai\nnotify:\n  on-success:\n    message: done\n    routes: [ops]\n  on-failure:\n    channels: [pager]\n";
+        let meta = ActionMeta::from_yaml(text).expect("valid");
+        let notify = meta.notify.expect("notify");
+        let on_success = notify.applicable(true);
+        assert_eq!(on_success.len(), 1);
+        assert_eq!(on_success[0].0.routes, ["ops"]);
+        assert_eq!(on_success[0].1, "succeeded.");
+        assert_eq!(notify.applicable(false)[0].0.routes, ["pager"]);
+        let p =
+            problems("name: a\nrunner_type: rhai\nentry_point: a.rhai\nnotify:\n  on-done: {}\n");
+        assert_eq!(p[0].line, Some(4), "{}", p[0]);
     }
 
     #[test]

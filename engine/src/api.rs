@@ -39,6 +39,7 @@ mod keys;
 use aliases::*;
 use executions::*;
 use keys::*;
+mod chat;
 mod st2;
 
 /// What a pack reload reports.
@@ -246,6 +247,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         // st2's `login`: answered without a key, since it issues nothing.
         .route("/auth/v1/tokens", post(st2::issue_token))
+        // Chat platforms sign their requests (or send a token) instead of an API key.
+        .route("/api/v1/chatops/slack/commands", post(chat::slack_command))
+        .route("/api/v1/chatops/slack/events", post(chat::slack_events))
+        .route("/api/v1/chatops/mattermost", post(chat::mattermost_command))
         .merge(api)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::middleware::map_response(move |r: Response| {
@@ -1209,11 +1214,12 @@ fn action_json(a: &crate::packs::LoadedAction) -> Value {
         "name": a.meta.name,
         "description": a.meta.description,
         "enabled": a.meta.enabled,
-        "runner_type": match a.meta.runner_type { squall_actions::RunnerType::Rhai => "rhai", squall_actions::RunnerType::Workflow => "orquesta" },
+        "runner_type": match a.meta.runner_type { squall_actions::RunnerType::Rhai => "rhai", squall_actions::RunnerType::Workflow => "orquesta", squall_actions::RunnerType::Announcement => "announcement" },
         "entry_point": a.meta.entry_point,
         "timeout": a.meta.timeout,
         "idempotent": a.meta.idempotent,
         "parameters": params,
+        "notify": a.meta.notify.clone().unwrap_or_default(),
     })
 }
 
@@ -1348,7 +1354,7 @@ async fn stream(
     let rx = state.engine.events.subscribe();
     let mut events = BroadcastStream::new(rx).filter_map(|item| {
         item.ok()
-            .map(|ev| Ok::<_, Infallible>(Event::default().event(ev.event).data(&*ev.data)))
+            .map(|ev| Ok::<_, Infallible>(Event::default().event(&*ev.event).data(&*ev.data)))
     });
     // Forwarded until squall has stopped: the stream then ends, and so does the response.
     let (tx, out) = tokio::sync::mpsc::channel(256);

@@ -305,6 +305,10 @@ pub struct Execution {
     /// chat user and the channel, shown in its `context` as st2 shows them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chat: Option<ChatOrigin>,
+    /// st2's `notify` given with the request (an alias execution's answer to its chat); when
+    /// `None`, the action's own `notify`, if any, applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<squall_actions::Notify>,
     /// For an execution run by a remote worker (`squall run --amqp`): the claim its worker
     /// made for this run (a new one for each delivery of its work item), and the worker's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -323,6 +327,13 @@ pub struct ChatOrigin {
     /// The chat user who typed the command (st2's `api_user`).
     pub api_user: Option<String>,
     pub source_channel: Option<String>,
+    /// The chat it came from, when squall's own (`slack`, `mattermost`); `None` through the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Where the answer goes: st2's `source_context` (hubot's message context, or squall's own
+    /// reply address: platform, channel, thread, response url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_context: Option<Value>,
 }
 
 fn one() -> u32 {
@@ -354,6 +365,7 @@ impl Execution {
             workflow: None,
             not_before: None,
             chat: None,
+            notify: None,
             claim: None,
             worker: None,
             queue: None,

@@ -161,6 +161,11 @@ impl Catalog {
         self.packs.iter().flat_map(|p| p.actions.iter())
     }
 
+    /// The alias with this reference (`pack.name`).
+    pub fn alias(&self, reference: &str) -> Option<&LoadedAlias> {
+        self.aliases().find(|a| a.reference == reference)
+    }
+
     /// Every pack's aliases, in pack order.
     pub fn aliases(&self) -> impl Iterator<Item = &LoadedAlias> {
         self.packs.iter().flat_map(|p| p.aliases.iter())
@@ -728,6 +733,17 @@ fn load_action(
     let entry_point = pack_dir.join("actions").join(&meta.entry_point);
     let entry_line = squall_rules::line_of(&text, "entry_point");
     let source;
+    if meta.runner_type == RunnerType::Announcement {
+        // Nothing to read: the engine announces the parameters.
+        return Some(LoadedAction {
+            reference,
+            pack: pack_ref.to_string(),
+            meta,
+            file: file.to_path_buf(),
+            entry_point,
+            source: None,
+        });
+    }
     match std::fs::read_to_string(&entry_point) {
         Err(e) => {
             problems.push(Problem::new(
@@ -751,6 +767,7 @@ fn load_action(
                 }
                 source = Some(Arc::from(script.as_str()));
             }
+            RunnerType::Announcement => source = None,
             RunnerType::Workflow => {
                 // Orquesta's language, checked now so a broken workflow is reported at load.
                 if let Err(errs) = crate::workflow::Workflow::parse(&script) {

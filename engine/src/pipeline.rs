@@ -32,6 +32,7 @@ use crate::store::{ScriptKv, Store, StoreError, StoreKv};
 mod later;
 mod live;
 mod marks;
+mod notify;
 mod out;
 pub mod remote;
 mod results;
@@ -49,7 +50,8 @@ use workflows::WorkflowEvent;
 /// serialized once, whoever follows the stream.
 #[derive(Debug, Clone)]
 pub struct StreamEvent {
-    pub event: &'static str,
+    /// The engine's own names are static; an announcement's depends on its route.
+    pub event: std::borrow::Cow<'static, str>,
     pub data: Arc<str>,
 }
 
@@ -203,6 +205,11 @@ pub struct Engine {
     results: results::Results,
     /// With remote workers (`squall run --amqp`): their runs and the work to publish.
     remote: Option<Arc<remote::Remote>>,
+    /// Squall's own chat (`chatops:` settings), where announcements are posted.
+    pub chat: std::sync::OnceLock<Arc<crate::chatops::Chat>>,
+    /// The runtime announcements post on, and the engine itself for the tasks that do.
+    handle: std::sync::OnceLock<tokio::runtime::Handle>,
+    this: std::sync::OnceLock<std::sync::Weak<Engine>>,
 }
 
 /// Errors the API turns into responses.
@@ -289,7 +296,14 @@ impl Engine {
             marks: Arc::default(),
             results: results::Results::default(),
             remote,
+            chat: std::sync::OnceLock::new(),
+            handle: std::sync::OnceLock::new(),
+            this: std::sync::OnceLock::new(),
         });
+        let _ = engine.this.set(Arc::downgrade(&engine));
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let _ = engine.handle.set(handle);
+        }
         (engine, ti_rx)
     }
 
@@ -312,16 +326,21 @@ impl Engine {
         }
     }
 
-    pub fn publish(&self, event: &'static str, data: Value) {
+    pub fn publish(&self, event: impl Into<std::borrow::Cow<'static, str>>, data: Value) {
         self.publish_serialized(event, &data);
     }
 
     /// [`Engine::publish`] of anything serializable, serialized once.
-    fn publish_serialized(&self, event: &'static str, data: &impl serde::Serialize) {
+    fn publish_serialized(
+        &self,
+        event: impl Into<std::borrow::Cow<'static, str>>,
+        data: &impl serde::Serialize,
+    ) {
+        let event = event.into();
         let data = match serde_json::to_string(data) {
             Ok(text) => Arc::from(text),
             Err(e) => {
-                tracing::error!(event, error = %e, "cannot serialize a stream event");
+                tracing::error!(event = %event, error = %e, "cannot serialize a stream event");
                 return;
             }
         };
@@ -460,6 +479,7 @@ impl Engine {
         ti_rx: mpsc::UnboundedReceiver<Accepted>,
         workers: usize,
     ) -> Result<Vec<std::thread::JoinHandle<()>>, EngineError> {
+        let _ = self.handle.set(tokio::runtime::Handle::current());
         tokio::spawn(self.clone().flush_loop());
         let wf_rx = match self.wf_rx.lock() {
             Ok(mut rx) => rx.take(),
@@ -940,6 +960,13 @@ impl Engine {
                 self.workflow_event(WorkflowEvent::Start(e.clone()));
                 return;
             }
+            if action.meta.runner_type == RunnerType::Announcement {
+                // The server announces, whichever workers run the rest: only it has the stream.
+                if let Some(engine) = self.this.get().and_then(std::sync::Weak::upgrade) {
+                    engine.run_announcement(e);
+                }
+                return;
+            }
         }
         match self.work_item(loaded, e, trigger) {
             Some(item) => self.queue.push(item),
@@ -1229,6 +1256,7 @@ impl Engine {
     fn announce_final(&self, loaded: &Loaded, e: &Execution) {
         let status = e.status;
         self.publish_execution("st2.execution__update", loaded, e);
+        self.notify_final(loaded, e);
 
         // Recorded only when a rule listens to it: storing one per execution nobody reads
         // would double the store's work per execution.

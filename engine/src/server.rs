@@ -55,6 +55,9 @@ pub struct FileConfig {
     /// The Grafana receiver (`POST /api/v1/webhooks/grafana`).
     #[serde(default)]
     pub grafana: Option<crate::alerts::AlertReceiverConfig>,
+    /// Chat commands from Slack and Mattermost, and where answers go.
+    #[serde(default)]
+    pub chatops: Option<crate::chatops::ChatSettings>,
 }
 
 /// Everything `squall run` needs, resolved.
@@ -80,6 +83,8 @@ pub struct RunConfig {
     pub alert_receivers: HashMap<String, crate::alerts::AlertReceiverConfig>,
     /// With remote workers: the broker's URL.
     pub amqp: Option<String>,
+    /// Squall's own chat (`chatops:` in the settings file).
+    pub chatops: crate::chatops::ChatSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +213,8 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
     let (engine, ti_rx) =
         Engine::with_workers(store.clone(), journal, catalog, runtime.clone(), remote);
     warn_unused_signature_checks(&engine, &config.webhooks);
+    let chat = crate::chatops::Chat::new(config.chatops.clone()).map_err(ServerError::Config)?;
+    let _ = engine.chat.set(Arc::new(chat));
     let workers = engine.start(ti_rx, config.workers)?;
     if let Some(url) = config.amqp.clone() {
         crate::amqp::server::start(engine.clone(), url);

@@ -48,6 +48,39 @@ pub struct Alias {
     pub ack: Option<Ack>,
     pub result: Option<ResultOptions>,
     pub extra: Map<String, Value>,
+    /// squall's extension: who may run it, and where (empty lists: anyone, anywhere).
+    pub allow: Allow,
+}
+
+/// `allow` (a squall extension to st2's alias): the users (squall users, or chat user names or
+/// ids) who may run the alias's commands, and the channels (names or ids) they may run them in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allow {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+impl Allow {
+    /// Why the command may not run for `users` (each name the person goes by) in `channels`
+    /// (each name the channel goes by), if it may not. A leading `#` or `@` is not part of the
+    /// name.
+    pub fn refuses(&self, users: &[&str], channels: &[&str]) -> Option<String> {
+        let bare = |s: &str| s.trim_start_matches(['#', '@']).to_string();
+        let has = |list: &[String], names: &[&str]| {
+            list.iter()
+                .any(|l| names.iter().any(|n| !n.is_empty() && bare(l) == bare(n)))
+        };
+        if !self.users.is_empty() && !has(&self.users, users) {
+            return Some(format!("only {} may run it", self.users.join(", ")));
+        }
+        if !self.channels.is_empty() && !has(&self.channels, channels) {
+            return Some(format!("it runs only in {}", self.channels.join(", ")));
+        }
+        None
+    }
 }
 
 /// One entry of `formats`: what help shows, and the regular expressions commands are matched
@@ -105,6 +138,8 @@ struct RawAlias {
     result: Option<ResultOptions>,
     #[serde(default)]
     extra: Map<String, Value>,
+    #[serde(default)]
+    allow: Allow,
     // In st2's schema, refused with a reason rather than as an unknown field.
     #[serde(default)]
     immutable_parameters: Option<Value>,
@@ -222,6 +257,7 @@ impl Alias {
             ack: raw.ack,
             result: raw.result,
             extra: raw.extra,
+            allow: raw.allow,
         })
     }
 
@@ -297,24 +333,127 @@ pub enum AliasMatchError {
 pub struct ParseError(pub String);
 
 /// Matches `command` against every representation of every enabled alias, as st2's
-/// `get_matching_alias` does: exactly one must match.
+/// `get_matching_alias` does: exactly one must match. To match many commands against the same
+/// aliases, build an [`AliasIndex`] once.
 pub fn match_command(aliases: &[Alias], command: &str) -> Result<AliasMatch, AliasMatchError> {
-    let mut found = Vec::new();
-    for (index, alias) in aliases.iter().enumerate() {
-        if !alias.enabled {
-            continue;
-        }
-        for (display, representation) in alias.patterns() {
-            if let Ok(parameters) = extract_parameters(representation, command) {
-                found.push(AliasMatch {
-                    index,
+    AliasIndex::new(aliases).match_command(command)
+}
+
+/// The formats of a set of aliases compiled once, for matching many commands.
+///
+/// A first pass keeps matching fast with many aliases: each format, its parameters widened to
+/// "anything", goes into one `regex::RegexSet` (a superset of what the format takes), so only
+/// the formats that could take a command are run through st2's parser. A format the set
+/// cannot hold (look-arounds, back-references) is always run through the parser.
+pub struct AliasIndex {
+    entries: Vec<IndexEntry>,
+    first_pass: Option<regex::RegexSet>,
+    /// `entries` index of each pattern in `first_pass`.
+    in_first_pass: Vec<usize>,
+    /// Entries the first pass cannot rule out.
+    always: Vec<usize>,
+}
+
+struct IndexEntry {
+    alias: usize,
+    display: Option<String>,
+    representation: String,
+    parser: Option<FormatParser>,
+}
+
+impl AliasIndex {
+    pub fn new(aliases: &[Alias]) -> AliasIndex {
+        let mut entries = Vec::new();
+        let mut patterns = Vec::new();
+        let mut in_first_pass = Vec::new();
+        let mut always = Vec::new();
+        for (index, alias) in aliases.iter().enumerate() {
+            if !alias.enabled {
+                continue;
+            }
+            for (display, representation) in alias.patterns() {
+                let at = entries.len();
+                entries.push(IndexEntry {
+                    alias: index,
                     display: display.map(str::to_string),
                     representation: representation.to_string(),
-                    parameters,
+                    parser: FormatParser::new(representation).ok(),
                 });
+                match widened(representation) {
+                    Some(p) => {
+                        patterns.push(p);
+                        in_first_pass.push(at);
+                    }
+                    None => always.push(at),
+                }
             }
         }
+        let first_pass = match regex::RegexSetBuilder::new(&patterns)
+            .size_limit(64 << 20)
+            .build()
+        {
+            Ok(set) => Some(set),
+            Err(_) => {
+                always.append(&mut in_first_pass);
+                always.sort_unstable();
+                None
+            }
+        };
+        AliasIndex {
+            entries,
+            first_pass,
+            in_first_pass,
+            always,
+        }
     }
+
+    /// st2's `get_matching_alias` over the indexed aliases.
+    pub fn match_command(&self, command: &str) -> Result<AliasMatch, AliasMatchError> {
+        let Ok((stream, pairs)) = split_pairs(command) else {
+            return self.match_all(command);
+        };
+        let mut candidates: Vec<usize> = self.always.clone();
+        if let Some(set) = &self.first_pass {
+            candidates.extend(set.matches(&stream).iter().map(|i| self.in_first_pass[i]));
+        }
+        candidates.sort_unstable();
+        let found = candidates
+            .into_iter()
+            .filter_map(|at| {
+                let entry = &self.entries[at];
+                let parser = entry.parser.as_ref()?;
+                let parameters = parser.extract_split(command, &stream, &pairs).ok()?;
+                Some(AliasMatch {
+                    index: entry.alias,
+                    display: entry.display.clone(),
+                    representation: entry.representation.clone(),
+                    parameters,
+                })
+            })
+            .collect();
+        one_match(command, found)
+    }
+
+    /// Every format, no first pass (a command the pair splitter cannot read).
+    fn match_all(&self, command: &str) -> Result<AliasMatch, AliasMatchError> {
+        let found = self
+            .entries
+            .iter()
+            .filter_map(|entry| {
+                let parameters = entry.parser.as_ref()?.extract(command).ok()?;
+                Some(AliasMatch {
+                    index: entry.alias,
+                    display: entry.display.clone(),
+                    representation: entry.representation.clone(),
+                    parameters,
+                })
+            })
+            .collect();
+        one_match(command, found)
+    }
+}
+
+fn one_match(command: &str, mut found: Vec<AliasMatch>) -> Result<AliasMatch, AliasMatchError> {
     match found.len() {
         0 => Err(AliasMatchError::NoMatch {
             command: command.to_string(),
@@ -328,6 +467,26 @@ pub fn match_command(aliases: &[Alias], command: &str) -> Result<AliasMatch, Ali
                 .collect(),
         }),
     }
+}
+
+/// A format with every parameter (and the space before it) widened to "anything", anchored as
+/// the parser anchors it, in the `regex` crate's syntax: what the first pass matches. `None`
+/// when the format uses what that crate does not have.
+fn widened(format: &str) -> Option<String> {
+    let optional_ws = compile(&format!(r"(\s*){}", optional_re())).ok()?;
+    let required_ws = compile(&format!(r"(\s*){}", required_re())).ok()?;
+    let any = |_: &str, _: &str| "(?:.*)".to_string();
+    let reg = substitute(&optional_ws, format, any).ok()?;
+    let mut reg = substitute(&required_ws, &reg, any).ok()?;
+    if !has_anchor(&reg, Anchor::Beginning) {
+        reg = format!(r"^\s*{reg}");
+    }
+    if !has_anchor(&reg, Anchor::End) {
+        reg = format!(r"{reg}\s*$");
+    }
+    let pattern = format!("(?s){}", python_regex(&python_braces(&reg)));
+    regex::Regex::new(&pattern).ok()?;
+    Some(pattern)
 }
 
 /// The names of the `{{ name }}` and `{{ name=default }}` parameters in a representation, in
@@ -384,22 +543,61 @@ fn compile(source: &str) -> Result<Regex, String> {
     Regex::new(&format!("(?s){}", python_regex(source))).map_err(|e| e.to_string())
 }
 
+/// The two patterns that cut trailing `key=value` pairs from a command (the same for every
+/// format), compiled once.
+fn pair_patterns() -> Result<&'static (Regex, Regex), ParseError> {
+    static PATTERNS: std::sync::OnceLock<Result<(Regex, Regex), String>> =
+        std::sync::OnceLock::new();
+    PATTERNS
+        .get_or_init(|| {
+            let ending = compile(&format!(r".*?(({}\s*)*)$", pairs_re()))?;
+            let pairs = compile(&pairs_re())?;
+            Ok((ending, pairs))
+        })
+        .as_ref()
+        .map_err(|e| ParseError(format!("internal alias pattern: {e}")))
+}
+
+/// st2's first step: the `key=value` pairs at the end of a command, and the command without
+/// them (everywhere the same text appears, as Python's `str.replace` does), padded with a
+/// space on each side as st2 pads it.
+fn split_pairs(command: &str) -> Result<(String, Vec<(String, String)>), ParseError> {
+    let (ending, pairs) = pair_patterns()?;
+    let err = |e: fancy_regex::Error| ParseError(e.to_string());
+    let mut kv_pairs = Vec::new();
+    let mut stream = command.to_string();
+    if let Some(tail) = ending
+        .captures(command)
+        .map_err(err)?
+        .and_then(|c| c.get(1))
+        .map(|m| m.as_str())
+        .filter(|t| !t.is_empty())
+    {
+        for caps in pairs.captures_iter(tail) {
+            let caps = caps.map_err(err)?;
+            let key = caps.get(1).map(|m| m.as_str()).unwrap_or_default();
+            let value: String = (3..=6)
+                .filter_map(|i| caps.get(i).map(|m| m.as_str()))
+                .collect();
+            kv_pairs.push((key.to_string(), value));
+        }
+        stream = stream.replace(tail, "");
+    }
+    Ok((format!(" {stream} "), kv_pairs))
+}
+
 /// A format compiled for matching: st2's `ActionAliasFormatParser` without the command.
 struct FormatParser {
     format: String,
     /// (name, default) of each `{{ name=default }}`.
     optional: Vec<(String, String)>,
     regex: Regex,
-    ending: Regex,
-    pairs: Regex,
 }
 
 impl FormatParser {
     fn new(format: &str) -> Result<FormatParser, String> {
         let internal = |e: String| format!("internal alias pattern: {e}");
         let optional_finder = compile(&optional_re()).map_err(internal)?;
-        let ending = compile(&format!(r".*?(({}\s*)*)$", pairs_re())).map_err(internal)?;
-        let pairs = compile(&pairs_re()).map_err(internal)?;
 
         let mut optional = Vec::new();
         for caps in optional_finder.captures_iter(format) {
@@ -436,39 +634,24 @@ impl FormatParser {
             format: format.to_string(),
             optional,
             regex,
-            ending,
-            pairs,
         })
     }
 
     fn extract(&self, command: &str) -> Result<AliasParameters, ParseError> {
-        let err = |e: fancy_regex::Error| ParseError(e.to_string());
-        // 1. The key=value pairs at the end, cut from the command (everywhere the same text
-        // appears, as Python's str.replace does).
-        let mut kv_pairs = Vec::new();
-        let mut stream = command.to_string();
-        if let Some(tail) = self
-            .ending
-            .captures(command)
-            .map_err(err)?
-            .and_then(|c| c.get(1))
-            .map(|m| m.as_str())
-            .filter(|t| !t.is_empty())
-        {
-            for caps in self.pairs.captures_iter(tail) {
-                let caps = caps.map_err(err)?;
-                let key = caps.get(1).map(|m| m.as_str()).unwrap_or_default();
-                let value: String = (3..=6)
-                    .filter_map(|i| caps.get(i).map(|m| m.as_str()))
-                    .collect();
-                kv_pairs.push((key.to_string(), value));
-            }
-            stream = stream.replace(tail, "");
-        }
-        let stream = format!(" {stream} ");
+        let (stream, kv_pairs) = split_pairs(command)?;
+        self.extract_split(command, &stream, &kv_pairs)
+    }
 
+    /// [`FormatParser::extract`] once the pairs are cut from the command (`stream`, padded).
+    fn extract_split(
+        &self,
+        command: &str,
+        stream: &str,
+        kv_pairs: &[(String, String)],
+    ) -> Result<AliasParameters, ParseError> {
+        let err = |e: fancy_regex::Error| ParseError(e.to_string());
         // 2. The command against the format.
-        let Some(caps) = self.regex.captures(&stream).map_err(err)? else {
+        let Some(caps) = self.regex.captures(stream).map_err(err)? else {
             return Err(ParseError(format!(
                 "Command \"{command}\" doesn't match format string \"{}\"",
                 self.format
@@ -492,7 +675,7 @@ impl FormatParser {
             result.insert(name.clone(), Some(value));
         }
         for (key, value) in kv_pairs {
-            result.insert(key, Some(value));
+            result.insert(key.clone(), Some(value.clone()));
         }
         let any_value = result
             .values()

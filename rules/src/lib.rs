@@ -14,7 +14,7 @@ pub mod template;
 
 pub use alias::{
     extract_parameters, format_parameter_names, match_command, Ack, Alias, AliasFormat, AliasMatch,
-    AliasMatchError, AliasParameters, ParseError, ResultOptions,
+    AliasMatchError, AliasParameters, Allow, ParseError, ResultOptions,
 };
 pub use lookup::KeyPath;
 pub use matcher::{

@@ -254,8 +254,8 @@ fn help(catalog: &Catalog, q: &HelpRequest) -> ApiResult<Value> {
 
 /// st2's `AliasExecutionAPI` / `AliasMatchAndExecuteInputAPI`: the alias (by name, or
 /// `pack.name`), the format the command matched (`format`), the command, and who typed it
-/// where. `notification_route`/`notification_channel` are accepted; squall sends no
-/// notifications.
+/// where. The answer goes to `notification_route` (st2's `notification_channel` is its older
+/// name; `chatops` when neither is given) with `source_context`.
 #[derive(Deserialize)]
 pub(super) struct AliasExecutionRequest {
     #[serde(default)]
@@ -268,12 +268,12 @@ pub(super) struct AliasExecutionRequest {
     user: Option<String>,
     #[serde(default)]
     source_channel: Option<String>,
-    #[serde(default, rename = "notification_route")]
-    _notification_route: Option<String>,
-    #[serde(default, rename = "notification_channel")]
-    _notification_channel: Option<String>,
-    #[serde(default, rename = "source_context")]
-    _source_context: Option<Value>,
+    #[serde(default)]
+    notification_route: Option<String>,
+    #[serde(default)]
+    notification_channel: Option<String>,
+    #[serde(default)]
+    source_context: Option<Value>,
 }
 
 /// st2's `POST /aliasexecution`: 201 with `{execution, actionalias, message}` (`message`, the
@@ -284,7 +284,8 @@ pub(super) async fn execute_alias(
     body: Bytes,
 ) -> ApiResult<Response> {
     let req: AliasExecutionRequest = parse_json(&body)?;
-    let result = run_alias(&state, caller.as_deref(), &req).await?;
+    let run = AliasRun::from_api(caller.as_deref(), &req)?;
+    let result = run_alias(&state, run).await?;
     Ok((StatusCode::CREATED, Json(result)).into_response())
 }
 
@@ -300,36 +301,82 @@ pub(super) async fn match_and_execute_alias(
         .command
         .clone()
         .ok_or_else(|| ApiError::bad_request("match_and_execute needs a \"command\""))?;
-    {
-        let loaded = state.engine.loaded();
-        let all = all_aliases(&loaded.catalog);
-        let aliases: Vec<Alias> = all.iter().map(|a| a.loaded.alias.clone()).collect();
-        let m =
-            match_command(&aliases, &command).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let a = all.get(m.index).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("alias match: index {} out of the list", m.index),
-            )
-        })?;
-        req.name = Some(a.loaded.reference.clone());
-        req.format = Some(m.representation);
-    }
-    let result = run_alias(&state, caller.as_deref(), &req).await?;
+    let (name, format) = match_one(&state, &command).map_err(ApiError::bad_request)?;
+    req.name = Some(name);
+    req.format = Some(format);
+    let run = AliasRun::from_api(caller.as_deref(), &req)?;
+    let result = run_alias(&state, run).await?;
     Ok((StatusCode::CREATED, Json(json!({"results": [result]}))).into_response())
 }
 
-/// st2's `ActionAliasExecutionController._post` for one execution.
-async fn run_alias(
-    state: &AppState,
-    caller: Option<&Caller>,
-    req: &AliasExecutionRequest,
-) -> ApiResult<Value> {
-    let name = req
-        .name
-        .as_deref()
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| ApiError::bad_request("Alias execution \"name\" is required"))?;
+/// The alias (its reference) and the format that take `command`, or st2's message saying
+/// none or several do.
+pub(crate) fn match_one(state: &AppState, command: &str) -> Result<(String, String), String> {
+    let loaded = state.engine.loaded();
+    let all = all_aliases(&loaded.catalog);
+    let aliases: Vec<Alias> = all.iter().map(|a| a.loaded.alias.clone()).collect();
+    let m = match_command(&aliases, command).map_err(|e| e.to_string())?;
+    let a = all
+        .get(m.index)
+        .ok_or_else(|| format!("alias match: index {} out of the list", m.index))?;
+    Ok((a.loaded.reference.clone(), m.representation))
+}
+
+/// One alias execution to request: the command, who runs it (a squall user) and where it came
+/// from, which is where its answer goes.
+pub(crate) struct AliasRun {
+    pub name: String,
+    pub format: String,
+    pub command: String,
+    /// The squall user it runs as.
+    pub user: String,
+    /// Every name the person goes by (chat id and name), for the alias's `allow.users`.
+    pub known_as: Vec<String>,
+    /// Every name the channel goes by, for the alias's `allow.channels`.
+    pub channels: Vec<String>,
+    pub api_user: Option<String>,
+    pub source_channel: Option<String>,
+    pub source: Option<String>,
+    pub source_context: Option<Value>,
+    pub route: String,
+}
+
+impl AliasRun {
+    fn from_api(caller: Option<&Caller>, req: &AliasExecutionRequest) -> ApiResult<AliasRun> {
+        let user = acting_user(caller, None, "api")?;
+        Ok(AliasRun {
+            name: req.name.clone().unwrap_or_default(),
+            format: req.format.clone().unwrap_or_default(),
+            command: req.command.clone().unwrap_or_default(),
+            known_as: [Some(user.clone()), req.user.clone()]
+                .into_iter()
+                .flatten()
+                .collect(),
+            user,
+            channels: req.source_channel.iter().cloned().collect(),
+            api_user: req.user.clone(),
+            source_channel: req.source_channel.clone(),
+            source: None,
+            source_context: req.source_context.clone().filter(|c| !c.is_null()),
+            route: req
+                .notification_route
+                .clone()
+                .or_else(|| req.notification_channel.clone())
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| "chatops".to_string()),
+        })
+    }
+}
+
+/// st2's `ActionAliasExecutionController._post` for one execution: 201's body
+/// `{execution, actionalias, message}`. A refusal by the alias's `allow` is a 403.
+pub(crate) async fn run_alias(state: &AppState, run: AliasRun) -> ApiResult<Value> {
+    let name = run.name.as_str();
+    if name.is_empty() {
+        return Err(ApiError::bad_request(
+            "Alias execution \"name\" is required",
+        ));
+    }
     let loaded = state.engine.loaded();
     let all = all_aliases(&loaded.catalog);
     let a = all
@@ -346,13 +393,20 @@ async fn run_alias(
             "Action alias with name \"{name}\" is disabled."
         )));
     }
-    let format = req.format.as_deref().unwrap_or("");
-    let command = req.command.as_deref().unwrap_or("");
+    let (format, command) = (run.format.as_str(), run.command.as_str());
     if !alias.patterns().iter().any(|(_, r)| *r == format) {
         return Err(ApiError::bad_request(format!(
             "Format string \"{format}\" is not available on the alias \"{}\"",
             alias.name
         )));
+    }
+    let known_as: Vec<&str> = run.known_as.iter().map(String::as_str).collect();
+    let channels: Vec<&str> = run.channels.iter().map(String::as_str).collect();
+    if let Some(why) = alias.allow.refuses(&known_as, &channels) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("{} refused {}: {why}.", a.loaded.reference, run.user),
+        ));
     }
     let extracted =
         extract_parameters(format, command).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -387,11 +441,32 @@ async fn run_alias(
     let mut e = state
         .engine
         .new_execution(&loaded, &alias.action_ref, params)?;
-    e.user = Some(acting_user(caller, None, "api")?);
+    e.user = Some(run.user.clone());
+    // st2's `_get_notify_field`: the answer goes to the route, with who asked and where.
+    e.notify = Some(squall_actions::Notify {
+        on_complete: Some(squall_actions::NotifySubSection {
+            message: None,
+            data: [
+                ("user".to_string(), json!(run.api_user)),
+                ("source_channel".to_string(), json!(run.source_channel)),
+                (
+                    "source_context".to_string(),
+                    run.source_context.clone().unwrap_or_else(|| json!({})),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+            routes: vec![run.route.clone()],
+        }),
+        on_success: None,
+        on_failure: None,
+    });
     e.chat = Some(crate::model::ChatOrigin {
         action_alias_ref: a.loaded.reference.clone(),
-        api_user: req.user.clone(),
-        source_channel: req.source_channel.clone(),
+        api_user: run.api_user,
+        source_channel: run.source_channel,
+        source: run.source,
+        source_context: run.source_context,
     });
     let e = state.engine.request(e).await?;
     let mut result = json!({

@@ -138,7 +138,7 @@ impl Engine {
                 m.insert("data".into(), Value::String(format!("{}\n", line.message)));
             }
             let _ = events.send(StreamEvent {
-                event: "st2.execution.output__create",
+                event: "st2.execution.output__create".into(),
                 data: Arc::from(data.to_string()),
             });
             if let Some(at) = logging.add(line) {
