@@ -122,6 +122,10 @@ pub struct Loaded {
     /// Webhook urls some enabled rule listens to.
     pub webhooks: HashSet<String>,
     pub policies: Policies,
+    /// Every alias's formats, compiled once for matching chat commands, and each indexed
+    /// alias's reference (in the index's order: by pack, then name).
+    pub aliases: squall_rules::AliasIndex,
+    pub alias_refs: Vec<String>,
 }
 
 impl Loaded {
@@ -138,11 +142,23 @@ impl Loaded {
             .map(|u| crate::model::hook_name(u).to_string())
             .collect();
         let policies = Policies::from_catalog(&catalog);
+        let mut listed: Vec<(&str, &crate::packs::LoadedAlias)> = catalog
+            .packs
+            .iter()
+            .flat_map(|p| p.aliases.iter().map(move |a| (p.reference.as_str(), a)))
+            .collect();
+        listed.sort_by(|a, b| (a.0, &a.1.alias.name).cmp(&(b.0, &b.1.alias.name)));
+        let alias_refs = listed.iter().map(|(_, a)| a.reference.clone()).collect();
+        let aliases: Vec<squall_rules::Alias> =
+            listed.iter().map(|(_, a)| a.alias.clone()).collect();
+        let aliases = squall_rules::AliasIndex::new(&aliases);
         Loaded {
             catalog,
             rules,
             webhooks,
             policies,
+            aliases,
+            alias_refs,
         }
     }
 }

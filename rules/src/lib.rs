@@ -13,8 +13,8 @@ pub mod operators;
 pub mod template;
 
 pub use alias::{
-    extract_parameters, format_parameter_names, match_command, Ack, Alias, AliasFormat, AliasMatch,
-    AliasMatchError, AliasParameters, Allow, ParseError, ResultOptions,
+    extract_parameters, format_parameter_names, match_command, Ack, Alias, AliasFormat, AliasIndex,
+    AliasMatch, AliasMatchError, AliasParameters, Allow, ParseError, ResultOptions,
 };
 pub use lookup::KeyPath;
 pub use matcher::{

@@ -4,12 +4,12 @@
 //! (`/api/v1/actionalias/help`), and running a command (`/api/v1/aliasexecution` and its
 //! `match_and_execute`).
 //!
-//! Matching is `squall_rules::match_command`, the same as `squall alias match`. Only the alias
+//! Matching is `squall_rules::AliasIndex` (built once per load), as `squall alias match`. Only the alias
 //! execution endpoints request executions, through the engine as `POST /executions` does (the
 //! action's parameter checks apply); nothing here changes what is loaded.
 
 use squall_actions::ParamType;
-use squall_rules::{extract_parameters, match_command, Alias, AliasFormat, Operator};
+use squall_rules::{extract_parameters, AliasFormat, Operator};
 
 use super::*;
 use crate::packs::{Catalog, LoadedAlias};
@@ -160,9 +160,10 @@ pub(super) async fn match_alias(
 ) -> ApiResult<Json<Value>> {
     let loaded = state.engine.loaded();
     let all = all_aliases(&loaded.catalog);
-    let aliases: Vec<Alias> = all.iter().map(|a| a.loaded.alias.clone()).collect();
-    let m =
-        match_command(&aliases, &req.command).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let m = loaded
+        .aliases
+        .match_command(&req.command)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let a = all.get(m.index).ok_or_else(|| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -313,13 +314,15 @@ pub(super) async fn match_and_execute_alias(
 /// none or several do.
 pub(crate) fn match_one(state: &AppState, command: &str) -> Result<(String, String), String> {
     let loaded = state.engine.loaded();
-    let all = all_aliases(&loaded.catalog);
-    let aliases: Vec<Alias> = all.iter().map(|a| a.loaded.alias.clone()).collect();
-    let m = match_command(&aliases, command).map_err(|e| e.to_string())?;
-    let a = all
+    let m = loaded
+        .aliases
+        .match_command(command)
+        .map_err(|e| e.to_string())?;
+    let reference = loaded
+        .alias_refs
         .get(m.index)
         .ok_or_else(|| format!("alias match: index {} out of the list", m.index))?;
-    Ok((a.loaded.reference.clone(), m.representation))
+    Ok((reference.clone(), m.representation))
 }
 
 /// One alias execution to request: the command, who runs it (a squall user) and where it came
