@@ -1,8 +1,9 @@
-//! `squall alias match`: which action alias a ChatOps command runs, and the parameters it
-//! extracts, worked out here from pack folders (no server), as StackStorm matches it.
+//! `squall alias`: `match` tells which action alias a ChatOps command runs, and the parameters
+//! it extracts, worked out here from pack folders (no server), as StackStorm matches it; `list`
+//! and `exec` ask a server (see `client`).
 //!
-//! Only loading, printing and exit codes: matching is `squall_rules::match_command`. It must
-//! never run the action.
+//! Only loading, printing and exit codes: matching is `squall_rules::match_command`. `match`
+//! must never run the action.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +26,10 @@ pub enum AliasCommand {
         /// The command, as typed in chat (one argument: quote it).
         command: String,
     },
+    /// The server's aliases: the commands chat can run.
+    List(crate::client::AliasListArgs),
+    /// Run a command through the server, as chat would, and print the answer chat would show.
+    Exec(crate::client::AliasExecArgs),
 }
 
 pub fn alias(
@@ -33,6 +38,8 @@ pub fn alias(
 ) -> Result<ExitCode> {
     match command {
         AliasCommand::Match { packs, command } => alias_match(packs, command, runtime),
+        AliasCommand::List(args) => crate::client::alias_list(args),
+        AliasCommand::Exec(args) => crate::client::alias_exec(args),
     }
 }
 

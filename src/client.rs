@@ -1040,6 +1040,19 @@ fn report_requested(
     opts: &FollowOptions,
     events: Option<Receiver<StreamEvent>>,
 ) -> Result<ExitCode> {
+    report_requested_as(client, created, opts, events, &|e| {
+        format_execution(e, false)
+    })
+}
+
+/// [`report_requested`], the ended execution shown as `show` says.
+fn report_requested_as(
+    client: &Client,
+    created: Value,
+    opts: &FollowOptions,
+    events: Option<Receiver<StreamEvent>>,
+    show: &dyn Fn(&Value) -> String,
+) -> Result<ExitCode> {
     let id = text(&created["id"]);
     if id.is_empty() {
         bail!("the server answered without an execution id: {created}");
@@ -1067,7 +1080,7 @@ fn report_requested(
             if json {
                 println!("{}", pretty(&execution));
             } else {
-                print!("{}", format_execution(&execution, false));
+                print!("{}", show(&execution));
             }
             Ok(exit_for(&execution))
         }
@@ -1418,6 +1431,115 @@ pub fn action_run(args: &ActionRunArgs) -> Result<ExitCode> {
         &json!({"action": args.action, "parameters": params}),
     )?;
     report_requested(&client, created, &args.follow, events)
+}
+
+#[derive(Args, Debug)]
+pub struct AliasListArgs {
+    /// Only this pack's aliases.
+    #[arg(long)]
+    pub pack: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub api: ApiOptions,
+}
+
+/// `squall alias list`: the server's aliases and the commands they take.
+pub fn alias_list(args: &AliasListArgs) -> Result<ExitCode> {
+    let client = Client::new(&args.api)?;
+    let mut aliases = list(client.get(&["actionalias"], &[])?, "aliases")?;
+    if let Some(pack) = &args.pack {
+        aliases.retain(|a| a["pack"].as_str() == Some(pack));
+    }
+    if args.json {
+        return Ok(print_json(&Value::Array(aliases)));
+    }
+    if aliases.is_empty() {
+        println!("no aliases");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = aliases
+        .iter()
+        .map(|a| {
+            let formats: Vec<String> = a["formats"]
+                .as_array()
+                .map(|fs| {
+                    fs.iter()
+                        .map(|f| match f {
+                            Value::String(s) => s.clone(),
+                            other => text(&other["display"]),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            vec![
+                cell(&text(&a["ref"])),
+                if a["enabled"] == Value::Bool(false) {
+                    "no"
+                } else {
+                    "yes"
+                }
+                .to_string(),
+                cell(&text(&a["action_ref"])),
+                cell(&formats.join(" | ")),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["REF", "ENABLED", "ACTION", "COMMANDS"], &rows)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct AliasExecArgs {
+    /// The command, as typed in chat (one argument: quote it).
+    pub command: String,
+    #[command(flatten)]
+    pub follow: FollowOptions,
+    #[command(flatten)]
+    pub api: ApiOptions,
+}
+
+/// `squall alias exec`: runs a chat command through the server and prints its answer as chat
+/// would show it (the alias's `result.format`).
+pub fn alias_exec(args: &AliasExecArgs) -> Result<ExitCode> {
+    deadline(&args.follow)?;
+    let client = Client::new(&args.api)?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "cli".to_string());
+    let events = if args.follow.detach {
+        None
+    } else {
+        open_stream(&client)
+    };
+    // Route `cli`: the answer is printed here, not posted to a chat.
+    let answer = client.post(
+        &["aliasexecution", "match_and_execute"],
+        &json!({"command": args.command, "user": user, "source_channel": "cli", "notification_route": "cli"}),
+    )?;
+    let result = &answer["results"][0];
+    if let Some(ack) = result["message"].as_str() {
+        if !args.follow.json {
+            eprintln!("{ack}");
+        }
+    }
+    let alias = squall_engine::rules::Alias::from_yaml(&result["actionalias"].to_string()).ok();
+    let reference = text(&result["actionalias"]["ref"]);
+    let show = |e: &Value| {
+        let message = squall_engine::chatops::answer::result_message(
+            alias.as_ref().map(|a| (reference.as_str(), a)),
+            e,
+        );
+        message.map(|(m, _)| format!("{m}\n")).unwrap_or_default()
+    };
+    report_requested_as(
+        &client,
+        result["execution"].clone(),
+        &args.follow,
+        events,
+        &show,
+    )
 }
 
 pub fn action_list(args: &ActionListArgs) -> Result<ExitCode> {

@@ -196,3 +196,43 @@ fn pack_validate_reports_bad_aliases_with_their_lines_and_skips_them() {
     assert_eq!(got["alias"], "chat.good");
     assert_eq!(got["parameters"], json!({"app": "web", "env": "prod"}));
 }
+
+/// `squall alias list` and `squall alias exec` against a running squall: the commands chat can
+/// run, and a command run as chat would run it, answered with the alias's result format; a
+/// command nothing matches exits non-zero with st2's message.
+#[test]
+fn alias_list_and_exec_go_through_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = crate::harness::Squall::start(&dir.path().join("data"), &[], &[]);
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_squall"))
+            .args(args)
+            .env("SQUALL_API_URL", format!("http://127.0.0.1:{}", s.port))
+            .env_remove("SQUALL_API_KEY")
+            .output()
+            .expect("squall runs")
+    };
+    let out = cli(&["alias", "list"]);
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("examples.greet") && l.contains("greet {{ name }}")),
+        "{listed}"
+    );
+    let out = cli(&["alias", "exec", "greet Ada times=2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello, Ada\nhello, Ada\n"
+    );
+    assert!(stderr(&out).contains("Greeting Ada..."), "{}", stderr(&out));
+    let out = cli(&["alias", "exec", "grete Ada"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Command 'grete Ada' matched no patterns"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -58,6 +58,10 @@ fn aliases_are_listed_and_shown_as_st2_shows_them() {
     assert_eq!(
         refs(&list),
         [
+            "cdos.history",
+            "cdos.restart",
+            "cdos.scale",
+            "cdos.service",
             "chat.deploy",
             "chat.hidden",
             "chat.redeploy",
@@ -90,7 +94,7 @@ fn aliases_are_listed_and_shown_as_st2_shows_them() {
                 "format": "Greeting {{ execution.parameters.name }}...",
                 "append_url": false,
             },
-            "result": {"enabled": true, "format": "{{ execution.result.result }}"},
+            "result": {"enabled": true, "format": "{{ execution.result.lines | join('\n') }}"},
             "extra": {},
             "metadata_file": "aliases/greet.yaml",
         })
@@ -183,8 +187,12 @@ fn help_lists_enabled_displays_filtered_and_paged_as_st2_does() {
     assert_eq!(
         all,
         json!({
-            "available": 5,
+            "available": 9,
             "helpstrings": [
+                {"pack": "cdos", "display": "cdos history <appid>", "description": "An app's scaling history (ops.history.<appid>), newest first."},
+                {"pack": "cdos", "display": "cdos restart <appid>", "description": "Restart an app's containers (Docker: one after the other; Marathon: a restart deployment)."},
+                {"pack": "cdos", "display": "cdos scale <appid> <instances>", "description": "Scale an app to <instances> (within ops's min_instances..max_instances), recorded in its history."},
+                {"pack": "cdos", "display": "cdos <appid>", "description": "Show an app's containers (hosts, states) and its console, Kibana and Grafana links."},
                 {"pack": "chat", "display": "deploy {{ app }}", "description": "Deploy an app."},
                 {"pack": "chat", "display": "ship <app> to <env>", "description": "Deploy an app."},
                 {"pack": "chat", "display": "deploy {{ app }} now", "description": "Deploy again."},
@@ -222,10 +230,10 @@ fn help_lists_enabled_displays_filtered_and_paged_as_st2_does() {
     assert_eq!(page["available"], 3);
     assert_eq!(displays(&page), ["ship <app> to <env>"]);
     let (_, first) = s.post("/api/v1/actionalias/help", r#"{"limit": 2}"#);
-    assert_eq!(first["available"], 5);
+    assert_eq!(first["available"], 9);
     assert_eq!(
         displays(&first),
-        ["deploy {{ app }}", "ship <app> to <env>"]
+        ["cdos history <appid>", "cdos restart <appid>"]
     );
 
     // st2's own form: a GET with the same parameters in the query.
@@ -236,7 +244,7 @@ fn help_lists_enabled_displays_filtered_and_paged_as_st2_does() {
     assert_eq!(displays(&q), ["say hello to <name> <times> times"]);
     let (status, everything) = s.post("/api/v1/actionalias/help", "");
     assert_eq!(status, 200, "{everything}");
-    assert_eq!(everything["available"], 5);
+    assert_eq!(everything["available"], 9);
 
     let (status, err) = s.post("/api/v1/actionalias/help", r#"{"filter": "("}"#);
     assert_eq!(status, 400, "{err}");

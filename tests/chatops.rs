@@ -226,7 +226,11 @@ fn commands_that_cannot_run_are_answered_with_why() {
     c.answer_at("/slack/response/x5");
     // Only bob's ran.
     let ran: Vec<Value> = c.executions();
-    assert_eq!(ran.len(), 2, "bob's command and its answer, nothing else: {ran:?}");
+    assert_eq!(
+        ran.len(),
+        2,
+        "bob's command and its answer, nothing else: {ran:?}"
+    );
 }
 
 #[test]

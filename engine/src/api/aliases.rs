@@ -103,6 +103,13 @@ fn alias_json(a: &Listed<'_>) -> Value {
         o.insert("result".into(), v);
     }
     o.insert("extra".into(), Value::Object(alias.extra.clone()));
+    // squall's extension, shown only where it is used.
+    if alias.allow != squall_rules::Allow::default() {
+        o.insert(
+            "allow".into(),
+            json!({"users": alias.allow.users, "channels": alias.allow.channels}),
+        );
+    }
     o.insert("metadata_file".into(), json!(a.metadata_file));
     Value::Object(o)
 }
