@@ -27,6 +27,8 @@
 //!
 //! Pure: no file system, no clock, no tokio. Callers hand it text.
 
+use std::collections::HashMap;
+
 use fancy_regex::Regex;
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -341,16 +343,15 @@ pub fn match_command(aliases: &[Alias], command: &str) -> Result<AliasMatch, Ali
 
 /// The formats of a set of aliases compiled once, for matching many commands.
 ///
-/// A first pass keeps matching fast with many aliases: each format, its parameters widened to
-/// "anything", goes into one `regex::RegexSet` (a superset of what the format takes), so only
-/// the formats that could take a command are run through st2's parser. A format the set
-/// cannot hold (look-arounds, back-references) is always run through the parser.
+/// A first pass keeps matching fast with many aliases: a format that starts with plain words
+/// (the usual `deploy {{ app }}`, `cdos scale {{ app }} {{ n }}`) can only take a command that
+/// starts with the same words, since st2 anchors formats at the start. Formats are filed under
+/// their first one or two plain words; only those filed under the command's own, and those
+/// that start otherwise (a regular expression, a parameter), are run through st2's parser.
 pub struct AliasIndex {
     entries: Vec<IndexEntry>,
-    first_pass: Option<regex::RegexSet>,
-    /// `entries` index of each pattern in `first_pass`.
-    in_first_pass: Vec<usize>,
-    /// Entries the first pass cannot rule out.
+    by_words: HashMap<(String, Option<String>), Vec<usize>>,
+    /// Entries the first word cannot rule out.
     always: Vec<usize>,
 }
 
@@ -364,8 +365,7 @@ struct IndexEntry {
 impl AliasIndex {
     pub fn new(aliases: &[Alias]) -> AliasIndex {
         let mut entries = Vec::new();
-        let mut patterns = Vec::new();
-        let mut in_first_pass = Vec::new();
+        let mut by_words: HashMap<(String, Option<String>), Vec<usize>> = HashMap::new();
         let mut always = Vec::new();
         for (index, alias) in aliases.iter().enumerate() {
             if !alias.enabled {
@@ -373,36 +373,24 @@ impl AliasIndex {
             }
             for (display, representation) in alias.patterns() {
                 let at = entries.len();
+                let parser = FormatParser::new(representation).ok();
+                match (leading_words(representation), &parser) {
+                    (Some(words), Some(p)) if p.anchored_by_st2 => {
+                        by_words.entry(words).or_default().push(at)
+                    }
+                    _ => always.push(at),
+                }
                 entries.push(IndexEntry {
                     alias: index,
                     display: display.map(str::to_string),
                     representation: representation.to_string(),
-                    parser: FormatParser::new(representation).ok(),
+                    parser,
                 });
-                match widened(representation) {
-                    Some(p) => {
-                        patterns.push(p);
-                        in_first_pass.push(at);
-                    }
-                    None => always.push(at),
-                }
             }
         }
-        let first_pass = match regex::RegexSetBuilder::new(&patterns)
-            .size_limit(64 << 20)
-            .build()
-        {
-            Ok(set) => Some(set),
-            Err(_) => {
-                always.append(&mut in_first_pass);
-                always.sort_unstable();
-                None
-            }
-        };
         AliasIndex {
             entries,
-            first_pass,
-            in_first_pass,
+            by_words,
             always,
         }
     }
@@ -410,37 +398,39 @@ impl AliasIndex {
     /// st2's `get_matching_alias` over the indexed aliases.
     pub fn match_command(&self, command: &str) -> Result<AliasMatch, AliasMatchError> {
         let Ok((stream, pairs)) = split_pairs(command) else {
-            return self.match_all(command);
+            return self.matches(command, 0..self.entries.len(), None);
         };
-        let mut candidates: Vec<usize> = self.always.clone();
-        if let Some(set) = &self.first_pass {
-            candidates.extend(set.matches(&stream).iter().map(|i| self.in_first_pass[i]));
+        let mut candidates = self.always.clone();
+        let mut words = stream.split_whitespace();
+        if let Some(first) = words.next() {
+            let second = words.next();
+            let keys = [
+                (first.to_string(), None),
+                (first.to_string(), second.map(str::to_string)),
+            ];
+            for key in &keys[..if second.is_some() { 2 } else { 1 }] {
+                candidates.extend(self.by_words.get(key).into_iter().flatten());
+            }
         }
         candidates.sort_unstable();
-        let found = candidates
-            .into_iter()
-            .filter_map(|at| {
-                let entry = &self.entries[at];
-                let parser = entry.parser.as_ref()?;
-                let parameters = parser.extract_split(command, &stream, &pairs).ok()?;
-                Some(AliasMatch {
-                    index: entry.alias,
-                    display: entry.display.clone(),
-                    representation: entry.representation.clone(),
-                    parameters,
-                })
-            })
-            .collect();
-        one_match(command, found)
+        self.matches(command, candidates.into_iter(), Some((&stream, &pairs)))
     }
 
-    /// Every format, no first pass (a command the pair splitter cannot read).
-    fn match_all(&self, command: &str) -> Result<AliasMatch, AliasMatchError> {
-        let found = self
-            .entries
-            .iter()
-            .filter_map(|entry| {
-                let parameters = entry.parser.as_ref()?.extract(command).ok()?;
+    fn matches(
+        &self,
+        command: &str,
+        candidates: impl Iterator<Item = usize>,
+        split: Option<(&str, &[(String, String)])>,
+    ) -> Result<AliasMatch, AliasMatchError> {
+        let found = candidates
+            .filter_map(|at| {
+                let entry = self.entries.get(at)?;
+                let parser = entry.parser.as_ref()?;
+                let parameters = match split {
+                    Some((stream, pairs)) => parser.extract_split(command, stream, pairs),
+                    None => parser.extract(command),
+                }
+                .ok()?;
                 Some(AliasMatch {
                     index: entry.alias,
                     display: entry.display.clone(),
@@ -451,6 +441,23 @@ impl AliasIndex {
             .collect();
         one_match(command, found)
     }
+}
+
+/// The words a format's commands must start with: its first space-separated word when that is
+/// plain text (no regular-expression syntax, no parameter), and its second when that is too.
+/// They start every command the format takes when st2 anchors the format at the start (see
+/// `FormatParser::anchored_by_st2`).
+fn leading_words(format: &str) -> Option<(String, Option<String>)> {
+    let plain = |word: &&str| {
+        !word.is_empty()
+            && word
+                .chars()
+                .all(|c| !c.is_whitespace() && !r"\.+*?()[]{}|^$#".contains(c))
+    };
+    let mut words = format.split(' ');
+    let first = words.next().filter(plain)?;
+    let second = words.next().filter(plain);
+    Some((first.to_string(), second.map(str::to_string)))
 }
 
 fn one_match(command: &str, mut found: Vec<AliasMatch>) -> Result<AliasMatch, AliasMatchError> {
@@ -467,26 +474,6 @@ fn one_match(command: &str, mut found: Vec<AliasMatch>) -> Result<AliasMatch, Al
                 .collect(),
         }),
     }
-}
-
-/// A format with every parameter (and the space before it) widened to "anything", anchored as
-/// the parser anchors it, in the `regex` crate's syntax: what the first pass matches. `None`
-/// when the format uses what that crate does not have.
-fn widened(format: &str) -> Option<String> {
-    let optional_ws = compile(&format!(r"(\s*){}", optional_re())).ok()?;
-    let required_ws = compile(&format!(r"(\s*){}", required_re())).ok()?;
-    let any = |_: &str, _: &str| "(?:.*)".to_string();
-    let reg = substitute(&optional_ws, format, any).ok()?;
-    let mut reg = substitute(&required_ws, &reg, any).ok()?;
-    if !has_anchor(&reg, Anchor::Beginning) {
-        reg = format!(r"^\s*{reg}");
-    }
-    if !has_anchor(&reg, Anchor::End) {
-        reg = format!(r"{reg}\s*$");
-    }
-    let pattern = format!("(?s){}", python_regex(&python_braces(&reg)));
-    regex::Regex::new(&pattern).ok()?;
-    Some(pattern)
 }
 
 /// The names of the `{{ name }}` and `{{ name=default }}` parameters in a representation, in
@@ -562,10 +549,14 @@ fn pair_patterns() -> Result<&'static (Regex, Regex), ParseError> {
 /// them (everywhere the same text appears, as Python's `str.replace` does), padded with a
 /// space on each side as st2 pads it.
 fn split_pairs(command: &str) -> Result<(String, Vec<(String, String)>), ParseError> {
-    let (ending, pairs) = pair_patterns()?;
-    let err = |e: fancy_regex::Error| ParseError(e.to_string());
     let mut kv_pairs = Vec::new();
     let mut stream = command.to_string();
+    // A pair needs its `=`: without one there is nothing to cut.
+    if !command.contains('=') {
+        return Ok((format!(" {stream} "), kv_pairs));
+    }
+    let (ending, pairs) = pair_patterns()?;
+    let err = |e: fancy_regex::Error| ParseError(e.to_string());
     if let Some(tail) = ending
         .captures(command)
         .map_err(err)?
@@ -586,18 +577,36 @@ fn split_pairs(command: &str) -> Result<(String, Vec<(String, String)>), ParseEr
     Ok((format!(" {stream} "), kv_pairs))
 }
 
+/// The patterns that find placeholders in a format (`{{ name=default }}`, and each kind with
+/// the whitespace before it), compiled once.
+fn placeholder_patterns() -> Result<&'static (Regex, Regex, Regex), String> {
+    static PATTERNS: std::sync::OnceLock<Result<(Regex, Regex, Regex), String>> =
+        std::sync::OnceLock::new();
+    PATTERNS
+        .get_or_init(|| {
+            Ok((
+                compile(&optional_re())?,
+                compile(&format!(r"(\s*){}", optional_re()))?,
+                compile(&format!(r"(\s*){}", required_re()))?,
+            ))
+        })
+        .as_ref()
+        .map_err(|e| format!("internal alias pattern: {e}"))
+}
+
 /// A format compiled for matching: st2's `ActionAliasFormatParser` without the command.
 struct FormatParser {
     format: String,
     /// (name, default) of each `{{ name=default }}`.
     optional: Vec<(String, String)>,
     regex: Regex,
+    /// Whether st2 put the `^\s*` before it (the format has no start anchor of its own).
+    anchored_by_st2: bool,
 }
 
 impl FormatParser {
     fn new(format: &str) -> Result<FormatParser, String> {
-        let internal = |e: String| format!("internal alias pattern: {e}");
-        let optional_finder = compile(&optional_re()).map_err(internal)?;
+        let (optional_finder, optional_ws, required_ws) = placeholder_patterns()?;
 
         let mut optional = Vec::new();
         for caps in optional_finder.captures_iter(format) {
@@ -613,16 +622,14 @@ impl FormatParser {
         let param_match = |ws: &str, name: &str| {
             format!(r#"{ws}["']?(?P<{name}>(?:(?<=').+?(?=')|(?<=").+?(?=")|\{{.+?\}}|.+?))["']?"#)
         };
-        let with_ws = |re: &str| compile(&format!(r"(\s*){re}"));
-        let optional_ws = with_ws(&optional_re()).map_err(internal)?;
-        let required_ws = with_ws(&required_re()).map_err(internal)?;
-        let reg = substitute(&optional_ws, format, |ws, name| {
+        let reg = substitute(optional_ws, format, |ws, name| {
             format!("(?:{})?", param_match(ws, name))
         })?;
-        let reg = substitute(&required_ws, &reg, param_match)?;
+        let reg = substitute(required_ws, &reg, param_match)?;
 
         let mut reg = reg;
-        if !has_anchor(&reg, Anchor::Beginning) {
+        let anchored_by_st2 = !has_anchor(&reg, Anchor::Beginning);
+        if anchored_by_st2 {
             reg = format!(r"^\s*{reg}");
         }
         if !has_anchor(&reg, Anchor::End) {
@@ -634,6 +641,7 @@ impl FormatParser {
             format: format.to_string(),
             optional,
             regex,
+            anchored_by_st2,
         })
     }
 
@@ -994,6 +1002,40 @@ mod tests {
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(errs[0].message.contains("immutable_parameters") && errs[0].line == Some(7));
         assert!(errs[1].message.contains("match_multiple") && errs[1].line == Some(6));
+    }
+
+    #[test]
+    fn the_index_files_formats_under_their_plain_leading_words() {
+        assert_eq!(
+            leading_words("cdos scale {{ app }}"),
+            Some(("cdos".into(), Some("scale".into())))
+        );
+        assert_eq!(leading_words("cdos {{ app }}"), Some(("cdos".into(), None)));
+        assert_eq!(leading_words("(?i)cdos {{ app }}"), None);
+        assert_eq!(leading_words("{{ app }} up"), None);
+        let alias = |name: &str, format: &str| {
+            Alias::from_yaml(&format!(
+                "name: {name}\naction_ref: p.a\nformats: [\"{format}\"]\n"
+            ))
+            .expect("alias")
+        };
+        let aliases = [
+            alias("scale", "cdos scale {{ app }} {{ n }}"),
+            alias("show", "cdos (?!\\\\S*\\\\s+\\\\S){{ app }}"),
+            alias("anchored", "^.*deploy {{ app }}"),
+        ];
+        let index = AliasIndex::new(&aliases);
+        assert_eq!(
+            index.match_command("  cdos scale web 3").map(|m| m.index),
+            Ok(0)
+        );
+        assert_eq!(index.match_command("cdos web").map(|m| m.index), Ok(1));
+        // A format with its own anchor is tried whatever the first word.
+        assert_eq!(
+            index.match_command("please deploy web").map(|m| m.index),
+            Ok(2)
+        );
+        assert!(index.match_command("cdos  scale web 3").is_err());
     }
 
     #[test]
