@@ -7,6 +7,7 @@
 //! 2 bad input (or an API error, or no server to talk to).
 
 mod alias_cmd;
+mod capacity_cmd;
 mod client;
 mod remote_cmd;
 mod run_cmd;
@@ -52,6 +53,9 @@ enum Command {
     /// A sensor host: runs the sensors of the packs given and sends their trigger instances
     /// to the server over RabbitMQ.
     Sensors(remote_cmd::SensorsArgs),
+    /// Capacity per app and cluster (containers online vs expected, CPU, memory), from the
+    /// capacity pack's collector; with an app, its containers.
+    Capacity(capacity_cmd::CapacityArgs),
     /// Packs: validate them here; list or reload the server's.
     Pack {
         #[command(subcommand)]
@@ -271,6 +275,7 @@ fn main() -> ExitCode {
         Command::Sensor { command } => client::sensor(&command),
         Command::Worker(args) => remote_cmd::worker(args),
         Command::Sensors(args) => remote_cmd::sensors(args),
+        Command::Capacity(args) => capacity_cmd::capacity(&args),
     };
     match outcome {
         Ok(code) => code,

@@ -5,6 +5,7 @@ mod alias_cli;
 mod aliases_api;
 mod amqp;
 mod broker;
+mod capacity;
 mod cdos;
 mod chat_sim;
 mod chatops;

@@ -190,6 +190,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/apikeys/{id}", axum::routing::delete(delete_apikey))
         .route("/api/v1/sensors", get(list_sensors))
         .route("/api/v1/workers", get(list_workers))
+        .route("/api/v1/capacity", get(capacity))
         .route("/api/v1/sensortypes", get(st2::list_sensor_types))
         .route(
             "/api/v1/sensortypes/{sensor_ref}",
@@ -454,6 +455,7 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     if let Some(remote) = state.engine.remote() {
         text.push_str(&remote.render_metrics());
     }
+    text.push_str(&crate::capacity::render_metrics());
     let engine = state.engine.clone();
     let (store_bytes, journal_bytes) = tokio::task::spawn_blocking(move || {
         (
@@ -891,6 +893,16 @@ async fn list_sensors(State(state): State<AppState>) -> Json<Value> {
         list.extend(remote.remote_sensors());
     }
     Json(Value::Array(list))
+}
+
+#[derive(Deserialize)]
+struct CapacityQuery {
+    app: Option<String>,
+}
+
+/// The capacity collector's last figures per app and cluster.
+async fn capacity(Query(q): Query<CapacityQuery>) -> Json<Value> {
+    Json(crate::capacity::capacity_json(q.app.as_deref()))
 }
 
 /// Remote workers and sensor hosts, from their heartbeats (none without `--amqp`).

@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod amqp;
 pub mod api;
+pub mod capacity;
 pub mod chatops;
 pub mod exec;
 pub mod journal;

@@ -59,6 +59,8 @@ const OTHER_TRIGGERS: &str = "other";
 #[derive(Default)]
 struct Counters {
     trigger_instances: BTreeMap<String, u64>,
+    /// Docker container events by (action, host), bounded as trigger types are.
+    docker_events: BTreeMap<(String, String), u64>,
     rule_matches: BTreeMap<String, u64>,
     finished: BTreeMap<&'static str, u64>,
     running: BTreeMap<String, i64>,
@@ -88,6 +90,20 @@ impl Metrics {
             Ok(mut c) => f(&mut c),
             Err(p) => f(&mut p.into_inner()),
         }
+    }
+
+    /// A Docker container event seen on `host` (a sensor host's name, or this host's).
+    pub fn docker_event(&self, action: &str, host: &str) {
+        self.with(|c| {
+            let key = (action.to_string(), host.to_string());
+            if c.docker_events.len() >= MAX_TRIGGER_SERIES && !c.docker_events.contains_key(&key) {
+                *c.docker_events
+                    .entry((OTHER_TRIGGERS.to_string(), host.to_string()))
+                    .or_default() += 1;
+                return;
+            }
+            *c.docker_events.entry(key).or_default() += 1;
+        });
     }
 
     pub fn trigger_instance(&self, trigger: &str) {
@@ -154,6 +170,13 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE squall_trigger_instances_total counter");
             for (k, v) in &c.trigger_instances {
                 let _ = writeln!(out, "squall_trigger_instances_total{{trigger=\"{}\"}} {v}", escape(k));
+            }
+            if !c.docker_events.is_empty() {
+                let _ = writeln!(out, "# HELP squall_docker_events_total Docker container events seen, per action and host.");
+                let _ = writeln!(out, "# TYPE squall_docker_events_total counter");
+                for ((action, host), v) in &c.docker_events {
+                    let _ = writeln!(out, "squall_docker_events_total{{action=\"{}\",host=\"{}\"}} {v}", escape(action), escape(host));
+                }
             }
             let _ = writeln!(out, "# HELP squall_rule_matches_total Rule matches, per rule.");
             let _ = writeln!(out, "# TYPE squall_rule_matches_total counter");

@@ -469,6 +469,15 @@ impl Engine {
         // its executions, before `submit_and_hand_on` returns. (Should the append fail, which
         // only a failed disk or a stopping journal does, the stream has shown an instance the
         // caller is told was refused.)
+        if ti.trigger == squall_sensors::docker::CONTAINER_EVENT {
+            let action = ti.payload["action"].as_str().unwrap_or("?");
+            let host = ti
+                .context
+                .as_ref()
+                .and_then(|c| c["host"].as_str())
+                .unwrap_or_else(|| crate::sensing::host_name());
+            self.metrics.docker_event(action, host);
+        }
         if self.events.receiver_count() > 0 {
             self.publish_serialized(
                 "st2.trigger_instance__create",

@@ -203,6 +203,18 @@ impl Emitter for EngineEmitter {
     }
 }
 
+/// This host's name (the `host` of what its own sensors see), read once.
+pub fn host_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "local".to_string())
+    })
+}
+
 struct StoreCheckpoint {
     engine: Arc<Engine>,
     sensor: String,

@@ -282,6 +282,28 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
+/// A client for the daemon at `host` (as the sensor's `host` setting spells it; empty:
+/// `DOCKER_HOST`, else the default socket), for the other sensors that read Docker.
+pub(crate) fn connect_to(host: &str) -> Result<Docker, String> {
+    let host = if host.trim().is_empty() {
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| DEFAULT_HOST.to_string())
+    } else {
+        host.to_string()
+    };
+    let endpoint = parse_host(&host)?;
+    match &endpoint {
+        Endpoint::Unix(path) => Docker::connect_with_unix(
+            &path.to_string_lossy(),
+            REQUEST_TIMEOUT_SECS,
+            API_DEFAULT_VERSION,
+        ),
+        Endpoint::Tcp(addr) => {
+            Docker::connect_with_http(addr, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+        }
+    }
+    .map_err(|e| format!("cannot connect to Docker at {endpoint}: {e}"))
+}
+
 fn parse_host(host: &str) -> Result<Endpoint, String> {
     let host = host.trim();
     let unix = host

@@ -14,6 +14,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub mod alertmanager;
+pub mod capacity;
+pub mod cgroup;
 pub mod docker;
 pub mod grafana;
 pub mod marathon;
@@ -163,7 +165,12 @@ pub struct SensorKind {
 
 /// Every built-in sensor kind, in one place.
 pub fn builtin_sensors() -> Vec<SensorKind> {
-    vec![docker::kind(), mesos::kind(), marathon::kind()]
+    vec![
+        docker::kind(),
+        mesos::kind(),
+        marathon::kind(),
+        capacity::kind(),
+    ]
 }
 
 /// Sleeps for a backoff step (doubling from `base` up to `max`), or returns false early when
