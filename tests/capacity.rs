@@ -135,6 +135,13 @@ fn the_collector_reads_cgroups_and_fires_thresholds_once() {
     let hot_app = App::new(&hot);
     let idle_app = App::new(&idle);
     let short_app = App::new(&short);
+    let mem = format!("mem{pid}");
+    let mem_app = App::new(&mem);
+    // Holds 24 MiB in its /dev/shm (tmpfs): memory its cgroup is charged for, not file cache.
+    mem_app.run(
+        &["--memory", "128m"],
+        "dd if=/dev/zero of=/dev/shm/x bs=1M count=24; sleep 3600",
+    );
     let burner = hot_app.run(&["--cpus", "0.5", "--memory", "64m"], BURN);
     idle_app.run(&[], "sleep 3600");
     short_app.run(&["--label", "squall.expected=2"], "sleep 3600");
@@ -163,6 +170,30 @@ fn the_collector_reads_cgroups_and_fires_thresholds_once() {
         a["containers"][0]["cpu_percent"].is_number()
     });
     assert!(i["cpu_percent"].as_f64().is_some_and(|c| c < 5.0), "{i}");
+    let m = app_figures(&s, &mem, 60, |a| {
+        a["memory_bytes"].as_u64().is_some_and(|b| b > 20_000_000)
+    });
+    assert!(
+        m["memory_percent"].as_f64().is_some_and(|p| p > 14.0),
+        "{m}"
+    );
+
+    // The CLI's table.
+    let out = Command::new(env!("CARGO_BIN_EXE_squall"))
+        .args(["capacity", &hot])
+        .env("SQUALL_API_URL", format!("http://127.0.0.1:{}", s.port))
+        .env_remove("SQUALL_API_KEY")
+        .output()
+        .expect("squall runs");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&hot) && l.contains("test-cluster")),
+        "{table}"
+    );
+    assert!(table.contains("CPU LIMIT"), "{table}");
 
     // Fires once, after its `for`.
     let fired = s.wait_for(
@@ -219,6 +250,7 @@ fn the_collector_reads_cgroups_and_fires_thresholds_once() {
     );
     drop(idle_app);
     drop(short_app);
+    drop(mem_app);
 }
 
 #[test]
