@@ -39,8 +39,13 @@ pub fn result_message(alias: Option<(&str, &Alias)>, execution: &Value) -> Optio
     Some((message.trim().to_string(), extra))
 }
 
-/// st2's `render_values`: every string inside rendered as a template.
-fn render_values(env: &minijinja::Environment<'_>, value: &Value, context: &Value) -> Value {
+/// st2's `render_values`: every string inside rendered as a template (a string that cannot be
+/// rendered stays as written).
+pub(crate) fn render_values(
+    env: &minijinja::Environment<'_>,
+    value: &Value,
+    context: &Value,
+) -> Value {
     match value {
         Value::String(s) => Value::String(env.render_str(s, context).unwrap_or_else(|_| s.clone())),
         Value::Array(items) => Value::Array(

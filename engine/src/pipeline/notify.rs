@@ -51,7 +51,7 @@ impl Engine {
             }
             let mut data = Map::new();
             for (k, v) in &section.data {
-                data.insert(k.clone(), render(&env, v, &context));
+                data.insert(k.clone(), answer::render_values(&env, v, &context));
             }
             let message = match &section.message {
                 Some(m) => env.render_str(m, &context).unwrap_or_else(|err| {
@@ -150,19 +150,5 @@ impl Engine {
             })
             .await;
         });
-    }
-}
-
-/// st2's `render_values` over a notify `data` value.
-fn render(env: &minijinja::Environment<'_>, value: &Value, context: &Value) -> Value {
-    match value {
-        Value::String(s) => Value::String(env.render_str(s, context).unwrap_or_else(|_| s.clone())),
-        Value::Array(a) => Value::Array(a.iter().map(|v| render(env, v, context)).collect()),
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| (k.clone(), render(env, v, context)))
-                .collect(),
-        ),
-        other => other.clone(),
     }
 }
