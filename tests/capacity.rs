@@ -304,3 +304,59 @@ fn burning_containers_scale_their_app_out_without_prometheus() {
         starts >= 2
     });
 }
+
+/// The mesos pack's `metrics` poller against a stand-in master answering `/metrics/snapshot`
+/// (Mesos cannot run here): its traffic counters and their rates reach squall's `/metrics`.
+#[test]
+fn the_mesos_masters_traffic_reaches_metrics() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let body = format!(
+                r#"{{"master/elected": 1, "master/messages_launch_tasks": {}, "master/messages_status_update": 500, "master/tasks_running": 42, "master/outstanding_offers": 3, "master/slaves_active": 5}}"#,
+                100 + 10 * n
+            );
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "configs/mesos.yaml",
+        &format!("master: [\"http://127.0.0.1:{port}\"]\nmetrics_interval: 0.5\n"),
+    );
+    let configs = dir.path().join("configs");
+    let s = Squall::start(
+        &dir.path().join("data"),
+        &[],
+        &["--configs", configs.to_str().expect("utf-8 path")],
+    );
+    let leader = format!("leader=\"http://127.0.0.1:{port}\"");
+    let metrics = s.wait_for("/metrics", 30, |m| {
+        m.as_str().unwrap_or_default().lines().any(|l| {
+            l.starts_with("squall_mesos_master_messages_launch_tasks_per_second")
+                && l.contains(&leader)
+        })
+    });
+    let text = metrics.as_str().unwrap_or_default();
+    assert!(
+        text.contains(&format!("squall_mesos_master_tasks_running{{{leader}}} 42")),
+        "{text}"
+    );
+    let (_, sensors) = s.get("/api/v1/sensors");
+    assert!(
+        sensors.as_array().is_some_and(|a| a
+            .iter()
+            .any(|x| x["ref"] == "mesos.metrics" || x["name"] == "metrics")),
+        "{sensors}"
+    );
+}

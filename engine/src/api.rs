@@ -456,6 +456,7 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         text.push_str(&remote.render_metrics());
     }
     text.push_str(&crate::capacity::render_metrics());
+    text.push_str(&squall_sensors::mesos_metrics::render_metrics());
     let engine = state.engine.clone();
     let (store_bytes, journal_bytes) = tokio::task::spawn_blocking(move || {
         (

@@ -20,6 +20,7 @@ pub mod docker;
 pub mod grafana;
 pub mod marathon;
 pub mod mesos;
+pub mod mesos_metrics;
 pub mod recordio;
 
 /// Something that happened, as a sensor saw it: the trigger type it is an instance of and the
@@ -168,6 +169,7 @@ pub fn builtin_sensors() -> Vec<SensorKind> {
     vec![
         docker::kind(),
         mesos::kind(),
+        mesos_metrics::kind(),
         marathon::kind(),
         capacity::kind(),
     ]

@@ -156,6 +156,8 @@ impl MesosSensor {
                         })?;
                 }
                 "principal" => principal = Some(string_setting("principal", value)?),
+                // The pack's config is shared with the `mesos_metrics` poller, which reads it.
+                "metrics_interval" => {}
                 // The value is never echoed: it is a password.
                 "secret" => match value {
                     Value::String(s) => secret = Some(s.clone()),
