@@ -360,3 +360,55 @@ fn the_mesos_masters_traffic_reaches_metrics() {
         "{sensors}"
     );
 }
+
+/// Expected instances from Marathon: the app's `instances` in `GET /v2/apps/<prefix><app>`
+/// (a stand-in Marathon; it cannot run here), and the `expected` setting over it.
+#[test]
+fn expected_instances_come_from_marathon_or_the_setting() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = asked.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+            if let Ok(mut s) = seen.lock() {
+                s.push(path);
+            }
+            let body = r#"{"app": {"id": "/prod/x", "instances": 3}}"#;
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid = std::process::id();
+    let (from_marathon, from_setting) = (format!("mar{pid}"), format!("set{pid}"));
+    let a = App::new(&from_marathon);
+    let b = App::new(&from_setting);
+    a.run(&[], "sleep 3600");
+    b.run(&[], "sleep 3600");
+    let s = start(
+        dir.path(),
+        &format!(
+            "interval: 1\napp_label: {LABEL_KEY}\nmarathon_url: http://127.0.0.1:{port}\nmarathon_app_prefix: /prod/\nexpected: {{{from_setting}: 5}}\n"
+        ),
+        &format!("app_label: {LABEL_KEY}\n"),
+    );
+    let m = app_figures(&s, &from_marathon, 30, |a| a["expected"].is_number());
+    assert_eq!(m["expected"], 3, "{m}");
+    let set = app_figures(&s, &from_setting, 30, |a| a["expected"].is_number());
+    assert_eq!(set["expected"], 5, "{set}");
+    let paths = asked.lock().map(|p| p.clone()).unwrap_or_default();
+    assert!(
+        paths.contains(&format!("/v2/apps/prod/{from_marathon}")),
+        "{paths:?}"
+    );
+}

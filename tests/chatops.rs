@@ -44,6 +44,21 @@ fn chat_pack(root: &Path) {
     write(&pack, "actions/count.rhai", "params.n + 1\n");
     write(
         &pack,
+        "actions/slow.yaml",
+        "name: slow\nrunner_type: rhai\nentry_point: slow.rhai\nparameters:\n  s: {type: number, required: true}\n",
+    );
+    write(
+        &pack,
+        "actions/slow.rhai",
+        "time::sleep(params.s); \"rested\"\n",
+    );
+    write(
+        &pack,
+        "aliases/slow.yaml",
+        "name: slow\naction_ref: t.slow\nformats:\n  - \"slow {{ s }}\"\n",
+    );
+    write(
+        &pack,
         "aliases/hello.yaml",
         "name: hello\naction_ref: t.hello\ndescription: Say hello.\nformats:\n  - \"hello {{ who }}\"\n",
     );
@@ -461,4 +476,22 @@ fn an_actions_notify_reaches_a_channel_through_a_rule() {
         r#"{"action": "n.deploy", "parameters": {"app": "bad"}}"#,
     );
     sim.wait_for_post(20, |p| text(p) == "Action n.deploy failed. (failed)");
+}
+
+/// squall killed (SIGKILL) while a chat command's action runs: after the restart the action,
+/// which is not idempotent, is abandoned, and the channel is told so; nobody waits forever.
+#[test]
+fn a_command_cut_short_by_a_crash_is_answered_after_the_restart() {
+    let mut c = start();
+    assert_eq!(c.slash("U1", "slow 30", "k1").0, 200);
+    c.s.wait_for("/api/v1/executions?action=t.slow", 20, |v| {
+        v[0]["status"] == "running"
+    });
+    c.s.kill9();
+    c.s.restart();
+    let t = text(&c.answer_at("/slack/response/k1"));
+    assert!(
+        t.starts_with("Action t.slow completed.\nstatus : abandoned"),
+        "{t}"
+    );
 }

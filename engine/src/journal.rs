@@ -429,6 +429,33 @@ impl Journal {
         self.enqueue(frame_executions(list)?, 0, Some(ticket), None)
     }
 
+    /// [`Journal::submit_executions_ticket`] with trigger instances that follow from these
+    /// executions (their notifications), in the same write: a crash keeps both or neither,
+    /// so a final status on disk never lacks what it announces. The instances are handed on
+    /// as [`Journal::submit_and_hand_on`]'s are.
+    pub fn submit_executions_and_instances<E: std::borrow::Borrow<Execution>>(
+        &self,
+        list: &[E],
+        ticket: Arc<Ticket>,
+        instances: Vec<Arc<TriggerInstance>>,
+    ) -> Result<PendingSync<'_>, JournalError> {
+        if instances.is_empty() {
+            return self.submit_executions_ticket(list, ticket);
+        }
+        if self.hand_on.get().is_none() {
+            return Err(JournalError::Failed(
+                "no hand-off for trigger instances is set".into(),
+            ));
+        }
+        let mut buffer = frame_executions(list)?;
+        let mut entries = vec![(0, Some(ticket), None)];
+        for ti in instances {
+            buffer.extend_from_slice(&frame_instance(&ti)?);
+            entries.push((0, Some(Arc::new(Ticket::for_records(1))), Some(ti)));
+        }
+        self.enqueue_all(buffer, entries)
+    }
+
     /// Hands framed records to the writer; `records` of them hold their segment (see
     /// [`Journal::stored`]), and so does the ticket's instance; `hand_on` goes to the hand-off,
     /// with the ticket, when the writer takes the records.
@@ -439,7 +466,19 @@ impl Journal {
         ticket: Option<Arc<Ticket>>,
         hand_on: Option<Arc<TriggerInstance>>,
     ) -> Result<PendingSync<'_>, JournalError> {
+        self.enqueue_all(buffer, vec![(records, ticket, hand_on)])
+    }
+
+    /// [`Journal::enqueue`] of several appends in one buffer, taken by the writer together
+    /// (one write); the answer is the first's.
+    #[allow(clippy::type_complexity)]
+    fn enqueue_all(
+        &self,
+        buffer: Vec<u8>,
+        entries: Vec<(u64, Option<Arc<Ticket>>, Option<Arc<TriggerInstance>>)>,
+    ) -> Result<PendingSync<'_>, JournalError> {
         let (done, wait) = tokio::sync::oneshot::channel();
+        let mut done = Some(done);
         let idle = {
             let mut p = lock(&self.pending);
             if p.stopped {
@@ -449,12 +488,18 @@ impl Journal {
                 return Err(JournalError::Failed(e.clone()));
             }
             p.buffer.extend_from_slice(&buffer);
-            p.waiters.push(Waiter {
-                done,
-                records,
-                ticket,
-                hand_on,
-            });
+            for (records, ticket, hand_on) in entries {
+                // Only the first append's caller waits; the others' answers go nowhere.
+                let done = done
+                    .take()
+                    .unwrap_or_else(|| tokio::sync::oneshot::channel().0);
+                p.waiters.push(Waiter {
+                    done,
+                    records,
+                    ticket,
+                    hand_on,
+                });
+            }
             p.idle
         };
         if idle {
@@ -925,6 +970,43 @@ mod tests {
         assert!(!j.releasable().contains(&s2));
         j.stored_n(s2, 1);
         assert!(j.releasable().contains(&s2));
+    }
+
+    #[test]
+    fn results_and_their_notifications_go_in_one_write_and_the_notifications_are_handed_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open_with_segment_size(dir.path(), 1).unwrap();
+        let handed = Arc::new(Mutex::new(Vec::new()));
+        let to = handed.clone();
+        j.set_hand_on(Box::new(move |batch| {
+            to.lock()
+                .unwrap()
+                .extend(batch.into_iter().map(|(ti, _)| ti.id.clone()));
+        }));
+        let mut e = Execution::new("core.noop", serde_json::Map::new());
+        e.status = crate::model::ExecutionStatus::Succeeded;
+        let notes: Vec<Arc<TriggerInstance>> = (0..2)
+            .map(|_| {
+                Arc::new(TriggerInstance::new(
+                    "core.st2.generic.notifytrigger",
+                    None,
+                    json!({}),
+                    "squall",
+                ))
+            })
+            .collect();
+        let ticket = Arc::new(Ticket::for_records(1));
+        j.submit_executions_and_instances(std::slice::from_ref(&e), ticket, notes.clone())
+            .unwrap()
+            .wait_blocking()
+            .unwrap();
+        let ids: Vec<String> = notes.iter().map(|t| t.id.clone()).collect();
+        // One segment per write (its size is 1 byte): all three records are in the first.
+        let mut expected = vec![e.id.clone()];
+        expected.extend(ids.clone());
+        assert_eq!(ids_of(replay(dir.path()).unwrap()), expected);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(*handed.lock().unwrap(), ids);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

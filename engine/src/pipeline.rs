@@ -571,6 +571,7 @@ impl Engine {
         }
         let loaded = self.loaded();
         let mut abandoned_tasks = Vec::new();
+        let mut abandoned = Vec::new();
         let mut workflows = Vec::new();
         for mut e in self.store.active_executions()? {
             // A started workflow is carried on by its tasks' results; its state is on disk.
@@ -606,6 +607,8 @@ impl Engine {
                     tracing::warn!(execution = %e.id, action = %e.action, "abandoned after restart");
                     if e.parent.is_some() {
                         abandoned_tasks.push(e);
+                    } else {
+                        abandoned.push(e);
                     }
                 }
                 _ => {
@@ -628,6 +631,21 @@ impl Engine {
             }
         }
         self.store.flush_blocking()?;
+        // Who asked hears of it (a chat command's answer says `abandoned`); at least once: a
+        // crash before this flush abandons them again at the next start, and notifies again.
+        let notes: Vec<TriggerInstance> = abandoned
+            .iter()
+            .flat_map(|e| self.notify_instances(&loaded, e))
+            .collect();
+        for ti in &notes {
+            self.store.insert_trigger_instance(ti)?;
+        }
+        if !notes.is_empty() {
+            self.store.flush_blocking()?;
+            for ti in notes {
+                let _ = self.ti_tx.send((Arc::new(ti), None));
+            }
+        }
         // Their workflows follow their failure paths.
         let reported: HashSet<String> = abandoned_tasks.iter().map(|e| e.id.clone()).collect();
         for e in abandoned_tasks {
@@ -1279,9 +1297,17 @@ impl Engine {
     /// Once a final status is durable: tells the stream, fires `core.action_finished`, and
     /// applies the retry policy.
     fn announce_final(&self, loaded: &Loaded, e: &Execution) {
+        self.announce_final_as(loaded, e, true);
+    }
+
+    /// [`Engine::announce_final`]; `notify`: whether its notifications are still to fire (they
+    /// were journaled with the result otherwise).
+    fn announce_final_as(&self, loaded: &Loaded, e: &Execution, notify: bool) {
         let status = e.status;
         self.publish_execution("st2.execution__update", loaded, e);
-        self.notify_final(loaded, e);
+        if notify {
+            self.notify_final(loaded, e);
+        }
 
         // Recorded only when a rule listens to it: storing one per execution nobody reads
         // would double the store's work per execution.

@@ -21,20 +21,33 @@ use crate::model::{Execution, ExecutionStatus, TriggerInstance};
 pub const NOTIFY_TRIGGER: &str = "core.st2.generic.notifytrigger";
 
 impl Engine {
-    /// Fires `core.st2.generic.notifytrigger` for an execution that has just ended, when it
-    /// has a `notify` and a rule listens (storing instances nobody reads would cost every
-    /// execution a write).
+    /// Fires `core.st2.generic.notifytrigger` for an execution that has just ended (see
+    /// [`Engine::notify_instances`]): stored, then handed to the rules loop.
     pub(super) fn notify_final(&self, loaded: &Loaded, e: &Execution) {
+        for ti in self.notify_instances(loaded, e) {
+            if let Err(err) = self.store.insert_trigger_instance(&ti) {
+                tracing::error!(execution = %e.id, error = %err, "cannot record a notification");
+                continue;
+            }
+            let _ = self.ti_tx.send((Arc::new(ti), None));
+        }
+    }
+
+    /// The `core.st2.generic.notifytrigger` instances an ended execution fires: one per route
+    /// of its `notify` (the request's, else its action's), when a rule listens (storing
+    /// instances nobody reads would cost every execution a write).
+    pub(super) fn notify_instances(&self, loaded: &Loaded, e: &Execution) -> Vec<TriggerInstance> {
+        let mut out = Vec::new();
         let Some(notify) = e.notify.as_ref().or_else(|| {
             loaded
                 .catalog
                 .action(&e.action)
                 .and_then(|a| a.meta.notify.as_ref())
         }) else {
-            return;
+            return out;
         };
         if !loaded.rules.trigger_types().any(|t| t == NOTIFY_TRIGGER) {
-            return;
+            return out;
         }
         let execution = execution_json(loaded, e);
         let context = json!({
@@ -95,15 +108,16 @@ impl Engine {
                     "route": route,
                     "channel": route,
                 });
-                let ti = TriggerInstance::new(NOTIFY_TRIGGER, None, payload, "squall");
-                if let Err(err) = self.store.insert_trigger_instance(&ti) {
-                    tracing::error!(execution = %e.id, error = %err, "cannot record a notification");
-                    continue;
-                }
-                self.metrics.trigger_instance(&ti.trigger);
-                let _ = self.ti_tx.send((Arc::new(ti), None));
+                self.metrics.trigger_instance(NOTIFY_TRIGGER);
+                out.push(TriggerInstance::new(
+                    NOTIFY_TRIGGER,
+                    None,
+                    payload,
+                    "squall",
+                ));
             }
         }
+        out
     }
 
     /// Runs an `announcement` runner's execution: the stream hears it at once, then the

@@ -146,11 +146,25 @@ impl Engine {
             .cloned()
             .collect();
         let ticket = Arc::new(crate::journal::Ticket::for_records(top.len() as u64));
+        // What the results announce (st2's notifications: a chat command's answer) is journaled
+        // with them, in the same write: a result on disk never lacks its answer.
+        let notes: Vec<Arc<crate::model::TriggerInstance>> = top
+            .iter()
+            .flat_map(|e| self.notify_instances(loaded, e))
+            .map(Arc::new)
+            .collect();
+        let mut notified = false;
         let sync = if top.is_empty() {
             None
         } else {
-            match self.journal.submit_executions_ticket(&top, ticket.clone()) {
-                Ok(sync) => Some(sync),
+            match self
+                .journal
+                .submit_executions_and_instances(&top, ticket.clone(), notes)
+            {
+                Ok(sync) => {
+                    notified = true;
+                    Some(sync)
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot journal results; flushing the store instead");
                     None
@@ -180,7 +194,7 @@ impl Engine {
             None => {}
         }
         for e in &finished {
-            self.announce_final(loaded, e);
+            self.announce_final_as(loaded, e, !(notified && e.parent.is_none()));
         }
     }
 }
