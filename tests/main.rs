@@ -17,5 +17,6 @@ mod harness;
 mod marathon_actions;
 mod ops;
 mod server;
+mod shell_actions;
 mod st2_cli;
 mod workflows;

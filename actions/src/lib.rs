@@ -14,6 +14,7 @@ mod host;
 pub mod kv;
 pub mod meta;
 pub mod params;
+pub mod runners;
 pub mod runtime;
 
 pub use error::{ActionError, ParamError, ScriptError, SourceProblem};

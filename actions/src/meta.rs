@@ -41,17 +41,30 @@ pub enum RunnerType {
     /// st2's `announcement`: the parameters are announced on the event stream
     /// (`st2.announcement__<route>`) and posted to the chat they name; run by the engine.
     Announcement,
+    /// st2's `local-shell-cmd`: the `cmd` parameter run by `/bin/sh -c` (`core.local`).
+    LocalShellCmd,
+    /// st2's `local-shell-script`: the entry point run with the parameters as arguments.
+    LocalShellScript,
 }
 
 impl RunnerType {
     /// The runner type names squall understands, as written in metadata files.
-    pub const KNOWN: [&'static str; 4] = ["rhai", "orquesta", "workflow", "announcement"];
+    pub const KNOWN: [&'static str; 6] = [
+        "rhai",
+        "orquesta",
+        "workflow",
+        "announcement",
+        "local-shell-cmd",
+        "local-shell-script",
+    ];
 
     fn parse(text: &str) -> Option<RunnerType> {
         match text {
             "rhai" => Some(RunnerType::Rhai),
             "orquesta" | "workflow" => Some(RunnerType::Workflow),
             "announcement" => Some(RunnerType::Announcement),
+            "local-shell-cmd" => Some(RunnerType::LocalShellCmd),
+            "local-shell-script" => Some(RunnerType::LocalShellScript),
             _ => None,
         }
     }
@@ -63,6 +76,8 @@ impl fmt::Display for RunnerType {
             RunnerType::Rhai => "rhai",
             RunnerType::Workflow => "workflow",
             RunnerType::Announcement => "announcement",
+            RunnerType::LocalShellCmd => "local-shell-cmd",
+            RunnerType::LocalShellScript => "local-shell-script",
         })
     }
 }
@@ -628,8 +643,15 @@ impl Checker<'_> {
     ) -> Option<String> {
         let at = self.lines.top("entry_point");
         match entry_point.filter(|e| !e.trim().is_empty()) {
-            // The announcement runner has no file to run: st2 writes `entry_point: ""`.
-            None if runner_type == Some(RunnerType::Announcement) => Some(String::new()),
+            // The announcement and command runners have no file to run: st2 writes
+            // `entry_point: ""`.
+            None if matches!(
+                runner_type,
+                Some(RunnerType::Announcement | RunnerType::LocalShellCmd)
+            ) =>
+            {
+                Some(String::new())
+            }
             None => {
                 let runner = runner_type.map(|r| r.to_string());
                 self.problem(

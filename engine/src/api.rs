@@ -1227,7 +1227,7 @@ fn action_json(a: &crate::packs::LoadedAction) -> Value {
         "name": a.meta.name,
         "description": a.meta.description,
         "enabled": a.meta.enabled,
-        "runner_type": match a.meta.runner_type { squall_actions::RunnerType::Rhai => "rhai", squall_actions::RunnerType::Workflow => "orquesta", squall_actions::RunnerType::Announcement => "announcement" },
+        "runner_type": match a.meta.runner_type { squall_actions::RunnerType::Workflow => "orquesta".to_string(), other => other.to_string() },
         "entry_point": a.meta.entry_point,
         "timeout": a.meta.timeout,
         "idempotent": a.meta.idempotent,

@@ -733,8 +733,11 @@ fn load_action(
     let entry_point = pack_dir.join("actions").join(&meta.entry_point);
     let entry_line = squall_rules::line_of(&text, "entry_point");
     let source;
-    if meta.runner_type == RunnerType::Announcement {
-        // Nothing to read: the engine announces the parameters.
+    if matches!(
+        meta.runner_type,
+        RunnerType::Announcement | RunnerType::LocalShellCmd
+    ) {
+        // Nothing to read: the engine announces the parameters, or runs the `cmd` one.
         return Some(LoadedAction {
             reference,
             pack: pack_ref.to_string(),
@@ -767,7 +770,12 @@ fn load_action(
                 }
                 source = Some(Arc::from(script.as_str()));
             }
-            RunnerType::Announcement => source = None,
+            RunnerType::Announcement | RunnerType::LocalShellCmd => source = None,
+            // The script runs as a process: `source` carries its path, checked now.
+            RunnerType::LocalShellScript => {
+                let _ = script;
+                source = Some(Arc::from(entry_point.to_string_lossy().as_ref()));
+            }
             RunnerType::Workflow => {
                 // Orquesta's language, checked now so a broken workflow is reported at load.
                 if let Err(errs) = crate::workflow::Workflow::parse(&script) {

@@ -36,6 +36,7 @@ mod notify;
 mod out;
 pub mod remote;
 mod results;
+mod shell;
 mod workflows;
 
 pub(crate) use live::outcome_status;
@@ -1230,7 +1231,7 @@ impl Engine {
                 Vec::new(),
             );
         }
-        match (item.runner, item.source) {
+        match (item.runner, item.source.clone()) {
             (RunnerType::Rhai, Some(source)) => {
                 let (live, on_log) = self.live_log(e, cancel);
                 let report = self.runtime.run(ScriptJob {
@@ -1248,6 +1249,9 @@ impl Engine {
                 let (status, result) =
                     outcome_status(report.outcome, self.grace_over.load(Ordering::SeqCst));
                 (status, result, report.log)
+            }
+            (RunnerType::LocalShellCmd | RunnerType::LocalShellScript, _) => {
+                self.execute_shell(item, e, cancel)
             }
             _ => (
                 ExecutionStatus::Failed,

@@ -1,0 +1,5 @@
+//! Runners beyond Rhai: how actions written for StackStorm's other runners run under squall.
+//! One file per runner; each turns an action's parameters into a process and its outcome into
+//! st2's result shape.
+
+pub mod shell;
