@@ -193,6 +193,8 @@ pub fn run_shell(job: ShellJob) -> ShellReport {
     .collect();
 
     let started = Instant::now();
+    // Short commands end within a millisecond or two: look often at first, then less.
+    let mut pause = Duration::from_micros(100);
     let mut ended_by: Option<ShellOutcome> = None;
     let status = loop {
         match child.try_wait() {
@@ -213,7 +215,8 @@ pub fn run_shell(job: ShellJob) -> ShellReport {
             let _ = child.kill();
             break child.wait().ok();
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
     };
     // Whatever the group left behind holds the pipes open: it is ended with the group.
     if ended_by.is_some() {
