@@ -483,6 +483,12 @@ fn string_setting(name: &str, value: &Value) -> Result<String, String> {
 }
 
 fn parse_masters(value: &Value) -> Result<Vec<Url>, String> {
+    master_texts(value)?.into_iter().map(api_endpoint).collect()
+}
+
+/// The `master` setting's URLs as written: one URL, or a non-empty list of them (shared with
+/// the `mesos_metrics` poller, which reads the same pack config).
+pub(crate) fn master_texts(value: &Value) -> Result<Vec<&str>, String> {
     let urls: Vec<&str> = match value {
         Value::String(s) => vec![s.as_str()],
         Value::Array(items) => items
@@ -502,7 +508,7 @@ fn parse_masters(value: &Value) -> Result<Vec<Url>, String> {
     if urls.is_empty() {
         return Err("setting `master` lists no URL".to_string());
     }
-    urls.into_iter().map(api_endpoint).collect()
+    Ok(urls)
 }
 
 /// `http://host:5050` (or `.../api/v1`, or a proxy prefix such as `https://proxy/mesos`) →

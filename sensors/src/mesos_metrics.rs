@@ -419,26 +419,10 @@ impl MetricsSensor {
 }
 
 fn parse_masters(value: &Value) -> Result<Vec<Url>, String> {
-    let texts: Vec<&str> = match value {
-        Value::String(s) => vec![s.as_str()],
-        Value::Array(items) => items
-            .iter()
-            .map(|item| {
-                item.as_str().ok_or_else(|| {
-                    format!("setting `master`: every entry must be a URL string (got {item})")
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        other => {
-            return Err(format!(
-                "setting `master` must be a URL or a list of URLs (got {other})"
-            ))
-        }
-    };
-    if texts.is_empty() {
-        return Err("setting `master` lists no URL".to_string());
-    }
-    texts.into_iter().map(master_base).collect()
+    crate::mesos::master_texts(value)?
+        .into_iter()
+        .map(master_base)
+        .collect()
 }
 
 /// `http://m1:5050`, `http://m1:5050/api/v1` (the `mesos` sensor's endpoint) or a proxy prefix
