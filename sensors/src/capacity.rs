@@ -449,6 +449,8 @@ impl CapacitySensor {
                 format!("capacity sensor: setting `marathon_url` is not a valid URL ({e})")
             })?;
         }
+        crate::docker::checked_host(&settings.docker_host)
+            .map_err(|e| format!("capacity sensor: setting `docker_host`: {e}"))?;
         let cluster = if settings.cluster.trim().is_empty() {
             host_name()
         } else {
@@ -868,6 +870,12 @@ mod tests {
         assert!(bad(json!({"intervall": 5})).contains("intervall"));
         assert!(bad(json!({"interval": 0})).contains("interval"));
         assert!(bad(json!({"thresholds": [{"metric": "disk", "above": 1}]})).contains("disk"));
+        // No daemon there: the sensor is not started (listed with why), not failing each time.
+        let no_socket = bad(json!({"docker_host": "unix:///nonexistent/docker.sock"}));
+        assert!(
+            no_socket.contains("/nonexistent/docker.sock"),
+            "{no_socket}"
+        );
         assert!(CapacitySensor::from_settings(
             json!({"cluster": "eu-1"}).as_object().expect("object")
         )

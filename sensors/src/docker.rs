@@ -282,15 +282,29 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
-/// A client for the daemon at `host` (as the sensor's `host` setting spells it; empty:
-/// `DOCKER_HOST`, else the default socket), for the other sensors that read Docker.
-pub(crate) fn connect_to(host: &str) -> Result<Docker, String> {
+/// The daemon at `host` as the other sensors that read Docker name it (empty: `DOCKER_HOST`,
+/// else the default socket), refused when its socket does not exist, as the Docker sensor's
+/// `host` is: such a sensor is then listed as not started, rather than failing every interval.
+pub(crate) fn checked_host(host: &str) -> Result<String, String> {
     let host = if host.trim().is_empty() {
         std::env::var("DOCKER_HOST").unwrap_or_else(|_| DEFAULT_HOST.to_string())
     } else {
         host.to_string()
     };
-    let endpoint = parse_host(&host)?;
+    if let Endpoint::Unix(path) = parse_host(&host)? {
+        if !path.exists() {
+            return Err(format!(
+                "the Docker socket {} does not exist (is Docker installed and running here?)",
+                path.display()
+            ));
+        }
+    }
+    Ok(host)
+}
+
+/// A client for the daemon at `host` (see [`checked_host`]).
+pub(crate) fn connect_to(host: &str) -> Result<Docker, String> {
+    let endpoint = parse_host(&checked_host(host)?)?;
     match &endpoint {
         Endpoint::Unix(path) => Docker::connect_with_unix(
             &path.to_string_lossy(),
