@@ -9,6 +9,9 @@
 mod alias_cmd;
 mod capacity_cmd;
 mod client;
+mod pack_cmd;
+mod pack_create;
+mod pack_test_cmd;
 mod remote_cmd;
 mod run_cmd;
 
@@ -114,6 +117,17 @@ enum PackCommand {
     List(client::PackListArgs),
     /// Make the server load its packs again; print what it loaded and the problems.
     Reload(client::PackReloadArgs),
+    /// Install packs from git repositories (any URL git accepts, a local path, a bare repo) or
+    /// folders, at a tag, branch or commit (`SOURCE@REF`): staged, validated, then swapped in.
+    Install(pack_cmd::InstallArgs),
+    /// Remove an installed pack.
+    Remove(pack_cmd::RemoveArgs),
+    /// Install another version of an installed pack from where it came from.
+    Upgrade(pack_cmd::UpgradeArgs),
+    /// Create a new pack with an example action, rule, alias, tests and README.
+    Create(pack_create::CreateArgs),
+    /// Run packs' own tests (`tests/*.yaml`: rule cases and action cases).
+    Test(pack_test_cmd::TestArgs),
 }
 
 #[derive(Args)]
@@ -250,6 +264,11 @@ fn main() -> ExitCode {
             PackCommand::Validate { dirs } => pack_validate(&dirs),
             PackCommand::List(args) => client::pack_list(&args),
             PackCommand::Reload(args) => client::pack_reload(&args),
+            PackCommand::Install(args) => pack_cmd::install(&args),
+            PackCommand::Remove(args) => pack_cmd::remove(&args),
+            PackCommand::Upgrade(args) => pack_cmd::upgrade(&args),
+            PackCommand::Create(args) => pack_create::create(&args),
+            PackCommand::Test(args) => pack_test_cmd::test(&args),
         },
         Command::Rule { command } => match command {
             RuleCommand::List(args) => client::rule_list(&args),
