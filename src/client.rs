@@ -363,6 +363,10 @@ pub struct KeyListArgs {
 pub struct PackListArgs {
     #[arg(long)]
     pub json: bool,
+    /// List the packs in these folders (may be repeated), with where each was installed from,
+    /// instead of asking the server.
+    #[arg(long = "packs", value_name = "DIR")]
+    pub packs: Vec<std::path::PathBuf>,
     #[command(flatten)]
     pub api: ApiOptions,
 }
@@ -2124,11 +2128,27 @@ fn format_pack(pack: &Value) -> String {
         if !description.is_empty() {
             out.push_str(&format!(" ({})", clip(&description, 60)));
         }
+        out.push_str(&install_note(&pack["install"]));
         out
     };
     out.push('\n');
     for problem in pack["problems"].as_array().into_iter().flatten() {
         out.push_str(&format!("  {}\n", text(problem)));
+    }
+    out
+}
+
+/// ` from SOURCE @ REF (commit abc1234)` for a pack `squall pack install` put there.
+pub fn install_note(record: &Value) -> String {
+    if !record.is_object() {
+        return String::new();
+    }
+    let mut out = format!(", from {}", text(&record["source"]));
+    if let Some(r) = record["ref"].as_str() {
+        out.push_str(&format!(" @ {r}"));
+    }
+    if let Some(c) = record["commit"].as_str() {
+        out.push_str(&format!(" (commit {})", &c[..c.len().min(12)]));
     }
     out
 }

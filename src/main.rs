@@ -113,7 +113,8 @@ enum PackCommand {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
     },
-    /// List the packs the server has loaded, with their problems (exit 1 if any).
+    /// List the packs the server has loaded, with their versions, where each was installed
+    /// from, and their problems (exit 1 if any); with --packs DIR, the packs in DIR.
     List(client::PackListArgs),
     /// Make the server load its packs again; print what it loaded and the problems.
     Reload(client::PackReloadArgs),
@@ -262,6 +263,9 @@ fn main() -> ExitCode {
         Command::Run(args) => run_cmd::run(args),
         Command::Pack { command } => match command {
             PackCommand::Validate { dirs } => pack_validate(&dirs),
+            PackCommand::List(args) if !args.packs.is_empty() => {
+                pack_cmd::list_local(&args.packs, args.json)
+            }
             PackCommand::List(args) => client::pack_list(&args),
             PackCommand::Reload(args) => client::pack_reload(&args),
             PackCommand::Install(args) => pack_cmd::install(&args),
@@ -324,7 +328,7 @@ fn rule_test_either(args: &RuleTestArgs) -> Result<ExitCode> {
     }
 }
 
-fn runtime() -> RhaiRuntime {
+pub(crate) fn runtime() -> RhaiRuntime {
     RhaiRuntime::new(Limits::default())
 }
 

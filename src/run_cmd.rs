@@ -46,7 +46,8 @@ pub struct RunArgs {
     amqp: Option<String>,
     /// A YAML settings file (keys: data_dir, packs, configs, listen, workers, strict, auth,
     /// webhook_body_limit, store_cache_mb, retention_days, shutdown_grace_seconds,
-    /// action_max_operations, secret_key_file, amqp, webhooks, alertmanager, grafana, chatops).
+    /// action_max_operations, secret_key_file, amqp, webhooks, alertmanager, grafana, chatops,
+    /// runners).
     #[arg(long, value_name = "FILE", env = "SQUALL_CONFIG")]
     config: Option<PathBuf>,
     /// Refuse to start (or reload) when a pack has a problem (default: report it and skip
@@ -133,6 +134,12 @@ fn resolve(args: RunArgs) -> Result<RunConfig> {
             None => None,
         },
         webhooks: webhook_checks(file.webhooks)?,
+        runners: match &file.runners {
+            Some(names) => {
+                Some(squall_engine::runners_allowed::parse(names).map_err(|e| anyhow!("{e}"))?)
+            }
+            None => None,
+        },
         chatops: {
             let c = file.chatops.unwrap_or_default();
             c.check().map_err(|e| anyhow!("{e}"))?;

@@ -67,6 +67,15 @@ impl Squall {
         s
     }
 
+    /// [`Squall::start`] with only `packs` (not the bundled ones), the first of them first.
+    pub fn start_only(data_dir: &Path, packs: &[PathBuf], extra: &[&str]) -> Squall {
+        let mut s = Squall::start_stopped(data_dir, &[], extra);
+        s.packs = packs.to_vec();
+        s.spawn();
+        s.wait_ready();
+        s
+    }
+
     /// The settings of a squall, not yet started.
     fn start_stopped(data_dir: &Path, packs: &[PathBuf], extra: &[&str]) -> Squall {
         let mut all = vec![repo().join("packs")];

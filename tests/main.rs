@@ -16,6 +16,7 @@ mod durability;
 mod harness;
 mod marathon_actions;
 mod ops;
+mod pack_install;
 mod server;
 mod shell_actions;
 mod st2_cli;

@@ -58,7 +58,7 @@ impl RunnerType {
         "local-shell-script",
     ];
 
-    fn parse(text: &str) -> Option<RunnerType> {
+    pub fn parse(text: &str) -> Option<RunnerType> {
         match text {
             "rhai" => Some(RunnerType::Rhai),
             "orquesta" | "workflow" => Some(RunnerType::Workflow),

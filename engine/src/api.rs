@@ -47,6 +47,9 @@ pub type ReloadFn = Arc<dyn Fn() -> Value + Send + Sync>;
 
 /// Enables or disables a rule by reference, kept in the store and in force at once (st2's
 /// `PUT /rules/{id}`); the error says why not.
+/// Installs packs (`SOURCE[@REF]` each) and reloads; answers what was installed or why not.
+pub type InstallFn = Arc<dyn Fn(Vec<String>) -> Value + Send + Sync>;
+
 pub type RuleEnabledFn = Arc<dyn Fn(&str, bool) -> Result<(), String> + Send + Sync>;
 
 /// Settings the API needs.
@@ -61,6 +64,7 @@ pub struct ApiConfig {
     pub alert_receivers: HashMap<String, crate::alerts::AlertReceiverConfig>,
     pub reload: ReloadFn,
     pub set_rule_enabled: RuleEnabledFn,
+    pub install: InstallFn,
 }
 
 #[derive(Clone)]
@@ -180,6 +184,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/actions/{action_ref}", get(get_action))
         .route("/api/v1/packs", get(list_packs))
         .route("/api/v1/packs/reload", post(reload_packs))
+        .route("/api/v1/packs/install", post(install_packs))
         .route("/api/v1/packs/{pack_ref}", get(get_pack))
         .route("/api/v1/keys", get(list_keys))
         .route(
@@ -1292,6 +1297,7 @@ pub fn packs_json(catalog: &crate::packs::Catalog) -> Value {
                 "actions": p.actions.len(),
                 "rules": p.rules.len(),
                 "problems": problems,
+                "install": crate::pack_install::read_record(&p.dir),
             })
         })
         .collect();
@@ -1359,6 +1365,51 @@ async fn reload_packs(State(state): State<AppState>) -> ApiResult<Json<Value>> {
             )
         })?;
     Ok(Json(summary))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstallRequest {
+    /// `SOURCE[@REF]` each, as `squall pack install` takes them.
+    packs: Vec<String>,
+}
+
+async fn install_packs(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    let request: InstallRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be {{\"packs\": [\"SOURCE[@REF]\", ...]}}: {e}"
+        ))
+    })?;
+    if request.packs.is_empty() {
+        return Err(ApiError::bad_request(
+            "packs: name at least one SOURCE[@REF]",
+        ));
+    }
+    let install = state.config.install.clone();
+    let answer = tokio::task::spawn_blocking(move || install(request.packs))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("install failed: {e}"),
+            )
+        })?;
+    if answer["failed"].is_null() {
+        Ok(Json(answer))
+    } else {
+        let mut err = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            answer["failed"]["error"]
+                .as_str()
+                .unwrap_or("install failed")
+                .to_string(),
+        );
+        err.detail = answer;
+        Err(err)
+    }
 }
 
 async fn stream(

@@ -434,23 +434,28 @@ const PARAMETERIZED_TRIGGERS: [&str; 4] = [
 fn check_cross_references(catalog: &mut Catalog) {
     let actions: std::collections::HashSet<String> =
         catalog.actions().map(|a| a.reference.clone()).collect();
-    let packs: std::collections::HashSet<String> =
-        catalog.packs.iter().map(|p| p.reference.clone()).collect();
+    let packs: HashMap<String, String> = catalog
+        .packs
+        .iter()
+        .map(|p| (p.reference.clone(), p.meta.version.clone()))
+        .collect();
     let mut problems = Vec::new();
     for pack in &catalog.packs {
-        for dep in &pack.meta.dependencies {
-            let dep_ref = dep.split(['=', '<', '>', '@']).next().unwrap_or(dep).trim();
-            if !packs.contains(dep_ref) {
-                problems.push(Problem::new(
-                    &pack.dir.join("pack.yaml"),
-                    squall_rules::line_of(
-                        &read_or_empty(&pack.dir.join("pack.yaml")),
-                        "dependencies",
-                    ),
-                    None,
-                    format!("depends on pack '{dep_ref}', which is not loaded"),
-                ));
-            }
+        for text in &pack.meta.dependencies {
+            let dep = crate::pack_install::Dependency::parse(text);
+            let why = match packs.get(&dep.name) {
+                None => format!("depends on pack {dep}, which is not loaded"),
+                Some(version) if !dep.fits(version) => {
+                    format!("depends on pack {dep}, which is loaded at version {version}")
+                }
+                Some(_) => continue,
+            };
+            problems.push(Problem::new(
+                &pack.dir.join("pack.yaml"),
+                squall_rules::line_of(&read_or_empty(&pack.dir.join("pack.yaml")), "dependencies"),
+                None,
+                why,
+            ));
         }
     }
     // A rule that cannot run as written is reported and left out, like a file that does not

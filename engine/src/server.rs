@@ -58,6 +58,8 @@ pub struct FileConfig {
     /// Chat commands from Slack and Mattermost, and where answers go.
     #[serde(default)]
     pub chatops: Option<crate::chatops::ChatSettings>,
+    /// The runners actions may use (all when absent): `[rhai, orquesta, local-shell-cmd, ...]`.
+    pub runners: Option<Vec<String>>,
 }
 
 /// Everything `squall run` needs, resolved.
@@ -85,6 +87,8 @@ pub struct RunConfig {
     pub amqp: Option<String>,
     /// Squall's own chat (`chatops:` in the settings file).
     pub chatops: crate::chatops::ChatSettings,
+    /// The runners actions may use (`None`: all).
+    pub runners: Option<Vec<squall_actions::RunnerType>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +103,57 @@ pub enum ServerError {
     Listen { addr: SocketAddr, error: String },
     #[error("{0}")]
     Engine(#[from] crate::pipeline::EngineError),
+}
+
+/// The packs, with the actions of runners the settings do not allow left out (and reported).
+fn load_allowed(
+    packs: &[PathBuf],
+    configs: &std::path::Path,
+    runtime: &RhaiRuntime,
+    runners: &Option<Vec<squall_actions::RunnerType>>,
+) -> Catalog {
+    let mut catalog = load_packs_with_configs(packs, configs, runtime);
+    if let Some(allowed) = runners {
+        crate::runners_allowed::restrict(&mut catalog, allowed);
+    }
+    catalog
+}
+
+/// `POST /api/v1/packs/install`: installs into the first packs directory as `squall pack
+/// install` does, then reloads when anything was installed.
+fn install_fn(
+    config: &RunConfig,
+    runtime: Arc<RhaiRuntime>,
+    reload: crate::api::ReloadFn,
+) -> crate::api::InstallFn {
+    let mut opts =
+        crate::pack_install::InstallOptions::new(config.packs.clone(), config.configs.clone());
+    opts.runners = config.runners.clone();
+    Arc::new(move |specs: Vec<String>| {
+        let (installed, error) = match crate::pack_install::install(&specs, &opts, &runtime) {
+            Ok(done) => (done, None),
+            Err(crate::pack_install::InstallError::Problems {
+                spec,
+                pack,
+                problems,
+                installed,
+            }) => (
+                installed,
+                Some(json!({
+                    "error": format!("{spec}: not installed, {} problems; what was installed stays", problems.len()),
+                    "pack": pack,
+                    "problems": problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                })),
+            ),
+            Err(e) => (Vec::new(), Some(json!({"error": e.to_string()}))),
+        };
+        let reloaded = if installed.is_empty() {
+            serde_json::Value::Null
+        } else {
+            reload()
+        };
+        json!({"installed": installed, "failed": error, "reload": reloaded})
+    })
 }
 
 /// Reads a secret key file: 64 hex characters, or the 32 bytes themselves (as squall writes
@@ -182,7 +237,7 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
         tracing::warn!("authentication is on and no API key exists: create the first one with `squall apikey create` from this machine (allowed from 127.0.0.1 without a key until one exists)");
     }
     let runtime = Arc::new(RhaiRuntime::new(config.limits.clone()));
-    let mut catalog = load_packs_with_configs(&config.packs, &config.configs, &runtime);
+    let mut catalog = load_allowed(&config.packs, &config.configs, &runtime, &config.runners);
     let rule_states = store
         .rule_enabled_overrides()
         .map_err(|e| ServerError::Store {
@@ -242,10 +297,11 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
         let handle = tokio::runtime::Handle::current();
         let strict = config.strict;
         let checks = config.webhooks.clone();
+        let runners = config.runners.clone();
         Arc::new(move || {
             let _one_at_a_time = swapping.lock().unwrap_or_else(|p| p.into_inner());
             let catalog = with_rule_states(
-                load_packs_with_configs(&packs, &configs, &runtime),
+                load_allowed(&packs, &configs, &runtime, &runners),
                 &engine.store,
             );
             let problems: Vec<String> = catalog.problems.iter().map(ToString::to_string).collect();
@@ -305,6 +361,7 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
             alert_receivers: config.alert_receivers.clone(),
             reload: reload.clone(),
             set_rule_enabled,
+            install: install_fn(&config, runtime.clone(), reload.clone()),
         }),
         deliveries: Arc::new(recent_deliveries(&engine, &config.webhooks)),
         streams_end: streams_end_rx,
