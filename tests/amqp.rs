@@ -132,6 +132,16 @@ fn remote_pack(root: &Path) -> PathBuf {
     write(&pack, "actions/where.rhai", "params.host\n");
     write(
         &pack,
+        "actions/greet_sh.yaml",
+        "name: greet_sh\nrunner_type: local-shell-script\nentry_point: greet.sh\nparameters:\n  who: {type: string, position: 0}\n  token: {type: string, secret: true}\n",
+    );
+    write(
+        &pack,
+        "actions/greet.sh",
+        "#!/bin/sh\necho \"hello $1\"\necho \"token $ST2_ACTION_TOKEN\"\n",
+    );
+    write(
+        &pack,
         "rules/routed.yaml",
         "name: routed\npack: remote\nenabled: true\ntrigger:\n  type: core.webhook\n  parameters: {url: routed}\naction:\n  ref: remote.mark\n  queue: \"{{ trigger.body.host }}\"\n  parameters:\n    item: \"{{ trigger.body.item }}\"\n",
     );
@@ -211,6 +221,22 @@ fn remote_workers_run_actions_write_keys_and_are_listed() {
         let id = c["id"].as_str().unwrap_or_default();
         assert_eq!(key(&s, &format!("napped.{id}")).as_deref(), Some("yes"));
     }
+
+    // Shell actions run on workers too: a pack's script (sent whole, its secret in the
+    // environment and masked) and core.local.
+    let id = request(
+        &s,
+        "remote.greet_sh",
+        r#"{"who": "ops", "token": "s3cret"}"#,
+    );
+    let e = ended(&s, &id, 30);
+    assert_eq!(e["status"], "succeeded", "{e}\n{}", w.log());
+    assert_eq!(e["result"]["stdout"], "hello ops\ntoken ********", "{e}");
+    assert_eq!(e["context"]["worker"], "w-basic", "{e}");
+    let id = request(&s, "core.local", r#"{"cmd": "echo $((6*7))"}"#);
+    let e = ended(&s, &id, 30);
+    assert_eq!(e["result"]["stdout"], "42", "{e}");
+    assert_eq!(e["context"]["worker"], "w-basic", "{e}");
 
     // The worker is listed, by the API, the CLI and /metrics.
     let workers = s.wait_for("/api/v1/workers", 20, |v| {

@@ -515,6 +515,21 @@ fn execute(
     if let Some(why) = item.error {
         return (ExecutionStatus::Failed, json!({"error": why}), Vec::new());
     }
+    let outbox = shared.outbox.clone();
+    let (id, claim) = (item.execution_id.clone(), item.claim.clone());
+    let on_log: squall_actions::LogSink = Arc::new(move |line: &LogLine| {
+        let _ = outbox.send((
+            ToServer::Log {
+                execution_id: id.clone(),
+                claim: claim.clone(),
+                line: line.clone(),
+            },
+            None,
+        ));
+    });
+    if let Some(plan) = item.shell {
+        return plan.run(&cancel, on_log);
+    }
     let Some(source) = item.source else {
         return (
             ExecutionStatus::Failed,
@@ -527,18 +542,6 @@ fn execute(
         handle: handle.clone(),
         execution_id: item.execution_id.clone(),
         claim: item.claim.clone(),
-    });
-    let outbox = shared.outbox.clone();
-    let (id, claim) = (item.execution_id.clone(), item.claim.clone());
-    let on_log: squall_actions::LogSink = Arc::new(move |line: &LogLine| {
-        let _ = outbox.send((
-            ToServer::Log {
-                execution_id: id.clone(),
-                claim: claim.clone(),
-                line: line.clone(),
-            },
-            None,
-        ));
     });
     let report = shared.runtime.run(ScriptJob {
         script_key: item.action,

@@ -49,6 +49,9 @@ pub struct RemoteItem {
     /// Set when the action cannot run (its pack config does not fit, a runner workers do not
     /// have): the worker reports it as the failure without running anything.
     pub error: Option<String>,
+    /// A shell action (`local-shell-cmd`, `local-shell-script`): what to run, all decided.
+    #[serde(default)]
+    pub shell: Option<super::shell::ShellPlan>,
 }
 
 /// A worker's claim of one delivery of a work item.
@@ -533,7 +536,8 @@ impl Engine {
             self.publish_execution("st2.execution__update", &loaded, &e);
             let (live, on_log) = self.live_log(&marked, &cancel);
             let claim = claims[i].claim.clone();
-            let answer = ClaimAnswer::Run(Box::new(remote_item(&item, &e, &claim)));
+            let answer =
+                ClaimAnswer::Run(Box::new(remote_item(&loaded.catalog, &item, &e, &claim)));
             lock(&remote.runs).insert(
                 e.id.clone(),
                 RemoteRun {
@@ -602,7 +606,12 @@ impl Engine {
                     .cloned()
                     .or_else(|| self.work_item(loaded, &e, None));
                 return Ok(match item {
-                    Some(item) => ClaimAnswer::Run(Box::new(remote_item(&item, &e, &c.claim))),
+                    Some(item) => ClaimAnswer::Run(Box::new(remote_item(
+                        &loaded.catalog,
+                        &item,
+                        &e,
+                        &c.claim,
+                    ))),
                     None => ClaimAnswer::Drop(format!("action '{}' is no longer loaded", e.action)),
                 });
             }
@@ -935,15 +944,30 @@ impl Engine {
     }
 }
 
-fn remote_item(item: &WorkItem, e: &Execution, claim: &str) -> RemoteItem {
+fn remote_item(
+    catalog: &crate::packs::Catalog,
+    item: &WorkItem,
+    e: &Execution,
+    claim: &str,
+) -> RemoteItem {
+    let mut shell = None;
     let error = item
         .config_error
         .as_ref()
         .map(|why| format!("the action's pack config is not valid: {why}"))
         .or_else(|| match (item.runner, &item.source) {
             (RunnerType::Rhai, Some(_)) => None,
+            (RunnerType::LocalShellCmd | RunnerType::LocalShellScript, _) => {
+                match super::shell::shell_plan(catalog, item).and_then(|p| p.for_worker()) {
+                    Ok(plan) => {
+                        shell = Some(plan);
+                        None
+                    }
+                    Err(why) => Some(why),
+                }
+            }
             _ => Some(format!(
-                "action '{}' has a runner remote workers cannot run",
+                "action '{}' has a runner remote workers cannot run (they run Rhai and shell actions)",
                 item.action
             )),
         });
@@ -957,5 +981,6 @@ fn remote_item(item: &WorkItem, e: &Execution, claim: &str) -> RemoteItem {
         timeout_ms: item.timeout.map(|t| t.as_millis() as u64),
         idempotent: e.idempotent,
         error,
+        shell,
     }
 }
