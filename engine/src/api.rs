@@ -76,6 +76,8 @@ pub struct AppState {
     /// Becomes true once squall has stopped its work: event streams end then, so that open
     /// streams do not hold the shutdown back.
     pub streams_end: tokio::sync::watch::Receiver<bool>,
+    /// The web console's templates and sessions.
+    pub console: Arc<crate::console::ConsoleState>,
 }
 
 /// Every API error: a status and `{"error", "detail", "faultstring"}`.
@@ -216,6 +218,7 @@ pub fn router(state: AppState) -> Router {
             post(match_and_execute_alias),
         )
         .route("/api/v1/user", get(st2::current_user))
+        .route("/api/v1/overview", get(overview))
         .route("/api/v1/stream", get(stream))
         // Before the webhook route is added: a webhook's answer is never filtered.
         .layer(axum::middleware::from_fn(st2::attributes))
@@ -232,6 +235,10 @@ pub fn router(state: AppState) -> Router {
                     json_errors(r, BodyLimit::Webhook(hook_limit))
                 })),
         );
+    // The console reads through these routes in process, after its own request passed the
+    // authentication below.
+    state.console.set_api(api.clone().with_state(state.clone()));
+    let api = api.merge(crate::console::routes());
     // Without authentication the check is left out of the request's path altogether.
     let api = if state.config.auth {
         api.layer(axum::middleware::from_fn_with_state(
@@ -257,6 +264,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/chatops/slack/commands", post(chat::slack_command))
         .route("/api/v1/chatops/slack/events", post(chat::slack_events))
         .route("/api/v1/chatops/mattermost", post(chat::mattermost_command))
+        .merge(crate::console::public_routes())
         .merge(api)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::middleware::map_response(move |r: Response| {
@@ -302,8 +310,9 @@ async fn json_errors(response: Response, body_limit: BodyLimit) -> Response {
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     if is_json {
+        // JSON already, or a console page saying what went wrong.
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -403,6 +412,34 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
     let Some(key) = key else {
         if bootstrap_allowed(&state, &req) {
             return next.run(req).await;
+        }
+        // The console's session cookie: a request that changes something must also come from
+        // the console's own origin (the cookie alone is no proof of intent).
+        if let Some(user) = crate::console::token_of(req.headers())
+            .and_then(|t| state.console.sessions.user(&t))
+        {
+            let safe = matches!(
+                *req.method(),
+                axum::http::Method::GET | axum::http::Method::HEAD
+            );
+            if !safe && !crate::console::same_origin(req.headers()) {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "a request with the console's session must come from the console's own pages (its Origin)",
+                )
+                .into_response();
+            }
+            req.extensions_mut().insert(Caller(user));
+            return next.run(req).await;
+        }
+        if crate::console::is_page(req.uri().path()) {
+            let next_path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into());
+            let to: String = form_urlencoded::byte_serialize(next_path.as_bytes()).collect();
+            return axum::response::Redirect::to(&format!("/login?next={to}")).into_response();
         }
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -1412,14 +1449,62 @@ async fn install_packs(
     }
 }
 
+/// The console overview's figures: counters since start, executions stored per status, queue
+/// depth, running, durations, sensors.
+async fn overview(State(state): State<AppState>) -> Json<Value> {
+    let s = state.clone();
+    Json(
+        tokio::task::spawn_blocking(move || crate::console::overview_json(&s))
+            .await
+            .unwrap_or(Value::Null),
+    )
+}
+
+#[derive(Deserialize)]
+pub(crate) struct StreamQuery {
+    /// Resume after this event (as the `Last-Event-ID` header does).
+    last_event_id: Option<u64>,
+}
+
+/// One stream event as SSE, with its id.
+fn sse_event(ev: &crate::pipeline::StreamEvent) -> Event {
+    Event::default()
+        .id(ev.id.to_string())
+        .event(&*ev.event)
+        .data(&*ev.data)
+}
+
 async fn stream(
     State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
 ) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
-    let rx = state.engine.events.subscribe();
-    let mut events = BroadcastStream::new(rx).filter_map(|item| {
-        item.ok()
-            .map(|ev| Ok::<_, Infallible>(Event::default().event(&*ev.event).data(&*ev.data)))
-    });
+    // A client that lost its connection names the last event it had: the ones it missed
+    // come first (or `squall.gap` when they are no longer kept), then the live ones.
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .or(q.last_event_id);
+    let (first, rx): (Vec<Event>, _) = match last {
+        Some(last) => {
+            let r = state.engine.events.resume(last);
+            let mut first: Vec<Event> = Vec::new();
+            if r.gap {
+                first.push(
+                    Event::default()
+                        .event("squall.gap")
+                        .data(json!({"after": last}).to_string()),
+                );
+            }
+            first.extend(r.missed.iter().map(sse_event));
+            (first, r.live)
+        }
+        None => (Vec::new(), state.engine.events.subscribe()),
+    };
+    let live = BroadcastStream::new(rx)
+        .filter_map(|item| item.ok().map(|ev| Ok::<_, Infallible>(sse_event(&ev))));
+    let mut events = tokio_stream::iter(first.into_iter().map(Ok::<_, Infallible>)).chain(live);
     // Forwarded until squall has stopped: the stream then ends, and so does the response.
     let (tx, out) = tokio::sync::mpsc::channel(256);
     let mut end = state.streams_end.clone();

@@ -9,6 +9,7 @@ pub mod amqp;
 pub mod api;
 pub mod capacity;
 pub mod chatops;
+pub mod console;
 pub mod exec;
 pub mod journal;
 pub mod metrics;

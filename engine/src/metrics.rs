@@ -161,6 +161,42 @@ impl Metrics {
         });
     }
 
+    /// The counters as the console's overview shows them: instances per trigger type, matches
+    /// per rule, finished executions per status, running per action, Docker events, and the
+    /// durations' p50 and p95 (a histogram bucket's upper bound: at most that long).
+    pub fn snapshot(&self) -> serde_json::Value {
+        self.with(|c| {
+            let quantile = |q: f64| -> Option<f64> {
+                if c.duration_count == 0 {
+                    return None;
+                }
+                let wanted = (q * c.duration_count as f64).ceil() as u64;
+                BUCKETS
+                    .iter()
+                    .zip(c.buckets.iter())
+                    .find(|(_, n)| **n >= wanted)
+                    .map(|(b, _)| *b)
+            };
+            let docker: Vec<serde_json::Value> = c
+                .docker_events
+                .iter()
+                .map(|((action, host), n)| serde_json::json!({"action": action, "host": host, "count": n}))
+                .collect();
+            serde_json::json!({
+                "trigger_instances": c.trigger_instances,
+                "rule_matches": c.rule_matches,
+                "finished": c.finished,
+                "running": c.running.iter().filter(|(_, n)| **n > 0).collect::<BTreeMap<_, _>>(),
+                "running_total": c.running.values().filter(|n| **n > 0).sum::<i64>(),
+                "docker_events": docker,
+                "duration_p50": quantile(0.5),
+                "duration_p95": quantile(0.95),
+                "duration_mean": (c.duration_count > 0).then(|| c.duration_sum / c.duration_count as f64),
+                "durations_counted": c.duration_count,
+            })
+        })
+    }
+
     /// The Prometheus text exposition. `queue_depth` and `stored` (executions per status in the
     /// store) come from the caller.
     pub fn render(&self, queue_depth: usize, stored: &[(ExecutionStatus, u64)]) -> String {

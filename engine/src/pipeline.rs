@@ -18,7 +18,7 @@ use squall_actions::{
     mask_secrets, validate_params, CancelToken, LogLine, RhaiRuntime, RunnerType, ScriptJob,
 };
 use squall_rules::{EvalEnv, RuleSet, ThrottleState};
-use tokio::sync::{broadcast, mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::metrics::Metrics;
 use crate::model::{
@@ -37,6 +37,7 @@ mod out;
 pub mod remote;
 mod results;
 mod shell;
+pub mod hub;
 mod workflows;
 
 pub(crate) use live::outcome_status;
@@ -51,6 +52,8 @@ use workflows::WorkflowEvent;
 /// serialized once, whoever follows the stream.
 #[derive(Debug, Clone)]
 pub struct StreamEvent {
+    /// Given by the hub as it sends the event (what callers set is replaced).
+    pub id: u64,
     /// The engine's own names are static; an announcement's depends on its route.
     pub event: std::borrow::Cow<'static, str>,
     pub data: Arc<str>,
@@ -197,7 +200,7 @@ pub struct Engine {
     journal: Arc<crate::journal::Journal>,
     loaded: RwLock<Arc<Loaded>>,
     pub runtime: Arc<RhaiRuntime>,
-    pub events: broadcast::Sender<StreamEvent>,
+    pub events: hub::EventHub,
     pub metrics: Metrics,
     pub queue: Arc<dyn WorkQueue>,
     /// Work that waits (policy-delayed claims, retries' delays), on one thread.
@@ -282,7 +285,7 @@ impl Engine {
                 let _ = to_rules.send((ti, Some(ticket)));
             }
         }));
-        let (events, _) = broadcast::channel(4096);
+        let events = hub::EventHub::new(4096);
         let (wf_tx, wf_rx) = crossbeam_channel::unbounded();
         let engine = Arc::new(Engine {
             store,
@@ -362,7 +365,7 @@ impl Engine {
             }
         };
         // No subscriber is not an error: the stream is best effort for live viewers.
-        let _ = self.events.send(StreamEvent { event, data });
+        self.events.send(StreamEvent { id: 0, event, data });
     }
 
     /// Publishes an execution's change (`st2.execution__create` or `__update`) when someone

@@ -365,6 +365,7 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
         }),
         deliveries: Arc::new(recent_deliveries(&engine, &config.webhooks)),
         streams_end: streams_end_rx,
+        console: Arc::new(crate::console::ConsoleState::new()),
     };
 
     tokio::spawn(retention_loop(

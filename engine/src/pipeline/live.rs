@@ -137,7 +137,8 @@ impl Engine {
                 );
                 m.insert("data".into(), Value::String(format!("{}\n", line.message)));
             }
-            let _ = events.send(StreamEvent {
+            events.send(StreamEvent {
+                id: 0,
                 event: "st2.execution.output__create".into(),
                 data: Arc::from(data.to_string()),
             });
