@@ -30,9 +30,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use serde_json::{Map, Value};
 use squall_engine::actions::{
-    parse_cli_value, validate_params, CancelToken, Limits, LogLine, MemoryKv, RhaiRuntime,
+    parse_cli_value, validate_params, CancelToken, KvStore, Limits, LogLine, MemoryKv, RhaiRuntime,
 };
-use squall_engine::rules::{EvalEnv, NoKeyValues, Rule, RuleSet, TriggerInstanceView};
+use squall_engine::rules::{
+    EvalEnv, KeyValueLookup, NoKeyValues, Rule, RuleSet, TriggerInstanceView,
+};
 use squall_engine::{load_packs, run_action, Catalog, FinalStatus, RunContext};
 
 #[derive(Parser)]
@@ -387,21 +389,94 @@ fn rule_test(rule_file: &Path, instance_file: &Path, packs: &[PathBuf]) -> Resul
             .collect();
         anyhow!("invalid rule:\n{}", lines.join("\n"))
     })?;
-    let instance = read_data(instance_file)?;
-    let trigger = instance
+    let instance = trigger_instance(&read_data(instance_file)?)
+        .map_err(|e| anyhow!("{}: {e}", instance_file.display()))?;
+    let catalog = optional_catalog(packs);
+    let verdict = check_rule(rule, &instance, catalog.as_ref(), Arc::new(NoKeyValues))?;
+    let found = match verdict {
+        RuleVerdict::NoMatch { rule, why } => {
+            println!("=== RULE DOES NOT MATCH ===");
+            println!("rule: {rule}");
+            println!("{why}");
+            return Ok(ExitCode::FAILURE);
+        }
+        RuleVerdict::Matches(found) => *found,
+    };
+    println!("=== RULE MATCHES ===");
+    println!("rule: {}", found.rule);
+    println!("action: {}", found.action);
+    println!("parameters: {}", pretty(&Value::Object(found.shown)));
+    if !found.refused.is_empty() {
+        bail!(
+            "the action would be refused:\n  {}",
+            found.refused.join("\n  ")
+        );
+    }
+    if let Some(t) = found.throttle {
+        println!("{t}");
+    }
+    if let Some(n) = found.note {
+        println!("{n}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A trigger instance as `rule test` reads it (st2-rule-tester's file):
+/// `{"trigger": "<type ref>", "payload": {...}, "trigger_parameters": {...}}`.
+struct TriggerInstance {
+    trigger: String,
+    payload: Value,
+    trigger_parameters: Option<Value>,
+}
+
+fn trigger_instance(value: &Value) -> std::result::Result<TriggerInstance, String> {
+    let trigger = value
         .get("trigger")
         .and_then(Value::as_str)
-        .ok_or_else(|| {
-            anyhow!(
-                "{}: 'trigger' (the trigger type ref) is required",
-                instance_file.display()
-            )
-        })?
+        .ok_or("'trigger' (the trigger type ref) is required")?
         .to_string();
-    let payload = instance
-        .get("payload")
-        .cloned()
-        .unwrap_or(Value::Object(Map::new()));
+    Ok(TriggerInstance {
+        trigger,
+        payload: value
+            .get("payload")
+            .cloned()
+            .unwrap_or(Value::Object(Map::new())),
+        trigger_parameters: value.get("trigger_parameters").cloned(),
+    })
+}
+
+/// What a rule does with a trigger instance, as st2-rule-tester tells it.
+enum RuleVerdict {
+    NoMatch { rule: String, why: String },
+    Matches(Box<RuleMatch>),
+}
+
+struct RuleMatch {
+    rule: String,
+    action: String,
+    /// The parameters the rule renders, cast to the action's types when a loaded pack provides
+    /// it (without the defaults the action would add).
+    parameters: Map<String, Value>,
+    /// The parameters as `rule test` shows them: cast ones with their secrets masked.
+    shown: Map<String, Value>,
+    /// Why the action would refuse the parameters, one line each; empty when it would not.
+    refused: Vec<String>,
+    /// The rule's throttle, described.
+    throttle: Option<String>,
+    /// Said when the action could not be checked.
+    note: Option<String>,
+}
+
+/// Checks `rule` against `instance` as `squall rule test` does (and `pack test` for its rule
+/// cases): the criteria, then the action's parameters rendered with `kv` and, when `catalog`
+/// has the action, checked and cast against its metadata. A rule that matches but whose
+/// parameters cannot be rendered is an error.
+fn check_rule(
+    rule: Rule,
+    instance: &TriggerInstance,
+    catalog: Option<&Catalog>,
+    kv: Arc<dyn KeyValueLookup>,
+) -> Result<RuleVerdict> {
     let rule_ref = rule.reference();
     let throttle = rule.throttle.clone();
     let set = RuleSet::new(vec![rule]).map_err(|errs| {
@@ -415,61 +490,59 @@ fn rule_test(rule_file: &Path, instance_file: &Path, packs: &[PathBuf]) -> Resul
     })?;
     let env = EvalEnv {
         now: chrono::Utc::now(),
-        kv: Arc::new(NoKeyValues),
+        kv,
     };
     let view = TriggerInstanceView {
-        trigger: &trigger,
-        payload: &payload,
-        trigger_parameters: instance.get("trigger_parameters"),
+        trigger: &instance.trigger,
+        payload: &instance.payload,
+        trigger_parameters: instance.trigger_parameters.as_ref(),
     };
     if let Err(why) = set.check(0, &view, &env, false) {
-        println!("=== RULE DOES NOT MATCH ===");
-        println!("rule: {rule_ref}");
-        println!("{why}");
-        return Ok(ExitCode::FAILURE);
+        return Ok(RuleVerdict::NoMatch {
+            rule: rule_ref,
+            why: why.to_string(),
+        });
     }
     let request = set
-        .render_action(0, &payload, None, &env)
+        .render_action(0, &instance.payload, None, &env)
         .map_err(|e| anyhow!("rule {rule_ref} matches but its action cannot be rendered: {e}"))?;
-    let mut parameters = request.parameters.clone();
-    let mut note = None;
-    if let Some(catalog) = optional_catalog(packs) {
-        match catalog.action(&request.action) {
-            Some(action) => match validate_params(&action.meta, parameters.clone()) {
-                Ok(cast) => parameters = squall_engine::actions::mask_secrets(&action.meta, &cast),
-                Err(errors) => {
-                    println!("=== RULE MATCHES ===");
-                    println!("rule: {rule_ref}");
-                    println!("action: {}", request.action);
-                    println!("parameters: {}", pretty(&Value::Object(parameters)));
-                    let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                    bail!("the action would be refused:\n  {}", list.join("\n  "));
+    let mut found = RuleMatch {
+        parameters: request.parameters.clone(),
+        shown: request.parameters,
+        refused: Vec::new(),
+        throttle: throttle.map(|t| {
+            format!(
+                "throttle: at most {} per {} s per {}",
+                t.max,
+                t.window.as_secs(),
+                squall_engine::rules::ThrottleState::group_key(&t, &instance.payload)
+            )
+        }),
+        note: None,
+        rule: rule_ref,
+        action: request.action,
+    };
+    if let Some(catalog) = catalog {
+        match catalog.action(&found.action) {
+            Some(action) => match validate_params(&action.meta, found.parameters.clone()) {
+                Ok(cast) => {
+                    found.shown = squall_engine::actions::mask_secrets(&action.meta, &cast);
+                    found.parameters = cast
+                        .into_iter()
+                        .filter(|(name, _)| found.parameters.contains_key(name))
+                        .collect();
                 }
+                Err(errors) => found.refused = errors.iter().map(ToString::to_string).collect(),
             },
             None => {
-                note = Some(format!(
+                found.note = Some(format!(
                     "note: action '{}' is not in the loaded packs",
-                    request.action
+                    found.action
                 ))
             }
         }
     }
-    println!("=== RULE MATCHES ===");
-    println!("rule: {rule_ref}");
-    println!("action: {}", request.action);
-    println!("parameters: {}", pretty(&Value::Object(parameters)));
-    if let Some(t) = throttle {
-        println!(
-            "throttle: at most {} per {} s per {}",
-            t.max,
-            t.window.as_secs(),
-            squall_engine::rules::ThrottleState::group_key(&t, &payload)
-        );
-    }
-    if let Some(n) = note {
-        println!("{n}");
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(RuleVerdict::Matches(Box::new(found)))
 }
 
 fn pretty(v: &Value) -> String {
@@ -478,6 +551,64 @@ fn pretty(v: &Value) -> String {
 
 /// Where `action exec` sends log lines as the script prints them.
 type LiveLog = Arc<dyn Fn(&LogLine) + Send + Sync>;
+
+/// The settings a pack's actions see as `ctx.config`.
+fn pack_config(catalog: &Catalog, pack: &str) -> Value {
+    catalog
+        .packs
+        .iter()
+        .find(|p| p.reference == pack)
+        .map(|p| Value::Object(p.config.clone()))
+        .unwrap_or(Value::Null)
+}
+
+/// What a run here and now (`action exec`, `pack test`) gives the script besides its
+/// parameters: `ctx` is `{execution_id, action, user, config}`.
+fn local_run(
+    action_ref: &str,
+    execution_id: String,
+    user: String,
+    config: Value,
+    kv: Arc<dyn KvStore>,
+    on_log: Option<LiveLog>,
+) -> RunContext {
+    RunContext {
+        kv,
+        cancel: CancelToken::default(),
+        ctx: serde_json::json!({
+            "execution_id": execution_id,
+            "action": action_ref,
+            "user": user,
+            "config": config,
+        }),
+        on_log,
+    }
+}
+
+/// Runs `work` on a thread with the deep stack scripts need (see SCRIPT_THREAD_STACK_SIZE, the
+/// worker pool's), and waits for it.
+fn on_script_thread<R: Send>(work: impl FnOnce() -> R + Send) -> Result<R> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .stack_size(squall_engine::actions::SCRIPT_THREAD_STACK_SIZE)
+            .spawn_scoped(scope, work)
+            .map_err(|e| anyhow!("cannot start the script thread: {e}"))?
+            .join()
+            .map_err(|_| anyhow!("the script thread panicked"))
+    })
+}
+
+/// A failed run's message with where the script failed: `message (line L, column C of FILE)`.
+fn failure_message(result: &Value, entry_point: &Path) -> String {
+    let message = result["error"].as_str().unwrap_or("no message");
+    match (result["line"].as_u64(), result["column"].as_u64()) {
+        (Some(l), Some(c)) => format!(
+            "{message} (line {l}, column {c} of {})",
+            entry_point.display()
+        ),
+        _ => message.to_string(),
+    }
+}
 
 fn action_exec(
     action_ref: &str,
@@ -526,7 +657,6 @@ fn action_exec(
     if !errors.is_empty() {
         bail!("invalid parameters:\n  {}", errors.join("\n  "));
     }
-    let cancel = CancelToken::default();
     let live: Option<LiveLog> = if json {
         None
     } else {
@@ -535,51 +665,26 @@ fn action_exec(
             eprintln!("[{}] {}", level.as_str().unwrap_or("log"), line.message);
         }))
     };
-    let config = catalog
-        .packs
-        .iter()
-        .find(|p| p.reference == action.pack)
-        .map(|p| Value::Object(p.config.clone()))
-        .unwrap_or(Value::Null);
-    let context = RunContext {
-        kv: Arc::new(MemoryKv::new()),
-        cancel,
-        ctx: serde_json::json!({
-            "execution_id": format!("local-{}", chrono::Utc::now().timestamp_micros()),
-            "action": action_ref,
-            "user": std::env::var("USER").unwrap_or_else(|_| "cli".into()),
-            "config": config,
-        }),
-        on_log: live,
-    };
-    // Scripts need the deep stack the worker pool gives them (see SCRIPT_THREAD_STACK_SIZE).
-    let record = std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .stack_size(squall_engine::actions::SCRIPT_THREAD_STACK_SIZE)
-            .spawn_scoped(scope, || {
-                run_action(&catalog, &rt, action_ref, given, context)
-            })
-            .map_err(|e| anyhow!("cannot start the script thread: {e}"))?
-            .join()
-            .map_err(|_| anyhow!("the script thread panicked"))
-    })??;
+    let context = local_run(
+        action_ref,
+        format!("local-{}", chrono::Utc::now().timestamp_micros()),
+        std::env::var("USER").unwrap_or_else(|_| "cli".into()),
+        pack_config(&catalog, &action.pack),
+        Arc::new(MemoryKv::new()),
+        live,
+    );
+    let record = on_script_thread(|| run_action(&catalog, &rt, action_ref, given, context))??;
     if json {
         println!("{}", pretty(&serde_json::to_value(&record)?));
     } else {
         match (&record.result, record.status) {
             (Value::String(s), FinalStatus::Succeeded) => println!("{s}"),
             (other, FinalStatus::Succeeded) => println!("{}", pretty(other)),
-            (result, status) => {
-                let message = result["error"].as_str().unwrap_or("no message");
-                let at = match (result["line"].as_u64(), result["column"].as_u64()) {
-                    (Some(l), Some(c)) => format!(
-                        " (line {l}, column {c} of {})",
-                        action.entry_point.display()
-                    ),
-                    _ => String::new(),
-                };
-                eprintln!("{}: {message}{at}", status.as_str());
-            }
+            (result, status) => eprintln!(
+                "{}: {}",
+                status.as_str(),
+                failure_message(result, &action.entry_point)
+            ),
         }
     }
     Ok(if record.status == FinalStatus::Succeeded {

@@ -19,6 +19,8 @@ mod harness;
 mod marathon_actions;
 mod ops;
 mod pack_install;
+mod pack_test;
+mod python_actions;
 mod server;
 mod shell_actions;
 mod st2_cli;

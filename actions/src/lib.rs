@@ -3,7 +3,9 @@
 //! Three parts, used by the engine and the CLI:
 //! - [`meta`]: st2-shaped action metadata YAML, parsed with every problem reported at once;
 //! - [`params`]: parameter validation and st2-style casting of rendered values;
-//! - [`runtime`]: the sandboxed Rhai runtime (limits, timeout, cancellation, host modules).
+//! - [`runtime`]: the sandboxed Rhai runtime (limits, timeout, cancellation, host modules);
+//!   [`with_stubs`] answers a run's `http` and `docker` calls from declared responses instead,
+//!   for `squall pack test`.
 //!
 //! This crate never imports `engine`, `rules` or `sensors`, never runs a script on tokio (the
 //! `docker` host module alone keeps a private runtime for bollard's calls), and gives scripts no
@@ -18,6 +20,9 @@ pub mod runners;
 pub mod runtime;
 
 pub use error::{ActionError, ParamError, ScriptError, SourceProblem};
+pub use host::stubs::{
+    with_stubs, DockerStub, HttpStub, StubCall, StubReport, Stubs, DOCKER_CALLS,
+};
 pub use kv::{KvStore, MemoryKv};
 pub use meta::{
     ActionMeta, ItemsSpec, Notify, NotifySubSection, ParamSpec, ParamType, RunnerType, Tag,

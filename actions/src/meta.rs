@@ -45,17 +45,21 @@ pub enum RunnerType {
     LocalShellCmd,
     /// st2's `local-shell-script`: the entry point run with the parameters as arguments.
     LocalShellScript,
+    /// st2's `python-script`: the entry point's `Action` subclass run by a Python interpreter
+    /// (`crate::runners::python`).
+    PythonScript,
 }
 
 impl RunnerType {
     /// The runner type names squall understands, as written in metadata files.
-    pub const KNOWN: [&'static str; 6] = [
+    pub const KNOWN: [&'static str; 7] = [
         "rhai",
         "orquesta",
         "workflow",
         "announcement",
         "local-shell-cmd",
         "local-shell-script",
+        "python-script",
     ];
 
     pub fn parse(text: &str) -> Option<RunnerType> {
@@ -65,6 +69,7 @@ impl RunnerType {
             "announcement" => Some(RunnerType::Announcement),
             "local-shell-cmd" => Some(RunnerType::LocalShellCmd),
             "local-shell-script" => Some(RunnerType::LocalShellScript),
+            "python-script" => Some(RunnerType::PythonScript),
             _ => None,
         }
     }
@@ -78,6 +83,7 @@ impl fmt::Display for RunnerType {
             RunnerType::Announcement => "announcement",
             RunnerType::LocalShellCmd => "local-shell-cmd",
             RunnerType::LocalShellScript => "local-shell-script",
+            RunnerType::PythonScript => "python-script",
         })
     }
 }
@@ -1141,10 +1147,10 @@ parameters:
 
     #[test]
     fn unsupported_runner_and_escaping_entry_point() {
-        let p = problems("name: a\nrunner_type: python-script\nentry_point: ../../etc/passwd\n");
+        let p = problems("name: a\nrunner_type: remote-shell-cmd\nentry_point: ../../etc/passwd\n");
         assert_eq!(p.len(), 2, "{p:?}");
         assert_eq!(p[0].line, Some(2));
-        assert!(p[0].message.contains("'python-script' is not supported"));
+        assert!(p[0].message.contains("'remote-shell-cmd' is not supported"));
         assert_eq!(p[1].line, Some(3));
         assert!(p[1].message.contains("relative path"));
         let p = problems("name: a\nrunner_type: rhai\nentry_point: /abs/a.rhai\n");

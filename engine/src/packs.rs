@@ -776,8 +776,9 @@ fn load_action(
                 source = Some(Arc::from(script.as_str()));
             }
             RunnerType::Announcement | RunnerType::LocalShellCmd => source = None,
-            // The script runs as a process: `source` carries its path, checked now.
-            RunnerType::LocalShellScript => {
+            // The script runs as a process: `source` carries its path, checked now. A Python
+            // action's file is checked when it runs (its interpreter reports a syntax error).
+            RunnerType::LocalShellScript | RunnerType::PythonScript => {
                 let _ = script;
                 source = Some(Arc::from(entry_point.to_string_lossy().as_ref()));
             }

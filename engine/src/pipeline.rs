@@ -34,6 +34,7 @@ mod live;
 mod marks;
 mod notify;
 mod out;
+mod python;
 pub mod remote;
 mod results;
 mod shell;
@@ -1256,6 +1257,7 @@ impl Engine {
             (RunnerType::LocalShellCmd | RunnerType::LocalShellScript, _) => {
                 self.execute_shell(item, e, cancel)
             }
+            (RunnerType::PythonScript, _) => self.execute_python(item, e, cancel, kv),
             _ => (
                 ExecutionStatus::Failed,
                 json!({"error": format!("action '{}' has a runner this squall cannot run yet (workflows come with the workflow engine)", item.action)}),

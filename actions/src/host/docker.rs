@@ -39,7 +39,9 @@
 //! while the script's thread waits with a 10 ms poll so that a cancel or the run's timeout ends
 //! the script at once and aborts the call. Scripts never run on that runtime. The module offers
 //! containers' lifecycle and nothing more: no exec, no image pulls, no creating a container
-//! that is not a copy of an existing one.
+//! that is not a copy of an existing one. Inside [`super::stubs::with_stubs`] (`squall pack
+//! test`) no daemon is asked anything: `connect` only names the host, and each call is answered
+//! from the results the test case declares.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -66,7 +68,7 @@ use tokio::runtime::Runtime;
 
 use super::{
     check_stop, convert, error_chain, located, max_string_size, run_bounds, script_error,
-    stop_error,
+    stop_error, stubs,
 };
 
 type Result<T> = std::result::Result<T, Box<EvalAltResult>>;
@@ -94,16 +96,39 @@ pub(super) struct Daemon {
 macro_rules! add_op {
     ($module:expr, $name:literal, |$daemon:ident $(, $arg:ident: $ty:ty)*| $body:expr) => {{
         add_fn!($module, $name, |c: NativeCallContext $(, $arg: $ty)*| {
-            located(&c, connect(&Dynamic::UNIT).and_then(|$daemon| $body))
+            located(&c, connect(&Dynamic::UNIT).and_then(|$daemon| {
+                answer(&$daemon, $name, || vec![$(stubs::arg(&$arg)),*], || $body)
+            }))
         });
         rhai::FuncRegistration::new($name)
             .with_namespace(FnNamespace::Global)
             .with_volatility(true)
             .with_purity(true)
             .set_into_module($module, |c: NativeCallContext, $daemon: Daemon $(, $arg: $ty)*| {
-                located(&c, $body)
+                located(&c, answer(&$daemon, $name, || vec![$(stubs::arg(&$arg)),*], || $body))
             });
     }};
+}
+
+/// What an operation returns: the result a test case declared (`squall pack test`) when
+/// stubs are installed, else the daemon's, through `op`.
+fn answer<T: std::any::Any + Clone>(
+    daemon: &Daemon,
+    name: &str,
+    args: impl FnOnce() -> Vec<serde_json::Value>,
+    op: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    if !stubs::active() {
+        return op();
+    }
+    let declared = stubs::answer_docker(&daemon.host, name, args()).map_err(script_error)?;
+    let value = convert::to_dynamic(&declared);
+    let kind = value.type_name();
+    value.try_cast::<T>().ok_or_else(|| {
+        script_error(format!(
+            "docker {name}: the test case declares a result of type {kind}, which docker {name} does not return"
+        ))
+    })
 }
 
 pub(super) fn module() -> Module {
@@ -171,6 +196,16 @@ fn connect(host: &Dynamic) -> Result<Daemon> {
             .filter(|h| !h.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_HOST.to_string())
     };
+    if stubs::active() {
+        // A test's calls are answered by its stubs (see `answer`): no daemon is asked anything,
+        // and this client, of an address that cannot resolve, is never used.
+        let client = Docker::connect_with_http("squall-test.invalid:2375", 1, API_DEFAULT_VERSION)
+            .map_err(|e| failure("docker connect", error_chain(&e)))?;
+        return Ok(Daemon {
+            host: host.into(),
+            client,
+        });
+    }
     static CLIENTS: LazyLock<Mutex<HashMap<String, Docker>>> = LazyLock::new(Mutex::default);
     let cached = CLIENTS.lock().ok().and_then(|c| c.get(&host).cloned());
     let client = match cached {

@@ -9,7 +9,9 @@
 //! A request never outlives its run: its timeout (30 s by default) is cut to the time the
 //! execution has left, and it is waited for on a helper thread so that a cancel ends the script
 //! at once (the abandoned request then ends on its own, within its timeout). A response body
-//! larger than the script's string limit is refused, not buffered.
+//! larger than the script's string limit is refused, not buffered. Inside
+//! [`super::stubs::with_stubs`] (`squall pack test`) a request is answered from the responses
+//! the test case declares, and never sent.
 
 use std::io::Read;
 use std::sync::{mpsc, OnceLock};
@@ -20,7 +22,7 @@ use reqwest::Method;
 use rhai::{Dynamic, EvalAltResult, ImmutableString, Map, Module, NativeCallContext, FLOAT, INT};
 use serde_json::Value;
 
-use super::{convert, located, max_string_size, run_bounds, script_error, stop_error, Stop};
+use super::{convert, located, max_string_size, run_bounds, script_error, stop_error, stubs, Stop};
 
 type Result<T> = std::result::Result<T, Box<EvalAltResult>>;
 
@@ -197,6 +199,9 @@ fn request(
     let method = Method::from_bytes(method_name.as_bytes())
         .map_err(|_| script_error(format!("http: '{method}' is not an HTTP method")))?;
     let options = parse_options(body, options)?;
+    if stubs::active() {
+        return stubbed(&method_name, url, &options);
+    }
     let (deadline, cancel) = run_bounds()?;
     let limit = max_string_size()?;
     let left = deadline.saturating_duration_since(Instant::now());
@@ -255,6 +260,29 @@ fn request(
             "{label}: reading the response failed: {e}"
         ))),
     }
+}
+
+/// The response a test case declared (`squall pack test`), instead of the network's.
+fn stubbed(method: &str, url: &str, options: &Options) -> Result<Dynamic> {
+    let (text, json) = match &options.body {
+        Some(Body::Text(text)) => (Some(text.as_str()), None),
+        Some(Body::Json(json)) => (None, Some(json)),
+        None => (None, None),
+    };
+    let answer = stubs::answer_http(&stubs::HttpCall {
+        method,
+        url,
+        query: &options.query,
+        headers: &options.headers,
+        text,
+        json,
+    })
+    .map_err(script_error)?;
+    Ok(reply_to_map(Reply {
+        status: answer.status,
+        headers: answer.headers,
+        body: answer.body,
+    }))
 }
 
 fn build(

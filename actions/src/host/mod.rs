@@ -24,6 +24,7 @@ mod http;
 mod json;
 mod kv;
 mod log;
+pub mod stubs;
 mod time;
 
 use std::cell::{Cell, RefCell};

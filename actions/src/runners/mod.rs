@@ -2,4 +2,5 @@
 //! One file per runner; each turns an action's parameters into a process and its outcome into
 //! st2's result shape.
 
+pub mod python;
 pub mod shell;

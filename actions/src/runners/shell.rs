@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -134,6 +134,10 @@ pub fn parameter_env(params: &Map<String, Value>) -> Vec<(String, String)> {
 
 /// Runs the job on this thread (it blocks) and reports how it ended.
 pub fn run_shell(job: ShellJob) -> ShellReport {
+    let what = match &job.command {
+        ShellCommand::Line(_) => "/bin/sh".to_string(),
+        ShellCommand::Script { path, .. } => path.display().to_string(),
+    };
     let mut command = match &job.command {
         ShellCommand::Line(line) => {
             let mut c = Command::new("/bin/sh");
@@ -148,29 +152,192 @@ pub fn run_shell(job: ShellJob) -> ShellReport {
     };
     command
         .envs(job.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    if let Some(cwd) = &job.cwd {
+        command.current_dir(cwd);
+    }
+    let output = Arc::new(Output::new(job.secrets.clone(), job.on_log.clone()));
+    let ended = match supervise(command, &output, job.timeout, &job.cancel) {
+        Ok(ended) => ended,
+        Err(e) => {
+            return ShellReport {
+                outcome: ShellOutcome::NotStarted(format!("cannot run {what}: {e}")),
+                log: Vec::new(),
+            }
+        }
+    };
+    let (stdout, stderr, log) = output.finish();
+    let succeeded = ended.by.is_none() && ended.status.and_then(|s| s.code()) == Some(0);
+    let mut result = json!({
+        "stdout": stdout.trim_end_matches('\n'),
+        "stderr": stderr.trim_end_matches('\n'),
+        "return_code": ended.code(),
+        "succeeded": succeeded,
+        "failed": !succeeded,
+    });
+    let outcome = match ended.by {
+        Some(EndedBy::Timeout) => {
+            result["error"] = json!(timeout_message(job.timeout));
+            ShellOutcome::Timeout {
+                after: job.timeout,
+                result,
+            }
+        }
+        Some(EndedBy::Cancel) => ShellOutcome::Canceled(result),
+        None if succeeded => ShellOutcome::Succeeded(result),
+        None => ShellOutcome::Failed(result),
+    };
+    ShellReport { outcome, log }
+}
+
+/// st2's error for an action that ran past its timeout.
+pub(crate) fn timeout_message(after: Duration) -> String {
+    format!(
+        "Action failed to complete in {} seconds",
+        after.as_secs_f64()
+    )
+}
+
+/// Which stream of a process a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// What a runner's process wrote, shared by the threads that read it: each stream's text (the
+/// first [`MAX_OUTPUT_BYTES`] of it) and the log lines, secrets masked in both.
+pub(crate) struct Output {
+    secrets: Vec<String>,
+    on_log: Option<LogSink>,
+    log: Mutex<Vec<LogLine>>,
+    stdout: Mutex<String>,
+    stderr: Mutex<String>,
+}
+
+impl Output {
+    pub(crate) fn new(secrets: Vec<String>, on_log: Option<LogSink>) -> Output {
+        Output {
+            secrets,
+            on_log,
+            log: Mutex::new(Vec::new()),
+            stdout: Mutex::new(String::new()),
+            stderr: Mutex::new(String::new()),
+        }
+    }
+
+    /// One line of `stream` (its newline included, if it had one): kept in the stream's text
+    /// and logged at `level`.
+    pub(crate) fn line(&self, stream: Stream, level: LogLevel, raw: &str) {
+        let text = mask(raw, &self.secrets);
+        self.keep_masked(stream, &text);
+        self.log_masked(level, text.trim_end_matches(['\n', '\r']));
+    }
+
+    /// Text that belongs in a stream's output without being a log line of its own.
+    pub(crate) fn keep(&self, stream: Stream, text: &str) {
+        self.keep_masked(stream, &mask(text, &self.secrets));
+    }
+
+    /// A log line that is not part of either stream.
+    pub(crate) fn log(&self, level: LogLevel, message: &str) {
+        self.log_masked(level, &mask(message, &self.secrets));
+    }
+
+    fn keep_masked(&self, stream: Stream, text: &str) {
+        let out = match stream {
+            Stream::Stdout => &self.stdout,
+            Stream::Stderr => &self.stderr,
+        };
+        if let Ok(mut out) = out.lock() {
+            if out.len() < MAX_OUTPUT_BYTES {
+                out.push_str(text);
+            }
+        }
+    }
+
+    fn log_masked(&self, level: LogLevel, message: &str) {
+        let entry = LogLine {
+            timestamp: chrono::Utc::now(),
+            level,
+            message: message.to_string(),
+        };
+        if let Some(sink) = &self.on_log {
+            sink(&entry);
+        }
+        if let Ok(mut l) = self.log.lock() {
+            if l.len() < crate::host::MAX_LOG_LINES {
+                l.push(entry);
+            }
+        }
+    }
+
+    /// The text of stdout and stderr (each with a note when it was cut), and the log.
+    pub(crate) fn finish(&self) -> (String, String, Vec<LogLine>) {
+        let take = |m: &Mutex<String>| {
+            let mut text = m
+                .lock()
+                .map(|mut t| std::mem::take(&mut *t))
+                .unwrap_or_default();
+            if text.len() >= MAX_OUTPUT_BYTES {
+                text.push_str("\n[output cut: over 4 MiB]");
+            }
+            text
+        };
+        let log = self
+            .log
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default();
+        (take(&self.stdout), take(&self.stderr), log)
+    }
+}
+
+/// Why squall ended a process before it exited by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndedBy {
+    Timeout,
+    Cancel,
+}
+
+/// How a supervised process ended.
+#[derive(Debug)]
+pub(crate) struct Ended {
+    /// `None` when it could not be waited for.
+    pub(crate) status: Option<ExitStatus>,
+    pub(crate) by: Option<EndedBy>,
+}
+
+impl Ended {
+    /// The exit code, or minus the signal that ended the process (st2's `-9` for a kill).
+    pub(crate) fn code(&self) -> Option<i32> {
+        let status = self.status?;
+        status
+            .code()
+            .or_else(|| std::os::unix::process::ExitStatusExt::signal(&status).map(|s| -s))
+    }
+}
+
+/// Runs `command` (its program, arguments, environment and stdin set by the caller) in a
+/// process group of its own, its stdout and stderr read line by line into `output` (stdout as
+/// `print`, stderr as `error`), until it exits, `timeout` passes or `cancel` is set: then the
+/// whole group is killed. Blocks until the process is gone and both streams are closed.
+pub(crate) fn supervise(
+    mut command: Command,
+    output: &Arc<Output>,
+    timeout: Duration,
+    cancel: &CancelToken,
+) -> std::io::Result<Ended> {
+    command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own process group, so that a timeout ends every process it started.
         .process_group(0);
-    if let Some(cwd) = &job.cwd {
-        command.current_dir(cwd);
-    }
-    let mut child = match command.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let what = match &job.command {
-                ShellCommand::Line(_) => "/bin/sh".to_string(),
-                ShellCommand::Script { path, .. } => path.display().to_string(),
-            };
-            return ShellReport {
-                outcome: ShellOutcome::NotStarted(format!("cannot run {what}: {e}")),
-                log: Vec::new(),
-            };
-        }
-    };
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let secrets = Arc::new(job.secrets.clone());
+    let spawned = command.spawn();
+    // The command keeps the parent's copies of what it handed the child (a socket for its
+    // stdin): they go now, so that the child's end is the only one left open.
+    drop(command);
+    let mut child = spawned?;
     let readers: Vec<_> = [
         child
             .stdout
@@ -182,12 +349,15 @@ pub fn run_shell(job: ShellJob) -> ShellReport {
             .map(|s| Box::new(s) as Box<dyn Read + Send>),
     ]
     .into_iter()
-    .zip([LogLevel::Print, LogLevel::Error])
-    .filter_map(|(stream, level)| {
-        let stream = stream?;
-        let (log, secrets, on_log) = (log.clone(), secrets.clone(), job.on_log.clone());
+    .zip([
+        (Stream::Stdout, LogLevel::Print),
+        (Stream::Stderr, LogLevel::Error),
+    ])
+    .filter_map(|(pipe, (stream, level))| {
+        let pipe = pipe?;
+        let output = output.clone();
         Some(std::thread::spawn(move || {
-            read_lines(stream, level, &log, &secrets, on_log.as_ref())
+            read_lines(pipe, stream, level, &output)
         }))
     })
     .collect();
@@ -195,22 +365,19 @@ pub fn run_shell(job: ShellJob) -> ShellReport {
     let started = Instant::now();
     // Short commands end within a millisecond or two: look often at first, then less.
     let mut pause = Duration::from_micros(100);
-    let mut ended_by: Option<ShellOutcome> = None;
+    let mut by: Option<EndedBy> = None;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
             Ok(None) => {}
             Err(_) => break None,
         }
-        if started.elapsed() >= job.timeout {
-            ended_by = Some(ShellOutcome::Timeout {
-                after: job.timeout,
-                result: Value::Null,
-            });
-        } else if job.cancel.is_canceled() {
-            ended_by = Some(ShellOutcome::Canceled(Value::Null));
+        if started.elapsed() >= timeout {
+            by = Some(EndedBy::Timeout);
+        } else if cancel.is_canceled() {
+            by = Some(EndedBy::Cancel);
         }
-        if ended_by.is_some() {
+        if by.is_some() {
             kill_group(child.id());
             let _ = child.kill();
             break child.wait().ok();
@@ -219,54 +386,18 @@ pub fn run_shell(job: ShellJob) -> ShellReport {
         pause = (pause * 2).min(Duration::from_millis(5));
     };
     // Whatever the group left behind holds the pipes open: it is ended with the group.
-    if ended_by.is_some() {
+    if by.is_some() {
         kill_group(child.id());
     }
-    let mut outputs = Vec::new();
     for reader in readers {
-        outputs.push(reader.join().unwrap_or_default());
+        let _ = reader.join();
     }
-    let stdout = outputs.first().cloned().unwrap_or_default();
-    let stderr = outputs.get(1).cloned().unwrap_or_default();
-    let return_code = status.and_then(|s| s.code());
-    let signal = status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
-    let succeeded = ended_by.is_none() && return_code == Some(0);
-    let mut result = json!({
-        "stdout": stdout.trim_end_matches('\n'),
-        "stderr": stderr.trim_end_matches('\n'),
-        "return_code": return_code.or(signal.map(|s| -s)),
-        "succeeded": succeeded,
-        "failed": !succeeded,
-    });
-    let log = match Arc::try_unwrap(log) {
-        Ok(m) => m.into_inner().unwrap_or_default(),
-        Err(shared) => shared.lock().map(|l| l.clone()).unwrap_or_default(),
-    };
-    let outcome = match ended_by {
-        Some(ShellOutcome::Timeout { after, .. }) => {
-            result["error"] = json!(format!(
-                "Action failed to complete in {} seconds",
-                after.as_secs_f64()
-            ));
-            ShellOutcome::Timeout { after, result }
-        }
-        Some(_) => ShellOutcome::Canceled(result),
-        None if succeeded => ShellOutcome::Succeeded(result),
-        None => ShellOutcome::Failed(result),
-    };
-    ShellReport { outcome, log }
+    Ok(Ended { status, by })
 }
 
-/// Reads one stream to its end, line by line: each line logged (secrets masked) and kept.
-fn read_lines(
-    stream: Box<dyn Read + Send>,
-    level: LogLevel,
-    log: &Mutex<Vec<LogLine>>,
-    secrets: &[String],
-    on_log: Option<&LogSink>,
-) -> String {
-    let mut out = String::new();
-    let mut reader = BufReader::new(stream);
+/// Reads one stream to its end, line by line, into `output`.
+fn read_lines(pipe: Box<dyn Read + Send>, stream: Stream, level: LogLevel, output: &Output) {
+    let mut reader = BufReader::new(pipe);
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -274,31 +405,12 @@ fn read_lines(
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let text = mask(&String::from_utf8_lossy(&line), secrets);
-        if out.len() < MAX_OUTPUT_BYTES {
-            out.push_str(&text);
-        }
-        let entry = LogLine {
-            timestamp: chrono::Utc::now(),
-            level,
-            message: text.trim_end_matches(['\n', '\r']).to_string(),
-        };
-        if let Some(sink) = on_log {
-            sink(&entry);
-        }
-        if let Ok(mut l) = log.lock() {
-            if l.len() < crate::host::MAX_LOG_LINES {
-                l.push(entry);
-            }
-        }
+        output.line(stream, level, &String::from_utf8_lossy(&line));
     }
-    if out.len() >= MAX_OUTPUT_BYTES {
-        out.push_str("\n[output cut: over 4 MiB]");
-    }
-    out
 }
 
-fn mask(text: &str, secrets: &[String]) -> String {
+/// `text` with every secret replaced by `********`.
+pub(crate) fn mask(text: &str, secrets: &[String]) -> String {
     let mut out = text.to_string();
     for s in secrets.iter().filter(|s| !s.is_empty()) {
         out = out.replace(s.as_str(), crate::SECRET_MASK);
