@@ -45,7 +45,10 @@ impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
     }
 
     fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
-        (http::Method::POST, Some(json!({"type": "browser"}).to_string()))
+        (
+            http::Method::POST,
+            Some(json!({"type": "browser"}).to_string()),
+        )
     }
 }
 
@@ -147,9 +150,8 @@ impl Browser {
                 .rt
                 .block_on(self.c().execute(&format!("return ({script});"), Vec::new()))
                 .unwrap_or(Value::Null);
-            let truthy = !matches!(&v, Value::Null | Value::Bool(false))
-                && v != json!(0)
-                && v != json!("");
+            let truthy =
+                !matches!(&v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
             if truthy {
                 return v;
             }

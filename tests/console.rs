@@ -14,7 +14,11 @@ use crate::harness::{is_terminal, write, Squall};
 /// A pack with a slow action, a workflow of three tasks (one over items) and a webhook rule.
 fn console_pack(root: &Path) -> PathBuf {
     let pack = root.join("packs/consoletest");
-    write(&pack, "pack.yaml", "ref: consoletest\nname: consoletest\nversion: 1.0.0\n");
+    write(
+        &pack,
+        "pack.yaml",
+        "ref: consoletest\nname: consoletest\nversion: 1.0.0\n",
+    );
     write(
         &pack,
         "actions/slow.yaml",
@@ -79,7 +83,10 @@ fn page_is_whole(b: &Browser, path: &str) {
         "Packs",
         "Boards",
     ] {
-        assert!(nav.contains(view), "{path}: the navigation lacks {view}: {nav}");
+        assert!(
+            nav.contains(view),
+            "{path}: the navigation lacks {view}: {nav}"
+        );
     }
     let h1 = b.text("main h1");
     assert!(!h1.is_empty(), "{path}: no heading");
@@ -94,15 +101,28 @@ fn every_view_renders_with_its_navigation_and_no_console_error() {
         return;
     };
     // Something to show: a webhook's execution, a workflow, a key (a secret too).
-    let (code, ti) = s.post("/api/v1/webhooks/console", r#"{"kind": "nap", "seconds": 0}"#);
+    let (code, ti) = s.post(
+        "/api/v1/webhooks/console",
+        r#"{"kind": "nap", "seconds": 0}"#,
+    );
     assert_eq!(code, 202, "{ti}");
     let ti = ti["id"].as_str().expect("instance id").to_string();
     let flow = request(&s, "consoletest.flow", json!({"first": 0}));
     ended(&s, &flow);
-    let (code, _) = s.request("PUT", "/api/v1/keys/console.plain", Some(r#"{"value": "visible"}"#)).expect("put key");
+    let (code, _) = s
+        .request(
+            "PUT",
+            "/api/v1/keys/console.plain",
+            Some(r#"{"value": "visible"}"#),
+        )
+        .expect("put key");
     assert_eq!(code, 200);
     let (code, _) = s
-        .request("PUT", "/api/v1/keys/console.secret", Some(r#"{"value": "hunter2", "secret": true}"#))
+        .request(
+            "PUT",
+            "/api/v1/keys/console.secret",
+            Some(r#"{"value": "hunter2", "secret": true}"#),
+        )
         .expect("put secret");
     assert_eq!(code, 200);
     let views = [
@@ -128,7 +148,10 @@ fn every_view_renders_with_its_navigation_and_no_console_error() {
     // Secrets stay masked.
     b.goto("/keys");
     let keys = b.text("#keys");
-    assert!(keys.contains("visible") && !keys.contains("hunter2"), "{keys}");
+    assert!(
+        keys.contains("visible") && !keys.contains("hunter2"),
+        "{keys}"
+    );
     // Screenshots for the README.
     for (path, name) in [
         ("/".to_string(), "overview.png"),
@@ -144,7 +167,10 @@ fn every_view_renders_with_its_navigation_and_no_console_error() {
         .request("GET", "/executions", None)
         .map(|(_, v)| v.as_str().unwrap_or_default().to_string())
         .unwrap_or_default();
-    assert!(html.contains("consoletest.flow") && html.contains("<nav"), "{html}");
+    assert!(
+        html.contains("consoletest.flow") && html.contains("<nav"),
+        "{html}"
+    );
 }
 
 #[test]
@@ -157,7 +183,10 @@ fn a_webhook_execution_appears_live_and_a_running_one_is_canceled_from_the_page(
     b.wait_js("document.body.dataset.live === '1'", 20);
     // A marker that a reload would lose.
     b.js("window.__kept = 42; return null;");
-    let (code, _) = s.post("/api/v1/webhooks/console", r#"{"kind": "nap", "seconds": 30}"#);
+    let (code, _) = s.post(
+        "/api/v1/webhooks/console",
+        r#"{"kind": "nap", "seconds": 30}"#,
+    );
     assert_eq!(code, 202);
     let id = b.wait_js(
         "(() => { const r = document.querySelector('#executions tbody tr[data-action=\"consoletest.slow\"]'); return r && r.dataset.id; })()",
@@ -168,9 +197,15 @@ fn a_webhook_execution_appears_live_and_a_running_one_is_canceled_from_the_page(
         &format!("document.querySelector('tr[data-id=\"{id}\"]').dataset.status === 'running'"),
         20,
     );
-    assert_eq!(b.js("return window.__kept;"), json!(42), "the row came without a reload");
+    assert_eq!(
+        b.js("return window.__kept;"),
+        json!(42),
+        "the row came without a reload"
+    );
     // Cancel from the row.
-    b.click(&format!("tr[data-id=\"{id}\"] button[data-command=\"cancel\"]"));
+    b.click(&format!(
+        "tr[data-id=\"{id}\"] button[data-command=\"cancel\"]"
+    ));
     let e = ended(&s, &id);
     assert_eq!(e["status"], "canceled", "{e}");
     // Back on the list, which shows it canceled.
@@ -192,7 +227,10 @@ fn a_workflows_nodes_turn_green_as_its_tasks_end() {
     b.goto(&format!("/executions/{flow}"));
     // The whole declared graph is there before the later tasks run.
     for task in ["prepare", "fan", "report"] {
-        b.wait_js(&format!("document.querySelector('#graph g[data-task=\"{task}\"]')"), 10);
+        b.wait_js(
+            &format!("document.querySelector('#graph g[data-task=\"{task}\"]')"),
+            10,
+        );
     }
     assert_eq!(
         b.js("return document.querySelector('#graph g[data-task=\"report\"]').getAttribute('class').includes('state-succeeded');"),
@@ -212,7 +250,10 @@ fn a_workflows_nodes_turn_green_as_its_tasks_end() {
             30,
         );
     }
-    let badge = b.wait_js("document.querySelector('#graph g[data-task=\"fan\"]').textContent", 5);
+    let badge = b.wait_js(
+        "document.querySelector('#graph g[data-task=\"fan\"]').textContent",
+        5,
+    );
     assert!(badge.as_str().unwrap_or("").contains("3/3"), "{badge}");
     let e = ended(&s, &flow);
     assert_eq!(e["status"], "succeeded", "{e}");
@@ -226,13 +267,29 @@ fn a_running_actions_log_is_followed_live() {
     let Some(b) = Browser::open(s.port) else {
         return;
     };
-    let id = request(&s, "consoletest.slow", json!({"seconds": 2, "token": "s3cret"}));
+    let id = request(
+        &s,
+        "consoletest.slow",
+        json!({"seconds": 2, "token": "s3cret"}),
+    );
     b.goto(&format!("/executions/{id}"));
-    b.wait_js("document.getElementById('log').textContent.includes('sleeping 2')", 20);
-    b.wait_js("document.getElementById('log').textContent.includes('awake')", 20);
-    b.wait_js("document.querySelector('#summary [data-status]').textContent === 'succeeded'", 20);
+    b.wait_js(
+        "document.getElementById('log').textContent.includes('sleeping 2')",
+        20,
+    );
+    b.wait_js(
+        "document.getElementById('log').textContent.includes('awake')",
+        20,
+    );
+    b.wait_js(
+        "document.querySelector('#summary [data-status]').textContent === 'succeeded'",
+        20,
+    );
     let params = b.text("#parameters");
-    assert!(params.contains("********") && !params.contains("s3cret"), "{params}");
+    assert!(
+        params.contains("********") && !params.contains("s3cret"),
+        "{params}"
+    );
 }
 
 #[test]
@@ -241,7 +298,10 @@ fn a_trace_leads_from_an_instance_to_its_executions() {
     let Some(b) = Browser::open(s.port) else {
         return;
     };
-    let (code, ti) = s.post("/api/v1/webhooks/console", r#"{"kind": "nap", "seconds": 0}"#);
+    let (code, ti) = s.post(
+        "/api/v1/webhooks/console",
+        r#"{"kind": "nap", "seconds": 0}"#,
+    );
     assert_eq!(code, 202);
     let ti = ti["id"].as_str().expect("id").to_string();
     let (_, other) = s.post("/api/v1/webhooks/console", r#"{"kind": "other"}"#);
@@ -249,18 +309,27 @@ fn a_trace_leads_from_an_instance_to_its_executions() {
     let list = s.wait_for(
         &format!("/api/v1/executions?trigger_instance={ti}"),
         30,
-        |v| v.as_array().is_some_and(|a| a.len() == 1 && is_terminal(a[0]["status"].as_str().unwrap_or(""))),
+        |v| {
+            v.as_array()
+                .is_some_and(|a| a.len() == 1 && is_terminal(a[0]["status"].as_str().unwrap_or("")))
+        },
     );
     let exec_id = list[0]["id"].as_str().expect("id").to_string();
     b.goto(&format!("/trace/{ti}"));
     let verdict = b.text(".verdict[data-rule=\"consoletest.on_hook\"]");
     assert!(verdict.contains("matched"), "{verdict}");
     b.click(&format!("a[href=\"/executions/{exec_id}\"]"));
-    b.wait_js(&format!("location.pathname === '/executions/{exec_id}'"), 10);
+    b.wait_js(
+        &format!("location.pathname === '/executions/{exec_id}'"),
+        10,
+    );
     // The instance that did not match says which criterion failed, and why.
     b.goto(&format!("/trace/{other}"));
     let verdict = b.text(".verdict[data-rule=\"consoletest.on_hook\"]");
-    assert!(verdict.contains("no match") && verdict.contains("trigger.body.kind"), "{verdict}");
+    assert!(
+        verdict.contains("no match") && verdict.contains("trigger.body.kind"),
+        "{verdict}"
+    );
     assert!(verdict.contains("other"), "the value it had: {verdict}");
 }
 
@@ -282,20 +351,35 @@ fn with_auth_a_key_logs_in_for_a_session_cookie() {
     b.type_into("input[name=key]", &key);
     b.click("form.login button");
     b.wait_js("location.pathname === '/executions'", 10);
-    assert!(b.url().ends_with("/executions?status=failed"), "{}", b.url());
+    assert!(
+        b.url().ends_with("/executions?status=failed"),
+        "{}",
+        b.url()
+    );
     assert!(!b.url().contains(&key), "the key is never in a URL");
-    assert_eq!(b.js("return document.cookie.includes('squall_session');"), json!(false), "HttpOnly");
+    assert_eq!(
+        b.js("return document.cookie.includes('squall_session');"),
+        json!(false),
+        "HttpOnly"
+    );
     assert!(b.text("header nav").contains("ops"));
     // Live updates work over the session too.
     b.wait_js("document.body.dataset.live === '1'", 20);
     // Without a key or a session a page sends to the login page, the API answers 401.
-    let (code, _) = s.request("POST", "/executions/x/cancel", None).expect("request");
+    let (code, _) = s
+        .request("POST", "/executions/x/cancel", None)
+        .expect("request");
     assert_eq!(code, 303);
-    let (code, _) = s.request("GET", "/api/v1/executions", None).expect("request");
+    let (code, _) = s
+        .request("GET", "/api/v1/executions", None)
+        .expect("request");
     assert_eq!(code, 401);
     // The session's cookie alone does not make a change: it must come with the console's
     // Origin (a page elsewhere cannot use it).
-    let cookie = format!("squall_session={}", b.cookie("squall_session").expect("the session cookie"));
+    let cookie = format!(
+        "squall_session={}",
+        b.cookie("squall_session").expect("the session cookie")
+    );
     let (code, body) = s
         .request_with("POST", "/executions/x/cancel", None, &[("Cookie", &cookie)])
         .expect("request");
@@ -317,7 +401,10 @@ fn with_auth_a_key_logs_in_for_a_session_cookie() {
             &[("Cookie", &cookie), ("Origin", "http://127.0.0.1")],
         )
         .expect("request");
-    assert_eq!(code, 404, "the change went through to the (unknown) execution");
+    assert_eq!(
+        code, 404,
+        "the change went through to the (unknown) execution"
+    );
     // Log out: back to the login page.
     b.click("form[action=\"/logout\"] button");
     b.wait_js("location.pathname === '/login'", 10);

@@ -415,8 +415,8 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
         }
         // The console's session cookie: a request that changes something must also come from
         // the console's own origin (the cookie alone is no proof of intent).
-        if let Some(user) = crate::console::token_of(req.headers())
-            .and_then(|t| state.console.sessions.user(&t))
+        if let Some(user) =
+            crate::console::token_of(req.headers()).and_then(|t| state.console.sessions.user(&t))
         {
             let safe = matches!(
                 *req.method(),

@@ -29,6 +29,7 @@ use crate::packs::Catalog;
 use crate::policies::Policies;
 use crate::store::{ScriptKv, Store, StoreError, StoreKv};
 
+pub mod hub;
 mod later;
 mod live;
 mod marks;
@@ -38,7 +39,6 @@ mod python;
 pub mod remote;
 mod results;
 mod shell;
-pub mod hub;
 mod workflows;
 
 pub(crate) use live::outcome_status;

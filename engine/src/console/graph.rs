@@ -67,17 +67,17 @@ impl NodeState {
         }
     }
 
-    /// From a task's or an execution's status word as the engine and StackStorm spell it. Work
-    /// that is under way in any form (requested, scheduled, pausing, paused, canceling) counts as
-    /// running; a timeout or an abandoned execution as failed; an unknown word as pending.
+    /// From an execution's status word as StackStorm spells it: not yet started (requested,
+    /// scheduled, delayed) is pending; running, pausing and paused are running; a canceling
+    /// execution is drawn as canceled, a timeout or an abandoned one as failed; an unknown word
+    /// as pending.
     pub fn from_status(status: &str) -> NodeState {
         match status {
             "succeeded" => NodeState::Succeeded,
             "failed" | "timeout" | "abandoned" => NodeState::Failed,
-            "canceled" => NodeState::Canceled,
+            "canceled" | "canceling" => NodeState::Canceled,
             "skipped" => NodeState::Skipped,
-            "running" | "requested" | "scheduled" | "delayed" | "pausing" | "paused"
-            | "canceling" => NodeState::Running,
+            "running" | "pausing" | "paused" => NodeState::Running,
             _ => NodeState::Pending,
         }
     }
@@ -220,8 +220,6 @@ enum Kind<'a> {
     /// Keeps a layer clear where an edge spanning several layers passes, so it never runs
     /// through a box. Never drawn.
     Waypoint {
-        /// The task the edge leaves.
-        from: usize,
         edge: usize,
     },
 }
@@ -372,10 +370,7 @@ impl<'a> Layout<'a> {
         for (e, edge) in edges.iter_mut().enumerate().filter(|(_, e)| !e.back) {
             let (from, to) = (items[edge.from].layer, items[edge.to].layer);
             for layer in from + 1..to {
-                let kind = Kind::Waypoint {
-                    from: edge.from,
-                    edge: e,
-                };
+                let kind = Kind::Waypoint { edge: e };
                 let mut waypoint = Item::new(kind, WAYPOINT_W, 0);
                 waypoint.layer = layer;
                 items.push(waypoint);
@@ -827,7 +822,7 @@ fn clip(s: &str, max: usize) -> String {
 /// Relative links, and absolute ones over http(s): never `javascript:` or `data:`.
 fn safe_link(link: &str) -> bool {
     let lower = link.trim_start().to_ascii_lowercase();
-    let scheme_end = lower.find(|c| matches!(c, ':' | '/' | '?' | '#'));
+    let scheme_end = lower.find([':', '/', '?', '#']);
     match scheme_end {
         Some(i) if lower[i..].starts_with(':') => {
             lower.starts_with("http:") || lower.starts_with("https:")
@@ -1244,6 +1239,14 @@ mod tests {
             );
             assert!(STYLE.contains(&rule), "{rule}");
             assert_eq!(NodeState::from_status(state.as_str()), state);
+        }
+        for (status, state) in [
+            ("requested", NodeState::Pending),
+            ("paused", NodeState::Running),
+            ("canceling", NodeState::Canceled),
+            ("timeout", NodeState::Failed),
+        ] {
+            assert_eq!(NodeState::from_status(status), state, "{status}");
         }
         assert!(out.contains(&format!("<style>{STYLE}</style>")));
 

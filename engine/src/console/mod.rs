@@ -120,7 +120,11 @@ fn human_seconds(s: f64) -> String {
     } else if s < 3600.0 {
         format!("{} min {} s", (s / 60.0) as u64, (s % 60.0) as u64)
     } else {
-        format!("{} h {} min", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+        format!(
+            "{} h {} min",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
     }
 }
 
@@ -143,7 +147,10 @@ pub fn routes() -> Router<AppState> {
         .route("/rules", get(views::rules))
         .route("/rules/{rule_ref}", get(views::rule).post(views::rule_test))
         .route("/actions", get(views::actions))
-        .route("/actions/{action_ref}", get(views::action).post(views::action_run))
+        .route(
+            "/actions/{action_ref}",
+            get(views::action).post(views::action_run),
+        )
         .route("/sensors", get(views::sensors))
         .route("/timers", get(views::timers))
         .route("/keys", get(views::keys))
@@ -328,9 +335,7 @@ struct LoginQuery {
 /// Where to go after logging in: a path of this site only.
 fn local_path(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => {
-            n.to_string()
-        }
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
         _ => "/".to_string(),
     }
 }
@@ -359,7 +364,11 @@ struct LoginForm {
     next: Option<String>,
 }
 
-async fn login(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Response {
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
     if !state.config.auth {
         return Redirect::to("/").into_response();
     }
@@ -432,7 +441,10 @@ mod tests {
 
     #[test]
     fn next_paths_stay_on_this_site() {
-        assert_eq!(local_path(Some("/executions?status=failed")), "/executions?status=failed");
+        assert_eq!(
+            local_path(Some("/executions?status=failed")),
+            "/executions?status=failed"
+        );
         assert_eq!(local_path(Some("//evil.example/")), "/");
         assert_eq!(local_path(Some("https://evil.example/")), "/");
         assert_eq!(local_path(None), "/");
@@ -443,6 +455,9 @@ mod tests {
         assert_eq!(human_seconds(0.0123), "12 ms");
         assert_eq!(human_seconds(4.25), "4.2 s");
         assert_eq!(human_seconds(184.0), "3 min 4 s");
-        assert_eq!(short_time("2026-12-05T14:31:02.123456Z"), "2026-12-05 14:31:02");
+        assert_eq!(
+            short_time("2026-12-05T14:31:02.123456Z"),
+            "2026-12-05 14:31:02"
+        );
     }
 }

@@ -123,7 +123,10 @@ mod tests {
     #[test]
     fn cookies_and_origins() {
         let mut h = HeaderMap::new();
-        h.insert("cookie", HeaderValue::from_static("a=1; squall_session=abc; b=2"));
+        h.insert(
+            "cookie",
+            HeaderValue::from_static("a=1; squall_session=abc; b=2"),
+        );
         assert_eq!(token_of(&h).as_deref(), Some("abc"));
         h.insert("host", HeaderValue::from_static("127.0.0.1:9101"));
         assert!(!same_origin(&h), "no origin: refused");
@@ -132,7 +135,10 @@ mod tests {
         h.insert("origin", HeaderValue::from_static("http://evil.example"));
         assert!(!same_origin(&h));
         h.remove("origin");
-        h.insert("referer", HeaderValue::from_static("http://127.0.0.1:9101/executions?x=1"));
+        h.insert(
+            "referer",
+            HeaderValue::from_static("http://127.0.0.1:9101/executions?x=1"),
+        );
         assert!(same_origin(&h));
     }
 }

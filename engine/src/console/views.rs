@@ -124,7 +124,11 @@ pub async fn executions(
     let more = rows.len() > PAGE_SIZE;
     rows.truncate(PAGE_SIZE);
     let loaded = state.engine.loaded();
-    let actions: Vec<String> = loaded.catalog.actions().map(|a| a.reference.clone()).collect();
+    let actions: Vec<String> = loaded
+        .catalog
+        .actions()
+        .map(|a| a.reference.clone())
+        .collect();
     let rules: Vec<String> = loaded.catalog.rules().map(|r| r.rule.reference()).collect();
     let filters = json!({
         "action": filled(&f.action), "status": filled(&f.status), "rule": filled(&f.rule),
@@ -183,12 +187,24 @@ async fn graph_of(state: &AppState, e: &Value) -> Option<String> {
         return None;
     }
     let action = e["action"]["ref"].as_str()?;
-    let source = state.engine.loaded().catalog.action(action)?.source.clone()?;
+    let source = state
+        .engine
+        .loaded()
+        .catalog
+        .action(action)?
+        .source
+        .clone()?;
     let wf = crate::workflow::Workflow::parse(&source).ok()?;
     let id = e["id"].as_str()?;
-    let children = api_get(state, &format!("/api/v1/executions?parent={}&limit=10000&sort_asc=true", q(id)))
-        .await
-        .ok()?;
+    let children = api_get(
+        state,
+        &format!(
+            "/api/v1/executions?parent={}&limit=10000&sort_asc=true",
+            q(id)
+        ),
+    )
+    .await
+    .ok()?;
     let mut states: HashMap<String, NodeInfo> = HashMap::new();
     let mut items: HashMap<String, (usize, usize, bool, bool)> = HashMap::new();
     for c in children.as_array().into_iter().flatten() {
@@ -248,9 +264,15 @@ pub async fn execution(
         Ok(v) => v,
         Err(err) => return failed(&state, &headers, err),
     };
-    let children = api_get(&state, &format!("/api/v1/executions?parent={}&limit=1000&sort_asc=true", q(&id)))
-        .await
-        .unwrap_or(Value::Array(Vec::new()));
+    let children = api_get(
+        &state,
+        &format!(
+            "/api/v1/executions?parent={}&limit=1000&sort_asc=true",
+            q(&id)
+        ),
+    )
+    .await
+    .unwrap_or(Value::Array(Vec::new()));
     let graph = graph_of(&state, &e).await;
     let title = format!("{} {}", e["action"]["ref"].as_str().unwrap_or(""), id);
     render(
@@ -289,20 +311,21 @@ pub async fn execution_command(
         );
     }
     let path = format!("/api/v1/executions/{}", q(&id));
-    let outcome = match command.as_str() {
-        "cancel" => api_call(&state, "DELETE", &path, None).await,
-        "rerun" => api_call(&state, "POST", &format!("{path}/re_run"), Some(json!({}))).await,
-        "pause" => api_call(&state, "PUT", &path, Some(json!({"status": "pausing"}))).await,
-        "resume" => api_call(&state, "PUT", &path, Some(json!({"status": "resuming"}))).await,
-        other => {
-            return error_page(
+    let outcome =
+        match command.as_str() {
+            "cancel" => api_call(&state, "DELETE", &path, None).await,
+            "rerun" => api_call(&state, "POST", &format!("{path}/re_run"), Some(json!({}))).await,
+            "pause" => api_call(&state, "PUT", &path, Some(json!({"status": "pausing"}))).await,
+            "resume" => api_call(&state, "PUT", &path, Some(json!({"status": "resuming"}))).await,
+            other => return error_page(
                 &state,
                 &headers,
                 StatusCode::NOT_FOUND,
-                &format!("'{other}' is not something an execution does (cancel, rerun, pause, resume)"),
-            )
-        }
-    };
+                &format!(
+                    "'{other}' is not something an execution does (cancel, rerun, pause, resume)"
+                ),
+            ),
+        };
     match outcome {
         Ok(v) => {
             let to = if command == "rerun" {
@@ -383,7 +406,11 @@ fn trace_instance<'a>(
             let executions = if test["matches"] == true {
                 api_get(
                     state,
-                    &format!("/api/v1/executions?trigger_instance={}&rule={}&sort_asc=true", q(id), q(&rule)),
+                    &format!(
+                        "/api/v1/executions?trigger_instance={}&rule={}&sort_asc=true",
+                        q(id),
+                        q(&rule)
+                    ),
                 )
                 .await
                 .unwrap_or(Value::Array(Vec::new()))
@@ -407,9 +434,15 @@ fn trace_instance<'a>(
 
 async fn trace_execution(state: &AppState, e: Value, depth: usize) -> Value {
     let id = e["id"].as_str().unwrap_or("").to_string();
-    let children = api_get(state, &format!("/api/v1/executions?parent={}&sort_asc=true&limit=1000", q(&id)))
-        .await
-        .unwrap_or(Value::Array(Vec::new()));
+    let children = api_get(
+        state,
+        &format!(
+            "/api/v1/executions?parent={}&sort_asc=true&limit=1000",
+            q(&id)
+        ),
+    )
+    .await
+    .unwrap_or(Value::Array(Vec::new()));
     // The instances of `core.action_finished` this execution fired.
     let mut finished = Vec::new();
     if depth < TRACE_DEPTH {
@@ -514,7 +547,12 @@ pub async fn rule_test(
     Form(f): Form<RuleTestForm>,
 ) -> Response {
     if !same_origin(&headers) {
-        return error_page(&state, &headers, StatusCode::FORBIDDEN, "a test must come from this console's own pages");
+        return error_page(
+            &state,
+            &headers,
+            StatusCode::FORBIDDEN,
+            "a test must come from this console's own pages",
+        );
     }
     let id = f.trigger_instance_id.unwrap_or_default().trim().to_string();
     let test = api_call(
@@ -534,14 +572,18 @@ fn action_stats(executions: &[Value]) -> Value {
         .iter()
         .filter(|e| e["end_timestamp"].is_string())
         .collect();
-    let ok = finished.iter().filter(|e| e["status"] == "succeeded").count();
+    let ok = finished
+        .iter()
+        .filter(|e| e["status"] == "succeeded")
+        .count();
     let mut durations: Vec<f64> = finished
         .iter()
         .filter_map(|e| e["elapsed_seconds"].as_f64())
         .collect();
     durations.sort_by(|a, b| a.total_cmp(b));
     let pick = |q: f64| -> Option<f64> {
-        (!durations.is_empty()).then(|| durations[((durations.len() - 1) as f64 * q).round() as usize])
+        (!durations.is_empty())
+            .then(|| durations[((durations.len() - 1) as f64 * q).round() as usize])
     };
     json!({
         "finished": finished.len(),
@@ -630,7 +672,12 @@ pub async fn action_run(
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
     if !same_origin(&headers) {
-        return error_page(&state, &headers, StatusCode::FORBIDDEN, "a run must come from this console's own pages");
+        return error_page(
+            &state,
+            &headers,
+            StatusCode::FORBIDDEN,
+            "a run must come from this console's own pages",
+        );
     }
     let types: HashMap<String, squall_actions::ParamType> = state
         .engine
@@ -668,7 +715,14 @@ pub async fn action_run(
         }
     }
     if !bad.is_empty() {
-        return action_page(&state, &headers, &action_ref, Value::Object(given), Some(bad.join("; "))).await;
+        return action_page(
+            &state,
+            &headers,
+            &action_ref,
+            Value::Object(given),
+            Some(bad.join("; ")),
+        )
+        .await;
     }
     match api_call(
         &state,
@@ -678,8 +732,19 @@ pub async fn action_run(
     )
     .await
     {
-        Ok(e) => Redirect::to(&format!("/executions/{}", e["id"].as_str().unwrap_or(""))).into_response(),
-        Err(f) => action_page(&state, &headers, &action_ref, Value::Object(given), Some(f.message)).await,
+        Ok(e) => {
+            Redirect::to(&format!("/executions/{}", e["id"].as_str().unwrap_or(""))).into_response()
+        }
+        Err(f) => {
+            action_page(
+                &state,
+                &headers,
+                &action_ref,
+                Value::Object(given),
+                Some(f.message),
+            )
+            .await
+        }
     }
 }
 
@@ -688,7 +753,9 @@ pub async fn sensors(State(state): State<AppState>, headers: HeaderMap) -> Respo
         Ok(v) => v,
         Err(f) => return failed(&state, &headers, f),
     };
-    let workers = api_get(&state, "/api/v1/workers").await.unwrap_or(Value::Array(Vec::new()));
+    let workers = api_get(&state, "/api/v1/workers")
+        .await
+        .unwrap_or(Value::Array(Vec::new()));
     render(
         &state,
         &headers,
@@ -708,23 +775,24 @@ pub async fn timers(State(state): State<AppState>, headers: HeaderMap) -> Respon
         if !crate::timers::TimerSpec::is_timer_type(&rule.trigger_type) {
             continue;
         }
-        let (next, error) = match crate::timers::TimerSpec::parse(&rule.trigger_type, &rule.trigger_parameters) {
-            Ok(spec) => {
-                let mut next = Vec::new();
-                let mut at = now;
-                while next.len() < 3 {
-                    match spec.next_after(at) {
-                        Some(t) => {
-                            next.push(t.to_rfc3339());
-                            at = t;
+        let (next, error) =
+            match crate::timers::TimerSpec::parse(&rule.trigger_type, &rule.trigger_parameters) {
+                Ok(spec) => {
+                    let mut next = Vec::new();
+                    let mut at = now;
+                    while next.len() < 3 {
+                        match spec.next_after(at) {
+                            Some(t) => {
+                                next.push(t.to_rfc3339());
+                                at = t;
+                            }
+                            None => break,
                         }
-                        None => break,
                     }
+                    (next, None)
                 }
-                (next, None)
-            }
-            Err(e) => (Vec::new(), Some(e)),
-        };
+                Err(e) => (Vec::new(), Some(e)),
+            };
         list.push(json!({
             "rule": rule.reference(),
             "enabled": rule.enabled,
@@ -736,19 +804,40 @@ pub async fn timers(State(state): State<AppState>, headers: HeaderMap) -> Respon
         }));
     }
     drop(loaded);
-    render(&state, &headers, "timers.html", "timers", "Timers", json!({"timers": list}))
+    render(
+        &state,
+        &headers,
+        "timers.html",
+        "timers",
+        "Timers",
+        json!({"timers": list}),
+    )
 }
 
 pub async fn keys(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match api_get(&state, "/api/v1/keys").await {
-        Ok(list) => render(&state, &headers, "keys.html", "keys", "Keys", json!({"keys": list})),
+        Ok(list) => render(
+            &state,
+            &headers,
+            "keys.html",
+            "keys",
+            "Keys",
+            json!({"keys": list}),
+        ),
         Err(f) => failed(&state, &headers, f),
     }
 }
 
 pub async fn packs(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match api_get(&state, "/api/v1/packs").await {
-        Ok(list) => render(&state, &headers, "packs.html", "packs", "Packs", json!({"packs": list})),
+        Ok(list) => render(
+            &state,
+            &headers,
+            "packs.html",
+            "packs",
+            "Packs",
+            json!({"packs": list}),
+        ),
         Err(f) => failed(&state, &headers, f),
     }
 }
@@ -782,7 +871,8 @@ pub async fn boards(State(state): State<AppState>, headers: HeaderMap) -> Respon
         })
         .collect();
     let docker = state.engine.metrics.snapshot()["docker_events"].clone();
-    let mesos = serde_json::to_value(squall_sensors::mesos_metrics::board().snapshot()).unwrap_or(Value::Null);
+    let mesos = serde_json::to_value(squall_sensors::mesos_metrics::board().snapshot())
+        .unwrap_or(Value::Null);
     let alerts = api_get(
         &state,
         "/api/v1/triggerinstances?trigger=capacity.threshold&limit=20",
@@ -792,9 +882,12 @@ pub async fn boards(State(state): State<AppState>, headers: HeaderMap) -> Respon
     let mut alert_rows = Vec::new();
     for ti in alerts.as_array().into_iter().flatten() {
         let id = ti["id"].as_str().unwrap_or("");
-        let caused = api_get(&state, &format!("/api/v1/executions?trigger_instance={}", q(id)))
-            .await
-            .unwrap_or(Value::Array(Vec::new()));
+        let caused = api_get(
+            &state,
+            &format!("/api/v1/executions?trigger_instance={}", q(id)),
+        )
+        .await
+        .unwrap_or(Value::Array(Vec::new()));
         alert_rows.push(json!({"instance": ti, "executions": caused}));
     }
     render(
@@ -833,7 +926,12 @@ mod tests {
     #[test]
     fn back_stays_on_this_site() {
         let mut h = HeaderMap::new();
-        h.insert("referer", "http://127.0.0.1:9101/executions?status=running".parse().expect("header"));
+        h.insert(
+            "referer",
+            "http://127.0.0.1:9101/executions?status=running"
+                .parse()
+                .expect("header"),
+        );
         assert_eq!(back(&h, "/x"), "/executions?status=running");
         assert_eq!(back(&HeaderMap::new(), "/x"), "/x");
     }

@@ -68,8 +68,12 @@ impl EventHub {
     pub fn resume(&self, last_id: u64) -> Resumed {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let oldest = inner.kept.front().map_or(inner.next_id, |e| e.id);
-        let missed: Vec<StreamEvent> =
-            inner.kept.iter().filter(|e| e.id > last_id).cloned().collect();
+        let missed: Vec<StreamEvent> = inner
+            .kept
+            .iter()
+            .filter(|e| e.id > last_id)
+            .cloned()
+            .collect();
         Resumed {
             missed,
             gap: last_id + 1 < oldest && last_id < inner.next_id,

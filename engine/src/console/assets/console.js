@@ -184,6 +184,10 @@ function connect() {
   source.addEventListener("st2.execution__update", (m) => onExecution(JSON.parse(m.data), false));
   source.addEventListener("st2.execution.output__create", (m) => onOutput(JSON.parse(m.data)));
   if (body.dataset.page === "overview") source.addEventListener("st2.trigger_instance__create", refreshOverview);
+  // A page left for another must not keep its stream open: browsers allow few connections
+  // per host, and a page kept for the back button would hold one.
+  window.addEventListener("pagehide", () => source.close());
+  window.addEventListener("pageshow", (ev) => { if (ev.persisted) location.reload(); });
 }
 
 if (live && "EventSource" in window) connect();
