@@ -223,7 +223,7 @@ fn a_workflows_nodes_turn_green_as_its_tasks_end() {
     let Some(b) = Browser::open(s.port) else {
         return;
     };
-    let flow = request(&s, "consoletest.flow", json!({"first": 3}));
+    let flow = request(&s, "consoletest.flow", json!({"first": 8}));
     b.goto(&format!("/executions/{flow}"));
     // The whole declared graph is there before the later tasks run.
     for task in ["prepare", "fan", "report"] {

@@ -7,14 +7,12 @@
 //! is in `api/st2.rs`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -22,8 +20,6 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use squall_rules::{EvalEnv, NoMatch};
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::StreamExt;
 
 use crate::model::{Execution, ExecutionStatus, TriggerInstance};
 use crate::pipeline::{
@@ -41,6 +37,7 @@ use executions::*;
 use keys::*;
 mod chat;
 mod st2;
+mod stream;
 
 /// What a pack reload reports.
 pub type ReloadFn = Arc<dyn Fn() -> Value + Send + Sync>;
@@ -219,7 +216,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/user", get(st2::current_user))
         .route("/api/v1/overview", get(overview))
-        .route("/api/v1/stream", get(stream))
+        .route("/api/v1/stream", get(stream::stream))
         // Before the webhook route is added: a webhook's answer is never filtered.
         .layer(axum::middleware::from_fn(st2::attributes))
         .route(
@@ -1458,80 +1455,6 @@ async fn overview(State(state): State<AppState>) -> Json<Value> {
             .await
             .unwrap_or(Value::Null),
     )
-}
-
-#[derive(Deserialize)]
-pub(crate) struct StreamQuery {
-    /// Resume after this event (as the `Last-Event-ID` header does).
-    last_event_id: Option<u64>,
-}
-
-/// One stream event as SSE, with its id.
-fn sse_event(ev: &crate::pipeline::StreamEvent) -> Event {
-    Event::default()
-        .id(ev.id.to_string())
-        .event(&*ev.event)
-        .data(&*ev.data)
-}
-
-async fn stream(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<StreamQuery>,
-) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
-    // A client that lost its connection names the last event it had: the ones it missed
-    // come first (or `squall.gap` when they are no longer kept), then the live ones.
-    let last = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .or(q.last_event_id);
-    let (first, rx): (Vec<Event>, _) = match last {
-        Some(last) => {
-            let r = state.engine.events.resume(last);
-            let mut first: Vec<Event> = Vec::new();
-            if r.gap {
-                first.push(
-                    Event::default()
-                        .event("squall.gap")
-                        .data(json!({"after": last}).to_string()),
-                );
-            }
-            first.extend(r.missed.iter().map(sse_event));
-            (first, r.live)
-        }
-        None => (Vec::new(), state.engine.events.subscribe()),
-    };
-    let live = BroadcastStream::new(rx)
-        .filter_map(|item| item.ok().map(|ev| Ok::<_, Infallible>(sse_event(&ev))));
-    let mut events = tokio_stream::iter(first.into_iter().map(Ok::<_, Infallible>)).chain(live);
-    // Forwarded until squall has stopped: the stream then ends, and so does the response.
-    let (tx, out) = tokio::sync::mpsc::channel(256);
-    let mut end = state.streams_end.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = async {
-                    while !*end.borrow_and_update() {
-                        if end.changed().await.is_err() {
-                            break;
-                        }
-                    }
-                } => return,
-                // The client went away.
-                _ = tx.closed() => return,
-                next = events.next() => match next {
-                    Some(event) => {
-                        if tx.send(event).await.is_err() {
-                            return;
-                        }
-                    }
-                    None => return,
-                },
-            }
-        }
-    });
-    Sse::new(tokio_stream::wrappers::ReceiverStream::new(out)).keep_alive(KeepAlive::default())
 }
 
 #[cfg(test)]

@@ -321,6 +321,18 @@ impl Engine {
             handle: std::sync::OnceLock::new(),
             this: std::sync::OnceLock::new(),
         });
+        {
+            // The console feed reads an execution's latest state when its window closes.
+            let weak = Arc::downgrade(&engine);
+            engine.events.set_renderer(Arc::new(move |id: &str| {
+                let engine = weak.upgrade()?;
+                let e = engine.store.execution(id).ok()??;
+                let loaded = engine.loaded();
+                serde_json::to_string(&ExecutionOut::new(&loaded, &e))
+                    .ok()
+                    .map(Arc::from)
+            }));
+        }
         let _ = engine.this.set(Arc::downgrade(&engine));
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let _ = engine.handle.set(handle);
@@ -358,6 +370,9 @@ impl Engine {
         data: &impl serde::Serialize,
     ) {
         let event = event.into();
+        if !self.events.wants(&event) {
+            return;
+        }
         let data = match serde_json::to_string(data) {
             Ok(text) => Arc::from(text),
             Err(e) => {
@@ -372,9 +387,10 @@ impl Engine {
     /// Publishes an execution's change (`st2.execution__create` or `__update`) when someone
     /// follows the stream.
     fn publish_execution(&self, event: &'static str, loaded: &Loaded, e: &Execution) {
-        if self.events.receiver_count() > 0 {
+        if self.events.wants(event) {
             self.publish_serialized(event, &ExecutionOut::new(loaded, e));
         }
+        self.events.touched(&e.id, event == "st2.execution__create");
     }
 
     /// Why squall cannot accept trigger instances now, if it cannot (the journal failed).
@@ -483,7 +499,7 @@ impl Engine {
                 .unwrap_or_else(|| crate::sensing::host_name());
             self.metrics.docker_event(action, host);
         }
-        if self.events.receiver_count() > 0 {
+        if self.events.wants("st2.trigger_instance__create") {
             self.publish_serialized(
                 "st2.trigger_instance__create",
                 &TriggerInstanceOut::from(&ti),

@@ -311,21 +311,22 @@ pub async fn execution_command(
         );
     }
     let path = format!("/api/v1/executions/{}", q(&id));
-    let outcome =
-        match command.as_str() {
-            "cancel" => api_call(&state, "DELETE", &path, None).await,
-            "rerun" => api_call(&state, "POST", &format!("{path}/re_run"), Some(json!({}))).await,
-            "pause" => api_call(&state, "PUT", &path, Some(json!({"status": "pausing"}))).await,
-            "resume" => api_call(&state, "PUT", &path, Some(json!({"status": "resuming"}))).await,
-            other => return error_page(
+    let outcome = match command.as_str() {
+        "cancel" => api_call(&state, "DELETE", &path, None).await,
+        "rerun" => api_call(&state, "POST", &format!("{path}/re_run"), Some(json!({}))).await,
+        "pause" => api_call(&state, "PUT", &path, Some(json!({"status": "pausing"}))).await,
+        "resume" => api_call(&state, "PUT", &path, Some(json!({"status": "resuming"}))).await,
+        other => {
+            return error_page(
                 &state,
                 &headers,
                 StatusCode::NOT_FOUND,
                 &format!(
                     "'{other}' is not something an execution does (cancel, rerun, pause, resume)"
                 ),
-            ),
-        };
+            )
+        }
+    };
     match outcome {
         Ok(v) => {
             let to = if command == "rerun" {

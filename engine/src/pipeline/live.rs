@@ -122,26 +122,29 @@ impl Engine {
         let later = self.later.clone();
         let logging = live.clone();
         let on_log: squall_actions::LogSink = Arc::new(move |line: &LogLine| {
-            let mut data = serde_json::to_value(line).unwrap_or(Value::Null);
-            if let Value::Object(m) = &mut data {
-                m.insert("execution_id".into(), Value::String(exec_id.clone()));
-                // st2's own fields for an output line, for st2's clients: warnings and errors
-                // are the script's stderr (as `/output` shows them).
-                let stderr = matches!(
-                    line.level,
-                    squall_actions::LogLevel::Warn | squall_actions::LogLevel::Error
-                );
-                m.insert(
-                    "output_type".into(),
-                    Value::String(if stderr { "stderr" } else { "stdout" }.into()),
-                );
-                m.insert("data".into(), Value::String(format!("{}\n", line.message)));
+            // Serialized only when someone follows the stream.
+            if events.wants("st2.execution.output__create") {
+                let mut data = serde_json::to_value(line).unwrap_or(Value::Null);
+                if let Value::Object(m) = &mut data {
+                    m.insert("execution_id".into(), Value::String(exec_id.clone()));
+                    // st2's own fields for an output line, for st2's clients: warnings and errors
+                    // are the script's stderr (as `/output` shows them).
+                    let stderr = matches!(
+                        line.level,
+                        squall_actions::LogLevel::Warn | squall_actions::LogLevel::Error
+                    );
+                    m.insert(
+                        "output_type".into(),
+                        Value::String(if stderr { "stderr" } else { "stdout" }.into()),
+                    );
+                    m.insert("data".into(), Value::String(format!("{}\n", line.message)));
+                }
+                events.send(StreamEvent {
+                    id: 0,
+                    event: "st2.execution.output__create".into(),
+                    data: Arc::from(data.to_string()),
+                });
             }
-            events.send(StreamEvent {
-                id: 0,
-                event: "st2.execution.output__create".into(),
-                data: Arc::from(data.to_string()),
-            });
             if let Some(at) = logging.add(line) {
                 let deferred = logging.clone();
                 later.add(at, later::Job::Run(Box::new(move || deferred.write_held())));

@@ -168,7 +168,12 @@ function onOutput(line) {
 }
 
 function connect() {
-  const source = new EventSource("/api/v1/stream");
+  // An execution's page follows that execution (its tasks and log lines with it); the other
+  // pages follow the shared console feed: each changed execution once per quarter second.
+  const url = detailId
+    ? `/api/v1/stream?console=execution&execution=${encodeURIComponent(detailId)}`
+    : "/api/v1/stream?console=executions";
+  const source = new EventSource(url);
   source.onopen = () => {
     live.classList.remove("off");
     live.title = "live updates: on";
@@ -183,7 +188,8 @@ function connect() {
   source.addEventListener("st2.execution__create", (m) => onExecution(JSON.parse(m.data), true));
   source.addEventListener("st2.execution__update", (m) => onExecution(JSON.parse(m.data), false));
   source.addEventListener("st2.execution.output__create", (m) => onOutput(JSON.parse(m.data)));
-  if (body.dataset.page === "overview") source.addEventListener("st2.trigger_instance__create", refreshOverview);
+  source.addEventListener("squall.skipped", () => { if (body.dataset.page === "overview") refreshOverview(); });
+  if (body.dataset.page === "overview") setInterval(refreshOverview, 2000);
   // A page left for another must not keep its stream open: browsers allow few connections
   // per host, and a page kept for the back button would hold one.
   window.addEventListener("pagehide", () => source.close());
