@@ -485,6 +485,22 @@ fn runner_types() -> Vec<Value> {
             "orquesta",
             "Runs an Orquesta workflow (entry_point), each task an execution of its own.",
         ),
+        (
+            "announcement",
+            "Announces the parameters on the event stream and posts them to the chat they name.",
+        ),
+        (
+            "local-shell-cmd",
+            "Runs the `cmd` parameter with /bin/sh -c, as st2's core.local does.",
+        ),
+        (
+            "local-shell-script",
+            "Runs the action's script (entry_point) with st2's argument passing.",
+        ),
+        (
+            "python-script",
+            "Runs an st2 Python action class (entry_point) in the pack's virtualenv.",
+        ),
     ]
     .into_iter()
     .map(|(name, description)| {
@@ -517,8 +533,13 @@ pub(super) async fn get_runner_type(Path(name): Path<String>) -> ApiResult<Json<
         .find(|r| r["name"] == name.as_str())
         .map(Json)
         .ok_or_else(|| {
+            let names: Vec<String> = runner_types()
+                .iter()
+                .filter_map(|r| r["name"].as_str().map(str::to_string))
+                .collect();
             ApiError::not_found(format!(
-                "no runner type {name}: squall's runners are rhai and orquesta"
+                "no runner type {name}: squall's runners are {}",
+                names.join(", ")
             ))
         })
 }

@@ -815,32 +815,37 @@ pub async fn timers(State(state): State<AppState>, headers: HeaderMap) -> Respon
     )
 }
 
-pub async fn keys(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match api_get(&state, "/api/v1/keys").await {
-        Ok(list) => render(
-            &state,
-            &headers,
-            "keys.html",
-            "keys",
-            "Keys",
-            json!({"keys": list}),
-        ),
-        Err(f) => failed(&state, &headers, f),
+/// A page showing one of the API's lists: its template is `<page>.html`, the list under `page`.
+async fn list_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    page: &str,
+    title: &str,
+) -> Response {
+    match api_get(state, path).await {
+        Ok(list) => {
+            let mut ctx = Map::new();
+            ctx.insert(page.to_string(), list);
+            render(
+                state,
+                headers,
+                &format!("{page}.html"),
+                page,
+                title,
+                Value::Object(ctx),
+            )
+        }
+        Err(f) => failed(state, headers, f),
     }
 }
 
+pub async fn keys(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    list_page(&state, &headers, "/api/v1/keys", "keys", "Keys").await
+}
+
 pub async fn packs(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match api_get(&state, "/api/v1/packs").await {
-        Ok(list) => render(
-            &state,
-            &headers,
-            "packs.html",
-            "packs",
-            "Packs",
-            json!({"packs": list}),
-        ),
-        Err(f) => failed(&state, &headers, f),
-    }
+    list_page(&state, &headers, "/api/v1/packs", "packs", "Packs").await
 }
 
 /// The platform's boards: apps by cluster (expected vs online, CPU, memory; those below target
