@@ -1282,6 +1282,17 @@ impl Engine {
         }
     }
 
+    /// A throttled rule's groups within their windows: key, enforcements, when one frees.
+    pub fn throttle_groups(
+        &self,
+        rule_ref: &str,
+    ) -> Vec<(String, usize, chrono::DateTime<Utc>)> {
+        match self.throttle.lock() {
+            Ok(t) => t.groups_of(rule_ref, Utc::now()),
+            Err(p) => p.into_inner().groups_of(rule_ref, Utc::now()),
+        }
+    }
+
     fn running_of(&self, action: &str) -> usize {
         self.metrics.running_of(action)
     }

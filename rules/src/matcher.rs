@@ -706,6 +706,28 @@ impl ThrottleState {
     pub fn groups(&self) -> usize {
         self.seen.len()
     }
+
+    /// A rule's groups within their windows now: each group's key, its enforcements in the
+    /// window, and when the oldest of them leaves it (a refused group admits again then).
+    pub fn groups_of(
+        &self,
+        rule_ref: &str,
+        now: DateTime<Utc>,
+    ) -> Vec<(String, usize, DateTime<Utc>)> {
+        let mut out: Vec<(String, usize, DateTime<Utc>)> = self
+            .seen
+            .iter()
+            .filter(|((rule, _), _)| rule == rule_ref)
+            .filter_map(|((_, group), g)| {
+                let live: Vec<&DateTime<Utc>> =
+                    g.times.iter().filter(|t| now - **t < g.window).collect();
+                let oldest = **live.first()?;
+                Some((group.clone(), live.len(), oldest + g.window))
+            })
+            .collect();
+        out.sort();
+        out
+    }
 }
 
 #[cfg(test)]
@@ -758,6 +780,11 @@ mod tests {
             state.admit("p.t", &t, &b, now),
             "another group has its own count"
         );
+        let groups = state.groups_of("p.t", now);
+        assert_eq!(groups.len(), 2);
+        assert_eq!((groups[0].0.as_str(), groups[0].1), ("[\"a\"]", 2));
+        assert_eq!(groups[0].2, now + chrono::Duration::seconds(60));
+        assert!(state.groups_of("p.other", now).is_empty());
         let later = now + chrono::Duration::seconds(61);
         assert!(state.admit("p.t", &t, &a, later), "the window moved on");
     }

@@ -511,6 +511,12 @@ async fn rule_page(
     .await
     .unwrap_or(Value::Array(Vec::new()));
     let hits = state.engine.metrics.snapshot()["rule_matches"][rule_ref].clone();
+    let throttled: Vec<Value> = state
+        .engine
+        .throttle_groups(rule_ref)
+        .into_iter()
+        .map(|(group, count, frees)| json!({"group": group, "count": count, "frees_at": frees.to_rfc3339()}))
+        .collect();
     let (tested_id, test) = match tested {
         Some((id, t)) => (Some(id), t),
         None => (None, Value::Null),
@@ -526,6 +532,7 @@ async fn rule_page(
             "enforcements": enforcements,
             "instances": instances,
             "hits": hits,
+            "throttled": throttled,
             "tested_id": tested_id,
             "test": test,
         }),
