@@ -95,23 +95,30 @@ pub async fn executions(
     Query(f): Query<ExecutionFilters>,
 ) -> Response {
     let page = f.page.unwrap_or(0);
+    // Each filter: its name in the page's URL, its name in the API's query, its value.
+    let given: Vec<(&str, &str, &str)> = [
+        ("action", "action", &f.action),
+        ("status", "status", &f.status),
+        ("rule", "rule", &f.rule),
+        ("trigger_instance", "trigger_instance", &f.trigger_instance),
+        ("user", "user", &f.user),
+        ("since", "timestamp_gt", &f.since),
+        ("until", "timestamp_lt", &f.until),
+        ("all", "", &f.all),
+    ]
+    .into_iter()
+    .filter_map(|(url, api, v)| filled(v).map(|v| (url, api, v)))
+    .collect();
     let mut query = vec![
         format!("limit={}", PAGE_SIZE + 1),
         format!("offset={}", page * PAGE_SIZE),
     ];
-    for (name, value) in [
-        ("action", &f.action),
-        ("status", &f.status),
-        ("rule", &f.rule),
-        ("trigger_instance", &f.trigger_instance),
-        ("user", &f.user),
-        ("timestamp_gt", &f.since),
-        ("timestamp_lt", &f.until),
-    ] {
-        if let Some(v) = filled(value) {
-            query.push(format!("{name}={}", q(v)));
-        }
-    }
+    query.extend(
+        given
+            .iter()
+            .filter(|(_, api, _)| !api.is_empty())
+            .map(|(_, api, v)| format!("{api}={}", q(v))),
+    );
     let all = filled(&f.all).is_some();
     if !all && filled(&f.trigger_instance).is_none() && filled(&f.rule).is_none() {
         query.push("parent=null".into());
@@ -136,21 +143,10 @@ pub async fn executions(
         "since": filled(&f.since), "until": filled(&f.until), "all": all,
     });
     // The same filters, for the previous and next pages' links.
-    let mut kept: Vec<String> = Vec::new();
-    for (name, value) in [
-        ("action", &f.action),
-        ("status", &f.status),
-        ("rule", &f.rule),
-        ("trigger_instance", &f.trigger_instance),
-        ("user", &f.user),
-        ("since", &f.since),
-        ("until", &f.until),
-        ("all", &f.all),
-    ] {
-        if let Some(v) = filled(value) {
-            kept.push(format!("{name}={}", q(v)));
-        }
-    }
+    let kept: Vec<String> = given
+        .iter()
+        .map(|(url, _, v)| format!("{url}={}", q(v)))
+        .collect();
     let link = |p: usize| {
         let mut parts = kept.clone();
         if p > 0 {

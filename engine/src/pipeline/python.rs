@@ -11,7 +11,6 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use squall_actions::runners::python::{
@@ -54,21 +53,8 @@ impl Engine {
             .map(PathBuf::from)
             .unwrap_or_else(|| action.entry_point.clone());
         let params = &item.parameters;
-        let secrets = params
-            .iter()
-            .filter(|(name, _)| action.meta.is_secret(name))
-            .filter_map(|(_, v)| v.as_str().map(str::to_string))
-            .collect();
-        let timeout = item
-            .timeout
-            .or_else(|| {
-                params
-                    .get("timeout")
-                    .and_then(Value::as_f64)
-                    .filter(|t| *t > 0.0 && t.is_finite())
-                    .map(Duration::from_secs_f64)
-            })
-            .unwrap_or(DEFAULT_TIMEOUT);
+        let (secrets, timeout) =
+            super::shell::secrets_and_timeout(&action.meta, &item, DEFAULT_TIMEOUT);
         let log_level = params
             .get("log_level")
             .and_then(Value::as_str)

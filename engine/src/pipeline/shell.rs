@@ -71,21 +71,7 @@ pub(crate) fn shell_plan(catalog: &Catalog, item: &WorkItem) -> Result<ShellPlan
             env.push((k.clone(), v));
         }
     }
-    let secrets = params
-        .iter()
-        .filter(|(name, _)| action.meta.is_secret(name))
-        .filter_map(|(_, v)| v.as_str().map(str::to_string))
-        .collect();
-    let timeout = item
-        .timeout
-        .or_else(|| {
-            params
-                .get("timeout")
-                .and_then(Value::as_f64)
-                .filter(|t| *t > 0.0 && t.is_finite())
-                .map(Duration::from_secs_f64)
-        })
-        .unwrap_or(DEFAULT_TIMEOUT);
+    let (secrets, timeout) = secrets_and_timeout(&action.meta, item, DEFAULT_TIMEOUT);
     let cwd = params
         .get("cwd")
         .and_then(Value::as_str)
@@ -101,6 +87,32 @@ pub(crate) fn shell_plan(catalog: &Catalog, item: &WorkItem) -> Result<ShellPlan
         timeout_ms: timeout.as_millis().min(u128::from(u64::MAX)) as u64,
         secrets,
     })
+}
+
+/// What st2's process runners share: the secret values to mask in the output, and the
+/// timeout (the execution's, else the `timeout` runner parameter, else the runner's default).
+pub(super) fn secrets_and_timeout(
+    meta: &squall_actions::ActionMeta,
+    item: &WorkItem,
+    default: Duration,
+) -> (Vec<String>, Duration) {
+    let params = &item.parameters;
+    let secrets = params
+        .iter()
+        .filter(|(name, _)| meta.is_secret(name))
+        .filter_map(|(_, v)| v.as_str().map(str::to_string))
+        .collect();
+    let timeout = item
+        .timeout
+        .or_else(|| {
+            params
+                .get("timeout")
+                .and_then(Value::as_f64)
+                .filter(|t| *t > 0.0 && t.is_finite())
+                .map(Duration::from_secs_f64)
+        })
+        .unwrap_or(default);
+    (secrets, timeout)
 }
 
 impl ShellPlan {
