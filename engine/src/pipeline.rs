@@ -1283,10 +1283,7 @@ impl Engine {
     }
 
     /// A throttled rule's groups within their windows: key, enforcements, when one frees.
-    pub fn throttle_groups(
-        &self,
-        rule_ref: &str,
-    ) -> Vec<(String, usize, chrono::DateTime<Utc>)> {
+    pub fn throttle_groups(&self, rule_ref: &str) -> Vec<(String, usize, chrono::DateTime<Utc>)> {
         match self.throttle.lock() {
             Ok(t) => t.groups_of(rule_ref, Utc::now()),
             Err(p) => p.into_inner().groups_of(rule_ref, Utc::now()),
