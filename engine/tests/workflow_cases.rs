@@ -2,7 +2,8 @@
 //! `input.json`, `script.json` (the simulated action results) and `expected.json` (the
 //! requests in order, the final status, the result, or the load error), run by one test.
 //!
-//! An optional `kv.json` is the key-value store the workflow's `st2kv()` reads.
+//! An optional `kv.json` is the key-value store the workflow's `st2kv()` reads (a secret is
+//! `{"value": ..., "encrypted": ...}`), and an optional `st2.json` is `ctx().st2`.
 //!
 //! `script.json` is a list of steps `{task, item?, status, result?}` answered in order (each
 //! must match a request that is outstanding), or `{steps: [...], otherwise: "echo"}` where,
@@ -26,7 +27,18 @@ struct Keys(Value);
 
 impl KeyValueLookup for Keys {
     fn get(&self, name: &str) -> Option<String> {
-        self.0.get(name).and_then(Value::as_str).map(str::to_string)
+        self.get_stored(name, true)
+    }
+
+    /// A secret is written `{"value": clear, "encrypted": ciphertext}`.
+    fn get_stored(&self, name: &str, decrypt: bool) -> Option<String> {
+        let v = self.0.get(name)?;
+        let v = match v.get("encrypted") {
+            Some(encrypted) if !decrypt => encrypted,
+            Some(_) => v.get("value")?,
+            None => v,
+        };
+        v.as_str().map(str::to_string)
     }
 }
 
@@ -88,7 +100,11 @@ fn run_case(dir: &Path) -> Result<(), String> {
     let input = read_json(dir, "input.json", json!({}));
     let kv: std::sync::Arc<dyn KeyValueLookup> =
         std::sync::Arc::new(Keys(read_json(dir, "kv.json", json!({}))));
-    let mut conductor = Conductor::with_kv(workflow, input, Some(kv)).map_err(|e| e.to_string())?;
+    let st2 = std::fs::read_to_string(dir.join("st2.json"))
+        .ok()
+        .map(|_| read_json(dir, "st2.json", json!({})));
+    let mut conductor =
+        Conductor::with_context(workflow, input, Some(kv), st2).map_err(|e| e.to_string())?;
 
     let script = read_json(dir, "script.json", json!([]));
     let (steps, echo) = match &script {

@@ -15,6 +15,13 @@ use serde_json::Value;
 /// Read access to the key-value store, as templates see it.
 pub trait KeyValueLookup: Send + Sync {
     fn get(&self, name: &str) -> Option<String>;
+
+    /// The value as st2's workflow function `st2kv(name, decrypt=...)` gives it: a secret's
+    /// stored ciphertext unless `decrypt`. A lookup that holds only clear text gives that.
+    fn get_stored(&self, name: &str, decrypt: bool) -> Option<String> {
+        let _ = decrypt;
+        self.get(name)
+    }
 }
 
 /// A key-value store with nothing in it: for `squall rule test` and tests.

@@ -237,7 +237,7 @@ impl Engine {
 
     /// The key-value store as workflows' `st2kv()` reads it.
     fn workflow_kv(&self) -> Arc<dyn squall_rules::KeyValueLookup> {
-        Arc::new(crate::store::StoreKv(self.store.clone()))
+        Arc::new(WorkflowKv(self.store.clone()))
     }
 
     /// Makes sure the workflow is in memory; false when it is not a running workflow.
@@ -301,10 +301,11 @@ impl Engine {
                 })
             })
             .and_then(|wf| {
-                Conductor::with_kv(
+                Conductor::with_context(
                     wf,
                     Value::Object(e.parameters.clone()),
                     Some(self.workflow_kv()),
+                    Some(st2_context(&e)),
                 )
                 .map_err(|err| err.to_string())
             });
@@ -693,6 +694,43 @@ impl Engine {
 }
 
 /// The execution status that shows a workflow's.
+/// `ctx().st2`, with st2's keys (st2's orquesta runner tests, `test_context.py`). squall keeps
+/// one record per workflow run, so `workflow_execution_id` is the execution's id too.
+/// `api_url` is `SQUALL_API_URL` when set, else the API's default address.
+fn st2_context(e: &Execution) -> Value {
+    let api_url = std::env::var("SQUALL_API_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:9101/api/v1".to_string());
+    json!({
+        "action_execution_id": e.id,
+        "workflow_execution_id": e.id,
+        "api_url": api_url,
+        "user": e.user,
+        "pack": e.action.split('.').next().unwrap_or_default(),
+        "action": e.action,
+        "runner": "orquesta",
+    })
+}
+
+/// The key-value store as workflows' `st2kv()` reads it: clear text by default, and a
+/// secret's stored ciphertext when asked without `decrypt=true`, as st2 gives it.
+struct WorkflowKv(Arc<crate::store::Store>);
+
+impl squall_rules::KeyValueLookup for WorkflowKv {
+    fn get(&self, name: &str) -> Option<String> {
+        self.get_stored(name, true)
+    }
+
+    fn get_stored(&self, name: &str, decrypt: bool) -> Option<String> {
+        match self.0.kv_get(name, decrypt) {
+            Ok(pair) => pair.map(|p| p.value),
+            Err(e) => {
+                tracing::warn!(key = name, error = %e, "key-value lookup failed");
+                None
+            }
+        }
+    }
+}
+
 fn exec_status(status: WorkflowStatus) -> ExecutionStatus {
     match status {
         WorkflowStatus::Running => ExecutionStatus::Running,

@@ -39,7 +39,7 @@ use serde_json::{json, Map, Value};
 use squall_rules::template::KeyValueLookup;
 
 use super::expr::{self, Scope};
-use super::model::{Join, Workflow};
+use super::model::{Count, Join, Workflow};
 
 /// Bound on task starts in one `next_requests` call (see there).
 const MAX_STARTS_PER_CALL: usize = 100_000;
@@ -274,6 +274,18 @@ impl Conductor {
         input: Value,
         kv: Option<Arc<dyn KeyValueLookup>>,
     ) -> Result<Conductor, Error> {
+        Conductor::with_context(workflow, input, kv, None)
+    }
+
+    /// [`Conductor::with_kv`] with st2's runtime context, seen by every expression as
+    /// `ctx().st2` (`action_execution_id`, `workflow_execution_id`, `user`, `pack`, `action`,
+    /// `runner`, `api_url`, as st2 gives them). An input named `st2` hides it.
+    pub fn with_context(
+        workflow: Workflow,
+        input: Value,
+        kv: Option<Arc<dyn KeyValueLookup>>,
+        st2: Option<Value>,
+    ) -> Result<Conductor, Error> {
         let Value::Object(mut given) = input else {
             return Err(Error::InputNotObject);
         };
@@ -284,6 +296,9 @@ impl Conductor {
             return Err(Error::UnknownInput(unknown.clone()));
         }
         let mut ctx = Map::new();
+        if let Some(st2) = st2 {
+            ctx.insert("st2".to_string(), st2);
+        }
         for (name, default) in &workflow.input {
             let value = match (given.remove(name), default) {
                 (Some(v), _) => v,
@@ -592,7 +607,13 @@ impl Conductor {
 
     /// The workflow execution's result: `{output: {...}}`, with `errors` when it failed.
     pub fn output(&self) -> Value {
-        let mut result = json!({ "output": self.output });
+        // Orquesta gives no output (null) when none was rendered, e.g. a failed workflow's.
+        let output = if self.output.is_empty() && self.status == WorkflowStatus::Failed {
+            Value::Null
+        } else {
+            Value::Object(self.output.clone())
+        };
+        let mut result = json!({ "output": output });
         if self.status == WorkflowStatus::Failed {
             result["errors"] = Value::Array(self.errors.clone());
         }
@@ -658,7 +679,7 @@ impl Conductor {
         self.runs[idx].units[unit_index].outstanding = false;
         self.touch(idx, unit_index);
         let canceling = self.status == WorkflowStatus::Canceling;
-        if let Some(retry) = retry.filter(|r| attempt < r.count && !self.failing && !canceling) {
+        if let Some(retry) = retry.filter(|_| !self.failing && !canceling) {
             let item_value = self.item_value(idx, item);
             let scope = Scope {
                 kv: self.kv.0.as_ref(),
@@ -668,17 +689,27 @@ impl Conductor {
                 item: item_value.as_ref(),
                 tasks: Some(&self.task_status),
             };
-            let wanted = match &retry.when {
-                None => Ok(outcome.status == OutcomeStatus::Failed),
-                Some(when) => expr::condition(when, &scope),
-            };
+            let wanted = eval_count(&retry.count, &scope, "retry count").and_then(|count| {
+                if u64::from(attempt) >= count {
+                    return Ok(false);
+                }
+                match &retry.when {
+                    None => Ok(outcome.status == OutcomeStatus::Failed),
+                    Some(when) => {
+                        expr::condition(when, &scope).map_err(|e| format!("retry when: {e}"))
+                    }
+                }
+            });
             match wanted {
                 Ok(true) => {
                     self.runs[idx].units[unit_index].attempt += 1;
                     return Ok(());
                 }
                 Ok(false) => {}
-                Err(e) => self.fail_with(task, format!("retry when: {e}"), None),
+                Err(e) => {
+                    self.fail_with(task, e, None);
+                    self.mark_expression_error(None);
+                }
             }
         }
         self.runs[idx].units[unit_index].done = Some(outcome);
@@ -806,11 +837,24 @@ impl Conductor {
         let Some(task) = self.workflow.tasks.get(&name).cloned() else {
             return;
         };
-        let limit = task
-            .with
-            .as_ref()
-            .and_then(|w| w.concurrency)
-            .unwrap_or(usize::MAX);
+        let limit = match task.with.as_ref().and_then(|w| w.concurrency.as_ref()) {
+            None => usize::MAX,
+            Some(c) => {
+                let scope = Scope {
+                    kv: self.kv.0.as_ref(),
+                    ctx: Some(&self.ctx),
+                    tasks: Some(&self.task_status),
+                    ..Scope::default()
+                };
+                match eval_count(c, &scope, "with concurrency") {
+                    Ok(n) => usize::try_from(n).unwrap_or(usize::MAX).max(1),
+                    Err(e) => {
+                        self.fail_run(idx, e);
+                        return;
+                    }
+                }
+            }
+        };
         let with_items = self.runs[idx].items.is_some();
         let mut outstanding = self.runs[idx]
             .units
@@ -836,17 +880,21 @@ impl Conductor {
                 ..Scope::default()
             };
             let action = task.action.clone().unwrap_or_default();
+            let delay_spec = if attempt > 0 {
+                task.retry.as_ref().and_then(|r| r.delay.as_ref())
+            } else {
+                task.delay.as_ref()
+            };
+            let what = if attempt > 0 { "retry delay" } else { "delay" };
             let rendered = expr::render(&Value::String(action), &scope).and_then(|a| {
                 let input = expr::render(&Value::Object(task.input.clone()), &scope)?;
-                Ok((a, input))
+                let delay = delay_spec
+                    .map(|d| eval_count(d, &scope, what))
+                    .transpose()?;
+                Ok((a, input, delay))
             });
             match rendered {
-                Ok((Value::String(action), Value::Object(input))) => {
-                    let delay = if attempt > 0 {
-                        task.retry.as_ref().and_then(|r| r.delay)
-                    } else {
-                        task.delay
-                    };
+                Ok((Value::String(action), Value::Object(input), delay)) => {
                     self.runs[idx].units[u].outstanding = true;
                     self.touch(idx, u);
                     outstanding += 1;
@@ -859,7 +907,7 @@ impl Conductor {
                         delay,
                     });
                 }
-                Ok((action, _)) => {
+                Ok((action, _, _)) => {
                     self.fail_run(idx, format!("action must render to text, got {action}"));
                     return;
                 }
@@ -909,6 +957,7 @@ impl Conductor {
         }
         self.task_status.insert(name.clone(), json!("failed"));
         self.fail_with(&name, message, None);
+        self.mark_expression_error(None);
     }
 
     fn fail_with(&mut self, task: &str, message: String, result: Option<&Value>) {
@@ -917,6 +966,22 @@ impl Conductor {
             error["result"] = r.clone();
         }
         self.errors.push(error);
+        self.fail_fast();
+    }
+
+    /// Gives the last error the fields Orquesta gives an expression error: its route (squall
+    /// runs one, Orquesta's route 0) and, for an error in a transition, the transition's id
+    /// (`<first target>__t<index of the transition>`).
+    fn mark_expression_error(&mut self, transition: Option<String>) {
+        if let Some(Value::Object(error)) = self.errors.last_mut() {
+            error.insert("route".into(), json!(0));
+            if let Some(id) = transition {
+                error.insert("task_transition_id".into(), json!(id));
+            }
+        }
+    }
+
+    fn fail_fast(&mut self) {
         self.failing = true;
         // Fail-fast: what was reached but not started never starts.
         self.staged.clear();
@@ -958,7 +1023,8 @@ impl Conductor {
             return;
         };
         let mut handled = status == OutcomeStatus::Succeeded;
-        for transition in &task.next {
+        for (index, transition) in task.next.iter().enumerate() {
+            let transition_id = transition.targets.first().map(|t| format!("{t}__t{index}"));
             let scope = Scope {
                 kv: self.kv.0.as_ref(),
                 ctx: Some(&self.ctx),
@@ -976,6 +1042,7 @@ impl Conductor {
                 Ok(false) => continue,
                 Err(e) => {
                     self.fail_with(&name, format!("next when: {e}"), None);
+                    self.mark_expression_error(transition_id);
                     return;
                 }
             }
@@ -994,6 +1061,7 @@ impl Conductor {
                     }
                     Err(e) => {
                         self.fail_with(&name, format!("publish '{key}': {e}"), None);
+                        self.mark_expression_error(transition_id);
                         return;
                     }
                 }
@@ -1102,6 +1170,27 @@ impl Conductor {
                 }
             }
         }
+    }
+}
+
+/// A `delay`, `retry` or `concurrency` value: the number, or its expression's value, which must
+/// be a whole number (a task error otherwise, saying what it gave).
+fn eval_count(count: &Count, scope: &Scope, what: &str) -> Result<u64, String> {
+    let source = match count {
+        Count::Fixed(n) => return Ok(*n),
+        Count::Expression(source) => source,
+    };
+    let e = expr::single_expression(source)
+        .ok_or_else(|| format!("{what}: '{source}' is not an expression"))?;
+    let v = expr::eval(e, scope).map_err(|e| format!("{what}: {e}"))?;
+    match &v {
+        Value::Number(n) if n.as_u64().is_some() => Ok(n.as_u64().unwrap_or_default()),
+        Value::String(s) if s.trim().parse::<u64>().is_ok() => {
+            Ok(s.trim().parse().unwrap_or_default())
+        }
+        other => Err(format!(
+            "{what}: '{source}' gave {other}, which is not a whole number of at least 0"
+        )),
     }
 }
 

@@ -9,8 +9,8 @@
 
 use std::sync::{Arc, LazyLock};
 
-use minijinja::value::Object;
 use minijinja::value::Value as JValue;
+use minijinja::value::{Kwargs, Object};
 use minijinja::{Environment, Error, ErrorKind, State};
 use serde_json::{Map, Value};
 use squall_rules::template::{describe, environment, to_json, KeyValueLookup};
@@ -62,22 +62,40 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
             Some(n) => lookup_key(&item, &n, "item"),
         }
     });
-    env.add_function(
-        "st2kv",
-        |state: &State, name: String, _decrypt: Option<bool>| {
-            let handle = hidden(state, KV, "st2kv()")?;
-            let kv = handle.downcast_object_ref::<KvHandle>().ok_or_else(|| {
-                Error::new(ErrorKind::InvalidOperation, "st2kv() is not available here")
-            })?;
-            let key = name.strip_prefix("system.").unwrap_or(&name);
-            kv.0.get(key).map(JValue::from).ok_or_else(|| {
-                Error::new(
-                    ErrorKind::UndefinedError,
-                    format!("st2kv('{name}'): no such key in the key-value store"),
-                )
-            })
-        },
-    );
+    // st2's `st2kv(key, decrypt=false, default=...)`: a secret is its ciphertext unless
+    // `decrypt=true`; an absent key is an error unless a default is given.
+    env.add_function("st2kv", |state: &State, name: String, kwargs: Kwargs| {
+        let decrypt = kwargs.get::<Option<JValue>>("decrypt")?;
+        let decrypt = match decrypt {
+            None => false,
+            Some(v) if v.kind() == minijinja::value::ValueKind::Bool => v.is_true(),
+            Some(_) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    "st2kv(): decrypt must be true or false",
+                ))
+            }
+        };
+        let default = if kwargs.has("default") {
+            Some(kwargs.get::<JValue>("default")?)
+        } else {
+            None
+        };
+        kwargs.assert_all_used()?;
+        let handle = hidden(state, KV, "st2kv()")?;
+        let kv = handle.downcast_object_ref::<KvHandle>().ok_or_else(|| {
+            Error::new(ErrorKind::InvalidOperation, "st2kv() is not available here")
+        })?;
+        let key = name.strip_prefix("system.").unwrap_or(&name);
+        match (kv.0.get_stored(key, decrypt), default) {
+            (Some(v), _) => Ok(JValue::from(v)),
+            (None, Some(d)) => Ok(d),
+            (None, None) => Err(Error::new(
+                ErrorKind::UndefinedError,
+                format!("st2kv('{name}'): no such key in the key-value store"),
+            )),
+        }
+    });
     env.add_function("task_status", |state: &State, name: String| {
         let tasks = hidden(state, TASKS, "task_status()")?;
         // A task that has not run answers None, so `task_status('x') == 'succeeded'` is false.

@@ -16,6 +16,15 @@ use super::expr;
 /// `do` words with a meaning to the engine rather than a task (Orquesta's engine commands).
 pub const ENGINE_COMMANDS: [&str; 3] = ["fail", "noop", "continue"];
 
+impl std::fmt::Display for Count {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Count::Fixed(n) => write!(f, "{n}"),
+            Count::Expression(e) => f.write_str(e),
+        }
+    }
+}
+
 /// A parsed, checked workflow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Workflow {
@@ -41,7 +50,17 @@ pub struct Task {
     pub with: Option<WithItems>,
     pub retry: Option<Retry>,
     /// Seconds the engine waits before running the task (each item, for with-items).
-    pub delay: Option<u64>,
+    pub delay: Option<Count>,
+}
+
+/// A whole number written as such or as a `{{ expression }}` evaluated when the task runs
+/// (Orquesta allows both for `delay`, `retry.count`, `retry.delay` and `with.concurrency`).
+/// Untagged, so a saved state holding a plain number reads back unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Count {
+    Fixed(u64),
+    Expression(String),
 }
 
 /// One entry of a task's `next`.
@@ -71,7 +90,7 @@ pub struct WithItems {
     /// A `{{ expression }}` giving the list.
     pub items: String,
     /// At most this many items outstanding at once; `None` means all at once.
-    pub concurrency: Option<usize>,
+    pub concurrency: Option<Count>,
 }
 
 /// `retry`: run the task again while `when` holds, at most `count` more times.
@@ -79,8 +98,8 @@ pub struct WithItems {
 pub struct Retry {
     /// `None` retries on failure, as Orquesta does.
     pub when: Option<String>,
-    pub count: u32,
-    pub delay: Option<u64>,
+    pub count: Count,
+    pub delay: Option<Count>,
 }
 
 impl Workflow {
@@ -90,7 +109,7 @@ impl Workflow {
         let mut problems = Vec::new();
         let mut report = |needle: Option<&str>, message: String| {
             problems.push(SourceProblem {
-                line: needle.and_then(|n| line_of(text, n)),
+                line: needle.and_then(|n| locate(text, n)),
                 column: None,
                 message,
             });
@@ -108,12 +127,12 @@ impl Workflow {
             );
         }
 
-        let input = named_entries(raw.input, true, "input", &mut report);
-        let vars = named_entries(raw.vars, false, "vars", &mut report)
+        let input = named_entries(raw.input, true, "input", "input", &mut report);
+        let vars = named_entries(raw.vars, false, "vars", "vars", &mut report)
             .into_iter()
             .map(|(n, v)| (n, v.unwrap_or(Value::Null)))
             .collect::<Vec<_>>();
-        let output = named_entries(raw.output, false, "output", &mut report)
+        let output = named_entries(raw.output, false, "output", "output", &mut report)
             .into_iter()
             .map(|(n, v)| (n, v.unwrap_or(Value::Null)))
             .collect::<Vec<_>>();
@@ -134,7 +153,7 @@ impl Workflow {
         for (name, raw_task) in raw.tasks {
             if ENGINE_COMMANDS.contains(&name.as_str()) || name == "retry" {
                 report(
-                    Some(&name),
+                    Some(&task_path(&name)),
                     format!("task '{name}': the name is reserved for an engine command"),
                 );
             }
@@ -148,7 +167,7 @@ impl Workflow {
                 for target in &t.targets {
                     if !ENGINE_COMMANDS.contains(&target.as_str()) && !tasks.contains_key(target) {
                         report(
-                            Some(name),
+                            Some(&task_path(name)),
                             format!("task '{name}': 'do' names '{target}', which is neither a task nor an engine command (fail, noop, continue)"),
                         );
                     }
@@ -160,11 +179,11 @@ impl Workflow {
             let inbound = inbound_tasks(&tasks, name).len();
             match join {
                 Join::All | Join::Count(_) if inbound == 0 => report(
-                    Some(name),
+                    Some(&task_path(name)),
                     format!("task '{name}': joins, but no transition leads to it"),
                 ),
                 Join::Count(n) if n == 0 || n > inbound => report(
-                    Some(name),
+                    Some(&task_path(name)),
                     format!("task '{name}': join {n} cannot be met: {inbound} task(s) lead to it"),
                 ),
                 _ => {}
@@ -212,29 +231,56 @@ fn inbound_tasks(tasks: &IndexMap<String, Task>, target: &str) -> Vec<String> {
 }
 
 fn build_task(name: &str, raw: RawTask, report: &mut impl FnMut(Option<&str>, String)) -> Task {
-    let here = Some(name);
-    if let Some(action) = &raw.action {
-        // Orquesta's inline `action: x.y k=v` shorthand is not supported: inputs go in `input`.
-        if action.trim().contains(char::is_whitespace) && !expr::is_template(action) {
-            report(
-                here,
-                format!("task '{name}': action '{action}': write the action's input under 'input:', not inline"),
-            );
-        }
-        check_template(action, &format!("task '{name}' action"), here, report);
-    }
-    let input = match raw.input {
+    let path = task_path(name);
+    let here = Some(path.as_str());
+    let field = |f: &str| format!("{path}{PATH_SEP}{f}");
+    let mut input = match raw.input {
         None => Map::new(),
         Some(v) => match serde_json::to_value(v) {
             Ok(Value::Object(m)) => m,
             _ => {
-                report(here, format!("task '{name}': input must be a map"));
+                report(
+                    Some(&field("input")),
+                    format!("task '{name}': input must be a map"),
+                );
                 Map::new()
             }
         },
     };
+    // Orquesta's inline form `action: pack.name k=v k2="text"`: the ref, then its input.
+    let action = raw.action.map(|action| {
+        let inline = parse_inline_params(&action);
+        for problem in &inline.problems {
+            report(
+                Some(&field("action")),
+                format!("task '{name}': action '{action}': {problem}"),
+            );
+        }
+        let action = if inline.params.is_empty() && inline.problems.is_empty() {
+            action
+        } else {
+            let action = action.trim();
+            let end = action.find(char::is_whitespace).unwrap_or(action.len());
+            // Inline values win over `input:` entries of the same name.
+            input.extend(inline.params);
+            action[..end].to_string()
+        };
+        if action.trim().contains(char::is_whitespace) && !expr::is_template(&action) {
+            report(
+                Some(&field("action")),
+                format!("task '{name}': action '{action}' must be an action ref, optionally followed by its input as name=value pairs"),
+            );
+        }
+        check_template(&action, &format!("task '{name}' action"), Some(&field("action")), report);
+        action
+    });
     for (k, v) in &input {
-        check_value_templates(v, &format!("task '{name}' input '{k}'"), name, report);
+        check_value_templates(
+            v,
+            &format!("task '{name}' input '{k}'"),
+            &field("input"),
+            report,
+        );
     }
     let join = match raw.join {
         None => None,
@@ -244,47 +290,21 @@ fn build_task(name: &str, raw: RawTask, report: &mut impl FnMut(Option<&str>, St
         }
         Some(_) => {
             report(
-                here,
+                Some(&field("join")),
                 format!("task '{name}': join must be 'all' or a number"),
             );
             None
         }
     };
-    let with = raw.with.and_then(|w| {
-        let (spec, concurrency) = match w {
-            RawWith::Short(s) => (s, None),
-            RawWith::Full { items, concurrency } => (items, concurrency),
-        };
-        if concurrency == Some(0) {
-            report(here, format!("task '{name}': concurrency must be at least 1"));
-        }
-        match parse_items(&spec) {
-            Some((names, items)) => {
-                check_expression(&items, &format!("task '{name}' with items"), here, report);
-                Some(WithItems {
-                    names,
-                    items,
-                    concurrency: concurrency.map(|c| c as usize),
-                })
-            }
-            None => {
-                report(
-                    here,
-                    format!("task '{name}': with items must be '{{{{ expr }}}}' or 'name in {{{{ expr }}}}', not '{spec}'"),
-                );
-                None
-            }
-        }
-    });
-    let retry = raw.retry.map(|r| {
-        if let Some(w) = &r.when {
-            check_expression(w, &format!("task '{name}' retry when"), here, report);
-        }
-        Retry {
-            when: r.when,
-            count: r.count,
-            delay: r.delay,
-        }
+    let with = raw.with.and_then(|w| parse_with(name, w, &path, report));
+    let retry = raw.retry.and_then(|r| parse_retry(name, r, &path, report));
+    let delay = raw.delay.and_then(|d| {
+        parse_count(
+            &d,
+            &format!("task '{name}': delay"),
+            &field("delay"),
+            report,
+        )
     });
     let next = raw
         .next
@@ -293,12 +313,23 @@ fn build_task(name: &str, raw: RawTask, report: &mut impl FnMut(Option<&str>, St
             if let Some(w) = &t.when {
                 check_expression(w, &format!("task '{name}' next when"), here, report);
             }
-            let publish = named_entries(t.publish, false, "publish", report)
-                .into_iter()
-                .map(|(k, v)| (k, v.unwrap_or(Value::Null)))
-                .collect::<Vec<_>>();
+            let publish = named_entries(
+                t.publish,
+                false,
+                &format!("task '{name}': publish"),
+                &field("publish"),
+                report,
+            )
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap_or(Value::Null)))
+            .collect::<Vec<_>>();
             for (k, v) in &publish {
-                check_value_templates(v, &format!("task '{name}' publish '{k}'"), name, report);
+                check_value_templates(
+                    v,
+                    &format!("task '{name}' publish '{k}'"),
+                    &field("publish"),
+                    report,
+                );
             }
             let targets = match t.targets {
                 None => Vec::new(),
@@ -317,14 +348,352 @@ fn build_task(name: &str, raw: RawTask, report: &mut impl FnMut(Option<&str>, St
         })
         .collect();
     Task {
-        action: raw.action,
+        action,
         input,
         next,
         join,
         with,
         retry,
-        delay: raw.delay,
+        delay,
     }
+}
+
+/// `with: "x in {{ ... }}"` or `with: {items: ..., concurrency: ...}`.
+fn parse_with(
+    name: &str,
+    raw: serde_yaml::Value,
+    path: &str,
+    report: &mut impl FnMut(Option<&str>, String),
+) -> Option<WithItems> {
+    let at = format!("{path}{PATH_SEP}with");
+    let (spec, concurrency) = match raw {
+        serde_yaml::Value::String(s) => (s, None),
+        serde_yaml::Value::Mapping(m) => {
+            let mut items = None;
+            let mut concurrency = None;
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    (Some("items"), serde_yaml::Value::String(s)) => items = Some(s),
+                    (Some("items"), _) => report(
+                        Some(&at),
+                        format!("task '{name}': with items must be text: '{{{{ expr }}}}' or 'name in {{{{ expr }}}}'"),
+                    ),
+                    (Some("concurrency"), v) => {
+                        let loc = format!("{at}{PATH_SEP}concurrency");
+                        concurrency =
+                            parse_count(&v, &format!("task '{name}': concurrency"), &loc, report);
+                        if concurrency == Some(Count::Fixed(0)) {
+                            report(
+                                Some(path),
+                                format!("task '{name}': concurrency must be at least 1"),
+                            );
+                        }
+                    }
+                    (k, _) => report(
+                        Some(&format!("{at}{PATH_SEP}{}", k.unwrap_or_default())),
+                        format!(
+                            "task '{name}': with has no field '{}' (items, concurrency)",
+                            k.unwrap_or("?")
+                        ),
+                    ),
+                }
+            }
+            match items {
+                Some(items) => (items, concurrency),
+                None => {
+                    report(Some(&at), format!("task '{name}': with needs 'items'"));
+                    return None;
+                }
+            }
+        }
+        _ => {
+            report(
+                Some(&at),
+                format!("task '{name}': with must be 'name in {{{{ expr }}}}' or a map {{items, concurrency}}"),
+            );
+            return None;
+        }
+    };
+    match parse_items(&spec) {
+        Some((names, items)) => {
+            check_expression(
+                &items,
+                &format!("task '{name}' with items"),
+                Some(&at),
+                report,
+            );
+            Some(WithItems {
+                names,
+                items,
+                concurrency,
+            })
+        }
+        None => {
+            report(
+                Some(&at),
+                format!("task '{name}': with items must be '{{{{ expr }}}}' or 'name in {{{{ expr }}}}', not '{spec}'"),
+            );
+            None
+        }
+    }
+}
+
+/// `retry: {when, count, delay}`; `count` is required, as in Orquesta.
+fn parse_retry(
+    name: &str,
+    raw: serde_yaml::Value,
+    path: &str,
+    report: &mut impl FnMut(Option<&str>, String),
+) -> Option<Retry> {
+    let at = format!("{path}{PATH_SEP}retry");
+    let serde_yaml::Value::Mapping(m) = raw else {
+        report(
+            Some(&at),
+            format!("task '{name}': retry must be a map {{when, count, delay}}"),
+        );
+        return None;
+    };
+    let (mut when, mut count, mut delay) = (None, None, None);
+    for (k, v) in m {
+        let loc = format!("{at}{PATH_SEP}{}", k.as_str().unwrap_or_default());
+        match (k.as_str(), v) {
+            (Some("when"), serde_yaml::Value::String(w)) => {
+                check_expression(&w, &format!("task '{name}' retry when"), Some(&loc), report);
+                when = Some(w);
+            }
+            (Some("when"), _) => report(
+                Some(&loc),
+                format!("task '{name}': retry when must be one '{{{{ expression }}}}'"),
+            ),
+            (Some("count"), v) => {
+                count = parse_count(&v, &format!("task '{name}': retry count"), &loc, report);
+            }
+            (Some("delay"), v) => {
+                delay = parse_count(&v, &format!("task '{name}': retry delay"), &loc, report);
+            }
+            (k, _) => report(
+                Some(&loc),
+                format!(
+                    "task '{name}': retry has no field '{}' (when, count, delay)",
+                    k.unwrap_or("?")
+                ),
+            ),
+        }
+    }
+    let Some(count) = count else {
+        report(Some(&at), format!("task '{name}': retry needs a count"));
+        return None;
+    };
+    Some(Retry { when, count, delay })
+}
+
+/// A whole number, or one `{{ expression }}` giving one when the task runs.
+fn parse_count(
+    v: &serde_yaml::Value,
+    what: &str,
+    loc: &str,
+    report: &mut impl FnMut(Option<&str>, String),
+) -> Option<Count> {
+    match v {
+        serde_yaml::Value::Number(n) if n.as_u64().is_some() => n.as_u64().map(Count::Fixed),
+        serde_yaml::Value::String(s) if s.trim().parse::<u64>().is_ok() => {
+            s.trim().parse().ok().map(Count::Fixed)
+        }
+        serde_yaml::Value::String(s) if expr::single_expression(s).is_some() => {
+            check_template(s, what, Some(loc), report);
+            Some(Count::Expression(s.clone()))
+        }
+        other => {
+            let shown = serde_json::to_string(other).unwrap_or_default();
+            report(
+                Some(loc),
+                format!("{what} must be a whole number or one '{{{{ expression }}}}', not {shown}"),
+            );
+            None
+        }
+    }
+}
+
+/// Separates the steps of a location path given to [`locate`].
+const PATH_SEP: char = '\u{1}';
+
+/// Where a task's problems are reported: its own line under `tasks:`.
+fn task_path(name: &str) -> String {
+    format!("tasks{PATH_SEP}{name}")
+}
+
+/// The line of a path of keys (`tasks`, then the task, then a field), each searched after the
+/// previous one; a step starting with `~` is text the line contains. A step that cannot be
+/// found leaves the line of the last one that was.
+fn locate(text: &str, path: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut from = 0;
+    let mut found = None;
+    for step in path.split(PATH_SEP) {
+        let hit = lines
+            .iter()
+            .enumerate()
+            .skip(from)
+            .find(|(_, l)| step_matches(l, step))
+            .map(|(i, _)| i);
+        match hit {
+            Some(i) => {
+                found = Some(i + 1);
+                from = i + 1;
+            }
+            None => break,
+        }
+    }
+    found.or_else(|| line_of(text, path))
+}
+
+fn step_matches(line: &str, step: &str) -> bool {
+    if let Some(literal) = step.strip_prefix('~') {
+        return !literal.is_empty() && line.contains(literal);
+    }
+    let t = line.trim_start().trim_start_matches("- ");
+    [
+        format!("{step}:"),
+        format!("'{step}':"),
+        format!("\"{step}\":"),
+    ]
+    .iter()
+    .any(|c| t.starts_with(c.as_str()))
+}
+
+/// What [`parse_inline_params`] found: the pairs in order, and values it could not read.
+#[derive(Debug, Default)]
+struct InlineParams {
+    params: Vec<(String, Value)>,
+    problems: Vec<String>,
+}
+
+/// Orquesta's `parse_inline_params` (orquesta/utils/parameters.py): `name=value` pairs where a
+/// value is `[...]`, `"..."`, `'...'`, a number, `true`/`false` (any case), `null`, or one
+/// `{{ }}`, `{% %}` or `<% %>` expression. Values are read as JSON unless quoted (a quoted
+/// `{...}` is still read as JSON), as Orquesta does. Orquesta silently skips a pair whose value
+/// has none of these forms (`message=hello`); squall reports it, since the value is lost.
+fn parse_inline_params(s: &str) -> InlineParams {
+    let mut out = InlineParams::default();
+    let mut i = 0;
+    while i < s.len() {
+        let rest = &s[i..];
+        let word_len = rest
+            .char_indices()
+            .find(|(_, c)| !(c.is_alphanumeric() || *c == '_'))
+            .map_or(rest.len(), |(p, _)| p);
+        let at_word_start = s[..i]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+        if word_len > 0 && rest[word_len..].starts_with('=') {
+            let key = &rest[..word_len];
+            let value_start = i + word_len + 1;
+            if let Some(len) = inline_value_len(&s[value_start..]) {
+                let raw = &s[value_start..value_start + len];
+                out.params.push((key.to_string(), inline_value(raw)));
+                i = value_start + len;
+                continue;
+            }
+            if at_word_start && (i == 0 || s[..i].ends_with(char::is_whitespace)) {
+                out.problems.push(format!(
+                    "the value of '{key}' must be quoted, a number, true, false, null, a list or an expression"
+                ));
+            }
+            i = value_start;
+            continue;
+        }
+        i += rest.chars().next().map_or(1, char::len_utf8);
+    }
+    out
+}
+
+/// The length of the value at the start of `s`, trying Orquesta's forms in its order.
+fn inline_value_len(s: &str) -> Option<usize> {
+    let line = s.split('\n').next().unwrap_or_default();
+    let trailing_space = |end: usize| {
+        end + s[end..]
+            .char_indices()
+            .find(|(_, c)| !c.is_whitespace())
+            .map_or(s.len() - end, |(p, _)| p)
+    };
+    let delimited = |open: &str, close: &str, greedy: bool| -> Option<usize> {
+        let body = line.strip_prefix(open)?;
+        let at = if greedy {
+            body.rfind(close)
+        } else {
+            body.find(close)
+        }?;
+        Some(open.len() + at + close.len())
+    };
+    if let Some(end) = delimited("[", "]", true) {
+        return Some(trailing_space(end));
+    }
+    if let Some(end) = delimited("\"", "\"", false).or_else(|| {
+        let body = s.strip_prefix('"')?;
+        body.find('"').map(|p| p + 2)
+    }) {
+        return Some(trailing_space(end));
+    }
+    if let Some(end) = delimited("'", "'", false).or_else(|| {
+        let body = s.strip_prefix('\'')?;
+        body.find('\'').map(|p| p + 2)
+    }) {
+        return Some(trailing_space(end));
+    }
+    let digits = |t: &str| t.chars().take_while(char::is_ascii_digit).count();
+    let sign = usize::from(s.starts_with('-'));
+    let int_part = digits(&s[sign..]);
+    let after = &s[sign + int_part..];
+    if let Some(frac) = after.strip_prefix('.') {
+        let n = digits(frac);
+        if n > 0 {
+            return Some(sign + int_part + 1 + n);
+        }
+    }
+    if int_part > 0 {
+        return Some(sign + int_part);
+    }
+    for word in ["true", "false"] {
+        if s.len() >= word.len()
+            && s.is_char_boundary(word.len())
+            && s[..word.len()].eq_ignore_ascii_case(word)
+        {
+            return Some(word.len());
+        }
+    }
+    if s.starts_with("null") {
+        return Some(4);
+    }
+    for (open, close) in [("{{", "}}"), ("{%", "%}"), ("<%", "%>")] {
+        if let Some(end) = delimited(open, close, false) {
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Orquesta's reading of one inline value: quotes stripped, then JSON unless it was quoted.
+fn inline_value(raw: &str) -> Value {
+    let v = raw.trim();
+    let quoted = v.contains('"') && v.matches('"').count() >= 2
+        || v.contains('\'') && v.matches('\'').count() >= 2;
+    let v = v.strip_prefix('"').unwrap_or(v);
+    let v = v.strip_suffix('"').unwrap_or(v);
+    let v = v.strip_prefix('\'').unwrap_or(v);
+    let v = v.strip_suffix('\'').unwrap_or(v);
+    let braces = v.starts_with('{') && v.ends_with('}');
+    if quoted && !braces && !v.is_empty() {
+        return Value::String(v.to_string());
+    }
+    let lowered;
+    let text = if v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false") {
+        lowered = v.to_ascii_lowercase();
+        lowered.as_str()
+    } else {
+        v
+    };
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(v.to_string()))
 }
 
 /// Splits `with` into item names and the items expression.
@@ -350,10 +719,13 @@ fn parse_items(spec: &str) -> Option<(Vec<String>, String)> {
 }
 
 /// Reads Orquesta's "list of names or single-key maps" (or a plain map) into ordered pairs.
+/// Where `bare_names` is false, text is Orquesta's inline form `a=1 b="{{ ... }}"`, alone or
+/// as list entries (how st2 users often write `publish`). `loc` is where problems are shown.
 fn named_entries(
     raw: Option<serde_yaml::Value>,
     bare_names: bool,
     section: &str,
+    loc: &str,
     report: &mut impl FnMut(Option<&str>, String),
 ) -> Vec<(String, Option<Value>)> {
     let mut out = Vec::new();
@@ -365,6 +737,25 @@ fn named_entries(
         (Some(k), Ok(v)) => out.push((k.to_string(), Some(v))),
         _ => bad = true,
     };
+    let inline = |out: &mut Vec<(String, Option<Value>)>,
+                  text: &str,
+                  report: &mut dyn FnMut(Option<&str>, String)| {
+        let at = format!(
+            "{loc}{PATH_SEP}~{}",
+            text.lines().next().unwrap_or_default().trim()
+        );
+        let parsed = parse_inline_params(text);
+        for problem in &parsed.problems {
+            report(Some(&at), format!("{section}: '{text}': {problem}"));
+        }
+        if parsed.params.is_empty() && parsed.problems.is_empty() {
+            report(
+                Some(&at),
+                format!("{section}: '{text}' has no name=value pairs"),
+            );
+        }
+        out.extend(parsed.params.into_iter().map(|(k, v)| (k, Some(v))));
+    };
     match raw {
         None | Some(serde_yaml::Value::Null) => {}
         Some(serde_yaml::Value::Mapping(m)) => {
@@ -372,30 +763,38 @@ fn named_entries(
                 push(&mut out, &k, v);
             }
         }
+        Some(serde_yaml::Value::String(s)) if !bare_names => {
+            inline(&mut out, &s, &mut *report);
+        }
         Some(serde_yaml::Value::Sequence(items)) => {
             for item in items {
                 match item {
                     serde_yaml::Value::String(s) if bare_names => out.push((s, None)),
+                    serde_yaml::Value::String(s) => inline(&mut out, &s, &mut *report),
                     serde_yaml::Value::Mapping(m) if m.len() == 1 => {
                         for (k, v) in m {
                             push(&mut out, &k, v);
                         }
                     }
                     _ => report(
-                        Some(section),
+                        Some(loc),
                         format!(
                             "{section}: each entry must be {}a single-key map {{name: value}}",
-                            if bare_names { "a name or " } else { "" }
+                            if bare_names {
+                                "a name or "
+                            } else {
+                                "name=value text or "
+                            }
                         ),
                     ),
                 }
             }
         }
-        Some(_) => report(Some(section), format!("{section} must be a list or a map")),
+        Some(_) => report(Some(loc), format!("{section} must be a list or a map")),
     }
     if bad {
         report(
-            Some(section),
+            Some(loc),
             format!("{section}: every entry needs a text name and a JSON-representable value"),
         );
     }
@@ -475,11 +874,11 @@ struct RawTask {
     #[serde(default)]
     join: Option<serde_yaml::Value>,
     #[serde(default)]
-    with: Option<RawWith>,
+    with: Option<serde_yaml::Value>,
     #[serde(default)]
-    retry: Option<RawRetry>,
+    retry: Option<serde_yaml::Value>,
     #[serde(default)]
-    delay: Option<u64>,
+    delay: Option<serde_yaml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -498,27 +897,6 @@ struct RawTransition {
 enum RawDo {
     One(String),
     Many(Vec<String>),
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawWith {
-    Short(String),
-    Full {
-        items: String,
-        #[serde(default)]
-        concurrency: Option<u64>,
-    },
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRetry {
-    #[serde(default)]
-    when: Option<String>,
-    count: u32,
-    #[serde(default)]
-    delay: Option<u64>,
 }
 
 #[cfg(test)]
@@ -541,7 +919,7 @@ mod tests {
         let text_of = |p: &SourceProblem| p.to_string();
         assert_eq!(problems.len(), 3, "{:?}", problems);
         assert!(
-            text_of(&problems[0]).starts_with("line 10:"),
+            text_of(&problems[0]).starts_with("line 11:"),
             "{}",
             problems[0]
         );
