@@ -382,13 +382,18 @@ fn read_data(path: &Path) -> Result<Value> {
 fn rule_test(rule_file: &Path, instance_file: &Path, packs: &[PathBuf]) -> Result<ExitCode> {
     let text = std::fs::read_to_string(rule_file)
         .with_context(|| format!("cannot read {}", rule_file.display()))?;
-    let rule = Rule::from_yaml(&text).map_err(|errs| {
+    let mut rule = Rule::from_yaml(&text).map_err(|errs| {
         let lines: Vec<String> = errs
             .iter()
             .map(|p| format!("{}: {p}", rule_file.display()))
             .collect();
         anyhow!("invalid rule:\n{}", lines.join("\n"))
     })?;
+    // st2-rule-tester evaluates a disabled rule as if it were enabled; so does this, saying so.
+    if !rule.enabled {
+        rule.enabled = true;
+        println!("note: the rule is disabled (enabled: false); evaluated as if it were enabled");
+    }
     let instance = trigger_instance(&read_data(instance_file)?)
         .map_err(|e| anyhow!("{}: {e}", instance_file.display()))?;
     let catalog = optional_catalog(packs);

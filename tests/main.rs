@@ -24,4 +24,5 @@ mod python_actions;
 mod server;
 mod shell_actions;
 mod st2_cli;
+mod st2_packs;
 mod workflows;

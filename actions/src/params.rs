@@ -7,7 +7,14 @@
 //!   `params.ratio / 2` in a script never silently does integer division;
 //! - an explicit `null` is treated as "not given": the default applies, or `required` fails;
 //! - an optional parameter with no value and no default is left out of the result (a script
-//!   reading it gets `()`).
+//!   reading it gets `()`);
+//! - an array or object given to a `string` parameter becomes its Python `repr()`
+//!   (`{'a': 1}`, `['x', 'y']`, `True` and `None` inside): st2 renders a rule's `{{ trigger.x }}`
+//!   with Jinja, which prints a dict or list that way, and squall's templates keep such values
+//!   whole until this cast;
+//! - a default that does not fit its type is passed as written (st2 does not check defaults);
+//! - after casting, a value is validated against the parameter's other JSON Schema keywords
+//!   (nested `properties`, `items`, `oneOf`, ...: see [`crate::schema`]).
 //!
 //! This file never shows a secret parameter's value: error messages and [`mask_secrets`] say
 //! `********` instead.
@@ -69,10 +76,10 @@ pub fn validate_params(
                         name,
                         format!("its default is a template that was not rendered: {message}"),
                     )),
-                    Err(message) => errors.push(ParamError::new(
-                        name,
-                        format!("its default does not fit: {message}"),
-                    )),
+                    // As st2 does: the default is the action author's, passed as written.
+                    Err(_) => {
+                        valid.insert(name.clone(), default.clone());
+                    }
                 },
                 None if spec.required => errors.push(ParamError::new(name, "is required")),
                 None => {}
@@ -143,6 +150,26 @@ pub(crate) fn cast_value(spec: &ParamSpec, value: &Value) -> Result<Value, Strin
         for (index, element) in elements.iter_mut().enumerate() {
             *element = cast_to(items.ty, element, spec.secret)
                 .map_err(|message| format!("item {index}: {message}"))?;
+        }
+    }
+    if !spec.schema.is_empty() {
+        let mut problems = Vec::new();
+        crate::schema::validate(
+            &Value::Object(spec.schema.clone()),
+            &cast,
+            "",
+            &mut problems,
+        );
+        if !problems.is_empty() {
+            if spec.secret {
+                return Err(format!("{SECRET_MASK} does not fit the parameter's schema"));
+            }
+            let problems: Vec<String> = problems
+                .into_iter()
+                .map(|p| p.strip_prefix(": ").map(str::to_string).unwrap_or(p))
+                .map(|p| p.strip_prefix('.').map(str::to_string).unwrap_or(p))
+                .collect();
+            return Err(problems.join("; "));
         }
     }
     if let Some(number) = cast.as_f64() {
@@ -216,6 +243,11 @@ pub(crate) fn cast_to(ty: ParamType, value: &Value, secret: bool) -> Result<Valu
         (ParamType::String, Value::Number(_) | Value::Bool(_)) => {
             Ok(Value::String(value.to_string()))
         }
+        (ParamType::String, Value::Array(_) | Value::Object(_)) => {
+            let mut text = String::new();
+            python_repr(value, &mut text);
+            Ok(Value::String(text))
+        }
         (ParamType::Integer, Value::Number(n)) => {
             if n.is_i64() {
                 Ok(value.clone())
@@ -261,6 +293,68 @@ pub(crate) fn cast_to(ty: ParamType, value: &Value, secret: bool) -> Result<Valu
         (ParamType::Null, Value::Null) => Ok(Value::Null),
         (ParamType::Null, Value::String(s)) if matches!(s.trim(), "" | "null") => Ok(Value::Null),
         _ => fail(),
+    }
+}
+
+/// Python's `repr()` of a decoded JSON value, as Jinja prints a dict or list under st2. (The
+/// rules crate has the same for its templates; this crate may not depend on it.)
+fn python_repr(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("None"),
+        Value::Bool(true) => out.push_str("True"),
+        Value::Bool(false) => out.push_str("False"),
+        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => out.push_str(&i.to_string()),
+            (_, Some(u), _) => out.push_str(&u.to_string()),
+            (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 1e16 => {
+                out.push_str(&format!("{f:.1}"))
+            }
+            _ => out.push_str(&n.to_string()),
+        },
+        Value::String(s) => {
+            let quote = if s.contains('\'') && !s.contains('"') {
+                '"'
+            } else {
+                '\''
+            };
+            out.push(quote);
+            for c in s.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    c if c == quote => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    c => out.push(c),
+                }
+            }
+            out.push(quote);
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_repr(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (k, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                python_repr(&Value::String(k.clone()), out);
+                out.push_str(": ");
+                python_repr(item, out);
+            }
+            out.push('}');
+        }
     }
 }
 
@@ -554,9 +648,51 @@ mod tests {
         assert_eq!(cast("string", json!(42)), Ok(json!("42")));
         assert_eq!(cast("string", json!(2.5)), Ok(json!("2.5")));
         assert_eq!(cast("string", json!(true)), Ok(json!("true")));
+    }
+
+    #[test]
+    fn containers_to_string_are_pythons_repr_as_st2_renders_them() {
+        assert_eq!(cast("string", json!({"a": 1})), Ok(json!("{'a': 1}")));
+        assert_eq!(cast("string", json!(["x", "y"])), Ok(json!("['x', 'y']")));
         assert_eq!(
-            cast("string", json!({"a": 1})),
-            Err("parameter 'v': expected string, got object {\"a\":1}".into())
+            cast(
+                "string",
+                json!({"ok": true, "none": null, "f": 2.0, "q": "it's"})
+            ),
+            Ok(json!("{'ok': True, 'none': None, 'f': 2.0, 'q': \"it's\"}"))
+        );
+    }
+
+    #[test]
+    fn nested_schemas_are_validated_after_casting() {
+        let m = meta("  attachments:\n    type: array\n    items:\n      type: object\n      properties:\n        title: {type: string, required: true}\n        short: {type: boolean}\n      additionalProperties: false\n  channel:\n    type: string\n    maxLength: 3\n");
+        let valid = validate_params(
+            &m,
+            obj(json!({"attachments": "[{\"title\": \"t\", \"short\": true}]", "channel": "abc"})),
+        )
+        .expect("fits");
+        assert_eq!(valid["attachments"], json!([{"title": "t", "short": true}]));
+        let e = errors(
+            &m,
+            json!({"attachments": [{"short": 1, "x": 2}], "channel": "abcd"}),
+        );
+        let shown: Vec<String> = e.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "parameter 'attachments': [0].title: is required; [0].short: expected boolean, got integer 1; [0].x: is not allowed (allowed: title, short)",
+                "parameter 'channel': \"abcd\" is longer than 3 characters",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_default_that_does_not_fit_is_passed_as_written() {
+        let m = meta("  retries:\n    type: integer\n    default: three\n  level:\n    type: string\n    enum: [a, b]\n    default: c\n");
+        let valid = validate_params(&m, Map::new()).expect("st2 passes defaults through");
+        assert_eq!(
+            Value::Object(valid),
+            json!({"retries": "three", "level": "c"})
         );
     }
 

@@ -310,7 +310,7 @@ pub fn load_packs_with_configs(
             continue;
         };
         let meta = match config_meta(&pack.dir.join("config.schema.yaml"), schema) {
-            Ok(m) => m,
+            Ok((m, _)) => m,
             Err(_) => {
                 pack.config_error = Some(format!(
                     "{} is not a valid config schema",
@@ -341,8 +341,19 @@ pub fn load_packs_with_configs(
             .filter(|(name, _)| !meta.parameters.contains_key(*name))
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
+        let broken: Vec<&String> = match schema {
+            Value::Object(m) => m
+                .keys()
+                .filter(|k| !meta.parameters.contains_key(*k))
+                .collect(),
+            _ => Vec::new(),
+        };
         for (name, _) in &extra {
             given.remove(name);
+            if broken.contains(&name) {
+                // Its schema was reported at load: kept as given.
+                continue;
+            }
             problems.push(Problem::new(
                 &file,
                 squall_rules::line_of(&text, name),
@@ -385,7 +396,10 @@ pub fn load_packs_with_configs(
 }
 
 /// A config schema read as action parameters, so settings are checked and cast like them.
-fn config_meta(file: &Path, schema: &Value) -> Result<ActionMeta, Vec<Problem>> {
+/// A setting whose own schema has a problem is left out of the result and reported; the others
+/// are kept (st2 does not drop a pack's whole config for one bad entry). `Err` only when the
+/// file is not a mapping of settings.
+fn config_meta(file: &Path, schema: &Value) -> Result<(ActionMeta, Vec<Problem>), Vec<Problem>> {
     let params = match schema {
         Value::Object(m) => m.clone(),
         Value::Null => serde_json::Map::new(),
@@ -398,30 +412,55 @@ fn config_meta(file: &Path, schema: &Value) -> Result<ActionMeta, Vec<Problem>> 
             )])
         }
     };
-    let doc = serde_json::json!({
-        "name": "config",
-        "runner_type": "rhai",
-        "entry_point": "config",
-        "parameters": params,
-    });
-    let text = serde_yaml::to_string(&doc).unwrap_or_default();
-    ActionMeta::from_yaml(&text).map_err(|errs| {
-        let source = read_or_empty(file);
-        errs.into_iter()
-            .map(|p| {
-                let line = p
-                    .message
-                    .split('\'')
-                    .nth(1)
-                    .and_then(|name| squall_rules::line_of(&source, name));
-                Problem::new(file, line, None, p.message)
-            })
-            .collect()
-    })
+    let as_meta = |params: serde_json::Map<String, Value>| {
+        let doc = serde_json::json!({
+            "name": "config",
+            "runner_type": "rhai",
+            "entry_point": "config",
+            "parameters": params,
+        });
+        ActionMeta::from_yaml(&serde_yaml::to_string(&doc).unwrap_or_default())
+    };
+    let source = read_or_empty(file);
+    let located = |p: squall_actions::SourceProblem, setting: Option<&str>| {
+        let line = setting
+            .or_else(|| p.message.split('\'').nth(1))
+            .and_then(|name| squall_rules::line_of(&source, name));
+        Problem::new(file, line, None, p.message)
+    };
+    match as_meta(params.clone()) {
+        Ok(meta) => Ok((meta, Vec::new())),
+        Err(_) => {
+            // Find which settings are at fault by reading each on its own.
+            let mut good = serde_json::Map::new();
+            let mut problems = Vec::new();
+            for (name, spec) in params {
+                let one = serde_json::Map::from_iter([(name.clone(), spec.clone())]);
+                match as_meta(one) {
+                    Ok(_) => {
+                        good.insert(name, spec);
+                    }
+                    Err(errs) => problems.extend(errs.into_iter().map(|p| {
+                        let mut p = located(p, Some(&name));
+                        p.message = format!(
+                            "{}; setting '{name}' is kept as given, unchecked",
+                            p.message
+                        );
+                        p
+                    })),
+                }
+            }
+            match as_meta(good) {
+                Ok(meta) => Ok((meta, problems)),
+                Err(errs) => Err(errs.into_iter().map(|p| located(p, None)).collect()),
+            }
+        }
+    }
 }
 
-/// The trigger types whose instances carry the parameters their rules give (a webhook's url, a
-/// timer's schedule).
+/// The built-in trigger types whose instances carry the parameters their rules give (a
+/// webhook's url, a timer's schedule). A pack's sensor trigger type takes parameters when it
+/// declares a `parameters_schema` (see [`crate::sensing::declared_trigger_types`]).
 const PARAMETERIZED_TRIGGERS: [&str; 4] = [
     "core.webhook",
     "core.interval_timer",
@@ -438,6 +477,10 @@ fn check_cross_references(catalog: &mut Catalog) {
         .packs
         .iter()
         .map(|p| (p.reference.clone(), p.meta.version.clone()))
+        .collect();
+    let declared: HashMap<String, Value> = crate::sensing::declared_trigger_types(catalog)
+        .into_iter()
+        .filter_map(|t| t.parameters_schema.map(|s| (t.reference, s)))
         .collect();
     let mut problems = Vec::new();
     for pack in &catalog.packs {
@@ -485,12 +528,42 @@ fn check_cross_references(catalog: &mut Catalog) {
                 ));
                 false
             };
-            if !r.rule.trigger_parameters.is_empty() && !PARAMETERIZED_TRIGGERS.contains(&trigger)
+            if let (false, Some(schema)) =
+                (r.rule.trigger_parameters.is_empty(), declared.get(trigger))
+            {
+                // Checked as st2 checks them: the parameters against the declared schema.
+                let schema = as_object_schema(schema);
+                let mut why = Vec::new();
+                squall_actions::schema::validate(
+                    &schema,
+                    &Value::Object(r.rule.trigger_parameters.clone()),
+                    "parameters",
+                    &mut why,
+                );
+                if !why.is_empty() {
+                    return refuse(
+                        "parameters",
+                        format!(
+                            "gives trigger '{trigger}' parameters that do not fit its parameters_schema: {}",
+                            why.join("; ")
+                        ),
+                    );
+                }
+                // In st2 a sensor emits per parameters (one trigger each); squall's sensors
+                // emit one stream per trigger type, so such a rule could never fire: said now.
+                return refuse(
+                    "parameters",
+                    format!(
+                        "gives parameters to trigger '{trigger}' (they fit its parameters_schema), but squall's sensors do not emit instances per trigger parameters yet, so it would never fire"
+                    ),
+                );
+            } else if !r.rule.trigger_parameters.is_empty()
+                && !PARAMETERIZED_TRIGGERS.contains(&trigger)
             {
                 return refuse(
                     "parameters",
                     format!(
-                        "gives parameters to trigger '{trigger}', whose instances carry none, so it would never match (only {} take parameters)",
+                        "gives parameters to trigger '{trigger}', whose instances carry none, so it would never match (only {} and sensor trigger types that declare a parameters_schema take parameters)",
                         PARAMETERIZED_TRIGGERS.join(", ")
                     ),
                 );
@@ -546,6 +619,20 @@ fn check_cross_references(catalog: &mut Catalog) {
         }
     }
     catalog.problems.extend(problems);
+}
+
+/// A `parameters_schema` as st2 writes it: a full object schema, or (older packs) just the
+/// mapping of properties.
+fn as_object_schema(schema: &Value) -> Value {
+    let is_full = schema
+        .get("type")
+        .is_some_and(|t| t.as_str() == Some("object"))
+        || schema.get("properties").is_some();
+    if is_full {
+        schema.clone()
+    } else {
+        serde_json::json!({"type": "object", "properties": schema})
+    }
 }
 
 fn read_or_empty(path: &Path) -> String {
@@ -663,9 +750,13 @@ fn load_pack(dir: &Path, runtime: &RhaiRuntime, problems: &mut Vec<Problem>) -> 
     if schema_file.is_file() {
         pack.config_schema = parse_yaml_value(&schema_file, problems);
         if let Some(schema) = &pack.config_schema {
-            if let Err(mut errs) = config_meta(&schema_file, schema) {
-                problems.append(&mut errs);
-                pack.config_schema = None;
+            // A setting whose schema has a problem is reported; the others still apply.
+            match config_meta(&schema_file, schema) {
+                Ok((_, mut errs)) => problems.append(&mut errs),
+                Err(mut errs) => {
+                    problems.append(&mut errs);
+                    pack.config_schema = None;
+                }
             }
         }
     }

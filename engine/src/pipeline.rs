@@ -1349,13 +1349,17 @@ impl Engine {
             .trigger_types()
             .any(|t| t == "core.action_finished")
         {
+            // st2's `core.st2.generic.actiontrigger` payload: `action_name` is the action's
+            // ref too (st2 kept the old key), `runner_ref` its runner's name.
+            let action = loaded.catalog.action(&e.action);
             let payload = json!({
                 "execution_id": e.id,
                 "status": status.as_str(),
                 "start_timestamp": e.start_timestamp,
-                "action_name": e.action.split_once('.').map(|(_, n)| n).unwrap_or(&e.action),
+                "action_name": e.action,
                 "action_ref": e.action,
-                "parameters": loaded.catalog.action(&e.action).map(|a| Value::Object(mask_secrets(&a.meta, &e.parameters))).unwrap_or(Value::Null),
+                "runner_ref": action.map(|a| a.meta.runner_type.to_string()),
+                "parameters": action.map(|a| Value::Object(mask_secrets(&a.meta, &e.parameters))).unwrap_or(Value::Null),
                 "result": e.result,
                 "rule": e.rule,
                 "trigger_instance": e.trigger_instance,

@@ -35,6 +35,11 @@ struct RawDeclaration {
     enabled: bool,
     #[serde(default)]
     settings: Map<String, Value>,
+    /// st2's trigger type declarations (`name`, `description`, `parameters_schema`,
+    /// `payload_schema`): read by [`declared_trigger_types`].
+    #[serde(default)]
+    #[allow(dead_code)]
+    trigger_types: Vec<Value>,
 }
 
 fn yes() -> bool {
@@ -139,6 +144,46 @@ pub fn declarations(catalog: &Catalog) -> (Vec<SensorDeclaration>, Vec<Problem>)
         }
     }
     (out, problems)
+}
+
+/// A trigger type a pack's sensor file declares (st2's `trigger_types:` entries).
+#[derive(Debug, Clone)]
+pub struct DeclaredTriggerType {
+    /// `pack.name` (the entry's own `pack` wins over the pack's).
+    pub reference: String,
+    /// The entry's `parameters_schema`, when it declares one: rules may then give the trigger
+    /// parameters, checked against it.
+    pub parameters_schema: Option<Value>,
+    pub file: PathBuf,
+}
+
+/// Every trigger type the packs' sensor files declare, whatever runs them (st2 registers a
+/// sensor's trigger types with the sensor).
+pub fn declared_trigger_types(catalog: &Catalog) -> Vec<DeclaredTriggerType> {
+    let mut out = Vec::new();
+    for pack in &catalog.packs {
+        for (file, value) in pack.extras.get("sensors").into_iter().flatten() {
+            let entries = value.get("trigger_types").and_then(Value::as_array);
+            for entry in entries.into_iter().flatten() {
+                let Some(name) = entry.get("name").and_then(Value::as_str) else {
+                    continue;
+                };
+                let pack_ref = entry
+                    .get("pack")
+                    .and_then(Value::as_str)
+                    .unwrap_or(&pack.reference);
+                out.push(DeclaredTriggerType {
+                    reference: format!("{pack_ref}.{name}"),
+                    parameters_schema: entry
+                        .get("parameters_schema")
+                        .filter(|s| s.as_object().is_some_and(|m| !m.is_empty()))
+                        .cloned(),
+                    file: file.clone(),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// A sensor as the engine keeps it.
