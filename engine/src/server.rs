@@ -156,6 +156,31 @@ fn install_fn(
     })
 }
 
+/// This process's API as workflows' `ctx().st2.api_url` names it (a wildcard listen address
+/// as loopback).
+static API_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn set_api_url(local: SocketAddr) {
+    let host = if local.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        local.ip()
+    };
+    let _ = API_URL.set(format!(
+        "http://{}/api/v1",
+        SocketAddr::new(host, local.port())
+    ));
+}
+
+/// The API's URL (`http://ADDRESS:PORT/api/v1`), once `squall run` listens; the default
+/// address before.
+pub fn api_url() -> String {
+    API_URL
+        .get()
+        .cloned()
+        .unwrap_or_else(|| "http://127.0.0.1:9101/api/v1".to_string())
+}
+
 /// Reads a secret key file: 64 hex characters, or the 32 bytes themselves (as squall writes
 /// `<data_dir>/secret.key`, so that file can be moved out of the data dir and named here).
 pub fn read_secret_key(path: &std::path::Path) -> Result<[u8; 32], ServerError> {
@@ -212,6 +237,7 @@ pub async fn run(config: RunConfig) -> Result<(), ServerError> {
         addr: config.listen,
         error: e.to_string(),
     })?;
+    set_api_url(local);
     // A SIGHUP during the start is held for the reload loop instead of ending the process.
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let store = Store::open_with_cache(

@@ -693,13 +693,11 @@ impl Engine {
     }
 }
 
-/// The execution status that shows a workflow's.
 /// `ctx().st2`, with st2's keys (st2's orquesta runner tests, `test_context.py`). squall keeps
-/// one record per workflow run, so `workflow_execution_id` is the execution's id too.
-/// `api_url` is `SQUALL_API_URL` when set, else the API's default address.
+/// one record per workflow run, so `workflow_execution_id` is the execution's id too;
+/// `api_url` is the address `squall run` listens on.
 fn st2_context(e: &Execution) -> Value {
-    let api_url = std::env::var("SQUALL_API_URL")
-        .unwrap_or_else(|_| "http://127.0.0.1:9101/api/v1".to_string());
+    let api_url = crate::server::api_url();
     json!({
         "action_execution_id": e.id,
         "workflow_execution_id": e.id,
