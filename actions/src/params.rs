@@ -244,9 +244,7 @@ pub(crate) fn cast_to(ty: ParamType, value: &Value, secret: bool) -> Result<Valu
             Ok(Value::String(value.to_string()))
         }
         (ParamType::String, Value::Array(_) | Value::Object(_)) => {
-            let mut text = String::new();
-            python_repr(value, &mut text);
-            Ok(Value::String(text))
+            Ok(Value::String(squall_yaql::python_repr(value)))
         }
         (ParamType::Integer, Value::Number(n)) => {
             if n.is_i64() {
@@ -293,68 +291,6 @@ pub(crate) fn cast_to(ty: ParamType, value: &Value, secret: bool) -> Result<Valu
         (ParamType::Null, Value::Null) => Ok(Value::Null),
         (ParamType::Null, Value::String(s)) if matches!(s.trim(), "" | "null") => Ok(Value::Null),
         _ => fail(),
-    }
-}
-
-/// Python's `repr()` of a decoded JSON value, as Jinja prints a dict or list under st2. (The
-/// rules crate has the same for its templates; this crate may not depend on it.)
-fn python_repr(v: &Value, out: &mut String) {
-    match v {
-        Value::Null => out.push_str("None"),
-        Value::Bool(true) => out.push_str("True"),
-        Value::Bool(false) => out.push_str("False"),
-        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => out.push_str(&i.to_string()),
-            (_, Some(u), _) => out.push_str(&u.to_string()),
-            (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 1e16 => {
-                out.push_str(&format!("{f:.1}"))
-            }
-            _ => out.push_str(&n.to_string()),
-        },
-        Value::String(s) => {
-            let quote = if s.contains('\'') && !s.contains('"') {
-                '"'
-            } else {
-                '\''
-            };
-            out.push(quote);
-            for c in s.chars() {
-                match c {
-                    '\\' => out.push_str("\\\\"),
-                    '\n' => out.push_str("\\n"),
-                    '\r' => out.push_str("\\r"),
-                    '\t' => out.push_str("\\t"),
-                    c if c == quote => {
-                        out.push('\\');
-                        out.push(c);
-                    }
-                    c => out.push(c),
-                }
-            }
-            out.push(quote);
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                python_repr(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (k, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                python_repr(&Value::String(k.clone()), out);
-                out.push_str(": ");
-                python_repr(item, out);
-            }
-            out.push('}');
-        }
     }
 }
 

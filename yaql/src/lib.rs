@@ -13,7 +13,7 @@ mod syntax;
 
 use serde_json::Value;
 
-pub use pyrepr::python_str;
+pub use pyrepr::{python_repr, python_str};
 
 /// A parsed expression, cheap to evaluate many times.
 #[derive(Debug, Clone, PartialEq)]

@@ -27,7 +27,9 @@ pub(crate) fn yaql_str(value: &Value) -> String {
     }
 }
 
-pub(crate) fn python_repr(value: &Value) -> String {
+/// Python's `repr(value)` (`None`, `True`, `['a', 1]`, `{'k': 'v'}`), as Jinja under Python
+/// prints a list or a dict.
+pub fn python_repr(value: &Value) -> String {
     let mut out = String::new();
     write_repr(value, &mut out, false);
     out
