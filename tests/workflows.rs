@@ -327,3 +327,19 @@ fn workflows_survive_repeated_kill_9_at_random_points() {
     let id = run(&s, "e2e.flow_crash", r#"{"tag": "after"}"#);
     assert_eq!(wait_end(&s, &id)["status"], "succeeded");
 }
+
+/// A workflow written as st2's own examples are (YAQL in inline actions, conditions, publish and
+/// output; `core.local`'s st2 result): it runs and gives st2's output.
+#[test]
+fn a_yaql_workflow_as_st2_writes_it_runs_to_its_output() {
+    let (_dir, s) = start();
+    let id = run(&s, "e2e.yaql_sequential", r#"{"name": "Stanley"}"#);
+    let e = wait_end(&s, &id);
+    assert_eq!(e["status"], "succeeded", "{e}");
+    assert_eq!(
+        e["result"]["output"],
+        serde_json::json!({"greeting": "STANLEY, HOW ARE YOU?", "words": 4}),
+        "{e}"
+    );
+    assert_eq!(tasks_of(&s, &id), vec!["task1", "task2", "task3"]);
+}

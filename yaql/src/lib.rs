@@ -96,6 +96,26 @@ pub fn has_expressions(src: &str) -> bool {
     !expressions_in(src).is_empty()
 }
 
+/// Parses every `<% %>` of a text (nothing is evaluated): the first that does not parse.
+pub fn check_text(src: &str) -> Result<(), EvalError> {
+    for (start, end) in expressions_in(src) {
+        let whole = &src[start..end];
+        let stripped = whole
+            .trim_matches(|c| c == '<' || c == '%' || c == '>')
+            .trim();
+        parse(stripped).map_err(|source| EvalError::Parse {
+            expr: whole.to_string(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Python's truth of a value (what a `when: <% ... %>` condition takes).
+pub fn is_true(value: &Value) -> bool {
+    eval::truthy(value)
+}
+
 /// Orquesta's `YAQLEvaluator.evaluate`: a text that is exactly one `<% %>` gives the value itself
 /// (any JSON type); otherwise each expression is replaced by Python's `str()` of its value
 /// (`True`, `None`, `{'a': 1}`). A string result that itself holds `<% %>` is rendered again.

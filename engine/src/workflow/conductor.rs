@@ -786,9 +786,9 @@ impl Conductor {
                     tasks: Some(&self.task_status),
                     ..Scope::default()
                 };
-                let items = expr::single_expression(&with.items)
+                let items = expr::single(&with.items)
                     .ok_or_else(|| "not an expression".to_string())
-                    .and_then(|e| expr::eval(e, &scope));
+                    .and_then(|e| expr::eval_single(e, &scope));
                 match items {
                     Ok(Value::Array(items)) => {
                         let n = items.len();
@@ -1180,9 +1180,9 @@ fn eval_count(count: &Count, scope: &Scope, what: &str) -> Result<u64, String> {
         Count::Fixed(n) => return Ok(*n),
         Count::Expression(source) => source,
     };
-    let e = expr::single_expression(source)
-        .ok_or_else(|| format!("{what}: '{source}' is not an expression"))?;
-    let v = expr::eval(e, scope).map_err(|e| format!("{what}: {e}"))?;
+    let e =
+        expr::single(source).ok_or_else(|| format!("{what}: '{source}' is not an expression"))?;
+    let v = expr::eval_single(e, scope).map_err(|e| format!("{what}: {e}"))?;
     match &v {
         Value::Number(n) if n.as_u64().is_some() => Ok(n.as_u64().unwrap_or_default()),
         Value::String(s) if s.trim().parse::<u64>().is_ok() => {

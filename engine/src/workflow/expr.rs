@@ -1,4 +1,5 @@
-//! Jinja expressions for workflows: squall's template environment
+//! Expressions for workflows, Jinja `{{ }}` and YAQL `<% %>` (through `squall_yaql`), as
+//! Orquesta has both. Jinja: squall's template environment
 //! ([`squall_rules::template::environment`]) plus Orquesta's functions `ctx()`, `result()`,
 //! `succeeded()`, `failed()`, `completed()`, `item()`, `task_status(name)` and
 //! `st2kv('system.NAME')` (the key-value store; an absent key is an error, as in Orquesta).
@@ -15,7 +16,127 @@ use minijinja::{Environment, Error, ErrorKind, State};
 use serde_json::{Map, Value};
 use squall_rules::template::{describe, environment, to_json, KeyValueLookup};
 
-pub use squall_rules::template::is_template;
+/// Whether a string holds an expression of either language.
+pub fn is_template(source: &str) -> bool {
+    squall_rules::template::is_template(source) || squall_yaql::has_expressions(source)
+}
+
+/// A string that is exactly one expression: its language and its inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Single<'a> {
+    Jinja(&'a str),
+    Yaql(&'a str),
+}
+
+/// `Some` when `source` is exactly one `{{ expr }}` or one `<% expr %>` (whitespace around
+/// allowed).
+pub fn single(source: &str) -> Option<Single<'_>> {
+    if let Some(e) = jinja_single(source) {
+        return Some(Single::Jinja(e));
+    }
+    let t = source.trim();
+    let inner = t.strip_prefix("<%")?.strip_suffix("%>")?;
+    if inner.contains("<%") || inner.contains("%>") || inner.contains('\n') {
+        return None;
+    }
+    Some(Single::Yaql(inner.trim())).filter(|s| !matches!(s, Single::Yaql("")))
+}
+
+/// Evaluates one expression of either language to JSON.
+pub fn eval_single(single: Single<'_>, scope: &Scope) -> Result<Value, String> {
+    match single {
+        Single::Jinja(e) => eval(e, scope),
+        Single::Yaql(e) => {
+            let parsed = squall_yaql::parse(e).map_err(|err| format!("<% {e} %>: {err}"))?;
+            squall_yaql::evaluate(&parsed, &YaqlScope::new(scope)).map_err(|err| err.to_string())
+        }
+    }
+}
+
+/// What a YAQL expression sees: `$` is the workflow context, and Orquesta's functions answer
+/// from the same scope as Jinja's.
+struct YaqlScope<'s, 'a> {
+    scope: &'s Scope<'a>,
+    root: Value,
+}
+
+impl<'s, 'a> YaqlScope<'s, 'a> {
+    fn new(scope: &'s Scope<'a>) -> Self {
+        YaqlScope {
+            scope,
+            root: scope
+                .ctx
+                .map(|c| Value::Object(c.clone()))
+                .unwrap_or_else(|| Value::Object(Map::new())),
+        }
+    }
+
+    fn status(&self, func: &str) -> Result<&str, String> {
+        self.scope
+            .status
+            .ok_or_else(|| format!("{func}() is not available here"))
+    }
+}
+
+/// `m[key]`, or what Orquesta says when it is not there.
+fn yaql_key(m: &Value, key: &Value, func: &str) -> Result<Value, String> {
+    let key = key
+        .as_str()
+        .ok_or_else(|| format!("{func}(): the name must be a string"))?;
+    m.get(key)
+        .cloned()
+        .ok_or_else(|| format!("{func}('{key}') is not defined"))
+}
+
+impl squall_yaql::Context for YaqlScope<'_, '_> {
+    fn root(&self) -> &Value {
+        &self.root
+    }
+
+    fn call(&self, name: &str, args: &[Value]) -> Option<Result<Value, String>> {
+        let scope = self.scope;
+        Some(match (name, args) {
+            ("ctx", []) => Ok(self.root.clone()),
+            ("ctx", [key]) => yaql_key(&self.root, key, "ctx"),
+            ("result", []) => scope
+                .result
+                .cloned()
+                .ok_or_else(|| "result() is not available here".to_string()),
+            ("succeeded", []) => self
+                .status("succeeded")
+                .map(|s| Value::Bool(s == "succeeded")),
+            ("failed", []) => self.status("failed").map(|s| Value::Bool(s == "failed")),
+            ("completed", []) => self
+                .status("completed")
+                .map(|s| Value::Bool(s == "succeeded" || s == "failed")),
+            ("item", []) => scope
+                .item
+                .cloned()
+                .ok_or_else(|| "item() is not available here".to_string()),
+            ("item", [key]) => match scope.item {
+                Some(item) => yaql_key(item, key, "item"),
+                None => Err("item() is not available here".to_string()),
+            },
+            ("task_status", [task]) => Ok(scope
+                .tasks
+                .and_then(|t| t.get(task.as_str().unwrap_or_default()))
+                .cloned()
+                .unwrap_or(Value::Null)),
+            ("st2kv", [key]) | ("st2kv", [key, _]) => {
+                let decrypt = matches!(args.get(1), Some(Value::Bool(true)));
+                let Some(kv) = scope.kv else {
+                    return Some(Err("st2kv() is not available here".to_string()));
+                };
+                let name = key.as_str().unwrap_or_default();
+                let short = name.strip_prefix("system.").unwrap_or(name);
+                kv.get_stored(short, decrypt)
+                    .map(Value::String)
+                    .ok_or_else(|| format!("st2kv('{name}'): no such key in the key-value store"))
+            }
+            _ => return None,
+        })
+    }
+}
 
 const CTX: &str = "__squall_ctx";
 const RESULT: &str = "__squall_result";
@@ -173,8 +294,16 @@ impl Scope<'_> {
     }
 }
 
-/// `Some(expr)` when `source` is exactly one `{{ expr }}` (surrounding whitespace allowed).
+/// `Some(inside)` when `source` is exactly one expression, `{{ }}` or `<% %>` (surrounding
+/// whitespace allowed).
 pub fn single_expression(source: &str) -> Option<&str> {
+    match single(source)? {
+        Single::Jinja(e) | Single::Yaql(e) => Some(e),
+    }
+}
+
+/// `Some(expr)` when `source` is exactly one `{{ expr }}`.
+fn jinja_single(source: &str) -> Option<&str> {
     let t = source.trim();
     let inner = t.strip_prefix("{{")?.strip_suffix("}}")?;
     if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") {
@@ -185,10 +314,13 @@ pub fn single_expression(source: &str) -> Option<&str> {
 
 /// Checks that a string's template markup compiles, without rendering anything that matters.
 pub fn check_template(source: &str) -> Result<(), String> {
+    if squall_yaql::has_expressions(source) {
+        return squall_yaql::check_text(source).map_err(|e| e.to_string());
+    }
     if !is_template(source) {
         return Ok(());
     }
-    if let Some(e) = single_expression(source) {
+    if let Some(e) = jinja_single(source) {
         return ENV
             .compile_expression_owned(e.to_string())
             .map(|_| ())
@@ -206,7 +338,10 @@ pub fn check_template(source: &str) -> Result<(), String> {
 /// templated strings render to text, lists and maps are rendered member by member.
 pub fn render(v: &Value, scope: &Scope) -> Result<Value, String> {
     match v {
-        Value::String(s) if is_template(s) => match single_expression(s) {
+        Value::String(s) if squall_yaql::has_expressions(s) => {
+            squall_yaql::render_text(s, &YaqlScope::new(scope)).map_err(|e| e.to_string())
+        }
+        Value::String(s) if is_template(s) => match jinja_single(s) {
             Some(e) => eval(e, scope),
             None => ENV
                 .render_str(s, scope.context())
@@ -241,7 +376,13 @@ pub fn eval(expr: &str, scope: &Scope) -> Result<Value, String> {
 
 /// Evaluates a `{{ condition }}` to a truth value, as Jinja's `if` would.
 pub fn condition(source: &str, scope: &Scope) -> Result<bool, String> {
-    let e = single_expression(source).ok_or_else(|| format!("'{source}' is not an expression"))?;
+    let e = match single(source) {
+        Some(Single::Jinja(e)) => e,
+        Some(yaql @ Single::Yaql(_)) => {
+            return eval_single(yaql, scope).map(|v| squall_yaql::is_true(&v))
+        }
+        None => return Err(format!("'{source}' is not an expression")),
+    };
     let compiled = ENV
         .compile_expression_owned(e.to_string())
         .map_err(|e| describe(&e))?;

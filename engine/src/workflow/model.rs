@@ -107,17 +107,6 @@ impl Workflow {
     pub fn parse(text: &str) -> Result<Workflow, Vec<SourceProblem>> {
         let raw: RawWorkflow = serde_yaml::from_str(text).map_err(|e| vec![yaml_problem(&e)])?;
         let mut problems = Vec::new();
-        // YAQL is not evaluated yet: a workflow using it is refused here, rather than run with
-        // its `<% %>` taken as text (and maybe ending `succeeded` with a wrong output).
-        for (i, line) in text.lines().enumerate() {
-            if let Some(at) = line.find("<%").filter(|at| line[*at..].contains("%>")) {
-                problems.push(SourceProblem {
-                    line: Some(i + 1),
-                    column: Some(at + 1),
-                    message: "a YAQL expression (<% %>): squall does not evaluate YAQL in workflows yet; write it in Jinja ({{ }})".to_string(),
-                });
-            }
-        }
         let mut report = |needle: Option<&str>, message: String| {
             problems.push(SourceProblem {
                 line: needle.and_then(|n| locate(text, n)),
