@@ -107,6 +107,33 @@ fn bundled_packs_validate() {
     assert!(text(&out).contains("no problems"));
 }
 
+/// A workflow's task naming an action no pack provides is a load problem at its line, as
+/// Orquesta refuses such a workflow when it starts; an action given by an expression is not.
+#[test]
+fn a_workflow_task_running_a_missing_action_is_a_load_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("wfp");
+    write(&root, "pack.yaml", "ref: wfp\nname: wfp\n");
+    write(
+        &root,
+        "actions/flow.yaml",
+        "name: flow\nrunner_type: orquesta\nentry_point: workflows/flow.yaml\n",
+    );
+    write(
+        &root,
+        "actions/workflows/flow.yaml",
+        "version: 1.0\ntasks:\n  one:\n    action: core.noop\n    next:\n      - do: two\n  two:\n    action: wfp.missing message=\"x\"\n  three:\n    action: \"{{ ctx().which }}\"\n",
+    );
+    validate_finds(
+        &root,
+        &[(
+            "actions/workflows/flow.yaml:8",
+            "task 'two' of workflow 'wfp.flow' runs action 'wfp.missing', which no loaded pack provides",
+        )],
+        1,
+    );
+}
+
 #[test]
 fn validate_lists_every_problem_with_file_and_line() {
     let (_dir, root) = broken_pack();

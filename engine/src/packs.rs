@@ -603,6 +603,7 @@ fn check_cross_references(catalog: &mut Catalog) {
         });
     }
     check_aliases(catalog, &mut problems);
+    check_workflow_actions(catalog, &actions, &mut problems);
     if let Err(errs) = catalog.rule_set() {
         for (rule_ref, msg) in errs {
             let file = catalog
@@ -619,6 +620,48 @@ fn check_cross_references(catalog: &mut Catalog) {
         }
     }
     catalog.problems.extend(problems);
+}
+
+/// A workflow task naming an action no loaded pack provides is reported at load, at the task's
+/// `action:` line, as Orquesta refuses such a workflow when it starts (an action given by an
+/// expression is only known when the task runs).
+fn check_workflow_actions(
+    catalog: &Catalog,
+    actions: &std::collections::HashSet<String>,
+    problems: &mut Vec<Problem>,
+) {
+    for a in catalog.actions() {
+        if a.meta.runner_type != RunnerType::Workflow {
+            continue;
+        }
+        let Some(source) = &a.source else {
+            continue;
+        };
+        let Ok(wf) = crate::workflow::Workflow::parse(source) else {
+            continue;
+        };
+        for (name, task) in &wf.tasks {
+            let Some(action) = task.action.as_deref() else {
+                continue;
+            };
+            if crate::workflow::expr::is_template(action) || actions.contains(action) {
+                continue;
+            }
+            let line = source
+                .lines()
+                .position(|l| l.contains("action:") && l.contains(action))
+                .map(|i| i + 1);
+            problems.push(Problem::new(
+                &a.entry_point,
+                line,
+                None,
+                format!(
+                    "task '{name}' of workflow '{}' runs action '{action}', which no loaded pack provides",
+                    a.reference
+                ),
+            ));
+        }
+    }
 }
 
 /// A `parameters_schema` as st2 writes it: a full object schema, or (older packs) just the
