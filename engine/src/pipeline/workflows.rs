@@ -394,7 +394,7 @@ impl Engine {
             if control == Control::Cancel && !e.status.is_terminal() {
                 // Requested but not started yet: it never will.
                 let mut e = e;
-                let result = json!({"output": {}});
+                let result = json!({"output": null});
                 self.finish(
                     loaded,
                     &mut e,

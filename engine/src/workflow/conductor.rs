@@ -605,10 +605,11 @@ impl Conductor {
         Ok(())
     }
 
-    /// The workflow execution's result: `{output: {...}}`, with `errors` when it failed.
+    /// The workflow execution's result: `{output: {...} or null}`, with `errors` when it failed.
     pub fn output(&self) -> Value {
-        // Orquesta gives no output (null) when none was rendered, e.g. a failed workflow's.
-        let output = if self.output.is_empty() && self.status == WorkflowStatus::Failed {
+        // Orquesta gives no output (null) when none was rendered: a workflow without an
+        // `output` section, or a failed one's.
+        let output = if self.output.is_empty() {
             Value::Null
         } else {
             Value::Object(self.output.clone())
