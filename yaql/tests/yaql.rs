@@ -346,6 +346,12 @@ fn agrees_with_python_yaql() {
             continue;
         }
         let agree = match (&ours, answer.get("value"), answer.get("error")) {
+            // yaql's dicts are hash-ordered (the order of `keys()`, `values()` and `items()`
+            // changes with Python's hash seed from run to run); squall keeps insertion order.
+            // Such results agree when they hold the same elements.
+            (Ok(v), Some(expected), None) if hash_ordered(expr) => {
+                same(&sorted(v), &sorted(expected))
+            }
             (Ok(v), Some(expected), None) => same(v, expected),
             (Err(_), None, Some(_)) => true,
             _ => false,
@@ -393,5 +399,24 @@ fn time_per_typical_expression() {
         }
         let per = start.elapsed() / rounds;
         eprintln!("{src}: {per:?} per evaluation");
+    }
+}
+
+/// Whether an expression's result follows a dict's order, which Python's yaql does not keep.
+fn hash_ordered(expr: &str) -> bool {
+    ["keys()", "values()", "items()"]
+        .iter()
+        .any(|view| expr.contains(view))
+}
+
+/// A list with its elements in a fixed order (by their JSON text); anything else as it is.
+fn sorted(v: &Value) -> Value {
+    match v {
+        Value::Array(items) => {
+            let mut items = items.clone();
+            items.sort_by_key(|i| i.to_string());
+            Value::Array(items)
+        }
+        other => other.clone(),
     }
 }
