@@ -6,11 +6,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use clap::Args;
 use serde_json::{json, Value};
 use squall_engine::pack_install::{self, InstallError, InstallOptions, Installed, InstalledPack};
-use squall_engine::server::FileConfig;
 
 use crate::client::{self, ApiOptions, PackReloadArgs};
 
@@ -36,17 +35,7 @@ pub struct PackDirs {
 
 impl PackDirs {
     fn options(&self) -> Result<InstallOptions> {
-        let file: FileConfig = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                serde_yaml::from_str(&text).map_err(|e| {
-                    let p = squall_engine::rules::yaml_problem(&e);
-                    anyhow!("{}:{}: {}", path.display(), p.line.unwrap_or(0), p.message)
-                })?
-            }
-            None => FileConfig::default(),
-        };
+        let file = crate::run_cmd::settings_file(self.config.as_deref())?;
         let packs = if !self.packs.is_empty() {
             self.packs.clone()
         } else {

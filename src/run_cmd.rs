@@ -61,18 +61,21 @@ pub struct RunArgs {
     auth: Option<bool>,
 }
 
-fn resolve(args: RunArgs) -> Result<RunConfig> {
-    let file: FileConfig = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            serde_yaml::from_str(&text).map_err(|e| {
-                let p = squall_engine::rules::yaml_problem(&e);
-                anyhow!("{}:{}: {}", path.display(), p.line.unwrap_or(0), p.message)
-            })?
-        }
-        None => FileConfig::default(),
+/// The settings file (`--config`), or no settings; a problem names the file and line.
+pub fn settings_file(path: Option<&std::path::Path>) -> Result<FileConfig> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
     };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_yaml::from_str(&text).map_err(|e| {
+        let p = squall_engine::rules::yaml_problem(&e);
+        anyhow!("{}:{}: {}", path.display(), p.line.unwrap_or(0), p.message)
+    })
+}
+
+fn resolve(args: RunArgs) -> Result<RunConfig> {
+    let file = settings_file(args.config.as_deref())?;
     let listen_text = args
         .listen
         .or(file.listen)
