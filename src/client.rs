@@ -1115,7 +1115,7 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn pretty(v: &Value) -> String {
+pub(crate) fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
 
@@ -1396,7 +1396,7 @@ fn cli_value(raw: &str) -> Value {
 // The commands
 // ---------------------------------------------------------------------------------------------
 
-fn print_json(v: &Value) -> ExitCode {
+pub(crate) fn print_json(v: &Value) -> ExitCode {
     println!("{}", pretty(v));
     ExitCode::SUCCESS
 }

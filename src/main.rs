@@ -9,6 +9,7 @@
 mod alias_cmd;
 mod capacity_cmd;
 mod client;
+mod inquiry_cmd;
 mod pack_cmd;
 mod pack_create;
 mod pack_test_cmd;
@@ -95,6 +96,11 @@ enum Command {
     Key {
         #[command(subcommand)]
         command: client::KeyCommand,
+    },
+    /// Inquiries (questions `core.ask` asks): list, show, respond.
+    Inquiry {
+        #[command(subcommand)]
+        command: inquiry_cmd::InquiryCommand,
     },
     /// The server's sensors and their state.
     Sensor {
@@ -296,6 +302,7 @@ fn main() -> ExitCode {
         Command::Execution { command } => client::execution(&command),
         Command::Trigger { command } => client::trigger(&command),
         Command::Key { command } => client::key(&command),
+        Command::Inquiry { command } => inquiry_cmd::inquiry(&command),
         Command::Apikey { command } => client::apikey(&command),
         Command::Sensor { command } => client::sensor(&command),
         Command::Worker(args) => remote_cmd::worker(args),

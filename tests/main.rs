@@ -1,5 +1,6 @@
 //! End-to-end tests of the `squall` binary: one test binary, one module per area.
 
+mod action_chain;
 mod alertmanager;
 mod alias_cli;
 mod aliases_api;
@@ -16,6 +17,8 @@ mod console;
 mod docker;
 mod durability;
 mod harness;
+mod http_request;
+mod inquiries;
 mod marathon_actions;
 mod ops;
 mod pack_install;

@@ -41,7 +41,8 @@ fn webhook_runs_a_rule_and_records_everything() {
     let e = &execs[0];
     assert_eq!(e["status"], "succeeded", "{e}");
     assert_eq!(e["action"]["ref"], "core.echo");
-    assert_eq!(e["result"], "hello ops (r-42)");
+    assert_eq!(e["result"]["stdout"], "hello ops (r-42)", "{e}");
+    assert_eq!(e["result"]["return_code"], 0, "{e}");
     assert_eq!(e["rule"]["ref"], "e2e.hello");
     assert_eq!(e["log"][0]["message"], "hello ops (r-42)");
     assert!(e["elapsed_seconds"].as_f64().is_some());
@@ -679,7 +680,7 @@ fn interval_timer_fires() {
         |v| v.as_array().is_some_and(|a| a.len() >= 2),
     );
     assert!(
-        v[0]["result"]
+        v[0]["result"]["stdout"]
             .as_str()
             .expect("text")
             .starts_with("tick at "),
@@ -1905,7 +1906,7 @@ fn throttled_rules_fire_at_most_max_times_per_window_and_group() {
         .as_array()
         .expect("list")
         .iter()
-        .filter_map(|e| e["result"].as_str())
+        .filter_map(|e| e["result"]["stdout"].as_str())
         .collect();
     assert_eq!(hosts.iter().filter(|h| **h == "web-1").count(), 2);
     assert_eq!(hosts.iter().filter(|h| **h == "web-2").count(), 1);

@@ -26,7 +26,7 @@ fn st2_binary() -> PathBuf {
 }
 
 /// st2's CLI pointed at one squall, with a home of its own (it writes `~/.st2`).
-struct St2 {
+pub(crate) struct St2 {
     bin: PathBuf,
     home: PathBuf,
     port: u16,
@@ -38,25 +38,25 @@ struct St2 {
 }
 
 /// What one `st2` command printed (stdout then stderr, colours removed) and its exit code.
-struct Said {
+pub(crate) struct Said {
     code: Option<i32>,
     text: String,
 }
 
 impl Said {
-    fn ok(self, what: &str) -> String {
+    pub(crate) fn ok(self, what: &str) -> String {
         assert_eq!(self.code, Some(0), "st2 {what}:\n{}", self.text);
         self.text
     }
 
-    fn failed(self, what: &str) -> String {
+    pub(crate) fn failed(self, what: &str) -> String {
         assert_eq!(self.code, Some(1), "st2 {what}:\n{}", self.text);
         self.text
     }
 }
 
 impl St2 {
-    fn new(dir: &Path, s: &Squall, key: Option<&str>) -> St2 {
+    pub(crate) fn new(dir: &Path, s: &Squall, key: Option<&str>) -> St2 {
         let home = dir.join("st2-home");
         std::fs::create_dir_all(&home).expect("st2's home");
         St2 {
@@ -76,7 +76,7 @@ impl St2 {
         self
     }
 
-    fn run(&self, args: &[&str]) -> Said {
+    pub(crate) fn run(&self, args: &[&str]) -> Said {
         let base = format!("http://127.0.0.1:{}", self.port);
         let mut cmd = Command::new(&self.bin);
         cmd.args(args)
@@ -259,7 +259,7 @@ fn st2_cli_runs_and_inspects_without_auth() {
         .ok("run -j");
     let json = first_json(&out);
     assert_eq!(json["status"], "succeeded", "{out}");
-    assert_eq!(json["result"], "as json", "{out}");
+    assert_eq!(json["result"]["stdout"], "as json", "{out}");
     assert_eq!(json["action"]["ref"], "core.echo", "{out}");
 
     // A failed action: st2 exits 1 with the result shown.

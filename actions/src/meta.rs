@@ -52,11 +52,21 @@ pub enum RunnerType {
     /// st2's `python-script`: the entry point's `Action` subclass run by a Python interpreter
     /// (`crate::runners::python`).
     PythonScript,
+    /// st2's `action-chain`: the entry point is an ActionChain file (st2's older workflow
+    /// format), run by the engine's workflow conductor.
+    ActionChain,
+    /// st2's `http-request`: one HTTP request made from the parameters (`core.http`).
+    HttpRequest,
+    /// st2's `noop`: does nothing and succeeds (`core.noop`).
+    Noop,
+    /// st2's `inquirer`: asks a question and pauses its workflow until someone answers
+    /// (`core.ask`); run by the engine.
+    Inquirer,
 }
 
 impl RunnerType {
     /// The runner type names squall understands, as written in metadata files.
-    pub const KNOWN: [&'static str; 7] = [
+    pub const KNOWN: [&'static str; 11] = [
         "rhai",
         "orquesta",
         "workflow",
@@ -64,6 +74,10 @@ impl RunnerType {
         "local-shell-cmd",
         "local-shell-script",
         "python-script",
+        "action-chain",
+        "http-request",
+        "noop",
+        "inquirer",
     ];
 
     pub fn parse(text: &str) -> Option<RunnerType> {
@@ -74,8 +88,46 @@ impl RunnerType {
             "local-shell-cmd" => Some(RunnerType::LocalShellCmd),
             "local-shell-script" => Some(RunnerType::LocalShellScript),
             "python-script" => Some(RunnerType::PythonScript),
+            "action-chain" => Some(RunnerType::ActionChain),
+            "http-request" => Some(RunnerType::HttpRequest),
+            "noop" => Some(RunnerType::Noop),
+            "inquirer" => Some(RunnerType::Inquirer),
             _ => None,
         }
+    }
+
+    /// The runner's name as st2's API gives it (`orquesta` for squall's workflows).
+    pub fn st2_name(self) -> &'static str {
+        match self {
+            RunnerType::Workflow => "orquesta",
+            RunnerType::Rhai => "rhai",
+            RunnerType::Announcement => "announcement",
+            RunnerType::LocalShellCmd => "local-shell-cmd",
+            RunnerType::LocalShellScript => "local-shell-script",
+            RunnerType::PythonScript => "python-script",
+            RunnerType::ActionChain => "action-chain",
+            RunnerType::HttpRequest => "http-request",
+            RunnerType::Noop => "noop",
+            RunnerType::Inquirer => "inquirer",
+        }
+    }
+
+    /// Whether the engine's workflow conductor runs it (Orquesta and ActionChain files).
+    pub fn is_workflow(self) -> bool {
+        matches!(self, RunnerType::Workflow | RunnerType::ActionChain)
+    }
+
+    /// Whether its actions name a file to run (`entry_point`); the others are wholly
+    /// described by their parameters.
+    pub fn has_entry_point(self) -> bool {
+        matches!(
+            self,
+            RunnerType::Rhai
+                | RunnerType::Workflow
+                | RunnerType::ActionChain
+                | RunnerType::LocalShellScript
+                | RunnerType::PythonScript
+        )
     }
 }
 
@@ -88,6 +140,10 @@ impl fmt::Display for RunnerType {
             RunnerType::LocalShellCmd => "local-shell-cmd",
             RunnerType::LocalShellScript => "local-shell-script",
             RunnerType::PythonScript => "python-script",
+            RunnerType::ActionChain => "action-chain",
+            RunnerType::HttpRequest => "http-request",
+            RunnerType::Noop => "noop",
+            RunnerType::Inquirer => "inquirer",
         })
     }
 }
@@ -356,6 +412,82 @@ impl ActionMeta {
     }
 }
 
+/// The parameters st2's runners declare themselves (their `runner.yaml`), which every action
+/// of the runner has without declaring them. An action may declare one again, in part: what
+/// it gives overrides the runner's attributes (`default`, `immutable`...) and the rest (its
+/// type, say) comes from the runner, as st2 merges them.
+///
+/// The shell and Python runners apply their own defaults when they run (timeout, `kwarg_op`,
+/// log level), so their parameters are added without defaults and an execution records only
+/// what was given; the others' defaults are the parameters' (an inquiry's schema and ttl).
+fn runner_parameters(runner: RunnerType) -> &'static str {
+    match runner {
+        RunnerType::LocalShellCmd => {
+            "cmd: {type: string}\ncwd: {type: string}\nenv: {type: object}\nkwarg_op: {type: string}\nsudo: {type: boolean}\nsudo_password: {type: string, secret: true}\ntimeout: {type: integer}\n"
+        }
+        RunnerType::LocalShellScript => {
+            "cwd: {type: string}\nenv: {type: object}\nkwarg_op: {type: string}\nsudo: {type: boolean}\nsudo_password: {type: string, secret: true}\ntimeout: {type: integer}\n"
+        }
+        RunnerType::PythonScript => {
+            "env: {type: object}\ntimeout: {type: integer}\nlog_level: {type: string, enum: [AUDIT, CRITICAL, DEBUG, ERROR, INFO, WARNING]}\ndebug: {type: boolean}\ncontent_version: {type: string}\n"
+        }
+        RunnerType::Inquirer => {
+            "schema:\n  type: object\n  description: A JSON schema that will be used to validate the response data\n  default:\n    title: response_data\n    type: object\n    properties:\n      continue:\n        type: boolean\n        description: Would you like to continue the workflow?\n        required: true\nroute:\n  type: string\n  default: \"\"\n  description: An arbitrary value for allowing rules to route to proper notification channel\nroles:\n  type: array\n  default: []\n  description: A list of roles that are permitted to respond to the action (if nothing provided, all are permitted)\nusers:\n  type: array\n  default: []\n  description: A list of usernames that are permitted to respond to the action (if nothing provided, all are permitted)\nttl:\n  type: integer\n  default: 1440\n  description: Time (in minutes) to wait before timing out the inquiry if no response is received\n"
+        }
+        RunnerType::HttpRequest => {
+            "url: {type: string, required: true}\nheaders: {type: object}\ncookies: {type: object}\nusername: {type: string}\npassword: {type: string, secret: true}\nhttp_proxy: {type: string}\nhttps_proxy: {type: string}\nallow_redirects: {type: boolean, default: false}\nverify_ssl_cert: {type: boolean, default: true}\nurl_hosts_blacklist: {type: array}\nurl_hosts_whitelist: {type: array}\n"
+        }
+        // The announcement runner's `route` and `experimental` are the actions' own in
+        // squall's packs, and the announcement carries the parameters as they are.
+        RunnerType::Rhai
+        | RunnerType::Workflow
+        | RunnerType::ActionChain
+        | RunnerType::Announcement
+        | RunnerType::Noop => "",
+    }
+}
+
+/// An action's parameters with its runner's merged in (see [`runner_parameters`]).
+fn with_runner_parameters(
+    runner: RunnerType,
+    mut declared: IndexMap<String, Option<RawParam>>,
+) -> IndexMap<String, Option<RawParam>> {
+    let text = runner_parameters(runner);
+    if text.is_empty() {
+        return declared;
+    }
+    let Ok(inherited) = serde_yaml::from_str::<IndexMap<String, RawParam>>(text) else {
+        return declared;
+    };
+    for (name, base) in inherited {
+        match declared.get_mut(&name) {
+            None => {
+                declared.insert(name, Some(base));
+            }
+            Some(slot) => {
+                let own = slot.take().unwrap_or_default();
+                *slot = Some(overlay(base, own));
+            }
+        }
+    }
+    declared
+}
+
+/// `own`'s attributes over `base`'s.
+fn overlay(base: RawParam, own: RawParam) -> RawParam {
+    let (Ok(Value::Object(mut merged)), Ok(Value::Object(own_fields))) =
+        (serde_json::to_value(&base), serde_json::to_value(&own))
+    else {
+        return own;
+    };
+    for (key, value) in own_fields {
+        if !value.is_null() {
+            merged.insert(key, value);
+        }
+    }
+    serde_json::from_value(Value::Object(merged)).unwrap_or(own)
+}
+
 pub(crate) fn is_template(text: &str) -> bool {
     text.contains("{{") || text.contains("{%")
 }
@@ -387,7 +519,7 @@ struct RawAction {
     _metadata_file: Option<IgnoredAny>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Serialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 struct RawParam {
     #[serde(rename = "type")]
@@ -665,7 +797,11 @@ impl Checker<'_> {
             }
         }
         let tags = self.check_tags(raw.tags.unwrap_or_default());
-        let parameters = self.check_parameters(raw.parameters.unwrap_or_default());
+        let declared = raw.parameters.unwrap_or_default();
+        let parameters = self.check_parameters(match runner_type {
+            Some(runner) => with_runner_parameters(runner, declared),
+            None => declared,
+        });
         let notify = match raw.notify.filter(|v| !v.is_null()) {
             None => None,
             Some(value) => match serde_json::from_value::<Notify>(value) {
@@ -722,12 +858,9 @@ impl Checker<'_> {
     ) -> Option<String> {
         let at = self.lines.top("entry_point");
         match entry_point.filter(|e| !e.trim().is_empty()) {
-            // The announcement and command runners have no file to run: st2 writes
-            // `entry_point: ""`.
-            None if matches!(
-                runner_type,
-                Some(RunnerType::Announcement | RunnerType::LocalShellCmd)
-            ) =>
+            // The announcement, command, HTTP, noop and inquirer runners have no file to run:
+            // st2 writes `entry_point: ""`.
+            None if runner_type.is_some_and(|r| !r.has_entry_point()) =>
             {
                 Some(String::new())
             }
@@ -968,6 +1101,7 @@ fn is_plain_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     const ECHO: &str = "\
 name: echo
@@ -1225,6 +1359,41 @@ parameters:
                 .any(|m| m.contains("missing field 'entry_point'")),
             "{messages:?}"
         );
+    }
+
+    #[test]
+    fn runners_parameters_are_every_actions_and_can_be_overridden_in_part() {
+        // st2's core.ask declares no parameter: the inquirer runner's are its.
+        let ask = ActionMeta::from_yaml(
+            "name: ask\npack: core\nrunner_type: inquirer\nentry_point: ''\nparameters: {}\n",
+        )
+        .expect("valid");
+        let names: Vec<&str> = ask.parameters.keys().map(String::as_str).collect();
+        assert_eq!(names, ["schema", "route", "roles", "users", "ttl"]);
+        assert_eq!(ask.parameters["ttl"].default, Some(json!(1440)));
+        assert_eq!(ask.parameters["schema"].ty, ParamType::Object);
+        assert_eq!(
+            ask.parameters["schema"].default.as_ref().unwrap()["properties"]["continue"]["type"],
+            "boolean"
+        );
+        // A shell action overriding `cmd` by its default only: the type is the runner's, and
+        // the runner's own parameters come without defaults.
+        let date = ActionMeta::from_yaml(
+            "name: date\nrunner_type: local-shell-cmd\nentry_point: ''\nparameters:\n  cmd:\n    default: date -u\n    immutable: true\n  ttl_hint:\n    type: integer\n",
+        )
+        .expect("valid");
+        let cmd = &date.parameters["cmd"];
+        assert_eq!(
+            (cmd.ty, cmd.immutable, cmd.default.clone()),
+            (ParamType::String, true, Some(json!("date -u")))
+        );
+        assert_eq!(date.parameters["timeout"].default, None);
+        assert!(date.parameters["sudo_password"].secret);
+        assert_eq!(date.parameters.get_index(0).map(|(k, _)| k.as_str()), Some("cmd"));
+        // Rhai actions have no runner parameters.
+        let rhai = ActionMeta::from_yaml("name: a\nrunner_type: rhai\nentry_point: a.rhai\n")
+            .expect("valid");
+        assert!(rhai.parameters.is_empty());
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::store::{ExecutionFilter, StoreKv};
 mod aliases;
 mod body_limit;
 mod executions;
+mod inquiries;
 mod keys;
 use aliases::*;
 use executions::*;
@@ -139,6 +140,8 @@ impl From<EngineError> for ApiError {
                 "execution {id} is not a workflow: only workflows can be paused, resumed or re-run from a task"
             )),
             EngineError::Workflow(message) => ApiError::new(StatusCode::CONFLICT, message),
+            EngineError::InquiryRefused(message) => ApiError::bad_request(message),
+            EngineError::InquiryForbidden(message) => ApiError::new(StatusCode::FORBIDDEN, message),
             other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
         }
     }
@@ -185,6 +188,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/packs/reload", post(reload_packs))
         .route("/api/v1/packs/install", post(install_packs))
         .route("/api/v1/packs/{pack_ref}", get(get_pack))
+        .route("/api/v1/inquiries", get(inquiries::list_inquiries))
+        .route(
+            "/api/v1/inquiries/{id}",
+            get(inquiries::get_inquiry).put(inquiries::respond_inquiry),
+        )
         .route("/api/v1/keys", get(list_keys))
         .route(
             "/api/v1/keys/{name}",
@@ -921,6 +929,8 @@ pub fn builtin_trigger_types() -> Vec<Value> {
         json!({"ref": "core.cron_timer", "pack": "core", "name": "cron_timer", "description": "Fires on a cron schedule (st2: core.st2.CronTimer).", "parameters_schema": {"type": "object", "properties": {"timezone": {}, "year": {}, "month": {}, "day": {}, "week": {}, "day_of_week": {}, "hour": {}, "minute": {}, "second": {}}}, "payload_schema": {"type": "object", "properties": {"executed_at": {"type": "string"}, "schedule": {}}}}),
         json!({"ref": "core.date_timer", "pack": "core", "name": "date_timer", "description": "Fires once at a date (st2: core.st2.DateTimer).", "parameters_schema": {"type": "object", "properties": {"date": {"type": "string"}, "timezone": {"type": "string"}}}, "payload_schema": {"type": "object", "properties": {"executed_at": {"type": "string"}, "schedule": {}}}}),
         json!({"ref": "core.action_finished", "pack": "core", "name": "action_finished", "description": "An execution reached a final status (st2: core.st2.generic.actiontrigger).", "parameters_schema": {}, "payload_schema": {"type": "object", "properties": {"execution_id": {"type": "string"}, "status": {"type": "string"}, "action_ref": {"type": "string"}, "result": {}, "parameters": {"type": "object"}}}}),
+        json!({"ref": "core.st2.generic.notifytrigger", "pack": "core", "name": "st2.generic.notifytrigger", "description": "An execution with notify settings ended: one instance per route.", "parameters_schema": {}, "payload_schema": {"type": "object", "properties": {"execution_id": {"type": "string"}, "status": {"type": "string"}, "start_timestamp": {"type": "string"}, "end_timestamp": {"type": "string"}, "action_ref": {"type": "string"}, "runner_ref": {"type": "string"}, "channel": {"type": "string"}, "route": {"type": "string"}, "message": {"type": "string"}, "data": {"type": "object"}}}}),
+        json!({"ref": "core.st2.generic.inquiry", "pack": "core", "name": "st2.generic.inquiry", "description": "An inquiry (core.ask) is waiting for a response.", "parameters_schema": {}, "payload_schema": {"type": "object", "properties": {"id": {"type": "string"}, "route": {"type": "string"}}}}),
     ]
 }
 
@@ -1266,7 +1276,7 @@ fn action_json(a: &crate::packs::LoadedAction) -> Value {
         "name": a.meta.name,
         "description": a.meta.description,
         "enabled": a.meta.enabled,
-        "runner_type": match a.meta.runner_type { squall_actions::RunnerType::Workflow => "orquesta".to_string(), other => other.to_string() },
+        "runner_type": a.meta.runner_type.st2_name(),
         "entry_point": a.meta.entry_point,
         "timeout": a.meta.timeout,
         "idempotent": a.meta.idempotent,

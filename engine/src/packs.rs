@@ -631,13 +631,13 @@ fn check_workflow_actions(
     problems: &mut Vec<Problem>,
 ) {
     for a in catalog.actions() {
-        if a.meta.runner_type != RunnerType::Workflow {
+        if !a.meta.runner_type.is_workflow() {
             continue;
         }
         let Some(source) = &a.source else {
             continue;
         };
-        let Ok(wf) = crate::workflow::Workflow::parse(source) else {
+        let Ok(wf) = crate::workflow::Workflow::parse_for(a.meta.runner_type, source) else {
             continue;
         };
         for (name, task) in &wf.tasks {
@@ -872,11 +872,9 @@ fn load_action(
     let entry_point = pack_dir.join("actions").join(&meta.entry_point);
     let entry_line = squall_rules::line_of(&text, "entry_point");
     let source;
-    if matches!(
-        meta.runner_type,
-        RunnerType::Announcement | RunnerType::LocalShellCmd
-    ) {
-        // Nothing to read: the engine announces the parameters, or runs the `cmd` one.
+    if !meta.runner_type.has_entry_point() {
+        // Nothing to read: the engine announces the parameters, runs the `cmd` one, makes
+        // the HTTP request, asks the question or does nothing.
         return Some(LoadedAction {
             reference,
             pack: pack_ref.to_string(),
@@ -909,16 +907,21 @@ fn load_action(
                 }
                 source = Some(Arc::from(script.as_str()));
             }
-            RunnerType::Announcement | RunnerType::LocalShellCmd => source = None,
+            RunnerType::Announcement
+            | RunnerType::LocalShellCmd
+            | RunnerType::HttpRequest
+            | RunnerType::Noop
+            | RunnerType::Inquirer => source = None,
             // The script runs as a process: `source` carries its path, checked now. A Python
             // action's file is checked when it runs (its interpreter reports a syntax error).
             RunnerType::LocalShellScript | RunnerType::PythonScript => {
                 let _ = script;
                 source = Some(Arc::from(entry_point.to_string_lossy().as_ref()));
             }
-            RunnerType::Workflow => {
-                // Orquesta's language, checked now so a broken workflow is reported at load.
-                if let Err(errs) = crate::workflow::Workflow::parse(&script) {
+            RunnerType::Workflow | RunnerType::ActionChain => {
+                // Orquesta's language (or an ActionChain), checked now so a broken workflow is
+                // reported at load.
+                if let Err(errs) = crate::workflow::Workflow::parse_for(meta.runner_type, &script) {
                     for p in errs {
                         problems.push(Problem::new(&entry_point, p.line, p.column, p.message));
                     }

@@ -30,6 +30,8 @@ use crate::policies::Policies;
 use crate::store::{ScriptKv, Store, StoreError, StoreKv};
 
 pub mod hub;
+mod http;
+mod inquiries;
 mod later;
 mod live;
 mod marks;
@@ -46,6 +48,7 @@ use live::LiveLog;
 pub use out::{
     execution_json, is_workflow, trigger_instance_json, ExecutionOut, TriggerInstanceOut,
 };
+pub use inquiries::{inquiry_json, INQUIRY_TRIGGER};
 pub use workflows::Control;
 use workflows::WorkflowEvent;
 
@@ -218,6 +221,8 @@ pub struct Engine {
     /// To the workflow driver (see `workflows`), which alone advances running workflows.
     wf_tx: crossbeam_channel::Sender<WorkflowEvent>,
     wf_rx: Mutex<Option<crossbeam_channel::Receiver<WorkflowEvent>>>,
+    /// Workflows with a task waiting for an inquiry's answer (see `workflows`).
+    waiting: Mutex<HashSet<String>>,
     /// The sensors packs declared, running or with the reason they are not.
     pub sensors: Mutex<Vec<crate::sensing::RunningSensor>>,
     /// `running` marks not yet in the store (see `marks`).
@@ -257,6 +262,12 @@ pub enum EngineError {
     NotWorkflow(String),
     #[error("workflow: {0}")]
     Workflow(String),
+    /// An inquiry that cannot take this response (answered, timed out, not valid).
+    #[error("{0}")]
+    InquiryRefused(String),
+    /// A user the inquiry does not allow to respond.
+    #[error("{0}")]
+    InquiryForbidden(String),
 }
 
 impl Engine {
@@ -313,6 +324,7 @@ impl Engine {
             workers: AtomicUsize::new(1),
             wf_tx,
             wf_rx: Mutex::new(Some(wf_rx)),
+            waiting: Mutex::new(HashSet::new()),
             sensors: Mutex::new(Vec::new()),
             marks: Arc::default(),
             results: results::Results::default(),
@@ -442,6 +454,19 @@ impl Engine {
         }
     }
 
+    /// Ends unanswered inquiries when their `ttl` runs out (see `inquiries`).
+    async fn inquiry_expiry_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(inquiries::EXPIRY_CHECK);
+        loop {
+            tick.tick().await;
+            if self.is_stopping() {
+                return;
+            }
+            let engine = self.clone();
+            let _ = tokio::task::spawn_blocking(move || engine.expire_inquiries(Utc::now())).await;
+        }
+    }
+
     async fn flush_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -527,6 +552,7 @@ impl Engine {
     ) -> Result<Vec<std::thread::JoinHandle<()>>, EngineError> {
         let _ = self.handle.set(tokio::runtime::Handle::current());
         tokio::spawn(self.clone().flush_loop());
+        tokio::spawn(self.clone().inquiry_expiry_loop());
         let wf_rx = match self.wf_rx.lock() {
             Ok(mut rx) => rx.take(),
             Err(p) => p.into_inner().take(),
@@ -595,6 +621,14 @@ impl Engine {
         let mut abandoned = Vec::new();
         let mut workflows = Vec::new();
         for mut e in self.store.active_executions()? {
+            if e.status == ExecutionStatus::Pending {
+                // An inquiry waits for its answer (or its ttl): nothing runs again. Its
+                // workflow is told, so it pauses if nothing else of it runs.
+                if let Some(parent) = e.parent.clone() {
+                    self.workflow_event(WorkflowEvent::ChildPending(parent));
+                }
+                continue;
+            }
             // A started workflow is carried on by its tasks' results; its state is on disk.
             if e.workflow.is_some() && !e.status.is_terminal() {
                 workflows.push(e);
@@ -1020,8 +1054,12 @@ impl Engine {
 
     fn dispatch(&self, loaded: &Loaded, e: &Execution, trigger: Option<&Value>) {
         if let Some(action) = loaded.catalog.action(&e.action) {
-            if action.meta.runner_type == RunnerType::Workflow {
+            if action.meta.runner_type.is_workflow() {
                 self.workflow_event(WorkflowEvent::Start(e.clone()));
+                return;
+            }
+            if action.meta.runner_type == RunnerType::Inquirer {
+                self.run_inquiry(loaded, e);
                 return;
             }
             if action.meta.runner_type == RunnerType::Announcement {
@@ -1274,6 +1312,14 @@ impl Engine {
                 self.execute_shell(item, e, cancel)
             }
             (RunnerType::PythonScript, _) => self.execute_python(item, e, cancel, kv),
+            (RunnerType::HttpRequest, _) => self.execute_http(item, e, cancel),
+            // st2's noop runner: nothing runs, and the result says so in the local runner's
+            // shape.
+            (RunnerType::Noop, _) => (
+                ExecutionStatus::Succeeded,
+                json!({"failed": false, "succeeded": true, "return_code": 0}),
+                Vec::new(),
+            ),
             _ => (
                 ExecutionStatus::Failed,
                 json!({"error": format!("action '{}' has a runner this squall cannot run yet (workflows come with the workflow engine)", item.action)}),
@@ -1358,7 +1404,7 @@ impl Engine {
                 "start_timestamp": e.start_timestamp,
                 "action_name": e.action,
                 "action_ref": e.action,
-                "runner_ref": action.map(|a| a.meta.runner_type.to_string()),
+                "runner_ref": action.map(|a| a.meta.runner_type.st2_name()),
                 "parameters": action.map(|a| Value::Object(mask_secrets(&a.meta, &e.parameters))).unwrap_or(Value::Null),
                 "result": e.result,
                 "rule": e.rule,

@@ -183,14 +183,10 @@ async fn graph_of(state: &AppState, e: &Value) -> Option<String> {
         return None;
     }
     let action = e["action"]["ref"].as_str()?;
-    let source = state
-        .engine
-        .loaded()
-        .catalog
-        .action(action)?
-        .source
-        .clone()?;
-    let wf = crate::workflow::Workflow::parse(&source).ok()?;
+    let loaded = state.engine.loaded();
+    let action = loaded.catalog.action(action)?;
+    let source = action.source.clone()?;
+    let wf = crate::workflow::Workflow::parse_for(action.meta.runner_type, &source).ok()?;
     let id = e["id"].as_str()?;
     let children = api_get(
         state,

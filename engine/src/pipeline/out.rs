@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use serde_json::{Map, Value};
-use squall_actions::{LogLine, RunnerType};
+use squall_actions::LogLine;
 
 use super::Loaded;
 use crate::model::{Execution, ExecutionStatus, TriggerInstance, TriggerInstanceStatus};
@@ -57,7 +57,7 @@ pub fn is_workflow(loaded: &Loaded, e: &Execution) -> bool {
         || loaded
             .catalog
             .action(&e.action)
-            .is_some_and(|a| a.meta.runner_type == RunnerType::Workflow)
+            .is_some_and(|a| a.meta.runner_type.is_workflow())
 }
 
 /// An execution as the API shows it: st2's fields, secrets masked.
@@ -166,12 +166,16 @@ impl<'a> ExecutionOut<'a> {
         let action = loaded.catalog.action(&e.action);
         // As `is_workflow`, with the action looked up once.
         let workflow = e.workflow.is_some()
-            || action.is_some_and(|a| a.meta.runner_type == RunnerType::Workflow);
+            || action.is_some_and(|a| a.meta.runner_type.is_workflow());
         ExecutionOut {
             id: &e.id,
             action: ActionRef {
                 reference: &e.action,
-                runner_type: if workflow { "orquesta" } else { "rhai" },
+                runner_type: match action {
+                    Some(a) => a.meta.runner_type.st2_name(),
+                    None if workflow => "orquesta",
+                    None => "rhai",
+                },
             },
             parameters: Masked {
                 meta: action.map(|a| &a.meta),

@@ -60,6 +60,9 @@ pub(crate) enum WorkflowEvent {
     Control(String, Control, Option<Reply>),
     /// A subworkflow paused: its parent may now be paused too.
     ChildPaused(String),
+    /// A task's execution is waiting for an answer (an inquiry), or a subworkflow paused
+    /// because of one: the workflow pauses once nothing else of it runs.
+    ChildPending(String),
 }
 
 /// A running workflow: its record and its conductor.
@@ -218,6 +221,74 @@ impl Engine {
                     self.check_paused(active, &parent, step);
                 }
             }
+            WorkflowEvent::ChildPending(parent) => {
+                if self.load(active, &parent) {
+                    if let Ok(mut w) = self.waiting.lock() {
+                        w.insert(parent.clone());
+                    }
+                    self.pause_if_only_waiting(active, &parent, step);
+                }
+            }
+        }
+    }
+
+    /// Orquesta pauses a workflow whose only active tasks wait for answers (inquiries, or
+    /// subworkflows paused for one); other branches carry on until then. Its parent is told,
+    /// for the same check.
+    fn pause_if_only_waiting(
+        &self,
+        active: &mut HashMap<String, Active>,
+        id: &str,
+        step: &mut Step,
+    ) {
+        let Some(a) = active.get(id) else {
+            return;
+        };
+        if a.conductor.status() != WorkflowStatus::Running {
+            return;
+        }
+        let outstanding = a.conductor.outstanding().len();
+        let requested_now = step
+            .children
+            .iter()
+            .any(|(c, _)| c.parent.as_deref() == Some(id));
+        if outstanding == 0 || requested_now {
+            return;
+        }
+        let open = self.open_children(id);
+        let waiting = |c: &Execution| {
+            c.status == ExecutionStatus::Pending
+                || active
+                    .get(&c.id)
+                    .is_some_and(|a| a.conductor.status() == WorkflowStatus::Paused)
+        };
+        if !open.iter().any(|c| c.status == ExecutionStatus::Pending)
+            && !open.iter().any(|c| active.contains_key(&c.id))
+        {
+            // Nothing of it waits any more.
+            if let Ok(mut w) = self.waiting.lock() {
+                w.remove(id);
+            }
+            return;
+        }
+        if open.len() != outstanding || !open.iter().all(waiting) {
+            return;
+        }
+        let Some(a) = active.get_mut(id) else {
+            return;
+        };
+        if a.conductor.pause().is_err() {
+            return;
+        }
+        tracing::info!(workflow = %id, "paused: its tasks wait for responses to inquiries");
+        self.check_paused(active, id, step);
+        let parent = active.get(id).and_then(|a| {
+            (a.conductor.status() == WorkflowStatus::Paused)
+                .then(|| a.exec.parent.clone())
+                .flatten()
+        });
+        if let Some(parent) = parent {
+            step.follow.push_back(WorkflowEvent::ChildPending(parent));
         }
     }
 
@@ -290,10 +361,10 @@ impl Engine {
         let conductor = loaded
             .catalog
             .action(&e.action)
-            .and_then(|a| a.source.clone())
+            .and_then(|a| Some((a.meta.runner_type, a.source.clone()?)))
             .ok_or_else(|| format!("workflow action '{}' is no longer loaded", e.action))
-            .and_then(|text| {
-                Workflow::parse(&text).map_err(|errs| {
+            .and_then(|(runner, text)| {
+                Workflow::parse_for(runner, &text).map_err(|errs| {
                     errs.iter()
                         .map(ToString::to_string)
                         .collect::<Vec<_>>()
@@ -369,6 +440,13 @@ impl Engine {
         }
         self.advance(loaded, active, &parent_id, step);
         self.check_paused(active, &parent_id, step);
+        let waits = self
+            .waiting
+            .lock()
+            .is_ok_and(|w| w.contains(parent_id.as_str()));
+        if waits {
+            self.pause_if_only_waiting(active, &parent_id, step);
+        }
     }
 
     fn control(
@@ -387,7 +465,7 @@ impl Engine {
             let is_workflow = loaded
                 .catalog
                 .action(&e.action)
-                .is_some_and(|a| a.meta.runner_type == squall_actions::RunnerType::Workflow);
+                .is_some_and(|a| a.meta.runner_type.is_workflow());
             if !is_workflow {
                 return Err(EngineError::NotWorkflow(id.to_string()));
             }
@@ -466,17 +544,19 @@ impl Engine {
         }
     }
 
-    /// A pausing workflow whose open children are all paused subworkflows is paused; its
-    /// parent, if any, is told.
+    /// A pausing workflow whose open children are all paused subworkflows or pending inquiries
+    /// is paused; its parent, if any, is told.
     fn check_paused(&self, active: &mut HashMap<String, Active>, id: &str, step: &mut Step) {
         let pausing = active
             .get(id)
             .is_some_and(|a| a.conductor.status() == WorkflowStatus::Pausing);
         if pausing {
+            // An inquiry waiting for its answer holds its workflow as a paused subworkflow does.
             let all_paused = self.open_children(id).iter().all(|c| {
-                active
-                    .get(&c.id)
-                    .is_some_and(|a| a.conductor.status() == WorkflowStatus::Paused)
+                c.status == ExecutionStatus::Pending
+                    || active
+                        .get(&c.id)
+                        .is_some_and(|a| a.conductor.status() == WorkflowStatus::Paused)
             });
             if all_paused {
                 if let Some(a) = active.get_mut(id) {

@@ -5,6 +5,7 @@
 //! Pure logic: this folder must never do I/O, use tokio or touch the store. The engine runs the
 //! action executions the conductor asks for and persists the conductor between steps.
 
+pub mod chain;
 pub mod conductor;
 pub mod expr;
 pub mod model;

@@ -103,6 +103,19 @@ pub struct Retry {
 }
 
 impl Workflow {
+    /// Parses the workflow file of an action of `runner`: Orquesta's language, or st2's
+    /// ActionChain format (translated into the same model, see [`super::chain`]).
+    pub fn parse_for(
+        runner: squall_actions::RunnerType,
+        text: &str,
+    ) -> Result<Workflow, Vec<SourceProblem>> {
+        if runner == squall_actions::RunnerType::ActionChain {
+            super::chain::parse(text)
+        } else {
+            Workflow::parse(text)
+        }
+    }
+
     /// Parses a workflow file. Every problem found is returned, each with its line when known.
     pub fn parse(text: &str) -> Result<Workflow, Vec<SourceProblem>> {
         let raw: RawWorkflow = serde_yaml::from_str(text).map_err(|e| vec![yaml_problem(&e)])?;
