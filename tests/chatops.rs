@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::chat_sim::{
     mattermost_outgoing_body, mattermost_slash_body, slack_event_body, slack_headers,
@@ -494,4 +494,57 @@ fn a_command_cut_short_by_a_crash_is_answered_after_the_restart() {
         t.starts_with("Action t.slow completed.\nstatus : abandoned"),
         "{t}"
     );
+}
+
+#[test]
+fn an_inquiry_is_answered_from_chat_by_a_user_it_allows() {
+    let c = start();
+    let (code, e) = c.s.post(
+        "/api/v1/executions",
+        r#"{"action": "core.ask", "parameters": {"users": ["alice"]}}"#,
+    );
+    assert_eq!(code, 201, "{e}");
+    let id = e["id"].as_str().expect("id").to_string();
+    c.s.wait_for(&format!("/api/v1/executions/{id}"), 20, |e| {
+        e["status"] == "pending"
+    });
+
+    // bob (U2) is not among its users: told so at once, and it stays pending.
+    let (status, ack) = c.slash("U2", &format!("respond {id} continue=true"), "q1");
+    assert_eq!(status, 200, "{ack}");
+    let said = ack["text"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("not accepted") && said.contains("'bob'"),
+        "{ack}"
+    );
+    // A response its schema refuses, with the reason.
+    let (_, ack) = c.slash("U1", &format!("respond {id} continue=maybe"), "q2");
+    assert!(
+        ack["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("continue"),
+        "{ack}"
+    );
+    let (_, e) = c.s.get(&format!("/api/v1/executions/{id}"));
+    assert_eq!(e["status"], "pending", "{e}");
+
+    // alice (U1), in the st2 pack's words.
+    let (_, ack) = c.slash(
+        "U1",
+        &format!("st2 respond to inquiry {id} with {{\"continue\": true}}"),
+        "q3",
+    );
+    assert!(
+        ack["text"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(&format!("Your response to inquiry {id} was accepted")),
+        "{ack}"
+    );
+    let e = c.s.wait_for(&format!("/api/v1/executions/{id}"), 20, |e| {
+        e["status"] == "succeeded"
+    });
+    assert_eq!(e["result"]["response"], json!({"continue": true}), "{e}");
+    assert!(e["log"].to_string().contains("responded by alice"), "{e}");
 }

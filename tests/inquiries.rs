@@ -112,9 +112,16 @@ fn a_workflow_asks_pauses_survives_kill_9_and_carries_on_with_st2s_answer() {
 
     // Answers the schema refuses are refused with the reason, and change nothing.
     let path = format!("/api/v1/inquiries/{id}");
-    let (code, err) = put(&s, &path, json!({"id": id, "response": {"continue": "yes"}}));
+    let (code, err) = put(
+        &s,
+        &path,
+        json!({"id": id, "response": {"continue": "yes"}}),
+    );
     assert_eq!(code, 400, "{err}");
-    assert!(err["error"].as_str().unwrap_or("").contains("continue"), "{err}");
+    assert!(
+        err["error"].as_str().unwrap_or("").contains("continue"),
+        "{err}"
+    );
     let (code, err) = put(&s, &path, json!({"response": {"instances": 5}}));
     assert_eq!(code, 400, "{err}");
     assert!(
@@ -217,14 +224,20 @@ fn only_the_users_an_inquiry_names_may_answer_it() {
     let path = format!("/api/v1/inquiries/{id}");
     let (code, err) = put(&s, &path, json!({"response": {"continue": true}}));
     assert_eq!(code, 403, "{err}");
-    assert!(err["error"].as_str().unwrap_or("").contains("alice"), "{err}");
+    assert!(
+        err["error"].as_str().unwrap_or("").contains("alice"),
+        "{err}"
+    );
 
     // squall's own CLI lists it and says why the answer is refused.
     let api = format!("http://127.0.0.1:{}", s.port);
     let out = squall(&["inquiry", "list", "--api", &api]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{text}");
-    assert!(text.contains(&id) && text.contains("dba") && text.contains("alice"), "{text}");
+    assert!(
+        text.contains(&id) && text.contains("dba") && text.contains("alice"),
+        "{text}"
+    );
     let out = squall(&[
         "inquiry",
         "respond",
@@ -243,7 +256,9 @@ fn only_the_users_an_inquiry_names_may_answer_it() {
     assert_eq!(e["status"], "pending", "{e}");
 
     // A pending inquiry can be canceled like any execution, and then cannot be answered.
-    let (code, e) = s.request("DELETE", &format!("/api/v1/executions/{id}"), None).expect("request");
+    let (code, e) = s
+        .request("DELETE", &format!("/api/v1/executions/{id}"), None)
+        .expect("request");
     assert_eq!(code, 200, "{e}");
     let (code, err) = s.get(&path);
     assert_eq!(code, 400, "{err}");

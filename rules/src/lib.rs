@@ -1,6 +1,7 @@
 //! squall-rules: StackStorm rules for squall. Loads st2 rule files unchanged, matches trigger
 //! instances against them with every st2 criteria operator, and renders the action each match
-//! requests; matches ChatOps commands against action aliases (`alias`).
+//! requests; matches ChatOps commands against action aliases (`alias`). st2's expression
+//! functions (`st2fn`) serve rules' Jinja and, through the engine, workflows' Jinja and YAQL.
 //!
 //! Pure: no I/O, no tokio, no clock. Input is rule text and trigger instances; output is what to
 //! run. The engine owns storage, time and the key-value store (reached via [`KeyValueLookup`]).
@@ -10,6 +11,7 @@ pub mod lookup;
 pub mod matcher;
 pub mod model;
 pub mod operators;
+pub mod st2fn;
 pub mod template;
 
 pub use alias::{

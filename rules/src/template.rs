@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use minijinja::value::{Object, Value as JValue};
+use minijinja::value::{Kwargs, Object, Rest, Value as JValue};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use regex::Regex;
 use serde_json::Value;
@@ -39,24 +39,77 @@ pub fn is_template(s: &str) -> bool {
 }
 
 /// Builds squall's Jinja environment: strict about undefined names (a typo is an error, as in
-/// st2's rule enforcement), with st2's common filters and Python string methods.
+/// st2's rule enforcement), with st2's expression functions ([`crate::st2fn`]) both as filters
+/// (`{{ x | to_json_string }}`, as st2's rules have them) and as functions
+/// (`{{ to_json_string(x) }}`, as Orquesta has them), and Python string methods.
 pub fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.set_formatter(python_formatter);
-    env.add_filter("to_complex", to_json_text);
-    env.add_filter("to_json_string", to_json_text);
-    env.add_filter("from_json_string", from_json_text);
-    env.add_filter("json_escape", json_escape);
-    env.add_filter("regex_match", regex_match);
-    env.add_filter("regex_search", regex_search);
-    env.add_filter("regex_replace", regex_replace);
-    env.add_filter("use_none", |v: JValue| v);
-    // squall's lookup already returns clear text; the filter stays so st2 templates load.
-    env.add_filter("decrypt_kv", |v: JValue| v);
+    for name in crate::st2fn::names() {
+        env.add_filter(name, move |args: Rest<JValue>, kwargs: Kwargs| {
+            call_st2(name, &args, &kwargs)
+        });
+        env.add_function(name, move |args: Rest<JValue>, kwargs: Kwargs| {
+            call_st2(name, &args, &kwargs)
+        });
+    }
+    env.add_filter(AS_DATA, as_data);
     env
+}
+
+/// The filter squall wraps a parameter's or a criteria pattern's expression in to read its
+/// value back as data: `json.dumps` as st2's `to_complex`, but serde's compact text, since
+/// only the value read back counts.
+const AS_DATA: &str = "__squall_as_data";
+
+/// Calls one of st2's functions from a template: the arguments as JSON (a key that is not in
+/// the store as the empty text st2's lookup gives), the result back as a template value.
+fn call_st2(
+    name: &'static str,
+    args: &[JValue],
+    kwargs: &Kwargs,
+) -> Result<JValue, minijinja::Error> {
+    let invalid = |msg: String| minijinja::Error::new(ErrorKind::InvalidOperation, msg);
+    if name == "decrypt_kv" {
+        // st2 refuses a datastore item that does not exist rather than decrypting nothing.
+        if let Some(missing) = args
+            .first()
+            .and_then(|a| a.downcast_object_ref::<KvObject>())
+        {
+            return Err(invalid(format!(
+                "Referenced datastore item \"{}\" doesn't exist or it contains an empty string",
+                missing.prefix.trim_end_matches('.')
+            )));
+        }
+    }
+    let positional = args.iter().map(arg_json).collect::<Result<Vec<_>, _>>()?;
+    let mut named = Vec::new();
+    for key in kwargs.args() {
+        let value: JValue = kwargs.get(key)?;
+        named.push((key.to_string(), arg_json(&value)?));
+    }
+    match crate::st2fn::call(name, &positional, &named) {
+        Some(Ok(value)) => Ok(JValue::from_serialize(&value)),
+        Some(Err(msg)) => Err(invalid(msg)),
+        None => Err(invalid(format!("unknown function {name}"))),
+    }
+}
+
+/// A template value as JSON for st2's functions.
+fn arg_json(v: &JValue) -> Result<Value, minijinja::Error> {
+    if v.is_undefined() {
+        return Err(minijinja::Error::new(
+            ErrorKind::UndefinedError,
+            "the expression is undefined",
+        ));
+    }
+    if v.downcast_object_ref::<KvObject>().is_some() {
+        return Ok(Value::String(String::new()));
+    }
+    to_json(v).map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e))
 }
 
 /// Prints values in text the way Jinja2 under Python does (st2 renders with it): lists and
@@ -78,56 +131,18 @@ fn python_formatter(
     }
 }
 
-fn to_json_text(v: JValue) -> Result<String, minijinja::Error> {
+fn as_data(v: JValue) -> Result<String, minijinja::Error> {
     if v.is_undefined() {
         return Err(minijinja::Error::new(
             ErrorKind::UndefinedError,
             "the expression is undefined",
         ));
     }
+    if v.downcast_object_ref::<KvObject>().is_some() {
+        return Ok("\"\"".to_string());
+    }
     serde_json::to_string(&v)
         .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))
-}
-
-fn from_json_text(s: String) -> Result<JValue, minijinja::Error> {
-    serde_json::from_str::<Value>(&s)
-        .map(JValue::from_serialize)
-        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))
-}
-
-fn json_escape(s: String) -> String {
-    let quoted = serde_json::to_string(&s).unwrap_or_default();
-    quoted
-        .get(1..quoted.len().saturating_sub(1))
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn compile_re(pattern: &str) -> Result<Regex, minijinja::Error> {
-    Regex::new(pattern)
-        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))
-}
-
-fn regex_match(value: String, pattern: String) -> Result<bool, minijinja::Error> {
-    Ok(compile_re(&format!(r"\A(?:{pattern})"))?.is_match(&value))
-}
-
-fn regex_search(value: String, pattern: String) -> Result<bool, minijinja::Error> {
-    Ok(compile_re(&pattern)?.is_match(&value))
-}
-
-fn regex_replace(
-    value: String,
-    pattern: String,
-    replacement: String,
-) -> Result<String, minijinja::Error> {
-    // Python writes group references as \1; Rust's regex as ${1}.
-    let backref = Regex::new(r"\\(\d+)")
-        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
-    let replacement = backref.replace_all(&replacement, "$${${1}}");
-    Ok(compile_re(&pattern)?
-        .replace_all(&value, replacement.as_ref())
-        .into_owned())
 }
 
 /// The key-value store seen from a template: `kv.NAME`, `st2kv.system.NAME`, and dotted names
@@ -309,7 +324,7 @@ impl Templates {
     pub fn compile_value(&mut self, source: &str) -> Result<Compiled, String> {
         match single_expression(source) {
             Some(expr) => {
-                let id = self.add(format!("{{{{ ({expr}) | to_complex }}}}"))?;
+                let id = self.add(format!("{{{{ ({expr}) | {AS_DATA} }}}}"))?;
                 Ok(match plain_path(expr) {
                     Some(path) => Compiled::NativePath { id, path },
                     None => Compiled::Native(id),
@@ -322,7 +337,9 @@ impl Templates {
     /// Compiles a criteria pattern's template the way st2 renders criteria patterns.
     pub fn compile_pattern(&mut self, source: &str) -> Result<Compiled, String> {
         let plain = self.add(source.to_string())?;
-        let complex = match_criteria().replace_all(source, "${1}${2} | to_complex${3}");
+        // st2 inserts `| to_complex`; squall's own filter gives the same value read back.
+        let complex = match_criteria()
+            .replace_all(source, format!("${{1}}${{2}} | {AS_DATA}${{3}}").as_str());
         if complex == source {
             return Ok(Compiled::Text(plain));
         }
@@ -583,5 +600,67 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("web-01"));
+    }
+
+    // st2common/tests/unit/test_jinja_render_*_filters.py: st2's functions as filters, and as
+    // Orquesta's functions with named arguments.
+    #[test]
+    fn st2_functions_as_filters_and_functions() {
+        let mut t = Templates::new();
+        let payload = json!({
+            "obj": {"b": 1, "a": [1, 2]}, "version": "0.9.0", "k1": "xyz", "secs": 12345,
+            "path": "/some/path/to/file.txt"
+        });
+        let kv = kv();
+        let ctx = context("trigger", &payload, &kv);
+        let mut render = |source: &str| {
+            let compiled = t.compile_value(source).map_err(|e| e.to_string())?;
+            t.render(&compiled, &ctx)
+        };
+        assert_eq!(
+            render("{{ trigger.obj | to_json_string }}"),
+            Ok(json!("{\"b\": 1,\"a\": [1,2]}"))
+        );
+        assert_eq!(
+            render("{{ to_json_string(trigger.obj, indent=2, sort_keys=true) }}"),
+            Ok(json!("{\n  \"a\": [\n    1,\n    2\n  ],\n  \"b\": 1\n}"))
+        );
+        assert_eq!(
+            render("{{ trigger.obj | to_yaml_string }}"),
+            Ok(json!("a:\n- 1\n- 2\nb: 1\n"))
+        );
+        assert_eq!(
+            render("{{ trigger.version | version_compare(\"0.10.0\") }}"),
+            Ok(json!(-1))
+        );
+        assert_eq!(
+            render("v={{ trigger.version | version_less_than(\"0.10.0\") }}"),
+            Ok(json!("v=True"))
+        );
+        assert_eq!(
+            render("{{ trigger.k1 | regex_match(\"X\", ignorecase=true) }}"),
+            Ok(json!(true))
+        );
+        assert_eq!(
+            render("{{ trigger.secs | to_human_time_from_seconds }}"),
+            Ok(json!("3h25m45s"))
+        );
+        assert_eq!(
+            render("{{ basename(trigger.path) }}"),
+            Ok(json!("file.txt"))
+        );
+        assert_eq!(
+            render("{{ zip([1, 2], ['a'], pad='z') }}"),
+            Ok(json!([[1, "a"], [2, "z"]]))
+        );
+        assert_eq!(render("{{ kv.limit | decrypt_kv }}"), Ok(json!("10")));
+        let missing = render("{{ kv.nope | decrypt_kv }}").unwrap_err();
+        assert!(missing.contains("\"nope\" doesn't exist"), "{missing}");
+        let bad = render("{{ trigger.obj | to_json_string(indnet=2) }}").unwrap_err();
+        assert!(
+            bad.contains("to_json_string()") && bad.contains("'indnet'"),
+            "{bad}"
+        );
+        assert!(render("{{ trigger.nope | to_json_string }}").is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! Evaluation of a syntax tree over JSON data, with Python's semantics for numbers, truth,
 //! equality and ordering as yaql inherits them. Never does I/O; host functions go through
-//! [`Context::call`].
+//! [`Context::call_kw`].
 
 use serde_json::{Map, Number, Value};
 
@@ -147,10 +147,36 @@ impl Eval<'_> {
             let all_positional = args.iter().all(|a| matches!(a, Arg::Pos(_)));
             if all_positional {
                 let values = self.positional(args, scope)?;
-                if let Some(result) = self.ctx.call(name, &values) {
+                if let Some(result) = self.ctx.call_kw(name, &values, &[]) {
                     return result.map_err(EvalError::Failed);
                 }
                 return library::call(self, name, None, args, Some(values), scope);
+            }
+            // `name => value` with a bare word is a keyword argument (yaql's keyword rule);
+            // with any other left side it is a pair, as `dict('a' => 1)` takes them.
+            let keywords = args
+                .iter()
+                .all(|a| matches!(a, Arg::Pos(_) | Arg::Named(Node::Keyword(_), _)));
+            if keywords && name != "dict" {
+                let mut values = Vec::new();
+                let mut kwargs = Vec::new();
+                for arg in args {
+                    match arg {
+                        Arg::Pos(n) => values.push(self.eval(n, scope)?),
+                        Arg::Named(Node::Keyword(k), v) => {
+                            kwargs.push((k.clone(), self.eval(v, scope)?));
+                        }
+                        Arg::Named(..) => {}
+                    }
+                }
+                if let Some(result) = self.ctx.call_kw(name, &values, &kwargs) {
+                    return result.map_err(EvalError::Failed);
+                }
+                let names: Vec<String> = kwargs.iter().map(|(k, _)| format!("'{k}'")).collect();
+                return fail(format!(
+                    "{name}() takes no keyword argument {}",
+                    names.join(", ")
+                ));
             }
         }
         library::call(self, name, recv, args, None, scope)

@@ -2,7 +2,8 @@
 //! evaluate it over JSON data, and render Orquesta's `<% ... %>` text form.
 //!
 //! Pure: no I/O, no clock, no global state. Functions that need the workflow (`ctx()`,
-//! `result()`, `task_status()`, `st2kv()` ...) come from the caller through [`Context::call`].
+//! `result()`, `task_status()`, `st2kv()` ...) come from the caller through [`Context::call`]
+//! (and [`Context::call_kw`] when named, `st2kv('k', decrypt => true)`).
 
 #![deny(clippy::unwrap_used)]
 
@@ -59,6 +60,22 @@ pub trait Context {
     /// A host function; `None` when the host does not know the name (the standard library
     /// then gets to try).
     fn call(&self, name: &str, args: &[Value]) -> Option<Result<Value, String>>;
+    /// A host function called with named arguments too (`f(a, decrypt => true)`, yaql's
+    /// keyword arguments), in the order written. A host that takes none answers only calls
+    /// without them; a call with named arguments that no host function answers is an error
+    /// naming them.
+    fn call_kw(
+        &self,
+        name: &str,
+        args: &[Value],
+        kwargs: &[(String, Value)],
+    ) -> Option<Result<Value, String>> {
+        if kwargs.is_empty() {
+            self.call(name, args)
+        } else {
+            None
+        }
+    }
 }
 
 pub fn parse(src: &str) -> Result<Expr, ParseError> {

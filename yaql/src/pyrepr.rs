@@ -40,10 +40,9 @@ fn write_repr(value: &Value, out: &mut String, tuples: bool) {
         Value::Null => out.push_str("None"),
         Value::Bool(true) => out.push_str("True"),
         Value::Bool(false) => out.push_str("False"),
-        Value::Number(n) => match n.as_i64().or_else(|| n.as_u64().map(|u| u as i64)) {
-            Some(i) if !n.is_f64() => out.push_str(&i.to_string()),
-            _ => out.push_str(&float_repr(n.as_f64().unwrap_or(0.0))),
-        },
+        // Integers print as they are, those above i64's range included.
+        Value::Number(n) if !n.is_f64() => out.push_str(&n.to_string()),
+        Value::Number(n) => out.push_str(&float_repr(n.as_f64().unwrap_or(0.0))),
         Value::String(s) => out.push_str(&string_repr(s)),
         Value::Array(items) => {
             out.push(if tuples { '(' } else { '[' });

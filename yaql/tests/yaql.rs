@@ -29,6 +29,50 @@ impl Context for Data {
     }
 }
 
+/// A host with one function taking named arguments, `echo(...)`, which gives back what it was
+/// called with; everything else as [`Data`] answers it.
+struct Keywords(Data);
+
+impl Context for Keywords {
+    fn root(&self) -> &Value {
+        self.0.root()
+    }
+    fn call(&self, name: &str, args: &[Value]) -> Option<Result<Value, String>> {
+        self.0.call(name, args)
+    }
+    fn call_kw(
+        &self,
+        name: &str,
+        args: &[Value],
+        kwargs: &[(String, Value)],
+    ) -> Option<Result<Value, String>> {
+        if name != "echo" {
+            return self.0.call_kw(name, args, kwargs);
+        }
+        let named: serde_json::Map<String, Value> = kwargs.iter().cloned().collect();
+        Some(Ok(json!({"args": args, "kwargs": named})))
+    }
+}
+
+#[test]
+fn named_arguments_reach_the_host_and_unknown_ones_are_errors() {
+    let host = Keywords(Data(json!({"k": "v", "n": 2})));
+    let eval = |src: &str| evaluate(&parse(src).expect("parses"), &host).map_err(|e| e.to_string());
+    assert_eq!(
+        eval("echo($.k, decrypt => true, n => $.n + 1)"),
+        Ok(json!({"args": ["v"], "kwargs": {"decrypt": true, "n": 3}}))
+    );
+    assert_eq!(eval("echo()"), Ok(json!({"args": [], "kwargs": {}})));
+    // A host that takes no named arguments (the trait's default) does not see them.
+    let err = eval("ctx(key => 'k')").expect_err("ctx() takes no keywords here");
+    assert!(err.contains("ctx()") && err.contains("'key'"), "{err}");
+    let err = eval("len($.k, unknown => 1)").expect_err("len() takes no keywords");
+    assert!(err.contains("len()") && err.contains("'unknown'"), "{err}");
+    // Pairs whose left side is not a bare word stay what yaql makes of them.
+    assert_eq!(eval("dict(a => 1, 'b' => 2)"), Ok(json!({"a": 1, "b": 2})));
+    assert_eq!(eval("let(x => 5) -> $x"), Ok(json!(5)));
+}
+
 fn eval_str(expr: &str, data: &Value) -> Result<Value, String> {
     let parsed = parse(expr).map_err(|e| e.to_string())?;
     evaluate(&parsed, &Data(data.clone())).map_err(|e| e.to_string())

@@ -530,6 +530,9 @@ fn execute(
     if let Some(plan) = item.shell {
         return plan.run(&cancel, on_log);
     }
+    if let Some(plan) = item.http {
+        return plan.run(&cancel);
+    }
     let Some(source) = item.source else {
         return (
             ExecutionStatus::Failed,

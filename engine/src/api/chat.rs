@@ -5,6 +5,11 @@
 //! what went wrong: never silence). The result follows through st2's notification path
 //! (`core.st2.generic.notifytrigger` -> the `chatops` pack -> `chatops.post_message`).
 //!
+//! A command no alias takes may answer an inquiry (`core.ask`): `respond <id> <response>`, or
+//! the st2 pack's words `st2 respond to inquiry <id> with <response>`, the response a JSON
+//! object or `key=value` pairs; answered as the mapped user, at once, with whether it was
+//! accepted. A pack's alias with the same words wins.
+//!
 //! These routes take no API key: the platform's signature or token is their authentication.
 
 use squall_chat::{mattermost, slack};
@@ -286,7 +291,12 @@ async fn take_command(state: &AppState, chat: &Chat, c: ChatCommand) -> Option<S
     }
     let (name, format) = match match_one(state, command) {
         Ok(m) => m,
-        Err(why) if why.contains("matched no patterns") => return Some(no_match(state, command)),
+        Err(why) if why.contains("matched no patterns") => {
+            if let Some((id, response)) = inquiry_response(command) {
+                return Some(respond(state, &id, response, &user).await);
+            }
+            return Some(no_match(state, command));
+        }
         Err(why) => {
             return Some(format!(
                 "Sorry, {why}: say it so that only one command takes it."
@@ -330,6 +340,91 @@ async fn take_command(state: &AppState, chat: &Chat, c: ChatCommand) -> Option<S
     }
 }
 
+/// `respond <id> <response>` (or `st2 respond to inquiry <id> with <response>`): the inquiry
+/// and the response, a JSON object or `key=value` pairs read as YAML scalars
+/// (`continue=true count=3 note="in 5 min"`). `Err` says what is wrong with the response.
+fn inquiry_response(command: &str) -> Option<(String, Result<Value, String>)> {
+    let rest = command.trim();
+    let rest = rest
+        .strip_prefix("st2 ")
+        .map(str::trim_start)
+        .unwrap_or(rest);
+    let rest = rest.strip_prefix("respond ")?.trim_start();
+    let rest = rest
+        .strip_prefix("to inquiry ")
+        .map(str::trim_start)
+        .unwrap_or(rest);
+    let (id, text) = rest.split_once(char::is_whitespace)?;
+    let text = text.trim_start();
+    let text = text.strip_prefix("with ").unwrap_or(text).trim();
+    if text.is_empty() {
+        return None;
+    }
+    let id = id.to_string();
+    if text.starts_with('{') {
+        let parsed = serde_json::from_str::<Value>(text)
+            .map_err(|e| format!("the response is not a JSON object ({e})"));
+        return Some((id, parsed));
+    }
+    let mut map = Map::new();
+    for pair in shell_words(text) {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Some((
+                id,
+                Err(format!("'{pair}' is not key=value (or give a JSON object)")),
+            ));
+        };
+        let value = serde_yaml::from_str::<Value>(value).unwrap_or(Value::String(value.into()));
+        map.insert(key.to_string(), value);
+    }
+    Some((id, Ok(Value::Object(map))))
+}
+
+/// Words split at spaces, double quotes keeping spaces in (`note="in 5 min"`).
+fn shell_words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    for c in text.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
+/// Answers an inquiry from chat as `user`: what became of it, in a sentence.
+async fn respond(
+    state: &AppState,
+    id: &str,
+    response: Result<Value, String>,
+    user: &str,
+) -> String {
+    let response = match response {
+        Ok(r) => r,
+        Err(why) => return format!("Sorry, your response to inquiry {id} was not sent: {why}."),
+    };
+    let engine = state.engine.clone();
+    let (inquiry, user) = (id.to_string(), user.to_string());
+    let answered =
+        tokio::task::spawn_blocking(move || engine.respond_inquiry(&inquiry, response, &user))
+            .await;
+    match answered {
+        Ok(Ok(response)) => format!("Your response to inquiry {id} was accepted: {response}"),
+        Ok(Err(e)) => format!("Sorry, your response to inquiry {id} was not accepted: {e}."),
+        Err(e) => format!("Sorry, your response to inquiry {id} was not recorded: {e}."),
+    }
+}
+
 /// The help for a command no alias takes: the closest aliases' formats.
 fn no_match(state: &AppState, command: &str) -> String {
     let loaded = state.engine.loaded();
@@ -361,4 +456,29 @@ fn refusal(command: &str, e: &ApiError) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inquiry_responses_are_read_in_both_wordings() {
+        let (id, r) = inquiry_response("respond 01J9 continue=true count=3 note=\"in 5 min\"")
+            .expect("a response");
+        assert_eq!(id, "01J9");
+        assert_eq!(
+            r,
+            Ok(json!({"continue": true, "count": 3, "note": "in 5 min"}))
+        );
+        let (id, r) = inquiry_response("st2 respond to inquiry 01J9 with {\"continue\": false}")
+            .expect("st2's");
+        assert_eq!((id.as_str(), r), ("01J9", Ok(json!({"continue": false}))));
+        let (_, r) = inquiry_response("respond 01J9 yes").expect("a response");
+        assert!(r.unwrap_err().contains("'yes' is not key=value"));
+        let (_, r) = inquiry_response("respond 01J9 {continue}").expect("a response");
+        assert!(r.unwrap_err().contains("not a JSON object"));
+        assert_eq!(inquiry_response("respond 01J9"), None);
+        assert_eq!(inquiry_response("hello ops"), None);
+    }
 }

@@ -64,7 +64,8 @@ pub fn expires_at(start: DateTime<Utc>, ttl: &Value) -> Option<DateTime<Utc>> {
 /// The response with the schema's top-level defaults filled in where it has no value, as st2
 /// validates with `use_default=True`.
 fn with_defaults(schema: &Value, response: Value) -> Value {
-    let (Value::Object(mut map), Some(Value::Object(props))) = (response.clone(), schema.get("properties"))
+    let (Value::Object(mut map), Some(Value::Object(props))) =
+        (response.clone(), schema.get("properties"))
     else {
         return response;
     };
@@ -126,7 +127,11 @@ impl Engine {
             .into_iter()
             .filter(|e| e.status == ExecutionStatus::Pending && is_inquiry(&loaded, e))
             .collect();
-        list.sort_by(|a, b| a.start_timestamp.cmp(&b.start_timestamp).then(a.id.cmp(&b.id)));
+        list.sort_by(|a, b| {
+            a.start_timestamp
+                .cmp(&b.start_timestamp)
+                .then(a.id.cmp(&b.id))
+        });
         Ok(list)
     }
 
@@ -198,7 +203,13 @@ impl Engine {
             level: squall_actions::LogLevel::Info,
             message: format!("responded by {user}"),
         });
-        self.finish(&loaded, &mut e, ExecutionStatus::Succeeded, Value::Object(result), log);
+        self.finish(
+            &loaded,
+            &mut e,
+            ExecutionStatus::Succeeded,
+            Value::Object(result),
+            log,
+        );
         self.resume_after_inquiry(&e);
         Ok(response)
     }
@@ -215,12 +226,15 @@ impl Engine {
         };
         let loaded = self.loaded();
         for mut e in list {
-            if !expires_at(e.start_timestamp, &e.result["ttl"]).is_some_and(|at| at <= now) {
+            if expires_at(e.start_timestamp, &e.result["ttl"]).is_none_or(|at| at > now) {
                 continue;
             }
             // Answered meanwhile: nothing to expire.
-            if !matches!(self.store.execution(&e.id), Ok(Some(s)) if s.status == ExecutionStatus::Pending)
-            {
+            let still_pending = matches!(
+                self.store.execution(&e.id),
+                Ok(Some(s)) if s.status == ExecutionStatus::Pending
+            );
+            if !still_pending {
                 continue;
             }
             tracing::info!(execution = %e.id, "inquiry timed out unanswered");
@@ -229,7 +243,13 @@ impl Engine {
                 "no response within its ttl of {} minutes",
                 e.result["ttl"]
             ));
-            self.finish(&loaded, &mut e, ExecutionStatus::Timeout, result, Vec::new());
+            self.finish(
+                &loaded,
+                &mut e,
+                ExecutionStatus::Timeout,
+                result,
+                Vec::new(),
+            );
             self.resume_after_inquiry(&e);
         }
     }
@@ -288,7 +308,12 @@ mod tests {
             json!({"continue": false, "reason": "x"})
         );
         let mut problems = Vec::new();
-        squall_actions::schema::validate(&schema, &json!({"reason": "x"}), "response", &mut problems);
+        squall_actions::schema::validate(
+            &schema,
+            &json!({"reason": "x"}),
+            "response",
+            &mut problems,
+        );
         assert_eq!(problems, ["response.continue: is required"]);
     }
 }

@@ -52,6 +52,9 @@ pub struct RemoteItem {
     /// A shell action (`local-shell-cmd`, `local-shell-script`): what to run, all decided.
     #[serde(default)]
     pub shell: Option<super::shell::ShellPlan>,
+    /// An `http-request` action: the one request to make, all decided.
+    #[serde(default)]
+    pub http: Option<super::http::HttpPlan>,
 }
 
 /// A worker's claim of one delivery of a work item.
@@ -951,6 +954,7 @@ fn remote_item(
     claim: &str,
 ) -> RemoteItem {
     let mut shell = None;
+    let mut http = None;
     let error = item
         .config_error
         .as_ref()
@@ -966,8 +970,15 @@ fn remote_item(
                     Err(why) => Some(why),
                 }
             }
+            (RunnerType::HttpRequest, _) => match super::http::http_plan(item) {
+                Ok(plan) => {
+                    http = Some(plan);
+                    None
+                }
+                Err(why) => Some(format!("action '{}': {why}", item.action)),
+            },
             _ => Some(format!(
-                "action '{}' has a runner remote workers cannot run (they run Rhai and shell actions)",
+                "action '{}' has a runner remote workers cannot run (they run Rhai, shell and http-request actions)",
                 item.action
             )),
         });
@@ -982,5 +993,6 @@ fn remote_item(
         idempotent: e.idempotent,
         error,
         shell,
+        http,
     }
 }
