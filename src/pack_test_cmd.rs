@@ -1019,9 +1019,12 @@ fn run_action_case(
                 .join(", ")
         )];
     };
-    if action.meta.runner_type != RunnerType::Rhai {
+    if !matches!(
+        action.meta.runner_type,
+        RunnerType::Rhai | RunnerType::HttpRequest | RunnerType::Noop
+    ) {
         return vec![format!(
-            "action {} runs with the {} runner, which `squall pack test` cannot run: only Rhai actions run here (test it under `squall run`)",
+            "action {} runs with the {} runner, which `squall pack test` cannot run: only Rhai, http-request and noop actions run here (test it under `squall run`)",
             case.action, action.meta.runner_type
         )];
     }

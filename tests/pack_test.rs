@@ -64,17 +64,19 @@ fn pack_test_runs_a_packs_rule_and_action_cases() {
         "scale out reads Marathon, scales the containers and tells Marathon",
         "restart restarts each container of the app",
         "a missing parameter is refused",
+        "core.http posts JSON and reads the JSON answer",
+        "core.http fails on a 503 with st2's result",
     ] {
         let report = case_report(&all, case);
         assert!(report[0].starts_with("ok "), "{report:?}");
     }
-    assert!(all.contains("15 passed, 0 failed"), "{all}");
+    assert!(all.contains("17 passed, 0 failed"), "{all}");
     assert!(!all.contains("FAIL"), "{all}");
 
     let xml = std::fs::read_to_string(&junit).expect("junit written");
     let root = parse_xml(&xml);
     assert_eq!(root.name, "testsuites");
-    assert_eq!(root.attrs["tests"], "15");
+    assert_eq!(root.attrs["tests"], "17");
     assert_eq!(root.attrs["failures"], "0");
     assert_eq!(root.attrs["errors"], "0");
     let suite = &root.children[0];
@@ -82,7 +84,7 @@ fn pack_test_runs_a_packs_rule_and_action_cases() {
         (suite.name.as_str(), suite.attrs["name"].as_str()),
         ("testsuite", "packtest_ok")
     );
-    assert_eq!(suite.children.len(), 15);
+    assert_eq!(suite.children.len(), 17);
     let classes: std::collections::BTreeSet<&str> = suite
         .children
         .iter()
@@ -261,7 +263,7 @@ fn a_bad_test_file_is_reported_with_its_line_and_exits_2() {
         all.contains("FAIL  packtest_ok: tests/test_typo.yaml is a valid test file"),
         "{all}"
     );
-    assert!(all.contains("15 passed, 2 failed"), "{all}");
+    assert!(all.contains("17 passed, 2 failed"), "{all}");
     assert!(
         all.contains(&format!(
             "pack core 0.1.0 ({}): no tests/ folder",
@@ -271,7 +273,7 @@ fn a_bad_test_file_is_reported_with_its_line_and_exits_2() {
     );
     let root = parse_xml(&std::fs::read_to_string(&junit).expect("junit written"));
     assert_eq!(root.attrs["errors"], "2");
-    assert_eq!(root.attrs["tests"], "17");
+    assert_eq!(root.attrs["tests"], "19");
     let names: Vec<&str> = root
         .children
         .iter()

@@ -60,8 +60,8 @@ pub enum ExecError {
         action: String,
         errors: Vec<ParamError>,
     },
-    #[error("action '{0}' is a workflow; workflows run under `squall run`")]
-    NotRunnableHere(String),
+    #[error("action '{0}' runs with the {1} runner, which runs only under `squall run` (here: Rhai, http-request and noop actions)")]
+    NotRunnableHere(String, RunnerType),
 }
 
 /// What a run needs besides the action and its parameters.
@@ -92,11 +92,23 @@ pub fn run_action(
             action: action_ref.to_string(),
             errors,
         })?;
+    let masked = mask_secrets(&action.meta, &params);
     let source = match (&action.meta.runner_type, &action.source) {
         (RunnerType::Rhai, Some(source)) => source.clone(),
-        _ => return Err(ExecError::NotRunnableHere(action_ref.to_string())),
+        (RunnerType::HttpRequest | RunnerType::Noop, _) => {
+            let started = std::time::Instant::now();
+            let (status, result) = run_without_script(action, &params, &run.cancel);
+            return Ok(RunRecord {
+                action: action.reference.clone(),
+                parameters: masked,
+                status,
+                result,
+                log: Vec::new(),
+                elapsed_seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+        (other, _) => return Err(ExecError::NotRunnableHere(action_ref.to_string(), *other)),
     };
-    let masked = mask_secrets(&action.meta, &params);
     let report = runtime.run(ScriptJob {
         script_key: action.reference.clone(),
         source,
@@ -134,4 +146,31 @@ pub fn run_action(
         log: report.log,
         elapsed_seconds: report.elapsed.as_secs_f64(),
     })
+}
+
+/// The runners that need no script: an HTTP request (answered by declared responses under
+/// `squall pack test`), or nothing at all.
+fn run_without_script(
+    action: &crate::packs::LoadedAction,
+    params: &Map<String, Value>,
+    cancel: &CancelToken,
+) -> (FinalStatus, Value) {
+    use squall_actions::runners::http::{run_http, HttpOutcome, HttpRequest};
+    if action.meta.runner_type == RunnerType::Noop {
+        return (
+            FinalStatus::Succeeded,
+            serde_json::json!({"failed": false, "succeeded": true, "return_code": 0}),
+        );
+    }
+    let limit = action.meta.timeout.map(Duration::from_secs);
+    let request = match HttpRequest::from_parameters(&action.reference, params, limit) {
+        Ok(r) => r,
+        Err(why) => return (FinalStatus::Failed, serde_json::json!({ "error": why })),
+    };
+    match run_http(&request, cancel) {
+        HttpOutcome::Succeeded(r) => (FinalStatus::Succeeded, r),
+        HttpOutcome::Failed(r) => (FinalStatus::Failed, r),
+        HttpOutcome::Timeout(r) => (FinalStatus::Timeout, r),
+        HttpOutcome::Canceled(r) => (FinalStatus::Canceled, r),
+    }
 }

@@ -647,9 +647,10 @@ fn check_workflow_actions(
             if crate::workflow::expr::is_template(action) || actions.contains(action) {
                 continue;
             }
+            // Orquesta's `action:`, an ActionChain node's `ref:`.
             let line = source
                 .lines()
-                .position(|l| l.contains("action:") && l.contains(action))
+                .position(|l| (l.contains("action:") || l.contains("ref:")) && l.contains(action))
                 .map(|i| i + 1);
             problems.push(Problem::new(
                 &a.entry_point,

@@ -1,6 +1,8 @@
 //! Workflow semantics as data: each folder of `tests/workflow_cases/` holds `workflow.yaml`,
 //! `input.json`, `script.json` (the simulated action results) and `expected.json` (the
 //! requests in order, the final status, the result, or the load error), run by one test.
+//! A folder with `chain.yaml` instead of `workflow.yaml` holds an st2 ActionChain (the
+//! `action-chain` runner's file); its `input.json` is the action's parameters.
 //!
 //! An optional `kv.json` is the key-value store the workflow's `st2kv()` reads (a secret is
 //! `{"value": ..., "encrypted": ...}`), and an optional `st2.json` is `ctx().st2`.
@@ -17,6 +19,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{json, Value};
+use squall_actions::RunnerType;
 use squall_engine::rules::KeyValueLookup;
 use squall_engine::workflow::{
     Conductor, OutcomeStatus, TaskOutcome, TaskRequest, Workflow, WorkflowStatus,
@@ -67,6 +70,7 @@ fn request_matches(expected: &Value, got: &TaskRequest) -> bool {
             "action" => v == &json!(got.action),
             "input" => v == &json!(got.input),
             "delay" => v == &json!(got.delay),
+            "notify" => v == &json!(got.notify),
             other => panic!("unknown request field '{other}' in expected.json"),
         }),
         other => panic!("a request is a label or an object, not {other}"),
@@ -74,9 +78,15 @@ fn request_matches(expected: &Value, got: &TaskRequest) -> bool {
 }
 
 fn run_case(dir: &Path) -> Result<(), String> {
-    let text = std::fs::read_to_string(dir.join("workflow.yaml")).map_err(|e| e.to_string())?;
+    let (text, runner) = match std::fs::read_to_string(dir.join("chain.yaml")) {
+        Ok(text) => (text, RunnerType::ActionChain),
+        Err(_) => (
+            std::fs::read_to_string(dir.join("workflow.yaml")).map_err(|e| e.to_string())?,
+            RunnerType::Workflow,
+        ),
+    };
     let expected = read_json(dir, "expected.json", json!({}));
-    let workflow = match Workflow::parse(&text) {
+    let workflow = match Workflow::parse_for(runner, &text) {
         Ok(w) => w,
         Err(problems) => {
             let got: Vec<String> = problems.iter().map(|p| p.to_string()).collect();

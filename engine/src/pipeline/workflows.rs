@@ -603,6 +603,7 @@ impl Engine {
                         child.item = req.item;
                         child.user = a.exec.user.clone();
                         child.attempt = req.attempt + 1;
+                        child.notify = req.notify.clone();
                         if req.delay.is_some_and(|d| d > 0) {
                             child.status = ExecutionStatus::Delayed;
                         }

@@ -21,6 +21,17 @@
 //! - A join that can no longer be satisfied (an inbound task took another path) simply never
 //!   runs; it does not fail the workflow by itself.
 //!
+//! An ActionChain ([`super::chain`]) runs on the same machine: its nodes are tasks whose
+//! transitions are their `on-success` and `on-failure` routes, so a failure with a route is
+//! handled and the chain ends with its last node's status, as st2's runner does. What differs
+//! is kept apart in a `ChainRun`: the parameters (any the action declares, not a declared
+//! input), the names its templates see (`Conductor::chain_names`, rendered to text by
+//! [`expr::render`]), the published variables and st2's result shape
+//! (`Conductor::chain_output`).
+//!
+//! `task(name)` and `task()` read each task's state entry from the conductor (see
+//! [`TaskStates`]); nothing of it is stored twice.
+//!
 //! Pause, resume, cancel and re-run, as Orquesta: [`Conductor::pause`] starts nothing new and
 //! the workflow is `paused` once no execution is outstanding (results that arrive meanwhile are
 //! folded in, and what they reach waits); [`Conductor::resume`] carries on. [`Conductor::cancel`]
@@ -38,8 +49,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use squall_rules::template::KeyValueLookup;
 
-use super::expr::{self, Scope};
-use super::model::{Count, Join, Workflow};
+use super::expr::{self, Scope, TaskStates};
+use super::model::{Count, Dialect, Join, Workflow};
 
 /// Bound on task starts in one `next_requests` call (see there).
 const MAX_STARTS_PER_CALL: usize = 100_000;
@@ -109,6 +120,10 @@ pub struct TaskRequest {
     pub input: Map<String, Value>,
     /// Seconds to wait before running it (the task's `delay`, or `retry.delay` for a retry).
     pub delay: Option<u64>,
+    /// st2's `notify` for the execution (an ActionChain node's, unless the chain's
+    /// `skip_notify` names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<squall_actions::Notify>,
 }
 
 /// How an action execution ended, as far as the workflow cares.
@@ -243,7 +258,33 @@ pub struct Conductor {
     /// What `st2kv()` reads; given again after the state is read back.
     #[serde(skip)]
     kv: Kv,
+    /// An ActionChain's own state; `None` for Orquesta workflows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chain: Option<ChainRun>,
 }
+
+/// What an ActionChain run keeps beside the context, which holds its variables (`vars` and
+/// what nodes published: st2's chain vars).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ChainRun {
+    /// The action's parameters, as the chain's templates see them.
+    params: Map<String, Value>,
+    /// `action_context` in node parameters: `{parent: {execution_id, user}}`.
+    action_context: Value,
+    /// Every variable a node published, for the result's `published`.
+    published: Map<String, Value>,
+    /// The runner parameter `display_published` (st2's default: true).
+    display_published: bool,
+    /// The runner parameter `skip_notify`: nodes whose executions get no `notify`.
+    skip_notify: Vec<String>,
+    /// The chain's own error, st2's top-level `error` (a template that did not render), as
+    /// opposed to a node's failure, which its task entry shows.
+    error: Option<String>,
+}
+
+/// Runner parameters of st2's `action-chain` runner: the runner's settings, not names the
+/// chain's templates see.
+const CHAIN_RUNNER_PARAMETERS: [&str; 2] = ["display_published", "skip_notify"];
 
 /// The key-value store a conductor's expressions read, kept out of its saved state.
 #[derive(Clone, Default)]
@@ -289,6 +330,9 @@ impl Conductor {
         let Value::Object(mut given) = input else {
             return Err(Error::InputNotObject);
         };
+        if workflow.dialect == Dialect::ActionChain {
+            return Ok(Conductor::start_chain(workflow, given, kv, st2));
+        }
         if let Some(unknown) = given
             .keys()
             .find(|k| !workflow.input.iter().any(|(n, _)| n == *k))
@@ -311,6 +355,86 @@ impl Conductor {
             let value = render_setup(v, &ctx, kv.as_ref(), &format!("vars '{name}'"))?;
             ctx.insert(name.clone(), value);
         }
+        Ok(Conductor::assemble(workflow, ctx, kv, None))
+    }
+
+    /// An ActionChain's start: every parameter is input (the action's metadata declared
+    /// them), the runner's parameters are set apart, `vars` are rendered with the parameters
+    /// (each on its own, as st2 does), and the default node is staged. A `vars` entry that
+    /// does not render fails the chain before any node runs, with st2's message.
+    fn start_chain(
+        workflow: Workflow,
+        mut params: Map<String, Value>,
+        kv: Option<Arc<dyn KeyValueLookup>>,
+        st2: Option<Value>,
+    ) -> Conductor {
+        let display_published = !matches!(
+            params.get(CHAIN_RUNNER_PARAMETERS[0]),
+            Some(Value::Bool(false))
+        );
+        let skip_notify = params
+            .get(CHAIN_RUNNER_PARAMETERS[1])
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        params.retain(|k, _| !CHAIN_RUNNER_PARAMETERS.contains(&k.as_str()));
+        let st2 = st2.unwrap_or(Value::Null);
+        let action_context = json!({
+            "parent": {
+                "execution_id": st2.get("action_execution_id").cloned().unwrap_or(Value::Null),
+                "user": st2.get("user").cloned().unwrap_or(Value::Null),
+            }
+        });
+        let mut vars = Map::new();
+        let mut error = None;
+        for (name, v) in &workflow.vars {
+            let scope = Scope {
+                kv: kv.as_ref(),
+                names: Some(&params),
+                ..Scope::default()
+            };
+            match expr::render(v, &scope) {
+                Ok(value) => {
+                    vars.insert(name.clone(), value);
+                }
+                Err(e) => {
+                    error = Some(format!(
+                        "Failed initializing ``vars`` in chain. Failed rendering value for vars \"{name}\": {e}"
+                    ));
+                    break;
+                }
+            }
+        }
+        let chain = ChainRun {
+            params,
+            action_context,
+            published: Map::new(),
+            display_published,
+            skip_notify,
+            error: error.clone(),
+        };
+        let mut conductor = Conductor::assemble(workflow, vars, kv, Some(chain));
+        if let Some(message) = error {
+            conductor
+                .errors
+                .push(json!({"type": "error", "message": message}));
+            conductor.failing = true;
+            conductor.staged.clear();
+        }
+        conductor
+    }
+
+    /// A conductor over `ctx` with the workflow's start tasks staged.
+    fn assemble(
+        workflow: Workflow,
+        ctx: Map<String, Value>,
+        kv: Option<Arc<dyn KeyValueLookup>>,
+        chain: Option<ChainRun>,
+    ) -> Conductor {
         let mut conductor = Conductor {
             ctx,
             runs: Vec::new(),
@@ -325,12 +449,13 @@ impl Conductor {
             dirty_units: BTreeSet::new(),
             dirty_items: BTreeSet::new(),
             kv: Kv(kv),
+            chain,
             workflow,
         };
         for name in conductor.workflow.start_tasks() {
             conductor.stage(&name);
         }
-        Ok(conductor)
+        conductor
     }
 
     pub fn status(&self) -> WorkflowStatus {
@@ -601,12 +726,19 @@ impl Conductor {
         self.failing = false;
         self.errors.clear();
         self.output.clear();
+        if let Some(chain) = &mut self.chain {
+            chain.error = None;
+        }
         self.status = WorkflowStatus::Running;
         Ok(())
     }
 
-    /// The workflow execution's result: `{output: {...} or null}`, with `errors` when it failed.
+    /// The workflow execution's result: `{output: {...} or null}`, with `errors` when it failed;
+    /// for an ActionChain, st2's `{tasks, published}` (see `Conductor::chain_output`).
     pub fn output(&self) -> Value {
+        if let Some(chain) = &self.chain {
+            return self.chain_output(chain);
+        }
         // Orquesta gives no output (null) when none was rendered: a workflow without an
         // `output` section, or a failed one's.
         let output = if self.output.is_empty() {
@@ -619,6 +751,72 @@ impl Conductor {
             result["errors"] = Value::Array(self.errors.clone());
         }
         result
+    }
+
+    /// An ActionChain's result as st2's runner gives it: `tasks`, one entry per node execution
+    /// in the order they ran (`id` and `name` the node's, `state`, `result`, `workflow: null`),
+    /// `published` (every variable published so far; left out when the runner parameter
+    /// `display_published` is false) and, when the chain itself failed (a template that did not
+    /// render), `error`. st2's entries also carry `execution_id`, `liveaction_id`, `created_at`
+    /// and `updated_at`, and its errors a Python `traceback`: the conductor knows no execution
+    /// ids or clock, so they are left out (the execution's children, over the API, have them).
+    /// A node whose parameters did not render never ran and has no entry, as in st2.
+    fn chain_output(&self, chain: &ChainRun) -> Value {
+        let tasks: Vec<Value> = self
+            .runs
+            .iter()
+            .filter_map(|run| {
+                let failed = run.units.iter().any(|u| {
+                    u.done
+                        .as_ref()
+                        .is_some_and(|d| d.status == OutcomeStatus::Failed)
+                });
+                let result = run_result(run)?;
+                Some(json!({
+                    "id": run.name,
+                    "name": run.name,
+                    "state": if failed { "failed" } else { "succeeded" },
+                    "result": result,
+                    "workflow": null,
+                }))
+            })
+            .collect();
+        let mut out = json!({ "tasks": tasks });
+        if chain.display_published {
+            out["published"] = Value::Object(chain.published.clone());
+        }
+        if let Some(error) = &chain.error {
+            out["error"] = json!(error);
+        }
+        out
+    }
+
+    /// Each task's latest finished run's result, by name.
+    fn latest_results(&self) -> Map<String, Value> {
+        let mut out = Map::new();
+        for run in &self.runs {
+            if let Some(result) = run_result(run) {
+                out.insert(run.name.clone(), result);
+            }
+        }
+        out
+    }
+
+    /// The names an ActionChain's templates see, in st2's order (a later one hides an earlier
+    /// one of the same name): the parameters, each node's latest result under the node's name,
+    /// the chain's variables, `__results` (every node's result) and, in node parameters,
+    /// `action_context`. `None` for an Orquesta workflow.
+    fn chain_names(&self, action_context: bool) -> Option<Map<String, Value>> {
+        let chain = self.chain.as_ref()?;
+        let results = self.latest_results();
+        let mut names = chain.params.clone();
+        names.extend(results.iter().map(|(k, v)| (k.clone(), v.clone())));
+        names.extend(self.ctx.iter().map(|(k, v)| (k.clone(), v.clone())));
+        names.insert("__results".to_string(), Value::Object(results));
+        if action_context {
+            names.insert("action_context".to_string(), chain.action_context.clone());
+        }
+        Some(names)
     }
 
     /// The action executions to start now. Empty when the workflow is waiting on results or
@@ -689,6 +887,9 @@ impl Conductor {
                 status: Some(outcome.status.as_str()),
                 item: item_value.as_ref(),
                 tasks: Some(&self.task_status),
+                current: Some(task),
+                states: Some(&*self),
+                ..Scope::default()
             };
             let wanted = eval_count(&retry.count, &scope, "retry count").and_then(|count| {
                 if u64::from(attempt) >= count {
@@ -785,6 +986,7 @@ impl Conductor {
                     kv: self.kv.0.as_ref(),
                     ctx: Some(&self.ctx),
                     tasks: Some(&self.task_status),
+                    states: Some(&*self),
                     ..Scope::default()
                 };
                 let items = expr::single(&with.items)
@@ -845,6 +1047,7 @@ impl Conductor {
                     kv: self.kv.0.as_ref(),
                     ctx: Some(&self.ctx),
                     tasks: Some(&self.task_status),
+                    states: Some(&*self),
                     ..Scope::default()
                 };
                 match eval_count(c, &scope, "with concurrency") {
@@ -862,6 +1065,11 @@ impl Conductor {
             .iter()
             .filter(|u| u.outstanding)
             .count();
+        let names = self.chain_names(true);
+        let notify = match &self.chain {
+            Some(chain) if chain.skip_notify.contains(&name) => None,
+            _ => task.notify.clone(),
+        };
         for u in 0..self.runs[idx].units.len() {
             if outstanding >= limit {
                 break;
@@ -878,6 +1086,8 @@ impl Conductor {
                 ctx: Some(&self.ctx),
                 item: item_value.as_ref(),
                 tasks: Some(&self.task_status),
+                states: Some(&*self),
+                names: names.as_ref(),
                 ..Scope::default()
             };
             let action = task.action.clone().unwrap_or_default();
@@ -888,7 +1098,10 @@ impl Conductor {
             };
             let what = if attempt > 0 { "retry delay" } else { "delay" };
             let rendered = expr::render(&Value::String(action), &scope).and_then(|a| {
-                let input = expr::render(&Value::Object(task.input.clone()), &scope)?;
+                let input = match names {
+                    None => expr::render(&Value::Object(task.input.clone()), &scope)?,
+                    Some(_) => Value::Object(render_chain_parameters(&name, &task.input, &scope)?),
+                };
                 let delay = delay_spec
                     .map(|d| eval_count(d, &scope, what))
                     .transpose()?;
@@ -906,6 +1119,7 @@ impl Conductor {
                         action,
                         input,
                         delay,
+                        notify: notify.clone(),
                     });
                 }
                 Ok((action, _, _)) => {
@@ -913,6 +1127,11 @@ impl Conductor {
                     return;
                 }
                 Err(e) => {
+                    if let Some(chain) = &mut self.chain {
+                        chain.error = Some(format!(
+                            "Failed to run task \"{name}\". Parameter rendering failed: {e}"
+                        ));
+                    }
                     self.fail_run(idx, e);
                     return;
                 }
@@ -1026,13 +1245,17 @@ impl Conductor {
         let mut handled = status == OutcomeStatus::Succeeded;
         for (index, transition) in task.next.iter().enumerate() {
             let transition_id = transition.targets.first().map(|t| format!("{t}__t{index}"));
+            // An ActionChain's transitions are its on-success and on-failure routes: their
+            // conditions see only the status, so no node or variable name can hide a function.
             let scope = Scope {
                 kv: self.kv.0.as_ref(),
                 ctx: Some(&self.ctx),
                 result: Some(&result),
                 status: Some(status.as_str()),
                 tasks: Some(&self.task_status),
-                item: None,
+                current: Some(&name),
+                states: Some(&*self),
+                ..Scope::default()
             };
             let taken = match &transition.when {
                 None => Ok(true),
@@ -1048,20 +1271,39 @@ impl Conductor {
                 }
             }
             for (key, value) in &transition.publish {
+                let names = self.chain_names(false);
                 let scope = Scope {
                     kv: self.kv.0.as_ref(),
                     ctx: Some(&self.ctx),
                     result: Some(&result),
                     status: Some(status.as_str()),
                     tasks: Some(&self.task_status),
-                    item: None,
+                    current: Some(&name),
+                    states: Some(&*self),
+                    names: names.as_ref(),
+                    ..Scope::default()
                 };
                 match expr::render(value, &scope) {
                     Ok(v) => {
+                        if let Some(chain) = &mut self.chain {
+                            chain.published.insert(key.clone(), v.clone());
+                        }
                         self.ctx.insert(key.clone(), v);
                     }
                     Err(e) => {
-                        self.fail_with(&name, format!("publish '{key}': {e}"), None);
+                        let message = match &mut self.chain {
+                            // st2's message; the chain fails with it and nothing more runs.
+                            Some(chain) => {
+                                let message = format!(
+                                    "Failed rendering value for publish parameter \"{key}\" in task \"{name}\" (template string={}): {e}",
+                                    template_text(value)
+                                );
+                                chain.error = Some(message.clone());
+                                message
+                            }
+                            None => format!("publish '{key}': {e}"),
+                        };
+                        self.fail_with(&name, message, None);
                         self.mark_expression_error(transition_id);
                         return;
                     }
@@ -1153,6 +1395,7 @@ impl Conductor {
                 kv: self.kv.0.as_ref(),
                 ctx: Some(&self.ctx),
                 tasks: Some(&self.task_status),
+                states: Some(&*self),
                 ..Scope::default()
             };
             match expr::render(&value, &scope) {
@@ -1192,6 +1435,96 @@ fn eval_count(count: &Count, scope: &Scope, what: &str) -> Result<u64, String> {
         other => Err(format!(
             "{what}: '{source}' gave {other}, which is not a whole number of at least 0"
         )),
+    }
+}
+
+/// A node's parameters rendered one by one, as st2 renders them, a failure naming the
+/// parameter as st2's does.
+fn render_chain_parameters(
+    node: &str,
+    params: &Map<String, Value>,
+    scope: &Scope,
+) -> Result<Map<String, Value>, String> {
+    params
+        .iter()
+        .map(|(key, value)| match expr::render(value, scope) {
+            Ok(v) => Ok((key.clone(), v)),
+            Err(e) => Err(format!(
+                "Failed rendering value for action parameter \"{key}\" in task \"{node}\" (template string={}): {e}",
+                template_text(value)
+            )),
+        })
+        .collect()
+}
+
+/// A template as st2 quotes it in an error: the text, or the JSON of a list or map.
+fn template_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A run's result once every execution of it has ended: its one execution's result, or its
+/// items' results in order.
+fn run_result(run: &TaskRun) -> Option<Value> {
+    if run.units.is_empty() {
+        // A with-items run over no items succeeded with an empty list; a run that failed
+        // before it could request anything has no result.
+        return (run.state == RunState::Done && run.items.is_some()).then(|| json!([]));
+    }
+    let mut results = Vec::with_capacity(run.units.len());
+    for unit in &run.units {
+        results.push(unit.done.as_ref()?.result.clone());
+    }
+    Some(if run.items.is_some() {
+        Value::Array(results)
+    } else {
+        results.into_iter().next().unwrap_or_default()
+    })
+}
+
+/// A task's state entry as `task(name)` gives it (see [`TaskStates`]).
+fn state_entry(task: &str, status: &Value, result: Value) -> Value {
+    json!({ "id": task, "route": 0, "status": status, "result": result })
+}
+
+impl Conductor {
+    /// Each task's latest run that has started, by name.
+    fn latest_runs(&self) -> BTreeMap<&str, &TaskRun> {
+        self.runs
+            .iter()
+            .filter(|r| r.state != RunState::Staged)
+            .map(|r| (r.name.as_str(), r))
+            .collect()
+    }
+}
+
+impl TaskStates for Conductor {
+    fn task_state(&self, task: &str) -> Option<Value> {
+        let status = self.task_status.get(task)?;
+        let result = self
+            .runs
+            .iter()
+            .rev()
+            .find(|r| r.name == task && r.state != RunState::Staged)
+            .and_then(run_result)
+            .unwrap_or(Value::Null);
+        Some(state_entry(task, status, result))
+    }
+
+    fn task_states(&self) -> Map<String, Value> {
+        let latest = self.latest_runs();
+        self.task_status
+            .iter()
+            .map(|(name, status)| {
+                let result = latest
+                    .get(name.as_str())
+                    .and_then(|r| run_result(r))
+                    .unwrap_or(Value::Null);
+                (name.clone(), state_entry(name, status, result))
+            })
+            .collect()
     }
 }
 

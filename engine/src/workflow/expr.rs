@@ -2,7 +2,12 @@
 //! Orquesta has both. Jinja: squall's template environment
 //! ([`squall_rules::template::environment`]) plus Orquesta's functions `ctx()`, `result()`,
 //! `succeeded()`, `failed()`, `completed()`, `item()`, `task_status(name)` and
-//! `st2kv('system.NAME')` (the key-value store; an absent key is an error, as in Orquesta).
+//! `st2kv('system.NAME')` (the key-value store; an absent key is an error, as in Orquesta),
+//! and `task(name)` / `task()` (see [`TaskStates`]), in YAQL too.
+//!
+//! An ActionChain's templates ([`Scope::names`]) are st2's: Jinja only, the chain's names at
+//! the top level (`{{ c1.stdout }}`, `{{ __results }}`, `{{ st2kv.system.k }}`), rendered to
+//! text as st2's `render_values` does (see [`render`]).
 //!
 //! The functions are stateless: they read what they answer from hidden variables of the render
 //! context ([`Scope`]), so one shared environment serves every workflow and the conductor's state
@@ -117,24 +122,79 @@ impl squall_yaql::Context for YaqlScope<'_, '_> {
                 Some(item) => yaql_key(item, key, "item"),
                 None => Err("item() is not available here".to_string()),
             },
+            ("task", []) => scope.task_entry(None),
+            ("task", [task]) => match task.as_str() {
+                Some(name) => scope.task_entry(Some(name)),
+                None => Err("task(): the name must be a string".to_string()),
+            },
             ("task_status", [task]) => Ok(scope
                 .tasks
                 .and_then(|t| t.get(task.as_str().unwrap_or_default()))
                 .cloned()
                 .unwrap_or(Value::Null)),
             ("st2kv", [key]) | ("st2kv", [key, _]) => {
-                let decrypt = matches!(args.get(1), Some(Value::Bool(true)));
-                let Some(kv) = scope.kv else {
-                    return Some(Err("st2kv() is not available here".to_string()));
-                };
-                let name = key.as_str().unwrap_or_default();
-                let short = name.strip_prefix("system.").unwrap_or(name);
-                kv.get_stored(short, decrypt)
-                    .map(Value::String)
-                    .ok_or_else(|| format!("st2kv('{name}'): no such key in the key-value store"))
+                self.st2kv(key, matches!(args.get(1), Some(Value::Bool(true))), None)
             }
-            _ => return None,
+            // st2's expression functions (`to_json_string`, `regex_match`, `json`, ...).
+            _ => return squall_rules::st2fn::call(name, args, &[]),
         })
+    }
+
+    /// YAQL's named arguments: `st2kv('k', decrypt => true, default => 'x')`, and st2's
+    /// functions' (`to_json_string($, indent => 2)`).
+    fn call_kw(
+        &self,
+        name: &str,
+        args: &[Value],
+        kwargs: &[(String, Value)],
+    ) -> Option<Result<Value, String>> {
+        if kwargs.is_empty() {
+            return self.call(name, args);
+        }
+        if name != "st2kv" {
+            return squall_rules::st2fn::call(name, args, kwargs);
+        }
+        let [key] = args else {
+            return Some(Err(
+                "st2kv() takes the key's name, then decrypt => and default =>".to_string(),
+            ));
+        };
+        let (mut decrypt, mut default) = (false, None);
+        for (k, v) in kwargs {
+            match (k.as_str(), v) {
+                ("decrypt", Value::Bool(b)) => decrypt = *b,
+                ("decrypt", other) => {
+                    return Some(Err(format!(
+                        "st2kv(): decrypt must be true or false, not {other}"
+                    )))
+                }
+                ("default", v) => default = Some(v.clone()),
+                (other, _) => {
+                    return Some(Err(format!(
+                        "st2kv() got an unexpected keyword argument '{other}'"
+                    )))
+                }
+            }
+        }
+        Some(self.st2kv(key, decrypt, default))
+    }
+}
+
+impl YaqlScope<'_, '_> {
+    /// A key's value (a secret's ciphertext unless `decrypt`), or `default` when it is absent.
+    fn st2kv(&self, key: &Value, decrypt: bool, default: Option<Value>) -> Result<Value, String> {
+        let Some(kv) = self.scope.kv else {
+            return Err("st2kv() is not available here".to_string());
+        };
+        let name = key.as_str().unwrap_or_default();
+        let short = name.strip_prefix("system.").unwrap_or(name);
+        match (kv.get_stored(short, decrypt), default) {
+            (Some(v), _) => Ok(Value::String(v)),
+            (None, Some(d)) => Ok(d),
+            (None, None) => Err(format!(
+                "st2kv('{name}'): no such key in the key-value store"
+            )),
+        }
     }
 }
 
@@ -144,6 +204,8 @@ const STATUS: &str = "__squall_status";
 const ITEM: &str = "__squall_item";
 const TASKS: &str = "__squall_tasks";
 const KV: &str = "__squall_kv";
+const CURRENT_TASK: &str = "__squall_current_task";
+const TASK_STATES: &str = "__squall_task_states";
 
 /// The key-value store, reachable from `st2kv()` through a hidden variable.
 struct KvHandle(Arc<dyn KeyValueLookup>);
@@ -217,6 +279,21 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
             )),
         }
     });
+    // `task()`: the current task's state entry (inside its transitions and retry); `task(name)`:
+    // any started task's (see `TaskStates`).
+    env.add_function("task", |state: &State, name: Option<String>| match name {
+        None => hidden(state, CURRENT_TASK, "task() without a task name"),
+        Some(n) => {
+            let states = hidden(state, TASK_STATES, "task()")?;
+            match states.get_attr(&n) {
+                Ok(v) if !v.is_undefined() => Ok(v),
+                _ => Err(Error::new(
+                    ErrorKind::UndefinedError,
+                    format!("task('{n}'): the task has not run"),
+                )),
+            }
+        }
+    });
     env.add_function("task_status", |state: &State, name: String| {
         let tasks = hidden(state, TASKS, "task_status()")?;
         // A task that has not run answers None, so `task_status('x') == 'succeeded'` is false.
@@ -257,6 +334,21 @@ fn lookup_key(map: &JValue, key: &str, func: &str) -> Result<JValue, Error> {
     }
 }
 
+/// The tasks of a run as `task(name)` answers them: each started task's state entry,
+/// `{id, route, status, result}`. Modelled on Orquesta's task state entry (`id`, `route`,
+/// `status`; squall runs one route, 0) with the task's `result` (its latest run's, `null`
+/// while it runs), the one thing an expression wants from it. Orquesta's released function
+/// list (1.5.0: `ctx`, `json`, `zip`, `item`, `task_status`, `succeeded`, `failed`,
+/// `completed`, `result`) has no `task()`; Mistral's `task(name)` gave the same facts
+/// (`state`, `result`) under its own names. A task that has not started is an error, as
+/// `result()` is outside a task.
+pub trait TaskStates {
+    /// `task`'s entry, or `None` when it has not started.
+    fn task_state(&self, task: &str) -> Option<Value>;
+    /// Every started task's entry, by name.
+    fn task_states(&self) -> Map<String, Value>;
+}
+
 /// What an expression can see: the workflow context, and inside a task's transitions, retry
 /// and items, that task's status, result and current item.
 #[derive(Default)]
@@ -267,11 +359,68 @@ pub struct Scope<'a> {
     pub item: Option<&'a Value>,
     pub tasks: Option<&'a Map<String, Value>>,
     pub kv: Option<&'a Arc<dyn KeyValueLookup>>,
+    /// The task whose transitions or retry are evaluated (with `status` and `result`): what
+    /// `task()` without a name answers.
+    pub current: Option<&'a str>,
+    /// The run's tasks, for `task(name)`.
+    pub states: Option<&'a dyn TaskStates>,
+    /// An ActionChain's names, seen as top-level variables. When set, the expressions are an
+    /// ActionChain's: Jinja only (`<% %>` is text) and rendered to text (see [`render`]).
+    pub names: Option<&'a Map<String, Value>>,
 }
 
 impl Scope<'_> {
-    fn context(&self) -> JValue {
+    /// `task(name)`, or `task()` for the current task.
+    fn task_entry(&self, name: Option<&str>) -> Result<Value, String> {
+        let name = match (name, self.current) {
+            (Some(n), _) => n,
+            (None, Some(current)) => current,
+            (None, None) => return Err(
+                "task() without a task name is only available in a task's transitions and retry"
+                    .to_string(),
+            ),
+        };
+        if let Some(entry) = self.current_entry().filter(|_| self.current == Some(name)) {
+            return Ok(entry);
+        }
+        self.states
+            .and_then(|s| s.task_state(name))
+            .ok_or_else(|| format!("task('{name}'): the task has not run"))
+    }
+
+    /// The current task's entry from what the scope holds: its run is being completed, so
+    /// its status and result here are newer than the run's record.
+    fn current_entry(&self) -> Option<Value> {
+        let (name, status) = (self.current?, self.status?);
+        Some(serde_json::json!({
+            "id": name,
+            "route": 0,
+            "status": status,
+            "result": self.result.cloned().unwrap_or(Value::Null),
+        }))
+    }
+
+    /// The render context of `source`. Task entries are gathered only for an expression that
+    /// calls `task(`, since that walks every run.
+    fn context(&self, source: &str) -> JValue {
         let mut m = std::collections::BTreeMap::new();
+        if let Some(names) = self.names {
+            for (k, v) in names {
+                m.insert(k.as_str(), JValue::from_serialize(v));
+            }
+            // st2's `render_values` adds the whole context as `__context`.
+            m.insert("__context", JValue::from_serialize(names));
+            if let Some(kv) = self.kv {
+                // st2 puts `system` (the system scope) and `st2kv.system` after the names.
+                let lookups = squall_rules::template::context("__context", &Value::Null, kv);
+                if let Ok(system) = lookups.get_attr("kv") {
+                    m.insert("system", system);
+                }
+                if let Ok(st2kv) = lookups.get_attr("st2kv") {
+                    m.insert("st2kv", st2kv);
+                }
+            }
+        }
         if let Some(c) = self.ctx {
             m.insert(CTX, JValue::from_serialize(c));
         }
@@ -289,6 +438,17 @@ impl Scope<'_> {
         }
         if let Some(kv) = self.kv {
             m.insert(KV, JValue::from_object(KvHandle(kv.clone())));
+        }
+        if source.contains("task(") {
+            let current = self.current_entry();
+            let mut states = self.states.map(|s| s.task_states()).unwrap_or_default();
+            if let (Some(entry), Some(name)) = (&current, self.current) {
+                states.insert(name.to_string(), entry.clone());
+            }
+            if let Some(entry) = current {
+                m.insert(CURRENT_TASK, JValue::from_serialize(entry));
+            }
+            m.insert(TASK_STATES, JValue::from_serialize(states));
         }
         JValue::from(m)
     }
@@ -317,7 +477,12 @@ pub fn check_template(source: &str) -> Result<(), String> {
     if squall_yaql::has_expressions(source) {
         return squall_yaql::check_text(source).map_err(|e| e.to_string());
     }
-    if !is_template(source) {
+    check_jinja(source)
+}
+
+/// [`check_template`] for Jinja alone (an ActionChain's templates: `<% %>` is plain text there).
+pub fn check_jinja(source: &str) -> Result<(), String> {
+    if !squall_rules::template::is_template(source) {
         return Ok(());
     }
     if let Some(e) = jinja_single(source) {
@@ -336,7 +501,20 @@ pub fn check_template(source: &str) -> Result<(), String> {
 
 /// Renders a value: strings holding exactly one `{{ expr }}` keep the expression's type, other
 /// templated strings render to text, lists and maps are rendered member by member.
+///
+/// With [`Scope::names`] (an ActionChain), as st2's `render_values`: Jinja only, every templated
+/// string renders to text (`{{ n }}` with n = 1 gives "1"; the target action's parameter types
+/// cast it back, as st2 casts), a string whose text does not change keeps its value. One
+/// difference: a string that is exactly one `{{ expr }}` giving a list or a map keeps the list
+/// or map, where st2 holds its Python text (`"['a', 'b']"`) and turns it back with
+/// `ast.literal_eval` when a parameter wants an array or object; an action receives the same
+/// value, a string parameter the same text (squall casts a list to its Python text), but a
+/// published list stays a list. Lists and maps are rendered member by member (st2 renders
+/// their JSON text, which a value holding a quote breaks).
 pub fn render(v: &Value, scope: &Scope) -> Result<Value, String> {
+    if scope.names.is_some() {
+        return render_chain(v, scope);
+    }
     match v {
         Value::String(s) if squall_yaql::has_expressions(s) => {
             squall_yaql::render_text(s, &YaqlScope::new(scope)).map_err(|e| e.to_string())
@@ -344,7 +522,7 @@ pub fn render(v: &Value, scope: &Scope) -> Result<Value, String> {
         Value::String(s) if is_template(s) => match jinja_single(s) {
             Some(e) => eval(e, scope),
             None => ENV
-                .render_str(s, scope.context())
+                .render_str(s, scope.context(s))
                 .map(Value::String)
                 .map_err(|e| describe(&e)),
         },
@@ -362,12 +540,47 @@ pub fn render(v: &Value, scope: &Scope) -> Result<Value, String> {
     }
 }
 
+/// [`render`] for an ActionChain.
+fn render_chain(v: &Value, scope: &Scope) -> Result<Value, String> {
+    match v {
+        Value::String(s) if squall_rules::template::is_template(s) => {
+            if let Some(e) = jinja_single(s) {
+                let value = eval(e, scope)?;
+                if value.is_array() || value.is_object() {
+                    return Ok(value);
+                }
+            }
+            let text = ENV
+                .render_str(s, scope.context(s))
+                .map_err(|e| describe(&e))?;
+            Ok(if text == *s {
+                v.clone()
+            } else {
+                Value::String(text)
+            })
+        }
+        Value::Array(items) => items
+            .iter()
+            .map(|i| render_chain(i, scope))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, i)| Ok((k.clone(), render_chain(i, scope)?)))
+            .collect::<Result<Map<_, _>, String>>()
+            .map(Value::Object),
+        other => Ok(other.clone()),
+    }
+}
+
 /// Evaluates a bare expression (the inside of `{{ }}`) to JSON.
 pub fn eval(expr: &str, scope: &Scope) -> Result<Value, String> {
     let compiled = ENV
         .compile_expression_owned(expr.to_string())
         .map_err(|e| describe(&e))?;
-    let v = compiled.eval(scope.context()).map_err(|e| describe(&e))?;
+    let v = compiled
+        .eval(scope.context(expr))
+        .map_err(|e| describe(&e))?;
     if v.is_undefined() {
         return Err(format!("'{expr}' is undefined"));
     }
@@ -386,7 +599,7 @@ pub fn condition(source: &str, scope: &Scope) -> Result<bool, String> {
     let compiled = ENV
         .compile_expression_owned(e.to_string())
         .map_err(|e| describe(&e))?;
-    let v = compiled.eval(scope.context()).map_err(|e| describe(&e))?;
+    let v = compiled.eval(scope.context(e)).map_err(|e| describe(&e))?;
     Ok(v.is_true())
 }
 
@@ -407,7 +620,7 @@ mod tests {
             status: Some("succeeded"),
             item: Some(&item),
             tasks: Some(&tasks),
-            kv: None,
+            ..Scope::default()
         };
         assert_eq!(eval("ctx().a + ctx('a')", &scope).unwrap(), json!(2));
         assert_eq!(eval("ctx().l", &scope).unwrap(), json!([1, 2]));
@@ -422,6 +635,93 @@ mod tests {
         );
         assert!(eval("ctx('nope')", &scope).is_err());
         assert!(eval("result()", &Scope::default()).is_err());
+    }
+
+    /// Two tasks: `a` finished, `b` running.
+    struct Two;
+
+    impl TaskStates for Two {
+        fn task_state(&self, task: &str) -> Option<Value> {
+            self.task_states().get(task).cloned()
+        }
+
+        fn task_states(&self) -> Map<String, Value> {
+            json!({
+                "a": {"id": "a", "route": 0, "status": "succeeded", "result": {"n": 2}},
+                "b": {"id": "b", "route": 0, "status": "running", "result": null},
+            })
+            .as_object()
+            .cloned()
+            .unwrap()
+        }
+    }
+
+    #[test]
+    fn task_gives_state_entries_in_both_languages() {
+        let result = json!({"n": 9});
+        let scope = Scope {
+            states: Some(&Two),
+            current: Some("b"),
+            status: Some("failed"),
+            result: Some(&result),
+            ..Scope::default()
+        };
+        assert_eq!(eval("task('a').result.n", &scope).unwrap(), json!(2));
+        assert_eq!(
+            eval_single(single("<% task(a).status %>").unwrap(), &scope).unwrap(),
+            json!("succeeded")
+        );
+        // The current task is seen as it ends, newer than its record.
+        let current = json!({"id": "b", "route": 0, "status": "failed", "result": {"n": 9}});
+        assert_eq!(eval("task()", &scope).unwrap(), current);
+        assert_eq!(eval("task('b')", &scope).unwrap(), current);
+        assert_eq!(
+            eval_single(single("<% task() %>").unwrap(), &scope).unwrap(),
+            current
+        );
+        assert!(eval("task('zz')", &scope)
+            .unwrap_err()
+            .contains("task('zz'): the task has not run"));
+        let outside = Scope {
+            states: Some(&Two),
+            ..Scope::default()
+        };
+        assert!(eval("task()", &outside).is_err());
+        assert!(eval_single(single("<% task() %>").unwrap(), &outside).is_err());
+    }
+
+    #[test]
+    fn chain_templates_render_to_text_as_st2_does() {
+        let names = json!({"n": 1, "ok": true, "l": ["a", "b"], "c1": {"stdout": "x"}})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let scope = Scope {
+            names: Some(&names),
+            ..Scope::default()
+        };
+        let r = |v: Value| render(&v, &scope);
+        assert_eq!(r(json!("{{ n }}")).unwrap(), json!("1"));
+        assert_eq!(r(json!("{{ ok }}")).unwrap(), json!("True"));
+        assert_eq!(r(json!("{{ c1.stdout }}!")).unwrap(), json!("x!"));
+        assert_eq!(r(json!("{{ __context.n }}")).unwrap(), json!("1"));
+        assert_eq!(r(json!("{{ l }}")).unwrap(), json!(["a", "b"]));
+        assert_eq!(r(json!("l={{ l }}")).unwrap(), json!("l=['a', 'b']"));
+        assert_eq!(r(json!("<% $.n %>")).unwrap(), json!("<% $.n %>"));
+        assert_eq!(
+            r(json!({"k": ["{{ n }}", 2]})).unwrap(),
+            json!({"k": ["1", 2]})
+        );
+        assert!(r(json!("{{ nope }}")).is_err());
+        // Orquesta's rendering keeps a single expression's type.
+        let orquesta = Scope {
+            ctx: Some(&names),
+            ..Scope::default()
+        };
+        assert_eq!(
+            render(&json!("{{ ctx().n }}"), &orquesta).unwrap(),
+            json!(1)
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Workflows in Orquesta's language: the model and loader ([`model`]), the Jinja expressions
-//! with Orquesta's functions ([`expr`]) and the conductor that runs a workflow as a
-//! deterministic, serialisable state machine ([`conductor`]).
+//! Workflows: Orquesta's language and st2's older ActionChain format ([`chain`], read into the
+//! same model), the model and loader ([`model`]), the expressions, Jinja and YAQL, with
+//! Orquesta's functions ([`expr`]) and the conductor that runs a workflow as a deterministic,
+//! serialisable state machine ([`conductor`]).
 //!
 //! Pure logic: this folder must never do I/O, use tokio or touch the store. The engine runs the
 //! action executions the conductor asks for and persists the conductor between steps.
@@ -11,4 +12,4 @@ pub mod expr;
 pub mod model;
 
 pub use conductor::{Conductor, Error, OutcomeStatus, TaskOutcome, TaskRequest, WorkflowStatus};
-pub use model::{Join, Retry, Task, Transition, WithItems, Workflow};
+pub use model::{Dialect, Join, Retry, Task, Transition, WithItems, Workflow};

@@ -36,6 +36,34 @@ pub struct Workflow {
     pub tasks: IndexMap<String, Task>,
     /// Output entries in order; values may be templates over `ctx()`.
     pub output: Vec<(String, Value)>,
+    /// Which language the workflow was written in: how its expressions see its data, what
+    /// input it takes and what its result looks like.
+    #[serde(default, skip_serializing_if = "Dialect::is_orquesta")]
+    pub dialect: Dialect,
+    /// The one task a run starts with, where the language names it (an ActionChain's
+    /// `default`); `None` starts every task no transition leads to, as Orquesta does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+}
+
+/// The language a [`Workflow`] was read from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dialect {
+    /// Orquesta: input declared by the workflow, `ctx()`, Jinja and YAQL, result
+    /// `{output, errors}`.
+    #[default]
+    Orquesta,
+    /// st2's ActionChain (see [`super::chain`]): input is the action's parameters, templates
+    /// are Jinja rendered to text with the parameters, node results and variables as top-level
+    /// names, result `{tasks, published}`.
+    ActionChain,
+}
+
+impl Dialect {
+    pub fn is_orquesta(&self) -> bool {
+        *self == Dialect::Orquesta
+    }
 }
 
 /// One task of a workflow.
@@ -51,6 +79,10 @@ pub struct Task {
     pub retry: Option<Retry>,
     /// Seconds the engine waits before running the task (each item, for with-items).
     pub delay: Option<Count>,
+    /// st2's `notify` for the task's executions (an ActionChain node's); Orquesta tasks have
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<squall_actions::Notify>,
 }
 
 /// A whole number written as such or as a `{{ expression }}` evaluated when the task runs
@@ -210,6 +242,8 @@ impl Workflow {
                 vars,
                 tasks,
                 output,
+                dialect: Dialect::Orquesta,
+                start: None,
             })
         } else {
             Err(problems)
@@ -221,8 +255,11 @@ impl Workflow {
         inbound_tasks(&self.tasks, target)
     }
 
-    /// Tasks no transition leads to: where a run starts.
+    /// Where a run starts: the named start task, or else the tasks no transition leads to.
     pub fn start_tasks(&self) -> Vec<String> {
+        if let Some(start) = &self.start {
+            return vec![start.clone()];
+        }
         self.tasks
             .keys()
             .filter(|name| self.inbound(name).is_empty())
@@ -368,6 +405,7 @@ fn build_task(name: &str, raw: RawTask, report: &mut impl FnMut(Option<&str>, St
         with,
         retry,
         delay,
+        notify: None,
     }
 }
 
