@@ -18,6 +18,7 @@ pub mod meta;
 pub mod params;
 pub mod runners;
 pub mod runtime;
+pub mod pyliteral;
 pub mod schema;
 
 pub use error::{ActionError, ParamError, ScriptError, SourceProblem};

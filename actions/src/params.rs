@@ -282,8 +282,12 @@ pub(crate) fn cast_to(ty: ParamType, value: &Value, secret: bool) -> Result<Valu
         (ParamType::Array, Value::Array(_)) | (ParamType::Object, Value::Object(_)) => {
             Ok(value.clone())
         }
+        // st2 reads JSON text, else a Python literal (`"['a', 'b']"`, `"{'k': True}"`), as
+        // values rendered by Jinja into text come back.
         (ParamType::Array | ParamType::Object, Value::String(s)) => {
-            match serde_json::from_str::<Value>(s) {
+            match serde_json::from_str::<Value>(s)
+                .or_else(|_| crate::pyliteral::literal_eval(s.trim()))
+            {
                 Ok(parsed) if ty.admits(&parsed) => Ok(parsed),
                 _ => fail(),
             }
@@ -428,6 +432,21 @@ mod tests {
                 Err(errors[0].to_string())
             }
         }
+    }
+
+    #[test]
+    fn arrays_and_objects_are_read_from_json_or_python_text_as_st2_reads_them() {
+        assert_eq!(cast("array", json!("[\"a\", 1]")), Ok(json!(["a", 1])));
+        assert_eq!(
+            cast("array", json!("['web', 'db']")),
+            Ok(json!(["web", "db"]))
+        );
+        assert_eq!(
+            cast("object", json!("{'up': True, 'n': None}")),
+            Ok(json!({"up": true, "n": null}))
+        );
+        assert!(cast("array", json!("{'a': 1}")).is_err());
+        assert!(cast("object", json!("os.system('x')")).is_err());
     }
 
     #[test]
