@@ -84,6 +84,39 @@ pub fn parse(src: &str) -> Result<Expr, ParseError> {
     })
 }
 
+impl Expr {
+    /// The names of the functions and methods the expression calls, in order, repeats kept.
+    pub fn calls(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.root.calls(&mut out);
+        out
+    }
+}
+
+/// Whether YAQL's standard library (as squall has it) answers to `name`, as a function or a
+/// method; the host's functions (`ctx()`...) are the caller's to know.
+pub fn is_standard_function(name: &str) -> bool {
+    library::FUNCTIONS.contains(&name)
+}
+
+/// The functions and methods every `<% %>` of a text calls; the first that does not parse is
+/// an error.
+pub fn calls_in_text(src: &str) -> Result<Vec<String>, EvalError> {
+    let mut out = Vec::new();
+    for (start, end) in expressions_in(src) {
+        let whole = &src[start..end];
+        let stripped = whole
+            .trim_matches(|c| c == '<' || c == '%' || c == '>')
+            .trim();
+        let parsed = parse(stripped).map_err(|source| EvalError::Parse {
+            expr: whole.to_string(),
+            source,
+        })?;
+        out.extend(parsed.calls());
+    }
+    Ok(out)
+}
+
 pub fn evaluate(expr: &Expr, ctx: &dyn Context) -> Result<Value, EvalError> {
     eval::evaluate(&expr.root, ctx)
 }

@@ -14,6 +14,83 @@ use crate::syntax::{Arg, Node};
 use crate::EvalError;
 
 /// Functions whose arguments after the first are lambdas, evaluated once per element.
+/// Every function and method name the standard library answers to (a name outside it, the
+/// host's and the lazy ones is unknown: a load problem for the engine).
+pub(crate) const FUNCTIONS: &[&str] = &[
+    "abs",
+    "all",
+    "any",
+    "append",
+    "bool",
+    "coalesce",
+    "concat",
+    "contains",
+    "containsKey",
+    "containsValue",
+    "count",
+    "dict",
+    "distinct",
+    "endsWith",
+    "enumerate",
+    "filter",
+    "first",
+    "flatten",
+    "float",
+    "get",
+    "indexOf",
+    "indexWhere",
+    "int",
+    "isBoolean",
+    "isDict",
+    "isEmpty",
+    "isInteger",
+    "isList",
+    "isNumber",
+    "isString",
+    "items",
+    "join",
+    "keys",
+    "last",
+    "lastIndexOf",
+    "len",
+    "let",
+    "limit",
+    "list",
+    "matches",
+    "max",
+    "min",
+    "orderBy",
+    "orderByDescending",
+    "range",
+    "regex",
+    "replace",
+    "reverse",
+    "select",
+    "selectMany",
+    "set",
+    "single",
+    "skip",
+    "skipWhile",
+    "split",
+    "startsWith",
+    "str",
+    "substring",
+    "sum",
+    "switch",
+    "take",
+    "takeWhile",
+    "toCharArray",
+    "toList",
+    "toLower",
+    "toUpper",
+    "trim",
+    "trimLeft",
+    "trimRight",
+    "values",
+    "where",
+    "with",
+];
+
 pub(crate) fn is_lazy(name: &str) -> bool {
     matches!(
         name,
@@ -680,5 +757,41 @@ fn eager(name: &str, is_method: bool, a: &[Value]) -> Res {
         }
         ("isEmpty" | "any" | "all" | "select" | "where", _) => no_match(),
         _ => no_match(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_the_library_answers_to_is_listed() {
+        // The names in `eager`'s arms, as written (`("len", ...)`, `| "count"`), and the lazy ones.
+        let source = include_str!("library.rs");
+        let body = &source[source.find("fn eager(").unwrap_or(0)..];
+        let mut missing = Vec::new();
+        for (i, _) in body.match_indices('"') {
+            let rest = &body[i + 1..];
+            let Some(end) = rest.find('"') else { continue };
+            let name = &rest[..end];
+            let before = body[..i].trim_end();
+            let is_arm = before.ends_with('(') || before.ends_with('|');
+            let after = rest[end + 1..].trim_start();
+            let arm_end =
+                after.starts_with(',') || after.starts_with('|') || after.starts_with(')');
+            if is_arm
+                && arm_end
+                && !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && !FUNCTIONS.contains(&name)
+            {
+                missing.push(name.to_string());
+            }
+        }
+        assert!(missing.is_empty(), "not in FUNCTIONS: {missing:?}");
+        for lazy in ["select", "where", "switch", "let", "with"] {
+            assert!(is_lazy(lazy) && FUNCTIONS.contains(&lazy));
+        }
     }
 }

@@ -48,6 +48,45 @@ pub(crate) enum Arg {
     Named(Node, Node),
 }
 
+impl Node {
+    /// The names of the functions and methods the expression calls, in order.
+    pub(crate) fn calls(&self, out: &mut Vec<String>) {
+        match self {
+            Node::Const(_) | Node::Keyword(_) | Node::Var(_) => {}
+            Node::List(args) | Node::Map(args) => args.iter().for_each(|a| a.calls(out)),
+            Node::Call { name, args } => {
+                out.push(name.clone());
+                args.iter().for_each(|a| a.calls(out));
+            }
+            Node::Dot { recv, rhs, .. } => {
+                recv.calls(out);
+                rhs.calls(out);
+            }
+            Node::Index { recv, args } => {
+                recv.calls(out);
+                args.iter().for_each(|a| a.calls(out));
+            }
+            Node::Unary { operand, .. } => operand.calls(out),
+            Node::Binary { left, right, .. } => {
+                left.calls(out);
+                right.calls(out);
+            }
+        }
+    }
+}
+
+impl Arg {
+    fn calls(&self, out: &mut Vec<String>) {
+        match self {
+            Arg::Pos(n) => n.calls(out),
+            Arg::Named(k, v) => {
+                k.calls(out);
+                v.calls(out);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
     Num(Value),

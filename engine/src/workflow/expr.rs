@@ -480,6 +480,65 @@ pub fn check_template(source: &str) -> Result<(), String> {
     check_jinja(source)
 }
 
+/// Orquesta's own functions, as YAQL calls them.
+const ORQUESTA_FUNCTIONS: [&str; 9] = [
+    "ctx",
+    "result",
+    "item",
+    "succeeded",
+    "failed",
+    "completed",
+    "task_status",
+    "st2kv",
+    "task",
+];
+
+/// The names an expression uses that nothing provides: YAQL functions and methods outside
+/// YAQL's library, Orquesta's and st2's functions; Jinja names that are neither functions of
+/// the environment nor hidden context (a workflow's variables are `ctx().x`, never bare
+/// names). Each is an error when the expression runs, so the loader reports it at its line.
+/// Expressions that do not compile are [`check_template`]'s to report.
+pub fn unknown_names(source: &str) -> Vec<String> {
+    let mut unknown: Vec<String> = Vec::new();
+    let mut note = |name: String| {
+        if !unknown.contains(&name) {
+            unknown.push(name);
+        }
+    };
+    if squall_yaql::has_expressions(source) {
+        for name in squall_yaql::calls_in_text(source).unwrap_or_default() {
+            let known = squall_yaql::is_standard_function(&name)
+                || ORQUESTA_FUNCTIONS.contains(&name.as_str())
+                || squall_rules::st2fn::names().any(|n| n == name);
+            if !known {
+                note(format!("{name}()"));
+            }
+        }
+        return unknown;
+    }
+    if !squall_rules::template::is_template(source) {
+        return unknown;
+    }
+    let used = match jinja_single(source) {
+        Some(e) => ENV
+            .compile_expression(e)
+            .map(|x| x.undeclared_variables(false)),
+        None => ENV
+            .template_from_str(source)
+            .map(|t| t.undeclared_variables(false)),
+    };
+    let Ok(mut used) = used.map(|u| u.into_iter().collect::<Vec<_>>()) else {
+        return unknown;
+    };
+    used.sort();
+    for name in used {
+        if ENV.globals().all(|(global, _)| global != name) {
+            note(name);
+        }
+    }
+    unknown
+}
+
 /// [`check_template`] for Jinja alone (an ActionChain's templates: `<% %>` is plain text there).
 pub fn check_jinja(source: &str) -> Result<(), String> {
     if !squall_rules::template::is_template(source) {

@@ -878,6 +878,13 @@ fn check_template(
 ) {
     if let Err(e) = expr::check_template(s) {
         report(needle, format!("{what}: template does not compile: {e}"));
+        return;
+    }
+    for name in expr::unknown_names(s) {
+        report(
+            needle,
+            format!("{what}: '{name}' is not a function or name Orquesta's expressions know (a workflow's variables are ctx().name)"),
+        );
     }
 }
 
