@@ -140,6 +140,16 @@ fn a_workflow_asks_pauses_survives_kill_9_and_carries_on_with_st2s_answer() {
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
     let (_, e) = s.get(&format!("/api/v1/executions/{wf}"));
     assert_eq!(e["status"], "paused", "{e}");
+    // Resumed by hand while the question is open, it waits again.
+    let (code, e) = put(
+        &s,
+        &format!("/api/v1/executions/{wf}"),
+        json!({"status": "resuming"}),
+    );
+    assert_eq!(code, 200, "{e}");
+    s.wait_for(&format!("/api/v1/executions/{wf}"), 20, |e| {
+        e["status"] == "paused"
+    });
 
     // StackStorm's CLI lists it and answers it.
     let st2 = St2::new(dir.path(), &s, None);

@@ -510,6 +510,11 @@ impl Engine {
         }
         self.advance(loaded, active, id, step);
         self.check_paused(active, id, step);
+        // Resumed while a question is still unanswered: it waits again, as Orquesta's does.
+        let waits = self.waiting.lock().is_ok_and(|w| w.contains(id));
+        if control == Control::Resume && waits {
+            self.pause_if_only_waiting(active, id, step);
+        }
         Ok(())
     }
 
