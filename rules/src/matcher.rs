@@ -2,7 +2,10 @@
 //!
 //! Rules are indexed by trigger type, and within a type by the literal of one `equals`
 //! criterion when they have one, so the cost of matching an instance grows with the rules that
-//! could match it, not with the rule set. Pure: no I/O, no clock (callers pass "now").
+//! could match it, not with the rule set. The parts of correlation rules are indexed the same
+//! way, beside the rules, so an instance is checked only against the parts that could take it
+//! and a load without correlation rules pays nothing for them. Pure: no I/O, no clock (callers
+//! pass "now").
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -11,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::correlate::{MatchedEvent, PartSet};
 use crate::lookup::KeyPath;
 use crate::model::{Criterion, PatternSource, Rule, RuleType, SearchCondition, Throttle};
 use crate::operators::{py_type, Operator};
@@ -85,10 +89,17 @@ impl std::fmt::Display for CriterionFailure {
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum NoMatch {
     Disabled,
-    WrongTrigger { expected: String, got: String },
-    TriggerParameters { expected: Value },
+    WrongTrigger {
+        expected: String,
+        got: String,
+    },
+    TriggerParameters {
+        expected: Value,
+    },
     EmptyPayload,
     BackstopSkipped,
+    /// A correlation rule matches several instances over time, never one alone.
+    Correlation,
     Criterion(Box<CriterionFailure>),
 }
 
@@ -109,6 +120,9 @@ impl std::fmt::Display for NoMatch {
             NoMatch::BackstopSkipped => {
                 f.write_str("a standard rule matched, so backstop rules do not")
             }
+            NoMatch::Correlation => f.write_str(
+                "the rule correlates several instances (correlate:); one instance alone does not enforce it",
+            ),
             NoMatch::Criterion(c) => write!(f, "criterion failed:\n{c}"),
         }
     }
@@ -122,8 +136,12 @@ pub struct Evaluation {
     /// Rules whose criteria could not be evaluated (a comparison that raises in st2, a template
     /// that fails to render): they do not match, and this says why.
     pub errors: Vec<(RuleId, CriterionFailure)>,
-    /// How many rules were checked in full (after the index).
+    /// How many rules (and correlation parts) were checked in full (after the index).
     pub checked: usize,
+    /// Correlation rules with parts this instance matched, in rule-set order, and which:
+    /// what to hand to each rule's [`crate::CorrelationState::feed`]. A part whose criteria
+    /// could not be evaluated is not matched and is in `errors`.
+    pub correlated: Vec<(RuleId, PartSet)>,
 }
 
 /// What a matched rule asks for.
@@ -160,9 +178,13 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn add(&mut self, id: RuleId, rule: &Rule) {
-        let indexable = rule
-            .criteria
+    fn is_empty(&self) -> bool {
+        self.rest.is_empty() && self.by_literal.is_empty()
+    }
+
+    /// Files `id` (a rule, or a correlation part) under one of its `equals` criteria.
+    fn add(&mut self, id: RuleId, criteria: &[Criterion]) {
+        let indexable = criteria
             .iter()
             .find_map(|c| match (&c.operator, &c.pattern) {
                 (Operator::Equals, PatternSource::Literal { value, .. })
@@ -202,6 +224,10 @@ impl Bucket {
 struct TriggerIndex {
     standard: Bucket,
     backstop: Bucket,
+    /// Correlation parts of this trigger type, by their index in [`RuleSet::parts`].
+    parts: Bucket,
+    /// The correlation rules with a part of this trigger type, in order.
+    correlation_rules: Vec<RuleId>,
 }
 
 /// Compiled action parameter templates of one rule.
@@ -224,6 +250,8 @@ pub struct RuleSet {
     compiled: Vec<RuleTemplates>,
     templates: Templates,
     index: HashMap<String, TriggerIndex>,
+    /// Every enabled correlation rule's parts: (rule, part number).
+    parts: Vec<(RuleId, usize)>,
 }
 
 impl RuleSet {
@@ -246,6 +274,11 @@ impl RuleSet {
         for mut rule in given {
             let mut errs = Vec::new();
             compile_patterns(&mut rule.criteria, &mut templates, &mut errs);
+            if let Some(c) = &mut rule.correlate {
+                for part in c.parts.iter_mut().chain(c.none.iter_mut()) {
+                    compile_patterns(&mut part.criteria, &mut templates, &mut errs);
+                }
+            }
             let mut parameters = Vec::new();
             for (k, v) in &rule.action_parameters {
                 match compile_value(v, &mut templates) {
@@ -273,16 +306,30 @@ impl RuleSet {
             }
         }
         let mut index: HashMap<String, TriggerIndex> = HashMap::new();
+        let mut parts = Vec::new();
         for (id, rule) in rules.iter().enumerate() {
             if !rule.enabled {
+                continue;
+            }
+            if let Some(c) = &rule.correlate {
+                for (n, part) in c.all_parts() {
+                    let entry = index
+                        .entry(canonical_trigger_ref(&part.trigger_type).to_string())
+                        .or_default();
+                    entry.parts.add(parts.len(), &part.criteria);
+                    if entry.correlation_rules.last() != Some(&id) {
+                        entry.correlation_rules.push(id);
+                    }
+                    parts.push((id, n));
+                }
                 continue;
             }
             let entry = index
                 .entry(canonical_trigger_ref(&rule.trigger_type).to_string())
                 .or_default();
             match rule.rule_type {
-                RuleType::Standard => entry.standard.add(id, rule),
-                RuleType::Backstop => entry.backstop.add(id, rule),
+                RuleType::Standard => entry.standard.add(id, &rule.criteria),
+                RuleType::Backstop => entry.backstop.add(id, &rule.criteria),
             }
         }
         (
@@ -291,6 +338,7 @@ impl RuleSet {
                 compiled,
                 templates,
                 index,
+                parts,
             },
             problems,
         )
@@ -308,9 +356,28 @@ impl RuleSet {
         self.rules.iter().position(|r| r.reference() == reference)
     }
 
-    /// Trigger types some enabled rule listens to (canonical names).
+    /// Trigger types some enabled rule listens to (canonical names), correlation rules' parts
+    /// included.
     pub fn trigger_types(&self) -> impl Iterator<Item = &str> {
         self.index.keys().map(String::as_str)
+    }
+
+    /// The enabled correlation rules, in order: those whose state the caller keeps and
+    /// advances.
+    pub fn correlation_rules(&self) -> impl Iterator<Item = RuleId> + '_ {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.enabled && r.is_correlation())
+            .map(|(id, _)| id)
+    }
+
+    /// The enabled correlation rules with a part of this trigger type (one map lookup).
+    pub fn correlation_rules_for(&self, trigger: &str) -> &[RuleId] {
+        self.index
+            .get(canonical_trigger_ref(trigger))
+            .map(|i| i.correlation_rules.as_slice())
+            .unwrap_or(&[])
     }
 
     /// Matches an instance against every rule that could match it.
@@ -325,7 +392,84 @@ impl RuleSet {
             candidates.clear();
             self.pass(&idx.backstop, inst, env, &mut candidates, &mut eval);
         }
+        if !idx.parts.is_empty() {
+            candidates.clear();
+            self.parts_pass(&idx.parts, inst, env, &mut candidates, &mut eval);
+        }
         eval
+    }
+
+    /// Checks the correlation parts that could take the instance. A part matching does not
+    /// count as a rule matching: backstop rules still run when only parts matched.
+    fn parts_pass(
+        &self,
+        bucket: &Bucket,
+        inst: &TriggerInstanceView<'_>,
+        env: &EvalEnv,
+        candidates: &mut Vec<usize>,
+        eval: &mut Evaluation,
+    ) {
+        bucket.candidates(inst.payload, candidates);
+        // Parts are numbered rule by rule, so sorted parts come grouped by rule, in order.
+        if candidates.len() > 1 {
+            candidates.sort_unstable();
+            candidates.dedup();
+        }
+        for &p in candidates.iter() {
+            let Some(&(id, n)) = self.parts.get(p) else {
+                continue;
+            };
+            eval.checked += 1;
+            match self.check_part(id, n, inst, env) {
+                Ok(()) => match eval.correlated.last_mut() {
+                    Some((last, set)) if *last == id => set.insert(n),
+                    _ => eval.correlated.push((id, [n].into_iter().collect())),
+                },
+                Err(Some(NoMatch::Criterion(f))) if f.error.is_some() => eval.errors.push((id, *f)),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Whether an instance matches part `n` of correlation rule `id`: its trigger type and its
+    /// criteria, checked exactly as a rule's.
+    pub fn check_part(
+        &self,
+        id: RuleId,
+        n: usize,
+        inst: &TriggerInstanceView<'_>,
+        env: &EvalEnv,
+    ) -> Result<(), Option<NoMatch>> {
+        let rule = &self.rules[id];
+        let Some(part) = rule.correlate.as_ref().and_then(|c| c.part(n)) else {
+            return Err(None);
+        };
+        if canonical_trigger_ref(&part.trigger_type) != canonical_trigger_ref(inst.trigger) {
+            return Err(Some(NoMatch::WrongTrigger {
+                expected: part.trigger_type.clone(),
+                got: inst.trigger.to_string(),
+            }));
+        }
+        if !part.parameters.is_empty() {
+            if let Some(given) = inst.trigger_parameters {
+                let expected = Value::Object(part.parameters.clone());
+                if *given != expected {
+                    return Err(Some(NoMatch::TriggerParameters { expected }));
+                }
+            }
+        }
+        if part.criteria.is_empty() {
+            return Ok(());
+        }
+        if is_empty_payload(inst.payload) {
+            return Err(Some(NoMatch::EmptyPayload));
+        }
+        let templates = &self.compiled[id];
+        for c in &part.criteria {
+            self.check_criterion(c, "trigger", inst.payload, templates, env, false)
+                .map_err(|f| f.map(NoMatch::Criterion))?;
+        }
+        Ok(())
     }
 
     fn pass(
@@ -363,6 +507,9 @@ impl RuleSet {
         let rule = &self.rules[id];
         if !rule.enabled {
             return Err(NoMatch::Disabled);
+        }
+        if rule.is_correlation() {
+            return Err(NoMatch::Correlation);
         }
         let (want, got) = (
             canonical_trigger_ref(&rule.trigger_type),
@@ -524,12 +671,54 @@ impl RuleSet {
         context: Option<&Value>,
         env: &EvalEnv,
     ) -> Result<ActionRequest, String> {
-        let rule = &self.rules[id];
         let ctx = Context::new("trigger", payload, &env.kv);
+        self.render_in_scope(id, payload, &Scope::Single(&ctx), context, env)
+    }
+
+    /// Renders the action a correlation rule's fire requests: its templates see `events`
+    /// (the matched instances' payloads, in arrival order), `trigger` (the last of them, or an
+    /// empty mapping when none, as for absence) and `group` (the `group_by` values, in order).
+    /// `context`: where the last instance was sensed, as for [`RuleSet::render_action`].
+    pub fn render_correlated_action(
+        &self,
+        id: RuleId,
+        events: &[MatchedEvent],
+        group: &[Value],
+        context: Option<&Value>,
+        env: &EvalEnv,
+    ) -> Result<ActionRequest, String> {
+        let empty = Value::Object(Map::new());
+        let trigger = events.last().map(|e| &e.payload).unwrap_or(&empty);
+        let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
+        let mut extra = std::collections::BTreeMap::new();
+        extra.insert("events", minijinja::Value::from_serialize(&payloads));
+        extra.insert("group", minijinja::Value::from_serialize(group));
+        let jinja = minijinja::value::merge_maps([
+            minijinja::Value::from(extra),
+            crate::template::context("trigger", trigger, &env.kv),
+        ]);
+        self.render_in_scope(
+            id,
+            trigger,
+            &Scope::Correlated { trigger, jinja },
+            context,
+            env,
+        )
+    }
+
+    fn render_in_scope(
+        &self,
+        id: RuleId,
+        payload: &Value,
+        scope: &Scope<'_>,
+        context: Option<&Value>,
+        env: &EvalEnv,
+    ) -> Result<ActionRequest, String> {
+        let rule = &self.rules[id];
         let mut parameters = Map::new();
         for (k, v) in &self.compiled[id].parameters {
             let rendered = self
-                .render_value(v, &ctx)
+                .render_value(v, scope)
                 .map_err(|e| format!("action parameter '{k}': {e}"))?;
             parameters.insert(k.clone(), rendered);
         }
@@ -544,9 +733,10 @@ impl RuleSet {
         let queue_ctx = with_context
             .as_ref()
             .map(|p| Context::new("trigger", p, &env.kv));
+        let queue_scope = queue_ctx.as_ref().map(Scope::Single);
         let queue = match &self.compiled[id].queue {
             Some(q) => match self
-                .render_value(q, queue_ctx.as_ref().unwrap_or(&ctx))
+                .render_value(q, queue_scope.as_ref().unwrap_or(scope))
                 .map_err(|e| format!("action queue: {e}"))?
             {
                 Value::String(s) if s.trim().is_empty() => None,
@@ -563,10 +753,21 @@ impl RuleSet {
         })
     }
 
-    fn render_value(&self, v: &CompiledValue, ctx: &Context<'_>) -> Result<Value, String> {
+    fn render_value(&self, v: &CompiledValue, ctx: &Scope<'_>) -> Result<Value, String> {
         Ok(match v {
             CompiledValue::Plain(v) => v.clone(),
-            CompiledValue::Template(c) => self.templates.render_in(c, ctx)?,
+            CompiledValue::Template(c) => match ctx {
+                Scope::Single(ctx) => self.templates.render_in(c, ctx)?,
+                Scope::Correlated { trigger, jinja } => {
+                    // The plain-path shortcut `render_in` takes, over the last instance.
+                    if let Compiled::NativePath { path, .. } = c {
+                        if let Some(found) = read_path(path, trigger) {
+                            return Ok(found.clone());
+                        }
+                    }
+                    self.templates.render(c, jinja)?
+                }
+            },
             CompiledValue::Array(items) => Value::Array(
                 items
                     .iter()
@@ -582,6 +783,26 @@ impl RuleSet {
             }
         })
     }
+}
+
+/// What a rule's action templates see: one instance (through [`Context`], built for minijinja
+/// only when needed), or a correlation's fire.
+enum Scope<'a> {
+    Single(&'a Context<'a>),
+    Correlated {
+        trigger: &'a Value,
+        jinja: minijinja::Value,
+    },
+}
+
+/// `trigger.a.b` read from the payload when every step is a mapping holding the next key.
+fn read_path<'a>(path: &[String], trigger: &'a Value) -> Option<&'a Value> {
+    let (first, keys) = path.split_first()?;
+    if first != "trigger" {
+        return None;
+    }
+    keys.iter()
+        .try_fold(trigger, |v, key| v.as_object()?.get(key))
 }
 
 fn compile_patterns(criteria: &mut [Criterion], templates: &mut Templates, errs: &mut Vec<String>) {
@@ -757,6 +978,111 @@ mod tests {
         let own = serde_json::json!({"context": {"host": "mine"}});
         let r = set.render_action(0, &own, Some(&sensed), &env).unwrap();
         assert_eq!(r.queue.as_deref(), Some("mine"));
+    }
+
+    #[test]
+    fn correlation_parts_are_indexed_beside_rules_and_leave_them_alone() {
+        let plain = "name: plain\nenabled: true\ntrigger: {type: d.e}\ncriteria:\n  trigger.action: {type: equals, pattern: die}\naction: {ref: core.noop}\n";
+        let backstop = "name: back\nenabled: true\ntype: {ref: backstop}\ntrigger: {type: d.e}\naction: {ref: core.noop}\n";
+        let corr = |name: &str, action: &str| {
+            format!("name: {name}\nenabled: true\ncorrelate:\n  within: 60\n  all:\n    - trigger: d.e\n      criteria: {{trigger.action: {{type: equals, pattern: {action}}}}}\n    - trigger: core.st2.webhook\n  none:\n    - trigger: d.e\n      criteria: {{trigger.action: {{type: equals, pattern: start}}}}\naction: {{ref: core.noop}}\n")
+        };
+        let rules: Vec<Rule> = [
+            plain.to_string(),
+            corr("c1", "die"),
+            backstop.to_string(),
+            corr("c2", "oom"),
+        ]
+        .iter()
+        .map(|t| Rule::from_yaml(t).unwrap())
+        .collect();
+        assert!(rules[1].is_correlation() && rules[1].trigger_type.is_empty());
+        assert_eq!(rules[1].trigger_types(), vec!["core.st2.webhook", "d.e"]);
+        let set = RuleSet::new(rules).unwrap();
+        let env = EvalEnv {
+            now: chrono::Utc::now(),
+            kv: Arc::new(crate::NoKeyValues),
+        };
+        let eval = |trigger: &str, payload: Value| {
+            set.evaluate(
+                &TriggerInstanceView {
+                    trigger,
+                    payload: &payload,
+                    trigger_parameters: None,
+                },
+                &env,
+            )
+        };
+        let die = eval("d.e", serde_json::json!({"action": "die"}));
+        assert_eq!(die.matched, vec![0]);
+        assert_eq!(die.correlated, vec![(1, [0].into_iter().collect())]);
+        // Only the parts the index files under `start` (and those without a literal) are
+        // checked: c1's and c2's `none` part and their webhook parts are on another type.
+        let start = eval("d.e", serde_json::json!({"action": "start"}));
+        assert_eq!(
+            start.matched,
+            vec![2],
+            "a part matching is not a rule matching"
+        );
+        let none_part = |id| (id, [2].into_iter().collect::<PartSet>());
+        assert_eq!(start.correlated, vec![none_part(1), none_part(3)]);
+        assert_eq!(start.checked, 1 + 2);
+        let hook = eval("core.webhook", serde_json::json!({"x": 1}));
+        assert_eq!(
+            hook.correlated,
+            vec![
+                (1, [1].into_iter().collect()),
+                (3, [1].into_iter().collect())
+            ]
+        );
+        assert_eq!(set.correlation_rules().collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(set.correlation_rules_for("core.st2.webhook"), &[1, 3]);
+        assert!(set.correlation_rules_for("x.y").is_empty());
+        let mut types: Vec<&str> = set.trigger_types().collect();
+        types.sort_unstable();
+        assert_eq!(types, vec!["core.webhook", "d.e"]);
+        let view = TriggerInstanceView {
+            trigger: "d.e",
+            payload: &Value::Null,
+            trigger_parameters: None,
+        };
+        assert_eq!(set.check(1, &view, &env, false), Err(NoMatch::Correlation));
+    }
+
+    #[test]
+    fn a_fire_renders_with_events_trigger_and_group() {
+        let rule = Rule::from_yaml(
+            "name: c\nenabled: true\ncorrelate:\n  within: 60\n  group_by: [trigger.id]\n  sequence:\n    - trigger: a.b\n    - trigger: a.b\naction:\n  ref: core.noop\n  queue: '{{ trigger.context.host }}'\n  parameters:\n    first: '{{ events[0].n }}'\n    last: '{{ trigger.n }}'\n    ns: '{{ events | map(attribute=\"n\") | list }}'\n    id: '{{ group[0] }}'\n    kv: '{{ kv.nothing }}'\n",
+        )
+        .unwrap();
+        let set = RuleSet::new(vec![rule]).unwrap();
+        let env = EvalEnv {
+            now: chrono::Utc::now(),
+            kv: Arc::new(crate::NoKeyValues),
+        };
+        let event = |n: i64| MatchedEvent {
+            part: 0,
+            instance_id: format!("i{n}"),
+            trigger: "a.b".into(),
+            at: env.now,
+            payload: serde_json::json!({"id": "c1", "n": n}),
+        };
+        let sensed = serde_json::json!({"host": "h7"});
+        let group = [serde_json::json!("c1")];
+        let r = set
+            .render_correlated_action(0, &[event(1), event(2)], &group, Some(&sensed), &env)
+            .unwrap();
+        assert_eq!(
+            Value::Object(r.parameters),
+            serde_json::json!({"first": 1, "last": 2, "ns": [1, 2], "id": "c1", "kv": ""})
+        );
+        assert_eq!(r.queue.as_deref(), Some("h7"));
+        // An absence fire has no events: `trigger` is empty, and a template reading it fails
+        // as it would over an instance without the key.
+        let e = set
+            .render_correlated_action(0, &[], &group, None, &env)
+            .unwrap_err();
+        assert!(e.contains("first"), "{e}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The rule model and its loader: StackStorm rule files, unchanged, plus squall's `throttle`.
+//! The rule model and its loader: StackStorm rule files, unchanged, plus squall's `throttle`
+//! and `correlate` (rules over several instances, loaded by [`crate::correlate`]).
 //!
 //! Loading checks everything that can be checked without the rest of the pack (field names,
 //! operators, keys, regular expressions, template syntax, throttle windows) and reports every
@@ -10,6 +11,7 @@ use fancy_regex::Regex;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::correlate::{parse_correlation, Correlation, RawCorrelate};
 use crate::lookup::KeyPath;
 use crate::operators::Operator;
 use crate::template::{is_template, Compiled, Templates};
@@ -114,7 +116,8 @@ pub struct Rule {
     pub pack: String,
     pub description: String,
     pub enabled: bool,
-    /// The trigger type reference as written.
+    /// The trigger type reference as written; empty for a correlation rule, whose parts name
+    /// theirs (see [`Rule::is_correlation`] and [`Rule::trigger_types`]).
     pub trigger_type: String,
     pub trigger_parameters: Map<String, Value>,
     pub criteria: Vec<Criterion>,
@@ -126,12 +129,36 @@ pub struct Rule {
     pub rule_type: RuleType,
     pub tags: Vec<Tag>,
     pub throttle: Option<Throttle>,
+    /// squall: the rule matches several instances over time (`correlate:`); it has no
+    /// `trigger` and no top-level `criteria` then.
+    pub correlate: Option<Correlation>,
 }
 
 impl Rule {
     /// `pack.name`.
     pub fn reference(&self) -> String {
         format!("{}.{}", self.pack, self.name)
+    }
+
+    /// Whether the rule correlates several instances (`correlate:`) rather than matching one.
+    pub fn is_correlation(&self) -> bool {
+        self.correlate.is_some()
+    }
+
+    /// The trigger types the rule listens to, as written: its trigger, or its parts'.
+    pub fn trigger_types(&self) -> Vec<&str> {
+        match &self.correlate {
+            Some(c) => {
+                let mut types: Vec<&str> = c
+                    .all_parts()
+                    .map(|(_, p)| p.trigger_type.as_str())
+                    .collect();
+                types.sort_unstable();
+                types.dedup();
+                types
+            }
+            None => vec![self.trigger_type.as_str()],
+        }
     }
 
     /// Parses a rule file (YAML or JSON). Every problem found is returned, each with its line
@@ -141,11 +168,49 @@ impl Rule {
         let mut problems = Vec::new();
         let locate = |needle: &str| line_of(text, needle);
 
-        let trigger_type = match raw.trigger.type_.or(raw.trigger.ref_) {
-            Some(t) if !t.trim().is_empty() => t,
-            _ => {
-                problems.push(problem(locate("trigger"), "trigger.type is required"));
-                String::new()
+        let top = |key: &str| top_level_line(text, key);
+        let (trigger_type, trigger_parameters, correlate) = match (raw.trigger, raw.correlate) {
+            (Some(_), Some(_)) => {
+                problems.push(problem(
+                    top("trigger"),
+                    "give either trigger or correlate, not both: a correlation rule names its triggers in its parts",
+                ));
+                (String::new(), None, None)
+            }
+            (None, Some(c)) => {
+                if raw.criteria.is_some() {
+                    problems.push(problem(
+                        top("criteria"),
+                        "a correlation rule's criteria belong to its parts (correlate.all[i].criteria ...)",
+                    ));
+                }
+                if raw.rule_type.as_ref().is_some_and(|t| t.ref_ == "backstop") {
+                    problems.push(problem(
+                        top("type"),
+                        "a correlation rule cannot be a backstop rule",
+                    ));
+                }
+                match parse_correlation(c, text) {
+                    Ok(c) => (String::new(), None, Some(c)),
+                    Err(mut e) => {
+                        problems.append(&mut e);
+                        (String::new(), None, None)
+                    }
+                }
+            }
+            (Some(trigger), None) => match trigger.type_.or(trigger.ref_) {
+                Some(t) if !t.trim().is_empty() => (t, trigger.parameters, None),
+                _ => {
+                    problems.push(problem(locate("trigger"), "trigger.type is required"));
+                    (String::new(), None, None)
+                }
+            },
+            (None, None) => {
+                problems.push(problem(
+                    Some(1),
+                    "missing field `trigger` (or a correlate block)",
+                ));
+                (String::new(), None, None)
             }
         };
         if raw.name.trim().is_empty() {
@@ -194,7 +259,7 @@ impl Rule {
         };
         check_templates(&action_parameters, "action.parameters", text, &mut problems);
 
-        let trigger_parameters = match raw.trigger.parameters {
+        let trigger_parameters = match trigger_parameters {
             None => Map::new(),
             Some(p) => yaml_to_json_map(p).unwrap_or_else(|e| {
                 problems.push(problem(locate("parameters"), e));
@@ -237,6 +302,7 @@ impl Rule {
             rule_type,
             tags,
             throttle,
+            correlate,
         })
     }
 }
@@ -246,7 +312,7 @@ impl Rule {
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a rule: a mapping with name, trigger, action and optional criteria"
+    expecting = "a rule: a mapping with name, trigger (or correlate), action and optional criteria"
 )]
 struct RawRule {
     name: String,
@@ -257,7 +323,11 @@ struct RawRule {
     /// st2's default: a rule without `enabled: true` is disabled.
     #[serde(default)]
     enabled: bool,
-    trigger: RawTrigger,
+    #[serde(default)]
+    trigger: Option<RawTrigger>,
+    /// squall: a rule over several instances, instead of `trigger`.
+    #[serde(default)]
+    correlate: Option<RawCorrelate>,
     #[serde(default)]
     criteria: Option<serde_yaml::Mapping>,
     action: RawAction,
@@ -379,6 +449,22 @@ pub fn yaml_problem(e: &serde_yaml::Error) -> SourceProblem {
     }
 }
 
+/// The line (1-based) of `key` as a key of the file's top-level mapping (not indented).
+fn top_level_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            [
+                format!("{key}:"),
+                format!("'{key}':"),
+                format!("\"{key}\":"),
+            ]
+            .iter()
+            .any(|c| l.starts_with(c.as_str()))
+        })
+        .map(|i| i + 1)
+        .or_else(|| line_of(text, key))
+}
+
 /// The first line (1-based) on which `needle` appears as a mapping key.
 pub fn line_of(text: &str, needle: &str) -> Option<usize> {
     let candidates = [
@@ -407,7 +493,7 @@ fn yaml_to_json_map(v: serde_yaml::Value) -> Result<Map<String, Value>, String> 
     }
 }
 
-fn parse_criterion(
+pub(crate) fn parse_criterion(
     key: &serde_yaml::Value,
     value: serde_yaml::Value,
     text: &str,
