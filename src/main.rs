@@ -9,6 +9,7 @@
 mod alias_cmd;
 mod capacity_cmd;
 mod client;
+mod correlate_test;
 mod inquiry_cmd;
 mod pack_cmd;
 mod pack_create;
@@ -400,6 +401,9 @@ fn rule_test(rule_file: &Path, instance_file: &Path, packs: &[PathBuf]) -> Resul
     if !rule.enabled {
         rule.enabled = true;
         println!("note: the rule is disabled (enabled: false); evaluated as if it were enabled");
+    }
+    if rule.is_correlation() {
+        return correlate_test::correlation_test(rule, &read_data(instance_file)?);
     }
     let instance = trigger_instance(&read_data(instance_file)?)
         .map_err(|e| anyhow!("{}: {e}", instance_file.display()))?;

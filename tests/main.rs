@@ -14,6 +14,7 @@ mod chatops;
 mod cli;
 mod cli_api;
 mod console;
+mod correlation;
 mod docker;
 mod durability;
 mod harness;

@@ -70,6 +70,7 @@ fn main() {
                 status: TriggerInstanceStatus::Processed,
                 enforcements,
                 executions: executions.iter().map(|e| Arc::new(e.clone())).collect(),
+                correlation: Vec::new(),
             })
             .collect();
         store.complete_new_later(list, None).expect("store_cost");

@@ -503,6 +503,11 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         text.push_str(&remote.render_metrics());
     }
     text.push_str(&crate::capacity::render_metrics());
+    text.push_str(
+        &state
+            .engine
+            .render_correlation_metrics(&state.engine.loaded()),
+    );
     text.push_str(&squall_sensors::mesos_metrics::render_metrics());
     let engine = state.engine.clone();
     let (store_bytes, journal_bytes) = tokio::task::spawn_blocking(move || {
@@ -930,6 +935,7 @@ pub fn builtin_trigger_types() -> Vec<Value> {
         json!({"ref": "core.date_timer", "pack": "core", "name": "date_timer", "description": "Fires once at a date (st2: core.st2.DateTimer).", "parameters_schema": {"type": "object", "properties": {"date": {"type": "string"}, "timezone": {"type": "string"}}}, "payload_schema": {"type": "object", "properties": {"executed_at": {"type": "string"}, "schedule": {}}}}),
         json!({"ref": "core.action_finished", "pack": "core", "name": "action_finished", "description": "An execution reached a final status (st2: core.st2.generic.actiontrigger).", "parameters_schema": {}, "payload_schema": {"type": "object", "properties": {"execution_id": {"type": "string"}, "status": {"type": "string"}, "action_ref": {"type": "string"}, "result": {}, "parameters": {"type": "object"}}}}),
         json!({"ref": "core.st2.generic.notifytrigger", "pack": "core", "name": "st2.generic.notifytrigger", "description": "An execution with notify settings ended: one instance per route.", "parameters_schema": {}, "payload_schema": {"type": "object", "properties": {"execution_id": {"type": "string"}, "status": {"type": "string"}, "start_timestamp": {"type": "string"}, "end_timestamp": {"type": "string"}, "action_ref": {"type": "string"}, "runner_ref": {"type": "string"}, "channel": {"type": "string"}, "route": {"type": "string"}, "message": {"type": "string"}, "data": {"type": "object"}}}}),
+        json!({"ref": "core.correlation_window", "pack": "core", "name": "correlation_window", "description": "squall: correlation rules' windows closed at this time (recorded by the correlation timer).", "parameters_schema": {}, "payload_schema": {"type": "object", "properties": {"at": {"type": "string"}}}}),
         json!({"ref": "core.st2.generic.inquiry", "pack": "core", "name": "st2.generic.inquiry", "description": "An inquiry (core.ask) is waiting for a response.", "parameters_schema": {}, "payload_schema": {"type": "object", "properties": {"id": {"type": "string"}, "route": {"type": "string"}}}}),
     ]
 }
@@ -1009,24 +1015,9 @@ fn trigger_types(state: &AppState) -> Vec<Value> {
 }
 
 fn rule_json(r: &squall_rules::Rule) -> Value {
-    let criteria: Map<String, Value> = r
-        .criteria
-        .iter()
-        .map(|c| {
-            let pattern = match &c.pattern {
-                squall_rules::model::PatternSource::Literal { value, .. } => value.clone(),
-                squall_rules::model::PatternSource::Template { source, .. } => {
-                    Value::String(source.clone())
-                }
-            };
-            (
-                c.key.clone(),
-                json!({"type": c.operator_name, "pattern": pattern}),
-            )
-        })
-        .collect();
+    let criteria = criteria_json(&r.criteria);
     let reference = r.reference();
-    json!({
+    let mut json = json!({
         // st2's clients address a rule by its id: squall's is its reference.
         "id": reference,
         "uid": format!("rule:{}:{}", r.pack, r.name),
@@ -1040,7 +1031,30 @@ fn rule_json(r: &squall_rules::Rule) -> Value {
         "action": {"ref": r.action_ref, "parameters": r.action_parameters},
         "type": {"ref": match r.rule_type { squall_rules::RuleType::Standard => "standard", squall_rules::RuleType::Backstop => "backstop" }},
         "tags": r.tags.iter().map(|t| json!({"name": t.name, "value": t.value})).collect::<Vec<_>>(),
-    })
+    });
+    if let Some(c) = &r.correlate {
+        json["correlate"] = correlation_json(c);
+    }
+    json
+}
+
+/// Criteria as st2 writes them: `{key: {type, pattern}}`.
+fn criteria_json(criteria: &[squall_rules::Criterion]) -> Map<String, Value> {
+    criteria
+        .iter()
+        .map(|c| {
+            let pattern = match &c.pattern {
+                squall_rules::model::PatternSource::Literal { value, .. } => value.clone(),
+                squall_rules::model::PatternSource::Template { source, .. } => {
+                    Value::String(source.clone())
+                }
+            };
+            (
+                c.key.clone(),
+                json!({"type": c.operator_name, "pattern": pattern}),
+            )
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -1092,7 +1106,41 @@ fn loaded_rule_json(state: &AppState, rule_ref: &str) -> ApiResult<Value> {
         .rules
         .find(rule_ref)
         .ok_or_else(|| ApiError::not_found(format!("no rule {rule_ref}")))?;
-    Ok(rule_json(loaded.rules.rule(id)))
+    let mut json = rule_json(loaded.rules.rule(id));
+    if let Some(groups) = state.engine.open_groups(rule_ref) {
+        json["correlate"]["open_groups"] = json!(groups);
+    }
+    Ok(json)
+}
+
+/// A rule's `correlate` block as the API shows it (squall's extension to st2's rules).
+fn correlation_json(c: &squall_rules::Correlation) -> Value {
+    let parts = |parts: &[squall_rules::Part]| -> Vec<Value> {
+        parts
+            .iter()
+            .map(|p| {
+                json!({
+                    "trigger": p.trigger_type,
+                    "parameters": p.parameters,
+                    "criteria": criteria_json(&p.criteria),
+                })
+            })
+            .collect()
+    };
+    let mode = match c.mode {
+        squall_rules::CorrelationMode::All => "all",
+        squall_rules::CorrelationMode::Sequence => "sequence",
+        squall_rules::CorrelationMode::Any => "any",
+        squall_rules::CorrelationMode::Absence => "none",
+    };
+    json!({
+        "mode": mode,
+        "within_seconds": c.within.as_secs_f64(),
+        "group_by": c.group_by.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        "parts": parts(&c.parts),
+        "none": parts(&c.none),
+        "limit": c.limit,
+    })
 }
 
 #[derive(Deserialize)]

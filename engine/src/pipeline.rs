@@ -29,8 +29,9 @@ use crate::packs::Catalog;
 use crate::policies::Policies;
 use crate::store::{ScriptKv, Store, StoreError, StoreKv};
 
-pub mod hub;
+mod correlation;
 mod http;
+pub mod hub;
 mod inquiries;
 mod later;
 mod live;
@@ -43,12 +44,13 @@ mod results;
 mod shell;
 mod workflows;
 
+pub use correlation::CORRELATION_TICK;
+pub use inquiries::{inquiry_json, INQUIRY_TRIGGER};
 pub(crate) use live::outcome_status;
 use live::LiveLog;
 pub use out::{
     execution_json, is_workflow, trigger_instance_json, ExecutionOut, TriggerInstanceOut,
 };
-pub use inquiries::{inquiry_json, INQUIRY_TRIGGER};
 pub use workflows::Control;
 use workflows::WorkflowEvent;
 
@@ -140,13 +142,24 @@ impl Loaded {
     pub fn new(catalog: Catalog) -> Loaded {
         // A rule that fails to compile was reported as a pack problem; the others still run.
         let (rules, _) = RuleSet::build(catalog.rules().map(|r| r.rule.clone()).collect());
+        let is_hook = |t: &str| squall_rules::canonical_trigger_ref(t) == "core.webhook";
         let webhooks = rules
             .rules()
             .iter()
-            .filter(|r| {
-                r.enabled && squall_rules::canonical_trigger_ref(&r.trigger_type) == "core.webhook"
+            .filter(|r| r.enabled)
+            .flat_map(|r| {
+                // A rule's own trigger, and its correlation parts' (a part may name its hook).
+                let own = is_hook(&r.trigger_type).then_some(&r.trigger_parameters);
+                let parts = r.correlate.iter().flat_map(|c| {
+                    c.parts
+                        .iter()
+                        .chain(&c.none)
+                        .filter(|p| is_hook(&p.trigger_type))
+                        .map(|p| &p.parameters)
+                });
+                own.into_iter().chain(parts)
             })
-            .filter_map(|r| r.trigger_parameters.get("url").and_then(Value::as_str))
+            .filter_map(|params| params.get("url").and_then(Value::as_str))
             .map(|u| crate::model::hook_name(u).to_string())
             .collect();
         let policies = Policies::from_catalog(&catalog);
@@ -223,6 +236,11 @@ pub struct Engine {
     wf_rx: Mutex<Option<crossbeam_channel::Receiver<WorkflowEvent>>>,
     /// Workflows with a task waiting for an inquiry's answer (see `workflows`).
     waiting: Mutex<HashSet<String>>,
+    /// Correlation rules' open groups (see `correlation`), the timer's "look now" flag (set
+    /// when rules are loaded) and whether a window instance waits for the rules loop.
+    correlations: Mutex<correlation::Correlations>,
+    correlation_wake: AtomicBool,
+    correlation_tick_pending: AtomicBool,
     /// The sensors packs declared, running or with the reason they are not.
     pub sensors: Mutex<Vec<crate::sensing::RunningSensor>>,
     /// `running` marks not yet in the store (see `marks`).
@@ -325,6 +343,9 @@ impl Engine {
             wf_tx,
             wf_rx: Mutex::new(Some(wf_rx)),
             waiting: Mutex::new(HashSet::new()),
+            correlations: Mutex::default(),
+            correlation_wake: AtomicBool::new(false),
+            correlation_tick_pending: AtomicBool::new(false),
             sensors: Mutex::new(Vec::new()),
             marks: Arc::default(),
             results: results::Results::default(),
@@ -366,9 +387,10 @@ impl Engine {
             self.runtime.forget_script(&a.reference);
         }
         match self.loaded.write() {
-            Ok(mut g) => *g = new,
-            Err(poisoned) => *poisoned.into_inner() = new,
+            Ok(mut g) => *g = new.clone(),
+            Err(poisoned) => *poisoned.into_inner() = new.clone(),
         }
+        self.load_correlations(&new);
     }
 
     pub fn publish(&self, event: impl Into<std::borrow::Cow<'static, str>>, data: Value) {
@@ -577,7 +599,10 @@ impl Engine {
         self.start_results().map_err(|e| {
             EngineError::Durability(format!("cannot start the results thread: {e}"))
         })?;
+        // Before the journal's instances are replayed: they feed the stored groups.
+        self.load_correlations(&self.loaded());
         self.recover()?;
+        tokio::spawn(self.clone().correlation_loop());
         let engine = self.clone();
         std::thread::Builder::new()
             .name("squall-rules".into())
@@ -776,6 +801,7 @@ impl Engine {
                 plan.status,
                 &plan.enforcements,
                 &plan.executions,
+                &plan.correlation,
             ) {
                 Ok(written) => to_dispatch.extend(plan.written(&written)),
                 Err(e) => {
@@ -803,6 +829,7 @@ impl Engine {
                     .iter()
                     .map(|e| Arc::new(e.clone()))
                     .collect(),
+                correlation: plan.correlation,
             });
             executions.extend(plan.executions);
         }
@@ -859,58 +886,42 @@ impl Engine {
                 continue;
             }
             self.metrics.rule_matched(&rule_ref);
-            if let Some(t) = &rule.throttle {
-                let key = ThrottleState::group_key(t, &ti.payload);
-                let admitted = match self.throttle.lock() {
-                    Ok(mut s) => s.admit(&rule_ref, t, &key, env.now),
-                    Err(p) => p.into_inner().admit(&rule_ref, t, &key, env.now),
-                };
-                if !admitted {
-                    enforcements.push(enforcement(
-                        &rule_ref,
-                        &ti.id,
-                        None,
-                        Some(format!(
-                            "throttled: at most {} per {} s for group {key}",
-                            t.max,
-                            t.window.as_secs()
-                        )),
-                    ));
-                    continue;
-                }
+            let outcome = Enforced {
+                rule_ref: &rule_ref,
+                ti_id: &ti.id,
+                now: env.now,
+            };
+            if !self.admitted(
+                &outcome,
+                rule.throttle.as_ref(),
+                &ti.payload,
+                &mut enforcements,
+            ) {
+                continue;
             }
-            let request =
-                match loaded
-                    .rules
-                    .render_action(id, &ti.payload, ti.context.as_ref(), &env)
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        enforcements.push(enforcement(&rule_ref, &ti.id, None, Some(e)));
-                        continue;
-                    }
-                };
-            match self.new_execution(loaded, &request.action, request.parameters) {
-                Ok(mut e) => {
-                    if request.queue.is_some() {
-                        e.queue = request.queue;
-                    }
-                    e.rule = Some(rule_ref.clone());
-                    e.trigger_instance = Some(ti.id.clone());
-                    // Stored straight as scheduled (one write fewer) unless a concurrency
-                    // policy may hold it back.
-                    if loaded.policies.concurrency(&e.action).is_none() {
-                        e.status = ExecutionStatus::Scheduled;
-                    }
-                    enforcements.push(enforcement(&rule_ref, &ti.id, Some(e.id.clone()), None));
-                    executions.push(e);
-                }
-                Err(err) => {
-                    let reason = refusal_reason(&err);
-                    enforcements.push(enforcement(&rule_ref, &ti.id, None, Some(reason)));
-                }
-            }
+            let request = loaded
+                .rules
+                .render_action(id, &ti.payload, ti.context.as_ref(), &env);
+            self.request_action(
+                loaded,
+                &outcome,
+                request,
+                &mut enforcements,
+                &mut executions,
+            );
         }
+        let correlation = if eval.correlated.is_empty() && ti.trigger != CORRELATION_TICK {
+            Vec::new()
+        } else {
+            self.correlate(
+                loaded,
+                ti,
+                &eval.correlated,
+                &env,
+                &mut enforcements,
+                &mut executions,
+            )
+        };
         let status = if enforcements
             .iter()
             .any(|e| e.failure_reason.is_some() && e.execution_id.is_none())
@@ -925,7 +936,79 @@ impl Engine {
             status,
             enforcements,
             executions,
+            correlation,
         })
+    }
+
+    /// Whether a rule's `throttle` lets it through now (an enforcement saying why not, if not).
+    fn admitted(
+        &self,
+        outcome: &Enforced<'_>,
+        throttle: Option<&squall_rules::Throttle>,
+        payload: &Value,
+        enforcements: &mut Vec<RuleEnforcement>,
+    ) -> bool {
+        let Some(t) = throttle else {
+            return true;
+        };
+        let key = ThrottleState::group_key(t, payload);
+        let admitted = match self.throttle.lock() {
+            Ok(mut s) => s.admit(outcome.rule_ref, t, &key, outcome.now),
+            Err(p) => p.into_inner().admit(outcome.rule_ref, t, &key, outcome.now),
+        };
+        if !admitted {
+            enforcements.push(enforcement(
+                outcome.rule_ref,
+                outcome.ti_id,
+                None,
+                Some(format!(
+                    "throttled: at most {} per {} s for group {key}",
+                    t.max,
+                    t.window.as_secs()
+                )),
+            ));
+        }
+        admitted
+    }
+
+    /// A rule's rendered action as a requested execution and its enforcement, or the
+    /// enforcement saying why it could not be requested.
+    fn request_action(
+        &self,
+        loaded: &Loaded,
+        outcome: &Enforced<'_>,
+        request: Result<squall_rules::ActionRequest, String>,
+        enforcements: &mut Vec<RuleEnforcement>,
+        executions: &mut Vec<Execution>,
+    ) {
+        let (rule_ref, ti_id) = (outcome.rule_ref, outcome.ti_id);
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                enforcements.push(enforcement(rule_ref, ti_id, None, Some(e)));
+                return;
+            }
+        };
+        match self.new_execution(loaded, &request.action, request.parameters) {
+            Ok(mut e) => {
+                if request.queue.is_some() {
+                    e.queue = request.queue;
+                }
+                e.rule = Some(rule_ref.to_string());
+                e.trigger_instance = Some(ti_id.to_string());
+                // Stored straight as scheduled (one write fewer) unless a concurrency
+                // policy may hold it back.
+                if loaded.policies.concurrency(&e.action).is_none() {
+                    e.status = ExecutionStatus::Scheduled;
+                }
+                enforcements.push(enforcement(rule_ref, ti_id, Some(e.id.clone()), None));
+                executions.push(e);
+            }
+            Err(err) => {
+                let reason = refusal_reason(&err);
+                enforcements.push(enforcement(rule_ref, ti_id, None, Some(reason)));
+            }
+        }
     }
 
     /// Validates parameters and builds a requested execution (not yet stored); a refusal says
@@ -1616,6 +1699,15 @@ struct Plan {
     status: TriggerInstanceStatus,
     enforcements: Vec<RuleEnforcement>,
     executions: Vec<Execution>,
+    /// Correlation rules' state changes, written with the instance's outcome.
+    correlation: Vec<crate::store::CorrelationWrite>,
+}
+
+/// Who enforces what, when: a rule on a trigger instance.
+struct Enforced<'a> {
+    rule_ref: &'a str,
+    ti_id: &'a str,
+    now: chrono::DateTime<Utc>,
 }
 
 impl Plan {

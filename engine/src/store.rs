@@ -21,7 +21,7 @@
 //! The sled files live in `<dir>/sled/`; the key that encrypts secrets, when none is
 //! configured, in `<dir>/secret.key`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io::Write;
@@ -94,6 +94,9 @@ const T_META: &str = "meta";
 /// Parts of large workflows' states kept beside their execution record (see
 /// [`Store::put_workflow_step`]), keyed by workflow id, then the part's own key.
 const T_WORKFLOW_PARTS: &str = "workflow_parts";
+/// Correlation rules' open groups (see [`CorrelationWrite`]): per rule, a header and one record
+/// per open group, changed in the same transaction as the instance whose outcome changed them.
+const T_CORRELATIONS: &str = "correlations";
 
 const META_INDEX_VERSION: &[u8] = b"index_version";
 /// Prefix of the `meta` entries saying whether a rule is enabled (see
@@ -194,6 +197,7 @@ pub struct Store {
     apikey_by_hash: Tree,
     meta: Tree,
     workflow_parts: Tree,
+    correlations: Tree,
     cipher: ChaCha20Poly1305,
     /// Counts key-value writes and shares the flushes that make them durable (see `kv`).
     kv_durability: KvDurability,
@@ -765,6 +769,7 @@ impl Store {
             apikey_by_hash: db.open_tree(T_APIKEY_BY_HASH)?,
             meta: db.open_tree(T_META)?,
             workflow_parts: db.open_tree(T_WORKFLOW_PARTS)?,
+            correlations: db.open_tree(T_CORRELATIONS)?,
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
             kv_durability: KvDurability::default(),
             db,
@@ -790,6 +795,7 @@ impl Store {
             active: store.active.clone(),
             exec_by_field: store.exec_by_field.clone(),
             exec_counts: store.exec_counts.clone(),
+            correlations: store.correlations.clone(),
         };
         let behind = store.behind.clone();
         let handle = std::thread::Builder::new()
@@ -1097,6 +1103,7 @@ impl Store {
         status: TriggerInstanceStatus,
         enforcements: &[RuleEnforcement],
         executions: &[Execution],
+        correlation: &[CorrelationWrite],
     ) -> StoreResult<Vec<RuleEnforcement>> {
         self.settle();
         let requested: Vec<&Execution> = executions.iter().collect();
@@ -1119,6 +1126,7 @@ impl Store {
             &self.active,
             &self.exec_by_field,
             &self.exec_counts,
+            &self.correlations,
         )
             .transaction(
                 |(
@@ -1131,6 +1139,7 @@ impl Store {
                     active,
                     by_field,
                     counts,
+                    correlations,
                 )| {
                     let exec_tx = ExecTx::new(execs_tree, active, by_field, counts);
                     // Built afresh on each attempt: sled reruns this closure on conflict.
@@ -1147,9 +1156,19 @@ impl Store {
                     let ti_bytes = encode(T_TI_PAGES, ti_id, &ti).or_else(abort)?;
                     ti_pages.put(ti_id, &ti.trigger, &ti_bytes)?;
                     pending.remove(ti_id.as_bytes())?;
+                    // Rules enforced for it before (a run cut short after its outcome was
+                    // written): skipped. One rule may enforce several times in one outcome
+                    // (a correlation rule's windows closing together).
+                    let mut before: HashMap<&str, bool> = HashMap::new();
+                    for (enf, _) in &enfs {
+                        if !before.contains_key(enf.rule_ref.as_str()) {
+                            let had = markers.has(ti_id, &enf.rule_ref)?;
+                            before.insert(&enf.rule_ref, had);
+                        }
+                    }
                     let mut written = Vec::new();
                     for (enf, enf_bytes) in &enfs {
-                        if markers.has(ti_id, &enf.rule_ref)? {
+                        if before.get(enf.rule_ref.as_str()) == Some(&true) {
                             continue;
                         }
                         markers.add(ti_id, &enf.rule_ref, &enf.id)?;
@@ -1165,6 +1184,7 @@ impl Store {
                         }
                         written.push((*enf).clone());
                     }
+                    write_correlation(correlations, correlation)?;
                     ti_pages.write()?;
                     enf_pages.write()?;
                     markers.write()?;
@@ -1307,6 +1327,39 @@ impl Store {
                 Ok(())
             })
             .map_err(tx_error)
+    }
+
+    /// Every correlation rule's stored state: its header and its open groups' records.
+    pub fn correlation_states(&self) -> StoreResult<BTreeMap<String, StoredCorrelation>> {
+        let mut out: BTreeMap<String, StoredCorrelation> = BTreeMap::new();
+        for item in self.correlations.iter() {
+            let (k, v) = item?;
+            let Some(split) = k.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let rule = String::from_utf8_lossy(&k[..split]).into_owned();
+            let text = String::from_utf8_lossy(&v).into_owned();
+            let entry = out.entry(rule).or_default();
+            match k.get(split + 1) {
+                Some(b'h') => entry.header = Some(text),
+                Some(b'g') => entry.groups.push(text),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets a correlation rule's stored state (a rule removed, or changed so its groups no
+    /// longer fit).
+    pub fn drop_correlation_state(&self, rule: &str) -> StoreResult<()> {
+        let mut prefix = rule.as_bytes().to_vec();
+        prefix.push(0);
+        let mut batch = sled::Batch::default();
+        for item in self.correlations.scan_prefix(&prefix) {
+            batch.remove(item?.0);
+        }
+        self.correlations.apply_batch(batch)?;
+        Ok(())
     }
 
     /// A workflow's parts, as `(part key, bytes)` in key order.
@@ -1940,6 +1993,7 @@ mod tests {
                     TriggerInstanceStatus::Processed,
                     &[enforcement(&enf1, "pack.restart", &t, Some(&e1))],
                     &[exec(&e1, "pack.restart", ExecutionStatus::Requested)],
+                    &[],
                 )
                 .expect("complete");
             // As a data dir indexed by the version before marker pages looks.
@@ -1978,6 +2032,7 @@ mod tests {
                 TriggerInstanceStatus::Processed,
                 &[enforcement(&id_at(4), "pack.restart", &t, Some(&id_at(5)))],
                 &[exec(&id_at(5), "pack.restart", ExecutionStatus::Requested)],
+                &[],
             )
             .expect("complete");
         assert!(again.is_empty());
@@ -2004,6 +2059,7 @@ mod tests {
                 TriggerInstanceStatus::Processed,
                 &enforcements,
                 &executions,
+                &[],
             )
             .expect("complete");
         assert_eq!(ids(&written), [enf1.as_str(), enf2.as_str()]);
@@ -2037,6 +2093,7 @@ mod tests {
                     enforcement(&enf4, "pack.broken", &t, None),
                 ],
                 &[exec(&e2, "pack.restart", ExecutionStatus::Requested)],
+                &[],
             )
             .expect("complete again");
         assert!(again.is_empty());
@@ -2058,6 +2115,7 @@ mod tests {
                 TriggerInstanceStatus::Processed,
                 &[enforcement(&enf5, "pack.new", &t, Some(&e3))],
                 &[exec(&e3, "pack.other", ExecutionStatus::Requested)],
+                &[],
             )
             .expect("complete");
         assert_eq!(ids(&added), [enf5]);
@@ -2079,15 +2137,17 @@ mod tests {
             TriggerInstanceStatus::Processed,
             &[],
             std::slice::from_ref(&e),
+            &[],
         );
         assert!(matches!(orphan, Err(StoreError::Invalid(m)) if m.contains(&e.id)));
         let not_final =
-            store.complete_trigger_instance(&t, TriggerInstanceStatus::Processing, &[], &[]);
+            store.complete_trigger_instance(&t, TriggerInstanceStatus::Processing, &[], &[], &[]);
         assert!(matches!(not_final, Err(StoreError::Invalid(_))));
         let other_ti = store.complete_trigger_instance(
             &t,
             TriggerInstanceStatus::Processed,
             &[enforcement(&id_at(3), "pack.r", "other", None)],
+            &[],
             &[],
         );
         assert!(matches!(other_ti, Err(StoreError::Invalid(_))));
@@ -2095,6 +2155,7 @@ mod tests {
             "missing",
             TriggerInstanceStatus::Processed,
             &[enforcement(&id_at(4), "pack.r", "missing", None)],
+            &[],
             &[],
         );
         assert!(matches!(unknown, Err(StoreError::NotFound { .. })));
@@ -2280,6 +2341,7 @@ mod tests {
                 TriggerInstanceStatus::Processed,
                 &[first.clone(), enforcement(&n2, "pack.b", &t1, None)],
                 &[],
+                &[],
             )
             .expect("complete");
         store
@@ -2287,6 +2349,7 @@ mod tests {
                 &t2,
                 TriggerInstanceStatus::ProcessingFailed,
                 &[enforcement(&n3, "pack.a", &t2, None)],
+                &[],
                 &[],
             )
             .expect("complete");
@@ -2743,6 +2806,7 @@ mod tests {
                 TriggerInstanceStatus::Processed,
                 &[enforcement(&old_enf, "pack.r", &old_done, Some(&old_exec))],
                 std::slice::from_ref(&e),
+                &[],
             )
             .expect("complete");
         e.status = ExecutionStatus::Succeeded;
@@ -2765,7 +2829,7 @@ mod tests {
             .insert_trigger_instance(&ti(&new_ti, "core.webhook"))
             .expect("insert");
         store
-            .complete_trigger_instance(&new_ti, TriggerInstanceStatus::Processed, &[], &[])
+            .complete_trigger_instance(&new_ti, TriggerInstanceStatus::Processed, &[], &[], &[])
             .expect("complete");
 
         let cutoff = Utc::now() - TimeDelta::try_days(1).expect("1 day");
@@ -2925,6 +2989,7 @@ mod tests {
         store
             .complete_new_later(
                 vec![NewInstance {
+                    correlation: Vec::new(),
                     ti: Arc::new(ti(&t, "core.webhook")),
                     status: TriggerInstanceStatus::Processed,
                     enforcements: vec![enforcement(&enf_id, "pack.rule", &t, Some(&e_id))],
@@ -2995,6 +3060,7 @@ mod tests {
             let stray = exec(&e_id, "core.noop", ExecutionStatus::Scheduled);
             let refused = store.complete_new_later(
                 vec![NewInstance {
+                    correlation: Vec::new(),
                     ti: Arc::new(ti(&t, "core.webhook")),
                     status: TriggerInstanceStatus::Processed,
                     enforcements: Vec::new(),
@@ -3047,6 +3113,7 @@ mod tests {
             let list = batch
                 .into_iter()
                 .map(|t| NewInstance {
+                    correlation: Vec::new(),
                     ti: Arc::new(t),
                     status: TriggerInstanceStatus::Processed,
                     enforcements: Vec::new(),
@@ -3079,7 +3146,7 @@ mod tests {
             .insert_trigger_instance(&ti(&e, "core.timer"))
             .expect("insert");
         store
-            .complete_trigger_instance(&e, TriggerInstanceStatus::Processed, &[], &[])
+            .complete_trigger_instance(&e, TriggerInstanceStatus::Processed, &[], &[], &[])
             .expect("complete");
         let got = store.trigger_instance(&e).expect("get").expect("present");
         assert_eq!(got.status, TriggerInstanceStatus::Processed);
@@ -3237,4 +3304,52 @@ mod tests {
         assert_eq!(overrides.get("examples.greet_on_webhook"), Some(&false));
         assert_eq!(overrides.get("ops.autoheal"), Some(&false));
     }
+}
+
+/// One correlation rule's state changes, stored with the outcome of the instance (or window)
+/// that made them: its header and each changed group by key, `None` for a group that closed.
+#[derive(Debug, Clone, Default)]
+pub struct CorrelationWrite {
+    pub rule: String,
+    pub header: String,
+    pub groups: Vec<(String, Option<String>)>,
+}
+
+/// A correlation rule's state as stored: its header (none before its first change) and its
+/// open groups' records.
+#[derive(Debug, Clone, Default)]
+pub struct StoredCorrelation {
+    pub header: Option<String>,
+    pub groups: Vec<String>,
+}
+
+fn correlation_key(rule: &str, kind: u8, group: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(rule.len() + group.len() + 2);
+    key.extend_from_slice(rule.as_bytes());
+    key.push(0);
+    key.push(kind);
+    key.extend_from_slice(group.as_bytes());
+    key
+}
+
+/// Applies correlation changes in a transaction, in order (a later change to a group wins).
+pub(crate) fn write_correlation(
+    tree: &TransactionalTree,
+    writes: &[CorrelationWrite],
+) -> TxResult<()> {
+    for w in writes {
+        tree.insert(correlation_key(&w.rule, b'h', ""), w.header.as_bytes())?;
+        for (group, record) in &w.groups {
+            let key = correlation_key(&w.rule, b'g', group);
+            match record {
+                Some(r) => {
+                    tree.insert(key, r.as_bytes())?;
+                }
+                None => {
+                    tree.remove(key)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -781,6 +781,7 @@ impl CorrelationState {
             let Some(g) = self.groups.remove(&key) else {
                 continue;
             };
+            self.dirty.insert(key.clone());
             self.close(corr, key, g, now, out);
         }
         if corr.mode == CorrelationMode::Absence && corr.group_by.is_empty() && self.is_empty() {
@@ -1117,6 +1118,11 @@ mod tests {
         assert!(matches!(fired.as_slice(), [Outcome::Fire { .. }]));
         let (_, changes) = state.take_changes();
         assert_eq!(changes, vec![(group_key(&[json!("w1")]), None)]);
+        // w2's window closes by time: a change too.
+        let closed = state.advance(&c, t(120));
+        assert!(matches!(closed.as_slice(), [Outcome::Expired { .. }]));
+        let (_, changes) = state.take_changes();
+        assert_eq!(changes, vec![(group_key(&[json!("w2")]), None)]);
     }
 
     #[test]

@@ -165,8 +165,8 @@ impl<'a> ExecutionOut<'a> {
     pub fn new(loaded: &'a Loaded, e: &'a Execution) -> Self {
         let action = loaded.catalog.action(&e.action);
         // As `is_workflow`, with the action looked up once.
-        let workflow = e.workflow.is_some()
-            || action.is_some_and(|a| a.meta.runner_type.is_workflow());
+        let workflow =
+            e.workflow.is_some() || action.is_some_and(|a| a.meta.runner_type.is_workflow());
         ExecutionOut {
             id: &e.id,
             action: ActionRef {

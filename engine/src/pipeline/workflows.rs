@@ -510,9 +510,16 @@ impl Engine {
         }
         self.advance(loaded, active, id, step);
         self.check_paused(active, id, step);
-        // Resumed while a question is still unanswered: it waits again, as Orquesta's does.
-        let waits = self.waiting.lock().is_ok_and(|w| w.contains(id));
-        if control == Control::Resume && waits {
+        // Resumed while one of its own questions is still unanswered: it waits again, as
+        // Orquesta's does. (A subworkflow paused for one is being resumed in this same step;
+        // it pauses again on its own, and tells this workflow.)
+        let waits = control == Control::Resume
+            && self.waiting.lock().is_ok_and(|w| w.contains(id))
+            && self
+                .open_children(id)
+                .iter()
+                .any(|c| c.status == ExecutionStatus::Pending);
+        if waits {
             self.pause_if_only_waiting(active, id, step);
         }
         Ok(())

@@ -44,6 +44,8 @@ pub struct NewInstance {
     pub enforcements: Vec<RuleEnforcement>,
     /// The executions its enforcements requested (fresh ids).
     pub executions: Vec<Arc<Execution>>,
+    /// Correlation rules' state changes its outcome made.
+    pub correlation: Vec<super::CorrelationWrite>,
 }
 
 /// What runs once queued records are in the store (not yet flushed): the journal lets their
@@ -100,6 +102,7 @@ pub(super) struct HotTrees {
     pub active: Tree,
     pub exec_by_field: Tree,
     pub exec_counts: Tree,
+    pub correlations: Tree,
 }
 
 impl Behind {
@@ -300,6 +303,11 @@ impl HotTrees {
                 }
             }
         }
+        let instances_with_changes: Vec<&NewInstance> = instances
+            .iter()
+            .copied()
+            .filter(|n| !n.correlation.is_empty())
+            .collect();
         let instances = instances
             .into_iter()
             .map(|n| {
@@ -325,9 +333,21 @@ impl HotTrees {
             &self.active,
             &self.exec_by_field,
             &self.exec_counts,
+            &self.correlations,
         )
             .transaction(
-                |(tis, by_trigger, enfs, marker_tree, by_rule, execs, active, by_field, counts)| {
+                |(
+                    tis,
+                    by_trigger,
+                    enfs,
+                    marker_tree,
+                    by_rule,
+                    execs,
+                    active,
+                    by_field,
+                    counts,
+                    correlations,
+                )| {
                     // Built afresh on each attempt: sled reruns this closure on conflict.
                     let mut ti_pages = TxPages::new(tis, T_TI_PAGES);
                     let mut enf_pages = TxPages::new(enfs, T_ENF_PAGES);
@@ -359,6 +379,9 @@ impl HotTrees {
                         } else {
                             tx.put(e, bytes)?;
                         }
+                    }
+                    for n in &instances_with_changes {
+                        super::write_correlation(correlations, &n.correlation)?;
                     }
                     ti_pages.write()?;
                     enf_pages.write()?;
