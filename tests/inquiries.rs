@@ -273,3 +273,32 @@ fn only_the_users_an_inquiry_names_may_answer_it() {
     let (code, err) = s.get(&path);
     assert_eq!(code, 400, "{err}");
 }
+
+#[test]
+fn a_question_in_a_subworkflow_pauses_both_and_the_answer_resumes_both() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(&dir);
+    let wf = run(&s, "asking.nested", json!({}));
+    s.wait_for(&format!("/api/v1/executions/{wf}"), 30, |e| {
+        e["status"] == "paused"
+    });
+    let (_, children) = s.get(&format!("/api/v1/executions?parent={wf}"));
+    let sub = children[0]["id"].as_str().expect("the subworkflow").to_string();
+    let (_, e) = s.get(&format!("/api/v1/executions/{sub}"));
+    assert_eq!(e["status"], "paused", "{e}");
+    let (_, list) = s.get("/api/v1/inquiries");
+    let id = list[0]["id"].as_str().expect("the inquiry").to_string();
+    let (code, r) = put(
+        &s,
+        &format!("/api/v1/inquiries/{id}"),
+        json!({"response": {"continue": true}}),
+    );
+    assert_eq!(code, 200, "{r}");
+    let done = s.wait_for(&format!("/api/v1/executions/{wf}"), 30, |e| {
+        e["status"] == "succeeded" || e["status"] == "failed"
+    });
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"]["output"], json!({"go": true}), "{done}");
+    let (_, e) = s.get(&format!("/api/v1/executions/{sub}"));
+    assert_eq!(e["status"], "succeeded", "{e}");
+}
