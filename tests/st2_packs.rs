@@ -222,3 +222,49 @@ fn a_dotted_action_runs_and_action_finished_carries_st2s_payload() {
         Value::from("#audit@example.com")
     );
 }
+
+#[test]
+fn st2_metadata_of_older_packs_loads_as_st2_reads_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pack = dir.path().join("legacy");
+    write(
+        &pack,
+        "pack.yaml",
+        "ref: legacy\nname: legacy\ndescription: st2 content of older shapes\nversion: 0.1.0\nauthor: ops\n",
+    );
+    // An old runner name, a runner parameter made immutable without a default (core.local's
+    // `sudo`), and `items` on an object parameter (pagerduty's incident.create).
+    write(
+        &pack,
+        "actions/uptime.yaml",
+        "name: uptime\nrunner_type: run-local\nentry_point: ''\nparameters:\n  cmd:\n    default: uptime\n    immutable: true\n  sudo:\n    immutable: true\n  details:\n    type: object\n    items:\n      type: string\n",
+    );
+    // st2's Python sensor: its trigger type is registered, so the rule on it loads; the
+    // sensor itself is the one problem, said at its line.
+    write(
+        &pack,
+        "sensors/watch.yaml",
+        "---\nclass_name: FileWatchSensor\nentry_point: file_watch_sensor.py\ndescription: Watches files\ntrigger_types:\n  - name: file_watch.line\n    payload_schema: {type: object}\n",
+    );
+    write(
+        &pack,
+        "rules/on_line.yaml",
+        "name: on_line\npack: legacy\nenabled: true\ntrigger:\n  type: legacy.file_watch.line\naction:\n  ref: legacy.uptime\n",
+    );
+    let out = squall(&[
+        "pack",
+        "validate",
+        path(&repo().join("packs")),
+        path(dir.path()),
+    ]);
+    let all = text(&out);
+    let problems: Vec<&str> = all.lines().filter(|l| l.contains("legacy/")).collect();
+    assert_eq!(problems.len(), 1, "{all}");
+    assert!(
+        problems[0].contains("sensors/watch.yaml:2")
+            && problems[0]
+                .contains("st2 Python sensor 'FileWatchSensor' does not run under squall"),
+        "{all}"
+    );
+    assert!(all.contains("1 actions, 1 rules"), "{all}");
+}

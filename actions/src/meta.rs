@@ -92,6 +92,10 @@ impl RunnerType {
             "http-request" => Some(RunnerType::HttpRequest),
             "noop" => Some(RunnerType::Noop),
             "inquirer" => Some(RunnerType::Inquirer),
+            // st2's names before 1.x, still in older packs.
+            "run-python" => Some(RunnerType::PythonScript),
+            "run-local" => Some(RunnerType::LocalShellCmd),
+            "run-local-script" => Some(RunnerType::LocalShellScript),
             _ => None,
         }
     }
@@ -398,6 +402,7 @@ impl ActionMeta {
         let mut checker = Checker {
             lines: &lines,
             problems: Vec::new(),
+            runner_params: Vec::new(),
         };
         let meta = checker.check(raw);
         let mut problems = checker.problems;
@@ -731,6 +736,8 @@ fn mapping_key(trimmed: &str) -> Option<String> {
 struct Checker<'a> {
     lines: &'a KeyLines,
     problems: Vec<SourceProblem>,
+    /// The runner's own parameters (see [`runner_parameters`]).
+    runner_params: Vec<String>,
 }
 
 impl Checker<'_> {
@@ -798,6 +805,13 @@ impl Checker<'_> {
         }
         let tags = self.check_tags(raw.tags.unwrap_or_default());
         let declared = raw.parameters.unwrap_or_default();
+        if let Some(runner) = runner_type {
+            self.runner_params = serde_yaml::from_str::<IndexMap<String, serde_yaml::Value>>(
+                runner_parameters(runner),
+            )
+            .map(|m| m.into_keys().collect())
+            .unwrap_or_default();
+        }
         let parameters = self.check_parameters(match runner_type {
             Some(runner) => with_runner_parameters(runner, declared),
             None => declared,
@@ -860,10 +874,7 @@ impl Checker<'_> {
         match entry_point.filter(|e| !e.trim().is_empty()) {
             // The announcement, command, HTTP, noop and inquirer runners have no file to run:
             // st2 writes `entry_point: ""`.
-            None if runner_type.is_some_and(|r| !r.has_entry_point()) =>
-            {
-                Some(String::new())
-            }
+            None if runner_type.is_some_and(|r| !r.has_entry_point()) => Some(String::new()),
             None => {
                 let runner = runner_type.map(|r| r.to_string());
                 self.problem(
@@ -990,13 +1001,9 @@ impl Checker<'_> {
         }
         let items = match raw.items.as_ref() {
             None => None,
-            Some(_) if ty != ParamType::Array => {
-                self.problem(
-                    self.lines.field(name, "items"),
-                    format!("parameter '{name}': 'items' applies to arrays only, and this parameter is of type {ty}"),
-                );
-                None
-            }
+            // JSON Schema applies `items` to arrays only and ignores it on other values, as
+            // st2 does (pagerduty's `incident.create` has it on an object).
+            Some(_) if ty != ParamType::Array => None,
             // A single item type is cast to, as the parameter's own type is; the rest of the
             // item schema is validated.
             Some(items) => items
@@ -1072,7 +1079,10 @@ impl Checker<'_> {
     fn check_default(&mut self, name: &str, spec: &ParamSpec) {
         // st2 checks neither a default's type nor its enum: it is passed as written, so a
         // default that does not fit is not a problem here.
-        if spec.default.is_none() && spec.immutable {
+        // A runner's parameter made immutable by the action keeps the runner's own default
+        // (st2's `sudo: {immutable: true}` in core.local), which the runner applies itself.
+        if spec.default.is_none() && spec.immutable && !self.runner_params.iter().any(|p| p == name)
+        {
             self.problem(
                 self.lines.field(name, "immutable"),
                 format!("parameter '{name}': an immutable parameter needs a default"),
@@ -1389,7 +1399,19 @@ parameters:
         );
         assert_eq!(date.parameters["timeout"].default, None);
         assert!(date.parameters["sudo_password"].secret);
-        assert_eq!(date.parameters.get_index(0).map(|(k, _)| k.as_str()), Some("cmd"));
+        assert_eq!(
+            date.parameters.get_index(0).map(|(k, _)| k.as_str()),
+            Some("cmd")
+        );
+        // A runner's parameter made immutable without a default keeps the runner's.
+        let local = ActionMeta::from_yaml(
+            "name: local\nrunner_type: local-shell-cmd\nentry_point: ''\nparameters:\n  sudo:\n    immutable: true\n",
+        )
+        .expect("valid");
+        assert!(local.parameters["sudo"].immutable);
+        // st2's older runner names.
+        assert_eq!(RunnerType::parse("run-python"), Some(RunnerType::PythonScript));
+        assert_eq!(RunnerType::parse("run-local"), Some(RunnerType::LocalShellCmd));
         // Rhai actions have no runner parameters.
         let rhai = ActionMeta::from_yaml("name: a\nrunner_type: rhai\nentry_point: a.rhai\n")
             .expect("valid");

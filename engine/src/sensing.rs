@@ -72,6 +72,26 @@ pub fn declarations(catalog: &Catalog) -> (Vec<SensorDeclaration>, Vec<Problem>)
     let mut problems = Vec::new();
     for pack in &catalog.packs {
         for (file, value) in pack.extras.get("sensors").into_iter().flatten() {
+            if let (None, Some(class)) = (
+                value.get("sensor"),
+                value.get("class_name").and_then(Value::as_str),
+            ) {
+                // st2's Python sensor: its trigger types are registered (see
+                // `declared_trigger_types`) but squall runs only its own sensor kinds.
+                problems.push(Problem {
+                    file: file.clone(),
+                    line: squall_rules::line_of(
+                        &std::fs::read_to_string(file).unwrap_or_default(),
+                        "class_name",
+                    ),
+                    column: None,
+                    message: format!(
+                        "st2 Python sensor '{class}' does not run under squall, which runs its own sensor kinds ({}); its trigger types are registered, so rules on them load, and their instances can be sent to POST /api/v1/webhooks/st2",
+                        kinds.join(", ")
+                    ),
+                });
+                continue;
+            }
             let raw: RawDeclaration = match serde_json::from_value(value.clone()) {
                 Ok(r) => r,
                 Err(e) => {

@@ -166,13 +166,24 @@ pub fn interpreter(pack_dir: &Path) -> PathBuf {
     }
 }
 
-/// The parameters `run()` gets: all but the runner's own.
-pub fn action_parameters(params: &Map<String, Value>) -> Map<String, Value> {
-    params
+/// The parameters `run()` gets: all but the runner's own, and, as st2 passes them, every
+/// parameter the action declares that has no value as `None` (so `run(self, cmd, hosts)` gets
+/// its arguments whether or not they were given).
+pub fn action_parameters<'a>(
+    params: &Map<String, Value>,
+    declared: impl IntoIterator<Item = &'a String>,
+) -> Map<String, Value> {
+    let mut out: Map<String, Value> = params
         .iter()
         .filter(|(name, _)| !RUNNER_PARAMETERS.contains(&name.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+        .collect();
+    for name in declared {
+        if !RUNNER_PARAMETERS.contains(&name.as_str()) && !out.contains_key(name) {
+            out.insert(name.clone(), Value::Null);
+        }
+    }
+    out
 }
 
 /// The `env` runner parameter's variables, strings as they are and other values as JSON;
@@ -592,8 +603,15 @@ mod tests {
     fn runner_parameters_stay_with_the_runner() {
         let params = json!({"name": "x", "count": 2, "timeout": 5, "env": {"A": "1", "PYTHONPATH": "/evil", "N": 3}, "log_level": "INFO"});
         let params = params.as_object().expect("object");
-        let given = action_parameters(params);
+        let given = action_parameters(params, &[]);
         assert_eq!(Value::Object(given), json!({"name": "x", "count": 2}));
+        // Declared without a value: None, as st2 passes it; the runner's own stay out.
+        let declared = ["name".to_string(), "hosts".to_string(), "timeout".to_string()];
+        let given = action_parameters(params, &declared);
+        assert_eq!(
+            Value::Object(given),
+            json!({"name": "x", "count": 2, "hosts": null})
+        );
         let mut env = user_env(params);
         env.sort();
         assert_eq!(

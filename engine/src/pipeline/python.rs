@@ -73,7 +73,7 @@ impl Engine {
             entry_point,
             pack: pack.reference.clone(),
             pack_dir: pack.dir.clone(),
-            parameters: action_parameters(params),
+            parameters: action_parameters(params, action.meta.parameters.keys()),
             config: item.ctx.get("config").cloned().unwrap_or(json!({})),
             user: item
                 .ctx
