@@ -67,6 +67,8 @@ struct Counters {
     buckets: [u64; BUCKETS.len()],
     duration_sum: f64,
     duration_count: u64,
+    /// Trigger instances the rules loop has decided (matched, enforced, correlated).
+    rules_loop_instances: u64,
 }
 
 /// Adds `by` to `key`'s counter; the key is copied only the first time.
@@ -119,6 +121,11 @@ impl Metrics {
             };
             bump(&mut c.trigger_instances, key, 1)
         });
+    }
+
+    /// The rules loop took `n` more trigger instances.
+    pub fn rules_loop_done(&self, n: usize) {
+        self.with(|c| c.rules_loop_instances += n as u64);
     }
 
     pub fn rule_matched(&self, rule: &str) {
@@ -214,6 +221,9 @@ impl Metrics {
                     let _ = writeln!(out, "squall_docker_events_total{{action=\"{}\",host=\"{}\"}} {v}", escape(action), escape(host));
                 }
             }
+            let _ = writeln!(out, "# HELP squall_rules_loop_instances_total Trigger instances the rules loop has taken (matched and enforced) since start.");
+            let _ = writeln!(out, "# TYPE squall_rules_loop_instances_total counter");
+            let _ = writeln!(out, "squall_rules_loop_instances_total {}", c.rules_loop_instances);
             let _ = writeln!(out, "# HELP squall_rule_matches_total Rule matches, per rule.");
             let _ = writeln!(out, "# TYPE squall_rule_matches_total counter");
             for (k, v) in &c.rule_matches {

@@ -778,6 +778,7 @@ impl Engine {
     /// written with their outcomes in one transaction; the others (replayed after a restart,
     /// or stored before they came here) one by one, with the exactly-once check.
     fn enforce_batch(&self, loaded: &Loaded, batch: &[Accepted]) -> Vec<Execution> {
+        self.metrics.rules_loop_done(batch.len());
         let mut fresh = Vec::new();
         let mut to_dispatch = Vec::new();
         for (ti, ticket) in batch {
