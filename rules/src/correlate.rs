@@ -309,6 +309,71 @@ fn problem(line: Option<usize>, message: impl Into<String>) -> SourceProblem {
     }
 }
 
+const BLOCK_KEYS: [&str; 7] = [
+    "within", "group_by", "limit", "all", "sequence", "any", "none",
+];
+const PART_KEYS: [&str; 3] = ["trigger", "parameters", "criteria"];
+
+/// Reads a `correlate` block as written: every unknown key (of the block and of its parts) is a
+/// problem at its line and is left out, so the rest is still checked.
+pub(crate) fn read_block(
+    mut value: serde_yaml::Value,
+    text: &str,
+) -> (Result<RawCorrelate, Vec<SourceProblem>>, Vec<SourceProblem>) {
+    let block = Block::find(text);
+    let mut unknown = Vec::new();
+    if let serde_yaml::Value::Mapping(map) = &mut value {
+        let keys: Vec<serde_yaml::Value> = map.keys().cloned().collect();
+        for key in keys {
+            let name = key.as_str().unwrap_or_default().to_string();
+            if !BLOCK_KEYS.contains(&name.as_str()) {
+                unknown.push(problem(
+                    block.key_line(&name, None).or(block.start),
+                    format!(
+                        "correlate: unknown key '{name}' (expected {})",
+                        BLOCK_KEYS.join(", ")
+                    ),
+                ));
+                map.remove(&key);
+            }
+        }
+        for list_name in ["all", "sequence", "any", "none"] {
+            let list_line = block.key_line(list_name, None);
+            let Some(serde_yaml::Value::Sequence(items)) = map.get_mut(list_name) else {
+                continue;
+            };
+            for (i, item) in items.iter_mut().enumerate() {
+                let serde_yaml::Value::Mapping(part) = item else {
+                    continue;
+                };
+                let keys: Vec<serde_yaml::Value> = part.keys().cloned().collect();
+                for key in keys {
+                    let name = key.as_str().unwrap_or_default().to_string();
+                    if !PART_KEYS.contains(&name.as_str()) {
+                        let item = list_line.and_then(|l| block.item_line(l, i)).or(list_line);
+                        // The key's own line (`- critera:` on the item's line, or below it).
+                        let line = item
+                            .filter(|&l| text.lines().nth(l - 1).is_some_and(|t| t.contains(&name)))
+                            .or_else(|| block.key_line(&name, item))
+                            .or(item);
+                        unknown.push(problem(
+                            line,
+                            format!(
+                                "correlate.{list_name}[{i}]: unknown key '{name}' (expected {})",
+                                PART_KEYS.join(", ")
+                            ),
+                        ));
+                        part.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+    let raw = serde_yaml::from_value::<RawCorrelate>(value)
+        .map_err(|e| vec![problem(block.start, format!("correlate: {e}"))]);
+    (raw, unknown)
+}
+
 /// Checks a `correlate` block, reporting every problem with its line in `text` (the whole
 /// rule file).
 pub(crate) fn parse_correlation(

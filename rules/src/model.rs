@@ -11,7 +11,7 @@ use fancy_regex::Regex;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::correlate::{parse_correlation, Correlation, RawCorrelate};
+use crate::correlate::{parse_correlation, read_block, Correlation};
 use crate::lookup::KeyPath;
 use crate::operators::Operator;
 use crate::template::{is_template, Compiled, Templates};
@@ -190,9 +190,13 @@ impl Rule {
                         "a correlation rule cannot be a backstop rule",
                     ));
                 }
-                match parse_correlation(c, text) {
-                    Ok(c) => (String::new(), None, Some(c)),
-                    Err(mut e) => {
+                let (raw_block, mut unknown) = read_block(c, text);
+                let parsed = raw_block.map(|c| parse_correlation(c, text));
+                problems.append(&mut unknown);
+                match parsed {
+                    Ok(Ok(c)) if problems.is_empty() => (String::new(), None, Some(c)),
+                    Ok(Ok(_)) => (String::new(), None, None),
+                    Ok(Err(mut e)) | Err(mut e) => {
                         problems.append(&mut e);
                         (String::new(), None, None)
                     }
@@ -327,7 +331,8 @@ struct RawRule {
     trigger: Option<RawTrigger>,
     /// squall: a rule over several instances, instead of `trigger`.
     #[serde(default)]
-    correlate: Option<RawCorrelate>,
+    /// Read as YAML first, so every unknown key of the block is reported, not only the first.
+    correlate: Option<serde_yaml::Value>,
     #[serde(default)]
     criteria: Option<serde_yaml::Mapping>,
     action: RawAction,
