@@ -237,7 +237,10 @@ fn echoed(s: &Squall, count: usize) -> Vec<String> {
         .iter()
         .map(|e| {
             assert_eq!(e["status"], "succeeded", "{e}");
-            e["result"]["stdout"].as_str().unwrap_or_default().to_string()
+            e["result"]["stdout"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
         })
         .collect();
     results.sort();

@@ -283,7 +283,10 @@ fn a_question_in_a_subworkflow_pauses_both_and_the_answer_resumes_both() {
         e["status"] == "paused"
     });
     let (_, children) = s.get(&format!("/api/v1/executions?parent={wf}"));
-    let sub = children[0]["id"].as_str().expect("the subworkflow").to_string();
+    let sub = children[0]["id"]
+        .as_str()
+        .expect("the subworkflow")
+        .to_string();
     let (_, e) = s.get(&format!("/api/v1/executions/{sub}"));
     assert_eq!(e["status"], "paused", "{e}");
     let (_, list) = s.get("/api/v1/inquiries");

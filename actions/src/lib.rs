@@ -16,9 +16,9 @@ mod host;
 pub mod kv;
 pub mod meta;
 pub mod params;
+pub mod pyliteral;
 pub mod runners;
 pub mod runtime;
-pub mod pyliteral;
 pub mod schema;
 
 pub use error::{ActionError, ParamError, ScriptError, SourceProblem};

@@ -1410,8 +1410,14 @@ parameters:
         .expect("valid");
         assert!(local.parameters["sudo"].immutable);
         // st2's older runner names.
-        assert_eq!(RunnerType::parse("run-python"), Some(RunnerType::PythonScript));
-        assert_eq!(RunnerType::parse("run-local"), Some(RunnerType::LocalShellCmd));
+        assert_eq!(
+            RunnerType::parse("run-python"),
+            Some(RunnerType::PythonScript)
+        );
+        assert_eq!(
+            RunnerType::parse("run-local"),
+            Some(RunnerType::LocalShellCmd)
+        );
         // Rhai actions have no runner parameters.
         let rhai = ActionMeta::from_yaml("name: a\nrunner_type: rhai\nentry_point: a.rhai\n")
             .expect("valid");

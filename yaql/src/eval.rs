@@ -267,7 +267,8 @@ fn attribute(receiver: &Value, key: &str) -> Res {
             .map(|item| attribute(item, key))
             .collect::<Res<Vec<_>>>()
             .map(Value::Array),
-        other => fail(format!("unknown property '{key}' of {}", type_name(other))),
+        // yaql looks `x.key` up as the function `#property#key`, which only maps have.
+        _ => Err(EvalError::NoFunction(format!("#property#{key}"))),
     }
 }
 

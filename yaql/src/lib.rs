@@ -51,6 +51,31 @@ pub enum EvalError {
     Failed(String),
     #[error("unable to resolve key '{0}'")]
     MissingKey(String),
+    /// No function answers to the name: yaql's `NoFunctionRegisteredException`. A member
+    /// access on something that is not a map is yaql's `#property#NAME` function, which no
+    /// type but a map has.
+    #[error("Unknown function \"{0}\"")]
+    NoFunction(String),
+}
+
+impl EvalError {
+    /// The Python exception Orquesta's YAQL evaluator would have caught, by class name.
+    pub fn python_class(&self) -> &'static str {
+        match self {
+            EvalError::Parse { .. } => "YaqlGrammarException",
+            EvalError::Failed(_) => "YaqlException",
+            EvalError::MissingKey(_) => "KeyError",
+            EvalError::NoFunction(_) => "NoFunctionRegisteredException",
+        }
+    }
+}
+
+/// An error of one `<% %>` of a text, with that expression as written (delimiters included),
+/// which Orquesta's messages quote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocatedError {
+    pub expr: String,
+    pub error: EvalError,
 }
 
 /// What an expression sees of its host.
@@ -170,14 +195,20 @@ pub fn is_true(value: &Value) -> bool {
 /// (any JSON type); otherwise each expression is replaced by Python's `str()` of its value
 /// (`True`, `None`, `{'a': 1}`). A string result that itself holds `<% %>` is rendered again.
 pub fn render_text(src: &str, ctx: &dyn Context) -> Result<Value, EvalError> {
+    render_depth(src, ctx, 0).map_err(|e| e.error)
+}
+
+/// [`render_text`], its error naming the expression that failed.
+pub fn render_text_located(src: &str, ctx: &dyn Context) -> Result<Value, LocatedError> {
     render_depth(src, ctx, 0)
 }
 
-fn render_depth(src: &str, ctx: &dyn Context, depth: usize) -> Result<Value, EvalError> {
+fn render_depth(src: &str, ctx: &dyn Context, depth: usize) -> Result<Value, LocatedError> {
     if depth > 32 {
-        return Err(EvalError::Failed(
-            "expression results nest more than 32 levels of <% %>".into(),
-        ));
+        return Err(LocatedError {
+            expr: src.to_string(),
+            error: EvalError::Failed("expression results nest more than 32 levels of <% %>".into()),
+        });
     }
     let spans = expressions_in(src);
     let mut output = Value::String(src.to_string());
@@ -187,11 +218,17 @@ fn render_depth(src: &str, ctx: &dyn Context, depth: usize) -> Result<Value, Eva
         let stripped = whole
             .trim_matches(|c| c == '<' || c == '%' || c == '>')
             .trim();
-        let expr = parse(stripped).map_err(|source| EvalError::Parse {
+        let located = |error| LocatedError {
             expr: whole.to_string(),
-            source,
+            error,
+        };
+        let expr = parse(stripped).map_err(|source| {
+            located(EvalError::Parse {
+                expr: whole.to_string(),
+                source,
+            })
         })?;
-        let mut result = evaluate(&expr, ctx)?;
+        let mut result = evaluate(&expr, ctx).map_err(located)?;
         if let Value::String(s) = &result {
             if has_expressions(s) {
                 result = render_depth(s, ctx, depth + 1)?;

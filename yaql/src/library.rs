@@ -61,6 +61,7 @@ pub(crate) const FUNCTIONS: &[&str] = &[
     "min",
     "orderBy",
     "orderByDescending",
+    "random",
     "range",
     "regex",
     "replace",
@@ -639,6 +640,18 @@ fn eager(name: &str, is_method: bool, a: &[Value]) -> Res {
             }
             Ok(total)
         }
+        // yaql's `random()` (a float in [0, 1)) and `random(a, b)` (Python's `randint`: an
+        // integer in [a, b], both ends included).
+        ("random", []) if !is_method => float((random_u64() >> 11) as f64 / (1u64 << 53) as f64),
+        ("random", [low, high]) if !is_method => {
+            let (low, high) = (int(low)?, int(high)?);
+            if high < low {
+                return fail(format!("empty range for randrange() ({low}, {})", high + 1));
+            }
+            let span = (high as i128 - low as i128 + 1) as u128;
+            let pick = (random_u64() as u128 * span) >> 64;
+            Ok(Value::from((low as i128 + pick as i128) as i64))
+        }
         ("range", [stop]) => Ok(Value::Array((0..int(stop)?).map(Value::from).collect())),
         ("range", [start, stop, rest @ ..]) if rest.len() <= 1 => {
             let (start, stop) = (int(start)?, int(stop)?);
@@ -760,9 +773,39 @@ fn eager(name: &str, is_method: bool, a: &[Value]) -> Res {
     }
 }
 
+/// 64 random bits. The standard library's hasher keys are drawn from the operating system's
+/// randomness (and stepped for every new key), so hashing nothing with a fresh one gives a new
+/// random number without a generator crate or any state kept here.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_stays_in_its_range() {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..2000 {
+            let v = eager("random", false, &[Value::from(1), Value::from(4)]);
+            let n = v.ok().and_then(|v| v.as_i64());
+            assert!(matches!(n, Some(1..=4)), "random(1, 4) gave {n:?}");
+            seen.extend(n);
+            let f = eager("random", false, &[]).ok().and_then(|v| v.as_f64());
+            assert!(
+                f.is_some_and(|f| (0.0..1.0).contains(&f)),
+                "random() gave {f:?}"
+            );
+        }
+        // Every value of the range comes up, both ends included.
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        assert!(eager("random", false, &[Value::from(5), Value::from(5)]).is_ok());
+        assert!(eager("random", false, &[Value::from(5), Value::from(4)]).is_err());
+    }
 
     #[test]
     fn every_name_the_library_answers_to_is_listed() {

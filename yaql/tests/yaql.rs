@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
-use squall_yaql::{evaluate, parse, render_text, Context};
+use squall_yaql::{
+    evaluate, is_standard_function, parse, render_text, render_text_located, Context, EvalError,
+};
 
 /// `$` is the data; `ctx()` / `ctx(name)` read it, as Orquesta's `ctx` function does.
 struct Data(Value);
@@ -463,4 +465,33 @@ fn sorted(v: &Value) -> Value {
         }
         other => other.clone(),
     }
+}
+
+/// A member access on something that is not a map is yaql's unknown `#property#NAME`
+/// function, as Orquesta reports it; a missing key is a missing key.
+#[test]
+fn member_access_errors_are_yaqls() {
+    let data = json!({"n": 8, "m": {}});
+    let on_number = parse("$.n.value").expect("parses");
+    let err = evaluate(&on_number, &Data(data.clone())).expect_err("no property on a number");
+    assert_eq!(err, EvalError::NoFunction("#property#value".into()));
+    assert_eq!(err.to_string(), "Unknown function \"#property#value\"");
+    assert_eq!(err.python_class(), "NoFunctionRegisteredException");
+    let missing = parse("$.m.value").expect("parses");
+    let err = evaluate(&missing, &Data(data)).expect_err("no such key");
+    assert_eq!(err, EvalError::MissingKey("value".into()));
+}
+
+/// `random(a, b)` gives an integer in [a, b]; as text, the failing expression is named.
+#[test]
+fn random_and_located_errors() {
+    let expr = parse("random(1, 3)").expect("parses");
+    for _ in 0..200 {
+        let v = evaluate(&expr, &Data(Value::Null)).expect("evaluates");
+        assert!(matches!(v.as_i64(), Some(1..=3)), "{v}");
+    }
+    assert!(is_standard_function("random"));
+    let err = render_text_located("a <% 1 %> b <% $.x %>", &Data(json!({}))).expect_err("no key x");
+    assert_eq!(err.expr, "<% $.x %>");
+    assert_eq!(err.error, EvalError::MissingKey("x".into()));
 }

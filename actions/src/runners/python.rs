@@ -606,7 +606,11 @@ mod tests {
         let given = action_parameters(params, &[]);
         assert_eq!(Value::Object(given), json!({"name": "x", "count": 2}));
         // Declared without a value: None, as st2 passes it; the runner's own stay out.
-        let declared = ["name".to_string(), "hosts".to_string(), "timeout".to_string()];
+        let declared = [
+            "name".to_string(),
+            "hosts".to_string(),
+            "timeout".to_string(),
+        ];
         let given = action_parameters(params, &declared);
         assert_eq!(
             Value::Object(given),

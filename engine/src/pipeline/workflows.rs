@@ -790,7 +790,13 @@ impl Engine {
 /// one record per workflow run, so `workflow_execution_id` is the execution's id too;
 /// `api_url` is the address `squall run` listens on.
 fn st2_context(e: &Execution) -> Value {
+    // st2's `api_url` is its API's `/v1` root (`http://host:9101/v1`); squall serves the
+    // same paths there beside `/api/v1`, so workflows that build URLs from it reach squall.
     let api_url = crate::server::api_url();
+    let api_url = match api_url.strip_suffix("/api/v1") {
+        Some(base) => format!("{base}/v1"),
+        None => api_url,
+    };
     json!({
         "action_execution_id": e.id,
         "workflow_execution_id": e.id,

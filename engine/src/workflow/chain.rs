@@ -290,6 +290,7 @@ fn into_task(node: Node) -> Task {
     Task {
         action: Some(node.reference),
         input: node.parameters,
+        input_expr: None,
         next,
         join: None,
         with: None,

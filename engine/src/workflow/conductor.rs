@@ -16,8 +16,8 @@
 //! - Retry applies per action execution: for with-items, each item is retried on its own.
 //! - A transition that commands `fail` still starts the tasks listed with it (Orquesta's own
 //!   example logs the error, then fails); after that, nothing new starts.
-//! - Output is rendered when the workflow ends, failed or not; for a failed workflow, entries
-//!   that cannot be rendered are left out rather than added to `errors`.
+//! - Routes (Orquesta's splits, see `Conductor::routes`) tell the runs of a task apart for
+//!   `task(name)` and errors; the context stays the one shared context.
 //! - A join that can no longer be satisfied (an inbound task took another path) simply never
 //!   runs; it does not fail the workflow by itself.
 //!
@@ -91,11 +91,10 @@ fn part_key(run: usize, unit: Option<usize>) -> Vec<u8> {
 pub enum Error {
     #[error("workflow input must be a JSON object")]
     InputNotObject,
-    #[error("workflow input '{0}' is required")]
-    MissingInput(String),
     #[error("workflow input '{0}' is not declared by the workflow")]
     UnknownInput(String),
-    #[error("{what}: {message}")]
+    /// Orquesta's text alone (it names the expression); `what` says which entry it was.
+    #[error("{message}")]
     Expression { what: String, message: String },
     #[error("no execution of task '{task}' (item {item:?}) is outstanding")]
     UnexpectedResult { task: String, item: Option<usize> },
@@ -212,6 +211,9 @@ struct TaskRun {
     items: Option<Vec<Value>>,
     #[serde(default, skip_serializing_if = "many_units")]
     units: Vec<Unit>,
+    /// Orquesta's route: 0, or the index of the split this run is on (see `Conductor::routes`).
+    #[serde(default)]
+    route: usize,
 }
 
 impl TaskRun {
@@ -250,6 +252,12 @@ pub struct Conductor {
     errors: Vec<Value>,
     status: WorkflowStatus,
     output: Map<String, Value>,
+    /// Orquesta's routes: each a list of the transitions (`task__tN`) into split tasks taken
+    /// to reach it; route 0 is the empty one. A split task (several transitions lead to it,
+    /// no `join`, not in a loop) runs once per arrival, each on a new route, and so does
+    /// everything after it; `task(name)` looks on the asking task's route.
+    #[serde(default = "first_route")]
+    routes: Vec<Vec<String>>,
     /// Parts changed since [`Conductor::take_parts`]: items' states, and runs' item lists.
     #[serde(skip)]
     dirty_units: BTreeSet<(usize, usize)>,
@@ -280,6 +288,10 @@ struct ChainRun {
     /// The chain's own error, st2's top-level `error` (a template that did not render), as
     /// opposed to a node's failure, which its task entry shows.
     error: Option<String>,
+}
+
+fn first_route() -> Vec<Vec<String>> {
+    vec![Vec::new()]
 }
 
 /// Runner parameters of st2's `action-chain` runner: the runner's settings, not names the
@@ -347,7 +359,8 @@ impl Conductor {
             let value = match (given.remove(name), default) {
                 (Some(v), _) => v,
                 (None, Some(d)) => render_setup(d, &ctx, kv.as_ref(), &format!("input '{name}'"))?,
-                (None, None) => return Err(Error::MissingInput(name.clone())),
+                // Orquesta's `render_input`: an input neither given nor defaulted is null.
+                (None, None) => Value::Null,
             };
             ctx.insert(name.clone(), value);
         }
@@ -446,6 +459,7 @@ impl Conductor {
             errors: Vec::new(),
             status: WorkflowStatus::Running,
             output: Map::new(),
+            routes: first_route(),
             dirty_units: BTreeSet::new(),
             dirty_items: BTreeSet::new(),
             kv: Kv(kv),
@@ -453,7 +467,7 @@ impl Conductor {
             workflow,
         };
         for name in conductor.workflow.start_tasks() {
-            conductor.stage(&name);
+            conductor.stage(&name, 0);
         }
         conductor
     }
@@ -888,6 +902,7 @@ impl Conductor {
                 item: item_value.as_ref(),
                 tasks: Some(&self.task_status),
                 current: Some(task),
+                route: self.runs[idx].route,
                 states: Some(&*self),
                 ..Scope::default()
             };
@@ -909,8 +924,9 @@ impl Conductor {
                 }
                 Ok(false) => {}
                 Err(e) => {
+                    let route = self.runs[idx].route;
                     self.fail_with(task, e, None);
-                    self.mark_expression_error(None);
+                    self.mark_expression_error(route, None);
                 }
             }
         }
@@ -950,12 +966,13 @@ impl Conductor {
         }
     }
 
-    fn stage(&mut self, name: &str) {
+    fn stage(&mut self, name: &str, route: usize) {
         self.runs.push(TaskRun {
             name: name.to_string(),
             state: RunState::Staged,
             items: None,
             units: Vec::new(),
+            route,
         });
         self.staged.push_back(self.runs.len() - 1);
     }
@@ -986,6 +1003,7 @@ impl Conductor {
                     kv: self.kv.0.as_ref(),
                     ctx: Some(&self.ctx),
                     tasks: Some(&self.task_status),
+                    route: self.runs[idx].route,
                     states: Some(&*self),
                     ..Scope::default()
                 };
@@ -998,12 +1016,17 @@ impl Conductor {
                         self.runs[idx].items = Some(items);
                         n
                     }
-                    Ok(other) => {
-                        self.fail_run(idx, format!("with items: expected a list, got {other}"));
+                    // Orquesta's `TypeError` for items that are not a list.
+                    Ok(_) => {
+                        let expr = expr::single_expression(&with.items).unwrap_or(&with.items);
+                        self.fail_run(
+                            idx,
+                            format!("TypeError: The value of \"{expr}\" is not type of list."),
+                        );
                         return;
                     }
                     Err(e) => {
-                        self.fail_run(idx, format!("with items: {e}"));
+                        self.fail_run(idx, e);
                         return;
                     }
                 }
@@ -1086,6 +1109,7 @@ impl Conductor {
                 ctx: Some(&self.ctx),
                 item: item_value.as_ref(),
                 tasks: Some(&self.task_status),
+                route: self.runs[idx].route,
                 states: Some(&*self),
                 names: names.as_ref(),
                 ..Scope::default()
@@ -1099,7 +1123,18 @@ impl Conductor {
             let what = if attempt > 0 { "retry delay" } else { "delay" };
             let rendered = expr::render(&Value::String(action), &scope).and_then(|a| {
                 let input = match names {
-                    None => expr::render(&Value::Object(task.input.clone()), &scope)?,
+                    None => match &task.input_expr {
+                        // `input: <% expr %>`: the expression gives the whole input.
+                        Some(source) => match expr::render(&Value::String(source.clone()), &scope)? {
+                            Value::Object(m) => Value::Object(m),
+                            other => {
+                                return Err(format!(
+                                    "TypeError: The input \"{source}\" gave {other}, which is not a map of the action's input."
+                                ))
+                            }
+                        },
+                        None => expr::render(&Value::Object(task.input.clone()), &scope)?,
+                    },
                     Some(_) => Value::Object(render_chain_parameters(&name, &task.input, &scope)?),
                 };
                 let delay = delay_spec
@@ -1176,25 +1211,33 @@ impl Conductor {
             self.touch(idx, u);
         }
         self.task_status.insert(name.clone(), json!("failed"));
+        let route = self.runs[idx].route;
         self.fail_with(&name, message, None);
-        self.mark_expression_error(None);
+        self.mark_expression_error(route, None);
     }
 
     fn fail_with(&mut self, task: &str, message: String, result: Option<&Value>) {
+        self.log_error(task, message, result);
+        self.fail_fast();
+    }
+
+    /// Records an error as Orquesta's `log_entry` does (`type`, `message`, `task_id`, and the
+    /// task's `result` when it has one), without failing the workflow by itself: a task's
+    /// failure is recorded even when a transition handles it, and shows if the workflow fails.
+    fn log_error(&mut self, task: &str, message: String, result: Option<&Value>) {
         let mut error = json!({ "type": "error", "message": message, "task_id": task });
         if let Some(r) = result {
             error["result"] = r.clone();
         }
         self.errors.push(error);
-        self.fail_fast();
     }
 
-    /// Gives the last error the fields Orquesta gives an expression error: its route (squall
-    /// runs one, Orquesta's route 0) and, for an error in a transition, the transition's id
-    /// (`<first target>__t<index of the transition>`).
-    fn mark_expression_error(&mut self, transition: Option<String>) {
+    /// Gives the last error the fields Orquesta gives an expression error: its route and, for
+    /// an error in a transition, the transition's id (`<first target>__t<index of the
+    /// transition>`, `continue` when it names none).
+    fn mark_expression_error(&mut self, route: usize, transition: Option<String>) {
         if let Some(Value::Object(error)) = self.errors.last_mut() {
-            error.insert("route".into(), json!(0));
+            error.insert("route".into(), json!(route));
             if let Some(id) = transition {
                 error.insert("task_transition_id".into(), json!(id));
             }
@@ -1242,9 +1285,23 @@ impl Conductor {
         let Some(task) = self.workflow.tasks.get(&name).cloned() else {
             return;
         };
+        let route = self.runs[idx].route;
         let mut handled = status == OutcomeStatus::Succeeded;
+        if !handled && self.chain.is_none() {
+            // Orquesta records every failed task, remediated or not; the workflow fails below
+            // only when no transition handles it.
+            self.log_error(
+                &name,
+                "Execution failed. See result for details.".to_string(),
+                Some(&result),
+            );
+        }
         for (index, transition) in task.next.iter().enumerate() {
-            let transition_id = transition.targets.first().map(|t| format!("{t}__t{index}"));
+            let first = transition
+                .targets
+                .first()
+                .map_or("continue", String::as_str);
+            let transition_id = Some(format!("{first}__t{index}"));
             // An ActionChain's transitions are its on-success and on-failure routes: their
             // conditions see only the status, so no node or variable name can hide a function.
             let scope = Scope {
@@ -1254,6 +1311,7 @@ impl Conductor {
                 status: Some(status.as_str()),
                 tasks: Some(&self.task_status),
                 current: Some(&name),
+                route,
                 states: Some(&*self),
                 ..Scope::default()
             };
@@ -1265,8 +1323,8 @@ impl Conductor {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
-                    self.fail_with(&name, format!("next when: {e}"), None);
-                    self.mark_expression_error(transition_id);
+                    self.fail_with(&name, e, None);
+                    self.mark_expression_error(route, transition_id);
                     return;
                 }
             }
@@ -1279,6 +1337,7 @@ impl Conductor {
                     status: Some(status.as_str()),
                     tasks: Some(&self.task_status),
                     current: Some(&name),
+                    route,
                     states: Some(&*self),
                     names: names.as_ref(),
                     ..Scope::default()
@@ -1301,21 +1360,26 @@ impl Conductor {
                                 chain.error = Some(message.clone());
                                 message
                             }
-                            None => format!("publish '{key}': {e}"),
+                            None => e,
                         };
                         self.fail_with(&name, message, None);
-                        self.mark_expression_error(transition_id);
+                        self.mark_expression_error(route, transition_id);
                         return;
                     }
                 }
             }
             let commands_fail = transition.targets.iter().any(|t| t == "fail");
             if commands_fail {
-                self.fail_with(
-                    &name,
-                    "the workflow was failed by a 'fail' command".to_string(),
-                    Some(&result),
-                );
+                // Orquesta runs `fail` as a task of that name that fails the workflow.
+                let message = "Execution failed. See result for details.".to_string();
+                match self.chain {
+                    None => {
+                        self.errors
+                            .push(json!({"type": "error", "message": message, "task_id": "fail"}));
+                        self.fail_fast();
+                    }
+                    Some(_) => self.fail_with(&name, message, Some(&result)),
+                }
             }
             for target in &transition.targets {
                 match target.as_str() {
@@ -1324,25 +1388,52 @@ impl Conductor {
                     _ => {
                         handled = true;
                         if !self.failing || commands_fail {
-                            self.route(&name, target);
+                            self.route(&name, target, route, index);
                         }
                     }
                 }
             }
         }
         if !handled {
-            self.fail_with(
-                &name,
-                "Execution failed. See result for details.".to_string(),
-                Some(&result),
-            );
+            match self.chain {
+                None => self.fail_fast(),
+                Some(_) => self.fail_with(
+                    &name,
+                    "Execution failed. See result for details.".to_string(),
+                    Some(&result),
+                ),
+            }
         }
     }
 
-    fn route(&mut self, from: &str, target: &str) {
+    /// The route a transition `from__tN` leads `target` on (Orquesta's `_evaluate_route`): a
+    /// split task outside a loop gets the route extended by that transition.
+    fn route_for(&mut self, from: &str, target: &str, route: usize, index: usize) -> usize {
+        if !self.workflow.is_split(target) || self.workflow.in_cycle(target) {
+            return route;
+        }
+        let mut details = self.routes.get(route).cloned().unwrap_or_default();
+        let via = format!("{from}__t{index}");
+        if details.contains(&via) {
+            return route;
+        }
+        details.push(via);
+        match self.routes.iter().position(|r| *r == details) {
+            Some(existing) => existing,
+            None => {
+                self.routes.push(details);
+                self.routes.len() - 1
+            }
+        }
+    }
+
+    fn route(&mut self, from: &str, target: &str, route: usize, index: usize) {
         let join = self.workflow.tasks.get(target).and_then(|t| t.join);
         match join {
-            None => self.stage(target),
+            None => {
+                let route = self.route_for(from, target, route, index);
+                self.stage(target, route);
+            }
             Some(join) => {
                 let arrived = self.joins.entry(target.to_string()).or_default();
                 arrived.insert(from.to_string());
@@ -1355,7 +1446,7 @@ impl Conductor {
                     Join::Count(n) => arrived.len() >= n,
                 };
                 if satisfied && self.fired_joins.insert(target.to_string()) {
-                    self.stage(target);
+                    self.stage(target, route);
                 }
             }
         }
@@ -1386,31 +1477,41 @@ impl Conductor {
         };
     }
 
-    /// Renders the workflow's output; for a failing or canceled workflow, entries that cannot
-    /// be rendered are left out.
+    /// Renders the workflow's output as Orquesta's `render_output`: in order, each entry
+    /// seeing the ones before it (`ctx().a` after `- a: ...`), whatever the workflow's end.
+    /// An entry that does not render is left out and its error recorded; it fails a workflow
+    /// that would have succeeded (not a canceled one). The context is the workflow's, or
+    /// empty when no task ended (Orquesta renders over its terminal tasks' context, and a
+    /// workflow whose first task could not even start has none).
     fn render_output(&mut self) {
-        let best_effort = self.failing || self.status == WorkflowStatus::Canceling;
+        let canceled = self.status == WorkflowStatus::Canceling;
+        let any_ended = self
+            .runs
+            .iter()
+            .any(|r| r.units.iter().any(|u| u.done.is_some()));
+        let mut rolling = if any_ended {
+            self.ctx.clone()
+        } else {
+            Map::new()
+        };
         for (name, value) in self.workflow.output.clone() {
             let scope = Scope {
                 kv: self.kv.0.as_ref(),
-                ctx: Some(&self.ctx),
+                ctx: Some(&rolling),
                 tasks: Some(&self.task_status),
                 states: Some(&*self),
                 ..Scope::default()
             };
             match expr::render(&value, &scope) {
                 Ok(v) => {
+                    rolling.insert(name.clone(), v.clone());
                     self.output.insert(name, v);
                 }
-                // A failed workflow's output is best effort: its errors already say why, and an
-                // entry that depended on the failed work is simply left out.
-                Err(_) if best_effort => {}
                 Err(e) => {
-                    self.errors.push(json!({
-                        "type": "error",
-                        "message": format!("output '{name}': {e}"),
-                    }));
-                    self.failing = true;
+                    self.errors.push(json!({"type": "error", "message": e}));
+                    if !canceled {
+                        self.failing = true;
+                    }
                 }
             }
         }
@@ -1484,47 +1585,78 @@ fn run_result(run: &TaskRun) -> Option<Value> {
     })
 }
 
-/// A task's state entry as `task(name)` gives it (see [`TaskStates`]).
-fn state_entry(task: &str, status: &Value, result: Value) -> Value {
-    json!({ "id": task, "route": 0, "status": status, "result": result })
+/// A run's result as st2's task execution record holds it: a with-items run's is
+/// `{items: [{status, result}, ...]}` (`null` for an item not ended), any other's its one
+/// execution's result (`null` until it ends).
+fn record_result(run: &TaskRun) -> Value {
+    if run.items.is_some() {
+        let items: Vec<Value> = run
+            .units
+            .iter()
+            .map(|u| match &u.done {
+                Some(d) => json!({"status": d.status.as_str(), "result": d.result}),
+                None => Value::Null,
+            })
+            .collect();
+        return json!({ "items": items });
+    }
+    run_result(run).unwrap_or(Value::Null)
 }
 
 impl Conductor {
-    /// Each task's latest run that has started, by name.
-    fn latest_runs(&self) -> BTreeMap<&str, &TaskRun> {
-        self.runs
-            .iter()
-            .filter(|r| r.state != RunState::Staged)
-            .map(|r| (r.name.as_str(), r))
-            .collect()
+    /// The latest started run of `task` on `route`, else on the routes it split from (the
+    /// nearest first), as st2's `task()` looks.
+    fn run_on_route(&self, task: &str, route: usize) -> Option<&TaskRun> {
+        let on = |r: usize| {
+            self.runs
+                .iter()
+                .rev()
+                .find(|run| run.name == task && run.route == r && run.state != RunState::Staged)
+        };
+        if let Some(run) = on(route) {
+            return Some(run);
+        }
+        let current = self.routes.get(route)?;
+        (0..route)
+            .rev()
+            .filter(|r| {
+                self.routes
+                    .get(*r)
+                    .is_some_and(|earlier| earlier.iter().all(|t| current.contains(t)))
+            })
+            .find_map(on)
+    }
+
+    fn entry_of(&self, run: &TaskRun) -> Value {
+        let status = match run.state {
+            RunState::Done => json!(run.status_of_units()),
+            _ => self
+                .task_status
+                .get(&run.name)
+                .cloned()
+                .unwrap_or(json!("running")),
+        };
+        expr::task_entry_value(&run.name, run.route, &status, record_result(run))
     }
 }
 
 impl TaskStates for Conductor {
-    fn task_state(&self, task: &str) -> Option<Value> {
-        let status = self.task_status.get(task)?;
-        let result = self
-            .runs
-            .iter()
-            .rev()
-            .find(|r| r.name == task && r.state != RunState::Staged)
-            .and_then(run_result)
-            .unwrap_or(Value::Null);
-        Some(state_entry(task, status, result))
+    fn task_state(&self, task: &str, route: usize) -> Option<Value> {
+        self.run_on_route(task, route).map(|run| self.entry_of(run))
     }
 
-    fn task_states(&self) -> Map<String, Value> {
-        let latest = self.latest_runs();
-        self.task_status
-            .iter()
-            .map(|(name, status)| {
-                let result = latest
-                    .get(name.as_str())
-                    .and_then(|r| run_result(r))
-                    .unwrap_or(Value::Null);
-                (name.clone(), state_entry(name, status, result))
-            })
-            .collect()
+    fn task_states(&self, route: usize) -> Map<String, Value> {
+        let mut out = Map::new();
+        for run in self.runs.iter().filter(|r| r.state != RunState::Staged) {
+            out.insert(expr::route_key(&run.name, run.route), self.entry_of(run));
+        }
+        let names: BTreeSet<&str> = self.runs.iter().map(|r| r.name.as_str()).collect();
+        for name in names {
+            if let Some(entry) = self.task_state(name, route) {
+                out.insert(name.to_string(), entry);
+            }
+        }
+        out
     }
 }
 

@@ -51,11 +51,73 @@ pub fn single(source: &str) -> Option<Single<'_>> {
 pub fn eval_single(single: Single<'_>, scope: &Scope) -> Result<Value, String> {
     match single {
         Single::Jinja(e) => eval(e, scope),
-        Single::Yaql(e) => {
-            let parsed = squall_yaql::parse(e).map_err(|err| format!("<% {e} %>: {err}"))?;
-            squall_yaql::evaluate(&parsed, &YaqlScope::new(scope)).map_err(|err| err.to_string())
-        }
+        Single::Yaql(e) => eval_yaql(e, &format!("<% {e} %>"), scope),
     }
+}
+
+/// Evaluates the inside `e` of a `<% %>` written as `written`.
+fn eval_yaql(e: &str, written: &str, scope: &Scope) -> Result<Value, String> {
+    let parsed = squall_yaql::parse(e).map_err(|source| {
+        let error = squall_yaql::EvalError::Parse {
+            expr: written.to_string(),
+            source,
+        };
+        yaql_error(written, &error)
+    })?;
+    squall_yaql::evaluate(&parsed, &YaqlScope::new(scope)).map_err(|err| yaql_error(written, &err))
+}
+
+/// Orquesta's exception classes that its (and st2's) expression functions raise: an error
+/// text starting with one of them followed by ": " names what Python would have raised.
+const RAISED: [&str; 3] = [
+    "ExpressionEvaluationException",
+    "VariableUndefinedError",
+    "VariableInaccessibleError",
+];
+
+/// An error raised by one of Orquesta's functions, as `Class: message`.
+fn raised(class: &str, message: impl std::fmt::Display) -> String {
+    format!("{class}: {message}")
+}
+
+fn names_its_class(message: &str) -> bool {
+    RAISED
+        .iter()
+        .any(|c| message.strip_prefix(c).is_some_and(|m| m.starts_with(": ")))
+}
+
+/// A YAQL error as Orquesta's `YAQLEvaluator` words it (and as it lands in a workflow's
+/// errors, prefixed with the exception's class): a missing key is Python's `KeyError`,
+/// anything else "Unable to evaluate expression" with the class Python would have raised.
+fn yaql_error(expr: &str, err: &squall_yaql::EvalError) -> String {
+    let detail = match err {
+        squall_yaql::EvalError::MissingKey(key) => {
+            return format!(
+                "YaqlEvaluationException: Unable to resolve key '{key}' in expression '{expr}' from context."
+            )
+        }
+        squall_yaql::EvalError::Failed(m) if names_its_class(m) => m.clone(),
+        squall_yaql::EvalError::Parse { source, .. } => {
+            format!("{}: {source}", err.python_class())
+        }
+        other => format!(
+            "{}: {}",
+            other.python_class(),
+            other.to_string().trim_matches('\'')
+        ),
+    };
+    format!("YaqlEvaluationException: Unable to evaluate expression '{expr}'. {detail}")
+}
+
+/// A Jinja error as Orquesta's `JinjaEvaluator` words it. minijinja's texts are its own; the
+/// errors of Orquesta's functions carry Orquesta's class and text.
+fn jinja_error(expr: &str, e: &Error) -> String {
+    let detail = match e.detail() {
+        Some(d) if names_its_class(d) => d.to_string(),
+        _ if e.kind() == ErrorKind::UndefinedError => format!("UndefinedError: {}", describe(e)),
+        _ => format!("TemplateError: {}", describe(e)),
+    };
+    format!("JinjaEvaluationException: Unable to evaluate expression '{expr}'. {detail}")
 }
 
 /// What a YAQL expression sees: `$` is the workflow context, and Orquesta's functions answer
@@ -83,14 +145,27 @@ impl<'s, 'a> YaqlScope<'s, 'a> {
     }
 }
 
-/// `m[key]`, or what Orquesta says when it is not there.
+/// `m[key]`, or what Orquesta's `ctx(key)` / `item(key)` raise when it is not there.
 fn yaql_key(m: &Value, key: &Value, func: &str) -> Result<Value, String> {
     let key = key
         .as_str()
         .ok_or_else(|| format!("{func}(): the name must be a string"))?;
-    m.get(key)
-        .cloned()
-        .ok_or_else(|| format!("{func}('{key}') is not defined"))
+    m.get(key).cloned().ok_or_else(|| missing_key(func, key))
+}
+
+/// Orquesta's error for `ctx(key)` / `item(key)` without such a key.
+fn missing_key(func: &str, key: &str) -> String {
+    if func == "item" {
+        raised(
+            "ExpressionEvaluationException",
+            format!("Item does not have key \"{key}\"."),
+        )
+    } else {
+        raised(
+            "VariableUndefinedError",
+            format!("The variable \"{key}\" is referenced before assignment."),
+        )
+    }
 }
 
 impl squall_yaql::Context for YaqlScope<'_, '_> {
@@ -122,9 +197,9 @@ impl squall_yaql::Context for YaqlScope<'_, '_> {
                 Some(item) => yaql_key(item, key, "item"),
                 None => Err("item() is not available here".to_string()),
             },
-            ("task", []) => scope.task_entry(None),
-            ("task", [task]) => match task.as_str() {
-                Some(name) => scope.task_entry(Some(name)),
+            ("task", []) => scope.task_entry(None, None),
+            ("task", [task]) | ("task", [task, _]) => match task.as_str() {
+                Some(name) => scope.task_entry(Some(name), route_arg(args.get(1))),
                 None => Err("task(): the name must be a string".to_string()),
             },
             ("task_status", [task]) => Ok(scope
@@ -150,6 +225,28 @@ impl squall_yaql::Context for YaqlScope<'_, '_> {
     ) -> Option<Result<Value, String>> {
         if kwargs.is_empty() {
             return self.call(name, args);
+        }
+        // st2's `task(task_id=None, route=None)`.
+        if name == "task" {
+            let mut task = args.first().cloned();
+            let mut route = args.get(1).cloned();
+            for (k, v) in kwargs {
+                match k.as_str() {
+                    "task_id" => task = Some(v.clone()),
+                    "route" => route = Some(v.clone()),
+                    other => {
+                        return Some(Err(format!(
+                            "task() got an unexpected keyword argument '{other}'"
+                        )))
+                    }
+                }
+            }
+            let name = match &task {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.as_str()),
+                Some(_) => return Some(Err("task(): the name must be a string".to_string())),
+            };
+            return Some(self.scope.task_entry(name, route_arg(route.as_ref())));
         }
         if name != "st2kv" {
             return squall_rules::st2fn::call(name, args, kwargs);
@@ -281,19 +378,46 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     });
     // `task()`: the current task's state entry (inside its transitions and retry); `task(name)`:
     // any started task's (see `TaskStates`).
-    env.add_function("task", |state: &State, name: Option<String>| match name {
-        None => hidden(state, CURRENT_TASK, "task() without a task name"),
-        Some(n) => {
+    // st2's `task(task_id=None, route=None)`: the current task's entry (inside its
+    // transitions, retry and input) or any started task's (see `TaskStates`).
+    env.add_function(
+        "task",
+        |state: &State, name: Option<String>, route: Option<u64>, kwargs: Kwargs| {
+            let name = match name {
+                Some(n) => Some(n),
+                None => kwargs.get::<Option<String>>("task_id")?,
+            };
+            let route = match route {
+                Some(r) => Some(r),
+                None => kwargs.get::<Option<u64>>("route")?,
+            };
+            kwargs.assert_all_used()?;
+            let key = match (&name, route) {
+                (None, None) => return hidden(state, CURRENT_TASK, "task() without a task name"),
+                (Some(n), None) => n.clone(),
+                (n, Some(r)) => {
+                    let current = hidden(state, CURRENT_TASK, "task() without a task name");
+                    let n = match n {
+                        Some(n) => n.clone(),
+                        None => current?
+                            .get_attr("task_id")
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                    };
+                    format!("{n}{ROUTE_SEP}{r}")
+                }
+            };
             let states = hidden(state, TASK_STATES, "task()")?;
-            match states.get_attr(&n) {
-                Ok(v) if !v.is_undefined() => Ok(v),
-                _ => Err(Error::new(
-                    ErrorKind::UndefinedError,
-                    format!("task('{n}'): the task has not run"),
-                )),
+            match states.get_attr(&key) {
+                Ok(v) if !v.is_undefined() && !v.is_none() => Ok(v),
+                _ => {
+                    let n = key.split(ROUTE_SEP).next().unwrap_or_default();
+                    Err(Error::new(ErrorKind::InvalidOperation, not_found(n)))
+                }
             }
-        }
-    });
+        },
+    );
     env.add_function("task_status", |state: &State, name: String| {
         let tasks = hidden(state, TASKS, "task_status()")?;
         // A task that has not run answers None, so `task_status('x') == 'succeeded'` is false.
@@ -329,24 +453,58 @@ fn lookup_key(map: &JValue, key: &str, func: &str) -> Result<JValue, Error> {
         Ok(v) if !v.is_undefined() => Ok(v),
         _ => Err(Error::new(
             ErrorKind::UndefinedError,
-            format!("{func}('{key}') is not defined"),
+            missing_key(func, key),
         )),
     }
 }
 
-/// The tasks of a run as `task(name)` answers them: each started task's state entry,
-/// `{id, route, status, result}`. Modelled on Orquesta's task state entry (`id`, `route`,
-/// `status`; squall runs one route, 0) with the task's `result` (its latest run's, `null`
-/// while it runs), the one thing an expression wants from it. Orquesta's released function
-/// list (1.5.0: `ctx`, `json`, `zip`, `item`, `task_status`, `succeeded`, `failed`,
-/// `completed`, `result`) has no `task()`; Mistral's `task(name)` gave the same facts
-/// (`state`, `result`) under its own names. A task that has not started is an error, as
-/// `result()` is outside a task.
+/// Separates a task's name and route in the Jinja functions' table of task entries.
+const ROUTE_SEP: &str = "\u{1}";
+
+/// st2's error for `task(name)` when the task has no execution (on the route asked).
+fn not_found(task: &str) -> String {
+    raised(
+        "ExpressionEvaluationException",
+        format!("Unable to find task execution for \"{task}\"."),
+    )
+}
+
+/// A `route` argument: a whole number, or none.
+fn route_arg(v: Option<&Value>) -> Option<usize> {
+    v.and_then(Value::as_u64)
+        .map(|r| usize::try_from(r).unwrap_or(usize::MAX))
+}
+
+/// The tasks of a run as `task(name)` answers them: st2's `task()` (its Orquesta runner
+/// registers one), which gives the task execution record `{task_id, task_name, route,
+/// status, result, ...}` of the task on the current route (or the one asked). A with-items
+/// task's result is st2's `{items: [{status, result}, ...]}` (an item not ended yet is
+/// `null`). st2's record also has `task_execution_id`, `workflow_execution_id` and
+/// timestamps: the conductor knows no execution ids or clock, so they are left out. A task
+/// with no execution on the route is st2's error "Unable to find task execution for ...".
 pub trait TaskStates {
-    /// `task`'s entry, or `None` when it has not started.
-    fn task_state(&self, task: &str) -> Option<Value>;
-    /// Every started task's entry, by name.
-    fn task_states(&self) -> Map<String, Value>;
+    /// `task`'s entry on `route` (or the route it split from), or `None` when it has not
+    /// started there.
+    fn task_state(&self, task: &str, route: usize) -> Option<Value>;
+    /// Every started task's entry, by name for the current route `route` and by
+    /// `name` + [`ROUTE_SEP`] + route for each route it ran on.
+    fn task_states(&self, route: usize) -> Map<String, Value>;
+}
+
+/// A task's entry as `task()` gives it.
+pub fn task_entry_value(task: &str, route: usize, status: &Value, result: Value) -> Value {
+    serde_json::json!({
+        "task_id": task,
+        "task_name": task,
+        "route": route,
+        "status": status,
+        "result": result,
+    })
+}
+
+/// The key of a task's entry on a route in [`TaskStates::task_states`].
+pub fn route_key(task: &str, route: usize) -> String {
+    format!("{task}{ROUTE_SEP}{route}")
 }
 
 /// What an expression can see: the workflow context, and inside a task's transitions, retry
@@ -362,6 +520,9 @@ pub struct Scope<'a> {
     /// The task whose transitions or retry are evaluated (with `status` and `result`): what
     /// `task()` without a name answers.
     pub current: Option<&'a str>,
+    /// The route of the task being rendered or completed (Orquesta's routes: 0 unless the
+    /// workflow split); `task(name)` looks on it.
+    pub route: usize,
     /// The run's tasks, for `task(name)`.
     pub states: Option<&'a dyn TaskStates>,
     /// An ActionChain's names, seen as top-level variables. When set, the expressions are an
@@ -370,34 +531,45 @@ pub struct Scope<'a> {
 }
 
 impl Scope<'_> {
-    /// `task(name)`, or `task()` for the current task.
-    fn task_entry(&self, name: Option<&str>) -> Result<Value, String> {
+    /// `task(name)`, or `task()` for the current task; on `route`, or the current one.
+    fn task_entry(&self, name: Option<&str>, route: Option<usize>) -> Result<Value, String> {
         let name = match (name, self.current) {
             (Some(n), _) => n,
             (None, Some(current)) => current,
-            (None, None) => return Err(
-                "task() without a task name is only available in a task's transitions and retry"
-                    .to_string(),
-            ),
+            (None, None) => {
+                return Err(raised(
+                    "ExpressionEvaluationException",
+                    "The current task is not set in the context.",
+                ))
+            }
         };
-        if let Some(entry) = self.current_entry().filter(|_| self.current == Some(name)) {
-            return Ok(entry);
+        let route = route.unwrap_or(self.route);
+        if self.current == Some(name) && route == self.route {
+            if let Some(entry) = self.current_entry() {
+                return Ok(entry);
+            }
         }
         self.states
-            .and_then(|s| s.task_state(name))
-            .ok_or_else(|| format!("task('{name}'): the task has not run"))
+            .and_then(|s| s.task_state(name, route))
+            .ok_or_else(|| not_found(name))
     }
 
-    /// The current task's entry from what the scope holds: its run is being completed, so
-    /// its status and result here are newer than the run's record.
+    /// The current task's entry: its record, with the status and (for a task without items)
+    /// the result the scope holds, which are newer while its run is being completed.
     fn current_entry(&self) -> Option<Value> {
         let (name, status) = (self.current?, self.status?);
-        Some(serde_json::json!({
-            "id": name,
-            "route": 0,
-            "status": status,
-            "result": self.result.cloned().unwrap_or(Value::Null),
-        }))
+        let mut entry = self
+            .states
+            .and_then(|s| s.task_state(name, self.route))
+            .unwrap_or_else(|| task_entry_value(name, self.route, &Value::Null, Value::Null));
+        entry["status"] = Value::String(status.to_string());
+        // A with-items task's record already holds every item (`{items}`), where the scope's
+        // result is `result()`'s list.
+        let itemized = entry["result"].get("items").is_some();
+        if let Some(result) = self.result.filter(|_| !itemized) {
+            entry["result"] = result.clone();
+        }
+        Some(entry)
     }
 
     /// The render context of `source`. Task entries are gathered only for an expression that
@@ -441,9 +613,13 @@ impl Scope<'_> {
         }
         if source.contains("task(") {
             let current = self.current_entry();
-            let mut states = self.states.map(|s| s.task_states()).unwrap_or_default();
+            let mut states = self
+                .states
+                .map(|s| s.task_states(self.route))
+                .unwrap_or_default();
             if let (Some(entry), Some(name)) = (&current, self.current) {
                 states.insert(name.to_string(), entry.clone());
+                states.insert(route_key(name, self.route), entry.clone());
             }
             if let Some(entry) = current {
                 m.insert(CURRENT_TASK, JValue::from_serialize(entry));
@@ -576,14 +752,15 @@ pub fn render(v: &Value, scope: &Scope) -> Result<Value, String> {
     }
     match v {
         Value::String(s) if squall_yaql::has_expressions(s) => {
-            squall_yaql::render_text(s, &YaqlScope::new(scope)).map_err(|e| e.to_string())
+            squall_yaql::render_text_located(s, &YaqlScope::new(scope))
+                .map_err(|e| yaql_error(&e.expr, &e.error))
         }
         Value::String(s) if is_template(s) => match jinja_single(s) {
             Some(e) => eval(e, scope),
             None => ENV
                 .render_str(s, scope.context(s))
                 .map(Value::String)
-                .map_err(|e| describe(&e)),
+                .map_err(|e| jinja_error(s, &e)),
         },
         Value::Array(items) => items
             .iter()
@@ -632,16 +809,24 @@ fn render_chain(v: &Value, scope: &Scope) -> Result<Value, String> {
     }
 }
 
-/// Evaluates a bare expression (the inside of `{{ }}`) to JSON.
+/// Evaluates a bare expression (the inside of `{{ }}`) to JSON. An Orquesta workflow's
+/// errors are worded as Orquesta's; an ActionChain's ([`Scope::names`]) as minijinja's.
 pub fn eval(expr: &str, scope: &Scope) -> Result<Value, String> {
+    let error = |e: Error| match scope.names {
+        Some(_) => describe(&e),
+        None => jinja_error(&format!("{{{{ {expr} }}}}"), &e),
+    };
     let compiled = ENV
         .compile_expression_owned(expr.to_string())
-        .map_err(|e| describe(&e))?;
-    let v = compiled
-        .eval(scope.context(expr))
-        .map_err(|e| describe(&e))?;
+        .map_err(error)?;
+    let v = compiled.eval(scope.context(expr)).map_err(error)?;
     if v.is_undefined() {
-        return Err(format!("'{expr}' is undefined"));
+        return Err(match scope.names {
+            Some(_) => format!("'{expr}' is undefined"),
+            None => format!(
+                "JinjaEvaluationException: Unable to evaluate expression '{{{{ {expr} }}}}'. UndefinedError: '{expr}' is undefined"
+            ),
+        });
     }
     to_json(&v)
 }
@@ -650,15 +835,18 @@ pub fn eval(expr: &str, scope: &Scope) -> Result<Value, String> {
 pub fn condition(source: &str, scope: &Scope) -> Result<bool, String> {
     let e = match single(source) {
         Some(Single::Jinja(e)) => e,
-        Some(yaql @ Single::Yaql(_)) => {
-            return eval_single(yaql, scope).map(|v| squall_yaql::is_true(&v))
+        Some(Single::Yaql(e)) => {
+            return eval_yaql(e, source.trim(), scope).map(|v| squall_yaql::is_true(&v))
         }
         None => return Err(format!("'{source}' is not an expression")),
     };
+    let written = source.trim();
     let compiled = ENV
         .compile_expression_owned(e.to_string())
-        .map_err(|e| describe(&e))?;
-    let v = compiled.eval(scope.context(e)).map_err(|e| describe(&e))?;
+        .map_err(|e| jinja_error(written, &e))?;
+    let v = compiled
+        .eval(scope.context(e))
+        .map_err(|e| jinja_error(written, &e))?;
     Ok(v.is_true())
 }
 
@@ -696,27 +884,32 @@ mod tests {
         assert!(eval("result()", &Scope::default()).is_err());
     }
 
-    /// Two tasks: `a` finished, `b` running.
+    /// Two tasks: `a` finished (on routes 0 and 1), `b` running.
     struct Two;
 
     impl TaskStates for Two {
-        fn task_state(&self, task: &str) -> Option<Value> {
-            self.task_states().get(task).cloned()
+        fn task_state(&self, task: &str, route: usize) -> Option<Value> {
+            let key = route_key(task, route);
+            let all = self.task_states(route);
+            all.get(&key).or_else(|| all.get(task)).cloned()
         }
 
-        fn task_states(&self) -> Map<String, Value> {
-            json!({
-                "a": {"id": "a", "route": 0, "status": "succeeded", "result": {"n": 2}},
-                "b": {"id": "b", "route": 0, "status": "running", "result": null},
-            })
-            .as_object()
-            .cloned()
-            .unwrap()
+        fn task_states(&self, _route: usize) -> Map<String, Value> {
+            let a = task_entry_value("a", 0, &json!("succeeded"), json!({"n": 2}));
+            let a1 = task_entry_value("a", 1, &json!("succeeded"), json!({"n": 3}));
+            let b = task_entry_value("b", 0, &json!("running"), Value::Null);
+            let mut m = Map::new();
+            m.insert("a".into(), a.clone());
+            m.insert(route_key("a", 0), a);
+            m.insert(route_key("a", 1), a1);
+            m.insert("b".into(), b.clone());
+            m.insert(route_key("b", 0), b);
+            m
         }
     }
 
     #[test]
-    fn task_gives_state_entries_in_both_languages() {
+    fn task_gives_st2s_task_records_in_both_languages() {
         let result = json!({"n": 9});
         let scope = Scope {
             states: Some(&Two),
@@ -727,26 +920,65 @@ mod tests {
         };
         assert_eq!(eval("task('a').result.n", &scope).unwrap(), json!(2));
         assert_eq!(
-            eval_single(single("<% task(a).status %>").unwrap(), &scope).unwrap(),
-            json!("succeeded")
+            eval("task('a', route=1).result.n", &scope).unwrap(),
+            json!(3)
         );
+        assert_eq!(eval("task('a', 1).route", &scope).unwrap(), json!(1));
+        let y = |e: &str| eval_single(single(e).unwrap(), &scope);
+        assert_eq!(y("<% task(a).status %>").unwrap(), json!("succeeded"));
+        assert_eq!(y("<% task(a, route => 1).result.n %>").unwrap(), json!(3));
         // The current task is seen as it ends, newer than its record.
-        let current = json!({"id": "b", "route": 0, "status": "failed", "result": {"n": 9}});
+        let current = json!({"task_id": "b", "task_name": "b", "route": 0, "status": "failed", "result": {"n": 9}});
         assert_eq!(eval("task()", &scope).unwrap(), current);
+        assert_eq!(eval("task().task_name", &scope).unwrap(), json!("b"));
         assert_eq!(eval("task('b')", &scope).unwrap(), current);
+        assert_eq!(y("<% task() %>").unwrap(), current);
+        assert_eq!(y("<% task().task_id %>").unwrap(), json!("b"));
         assert_eq!(
-            eval_single(single("<% task() %>").unwrap(), &scope).unwrap(),
-            current
+            eval("task('zz')", &scope).unwrap_err(),
+            "JinjaEvaluationException: Unable to evaluate expression '{{ task('zz') }}'. ExpressionEvaluationException: Unable to find task execution for \"zz\"."
         );
-        assert!(eval("task('zz')", &scope)
-            .unwrap_err()
-            .contains("task('zz'): the task has not run"));
+        assert_eq!(
+            y("<% task(\"zz\") %>").unwrap_err(),
+            "YaqlEvaluationException: Unable to evaluate expression '<% task(\"zz\") %>'. ExpressionEvaluationException: Unable to find task execution for \"zz\"."
+        );
         let outside = Scope {
             states: Some(&Two),
             ..Scope::default()
         };
         assert!(eval("task()", &outside).is_err());
         assert!(eval_single(single("<% task() %>").unwrap(), &outside).is_err());
+    }
+
+    #[test]
+    fn yaql_errors_read_as_orquestas() {
+        let ctx = json!({"name": "x", "n": 8}).as_object().cloned().unwrap();
+        let scope = Scope {
+            ctx: Some(&ctx),
+            ..Scope::default()
+        };
+        assert_eq!(
+            render(&json!("<% ctx().greeting %>"), &scope).unwrap_err(),
+            "YaqlEvaluationException: Unable to resolve key 'greeting' in expression '<% ctx().greeting %>' from context."
+        );
+        assert_eq!(
+            render(&json!("hi <% ctx().n.value %>!"), &scope).unwrap_err(),
+            "YaqlEvaluationException: Unable to evaluate expression '<% ctx().n.value %>'. NoFunctionRegisteredException: Unknown function \"#property#value\""
+        );
+        assert_eq!(
+            condition("<% succeeded() and $.nope %>", &Scope { status: Some("succeeded"), ..Scope { ctx: Some(&ctx), ..Scope::default() } }).unwrap_err(),
+            "YaqlEvaluationException: Unable to resolve key 'nope' in expression '<% succeeded() and $.nope %>' from context."
+        );
+        assert!(render(&json!("<% ctx(zz) %>"), &scope)
+            .unwrap_err()
+            .ends_with(
+                "VariableUndefinedError: The variable \"zz\" is referenced before assignment."
+            ));
+        assert!(render(&json!("{{ ctx('zz') }}"), &scope)
+            .unwrap_err()
+            .starts_with(
+                "JinjaEvaluationException: Unable to evaluate expression '{{ ctx('zz') }}'."
+            ));
     }
 
     #[test]

@@ -73,6 +73,10 @@ pub struct Task {
     /// with a null result, as Orquesta's action-less tasks do.
     pub action: Option<String>,
     pub input: Map<String, Value>,
+    /// `input` written as one expression giving the whole map (Orquesta's schema allows a
+    /// string there), rendered when the task runs; `input` is then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_expr: Option<String>,
     pub next: Vec<Transition>,
     pub join: Option<Join>,
     pub with: Option<WithItems>,
@@ -255,6 +259,40 @@ impl Workflow {
         inbound_tasks(&self.tasks, target)
     }
 
+    /// Orquesta's split task: one without `join` that several transitions lead to (counted per
+    /// transition, as Orquesta's `get_prev_tasks` does). Each arrival starts a new route.
+    pub fn is_split(&self, name: &str) -> bool {
+        let arrivals = self
+            .tasks
+            .values()
+            .flat_map(|t| &t.next)
+            .filter(|tr| tr.targets.iter().any(|x| x == name))
+            .count();
+        self.tasks.get(name).is_some_and(|t| t.join.is_none()) && arrivals > 1
+    }
+
+    /// Whether the transitions from `name` lead back to it (Orquesta's `in_cycle`): a task in
+    /// a loop stays on its route.
+    pub fn in_cycle(&self, name: &str) -> bool {
+        let next_of = |task: &str| -> Vec<String> {
+            self.tasks
+                .get(task)
+                .map(|t| t.next.iter().flat_map(|tr| tr.targets.clone()).collect())
+                .unwrap_or_default()
+        };
+        let mut queue: std::collections::VecDeque<String> = next_of(name).into();
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(task) = queue.pop_front() {
+            if task == name {
+                return true;
+            }
+            if seen.insert(task.clone()) {
+                queue.extend(next_of(&task));
+            }
+        }
+        false
+    }
+
     /// Where a run starts: the named start task, or else the tasks no transition leads to.
     pub fn start_tasks(&self) -> Vec<String> {
         if let Some(start) = &self.start {
@@ -284,11 +322,30 @@ fn build_task(name: &str, raw: RawTask, report: &mut impl FnMut(Option<&str>, St
     let path = task_path(name);
     let here = Some(path.as_str());
     let field = |f: &str| format!("{path}{PATH_SEP}{f}");
+    let mut input_expr = None;
     let mut input = match raw.input {
         None => Map::new(),
+        // Orquesta's schema: a non-empty map, or a string (one expression giving the map).
+        Some(serde_yaml::Value::String(s)) if !s.trim().is_empty() => {
+            check_expression(
+                &s,
+                &format!("task '{name}' input"),
+                Some(&field("input")),
+                report,
+            );
+            input_expr = Some(s);
+            Map::new()
+        }
         Some(v) => match serde_json::to_value(v) {
-            Ok(Value::Object(m)) => m,
-            _ => {
+            Ok(Value::Object(m)) if !m.is_empty() => m,
+            Ok(other) => {
+                report(
+                    Some(&field("input")),
+                    format!("task '{name}': input must be a map of the action's input, or one expression giving it (Orquesta's schema), not {other}"),
+                );
+                Map::new()
+            }
+            Err(_) => {
                 report(
                     Some(&field("input")),
                     format!("task '{name}': input must be a map"),
@@ -400,6 +457,7 @@ fn build_task(name: &str, raw: RawTask, report: &mut impl FnMut(Option<&str>, St
     Task {
         action,
         input,
+        input_expr,
         next,
         join,
         with,
@@ -425,9 +483,12 @@ fn parse_with(
             for (k, v) in m {
                 match (k.as_str(), v) {
                     (Some("items"), serde_yaml::Value::String(s)) => items = Some(s),
-                    (Some("items"), _) => report(
+                    (Some("items"), other) => report(
                         Some(&at),
-                        format!("task '{name}': with items must be text: '{{{{ expr }}}}' or 'name in {{{{ expr }}}}'"),
+                        format!(
+                            "task '{name}': with items must be text: '{{{{ expr }}}}' or 'name in {{{{ expr }}}}' (Orquesta's schema), not {}",
+                            serde_json::to_string(&other).unwrap_or_default()
+                        ),
                     ),
                     (Some("concurrency"), v) => {
                         let loc = format!("{at}{PATH_SEP}concurrency");
@@ -457,10 +518,13 @@ fn parse_with(
                 }
             }
         }
-        _ => {
+        other => {
+            // Orquesta's schema takes only text or {items: text, concurrency}: a literal list
+            // is refused there too.
+            let shown = serde_json::to_string(&other).unwrap_or_default();
             report(
                 Some(&at),
-                format!("task '{name}': with must be 'name in {{{{ expr }}}}' or a map {{items, concurrency}}"),
+                format!("task '{name}': with must be 'name in <% expr %>' (or {{{{ expr }}}}) or a map {{items, concurrency}}, not {shown}; a literal list is written as an expression, e.g. with: <% [0, 1, 2] %>"),
             );
             return None;
         }
@@ -841,7 +905,13 @@ fn named_entries(
                 }
             }
         }
-        Some(_) => report(Some(loc), format!("{section} must be a list or a map")),
+        Some(other) => report(
+            Some(loc),
+            format!(
+                "{section} must be a list or a map (Orquesta's schema: a list), not {}",
+                serde_json::to_string(&other).unwrap_or_default()
+            ),
+        ),
     }
     if bad {
         report(
