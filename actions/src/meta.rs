@@ -784,7 +784,18 @@ impl Checker<'_> {
                 parsed
             }
         };
-        let entry_point = self.check_entry_point(raw.entry_point, runner_type);
+        // A runner squall lacks (st2's remote-shell-cmd, winrm...) is the action's one problem:
+        // what its entry point and parameters need depends on that runner.
+        let unsupported = raw.runner_type.is_some() && runner_type.is_none();
+        let missing_entry = raw
+            .entry_point
+            .as_deref()
+            .is_none_or(|e| e.trim().is_empty());
+        let entry_point = if unsupported && missing_entry {
+            None
+        } else {
+            self.check_entry_point(raw.entry_point, runner_type)
+        };
         if raw.timeout == Some(0) {
             self.problem(
                 self.lines.top("timeout"),
@@ -811,6 +822,9 @@ impl Checker<'_> {
             )
             .map(|m| m.into_keys().collect())
             .unwrap_or_default();
+        }
+        if unsupported {
+            return None;
         }
         let parameters = self.check_parameters(match runner_type {
             Some(runner) => with_runner_parameters(runner, declared),
@@ -1409,6 +1423,13 @@ parameters:
         )
         .expect("valid");
         assert!(local.parameters["sudo"].immutable);
+        // A runner squall lacks is the action's one problem (st2's core.remote).
+        let remote = ActionMeta::from_yaml(
+            "name: remote\nrunner_type: remote-shell-cmd\nparameters:\n  sudo:\n    immutable: true\n",
+        )
+        .expect_err("unsupported");
+        assert_eq!(remote.len(), 1, "{remote:?}");
+        assert!(remote[0].message.contains("remote-shell-cmd"));
         // st2's older runner names.
         assert_eq!(
             RunnerType::parse("run-python"),
