@@ -237,6 +237,17 @@ fn remote_workers_run_actions_write_keys_and_are_listed() {
     let e = ended(&s, &id, 30);
     assert_eq!(e["result"]["stdout"], "42", "{e}");
     assert_eq!(e["context"]["worker"], "w-basic", "{e}");
+    // And HTTP requests (st2's core.http), here to the server's own API on 127.0.0.1.
+    let params = serde_json::json!({
+        "url": format!("http://127.0.0.1:{}/api/v1/actions/core.echo", s.port),
+    });
+    let id = request(&s, "core.http", &params.to_string());
+    let e = ended(&s, &id, 30);
+    assert_eq!(e["status"], "succeeded", "{e}\n{}", w.log());
+    assert_eq!(e["result"]["status_code"], 200, "{e}");
+    assert_eq!(e["result"]["parsed"], true, "{e}");
+    assert_eq!(e["result"]["body"]["ref"], "core.echo", "{e}");
+    assert_eq!(e["context"]["worker"], "w-basic", "{e}");
 
     // The worker is listed, by the API, the CLI and /metrics.
     let workers = s.wait_for("/api/v1/workers", 20, |v| {

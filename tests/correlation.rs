@@ -215,18 +215,25 @@ fn rule_test_feeds_timed_instances_to_a_correlation_rule() {
     std::fs::write(&instances, text).expect("instances");
     let rule = repo().join("tests/packs/correlating/rules/stayed_down.yaml");
     let packs = repo().join("packs");
-    let out = crate::harness::squall(&[
-        "rule",
-        "test",
-        "--rule",
-        rule.to_str().expect("utf-8"),
-        "--trigger-instance",
-        instances.to_str().expect("utf-8"),
-        "--packs",
-        packs.to_str().expect("utf-8"),
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    // `squall rule test` over the instances file as it is now: exit code and what it printed.
+    let rule_test = || {
+        let out = crate::harness::squall(&[
+            "rule",
+            "test",
+            "--rule",
+            rule.to_str().expect("utf-8"),
+            "--trigger-instance",
+            instances.to_str().expect("utf-8"),
+            "--packs",
+            packs.to_str().expect("utf-8"),
+        ]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (code, text) = rule_test();
+    assert_eq!(code, Some(0), "{text}");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines,
@@ -249,17 +256,7 @@ fn rule_test_feeds_timed_instances_to_a_correlation_rule() {
         [hook("c1", "die", 0.0), hook("c1", "start", 1.0)].concat(),
     )
     .expect("instances");
-    let out = crate::harness::squall(&[
-        "rule",
-        "test",
-        "--rule",
-        rule.to_str().expect("utf-8"),
-        "--trigger-instance",
-        instances.to_str().expect("utf-8"),
-        "--packs",
-        packs.to_str().expect("utf-8"),
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = rule_test();
+    assert_eq!(code, Some(1), "{text}");
     assert!(text.ends_with("=== RULE DOES NOT FIRE ===\n"), "{text}");
 }
