@@ -17,12 +17,14 @@ mod pack_test_cmd;
 mod remote_cmd;
 mod run_cmd;
 
-/// mimalloc rather than glibc's allocator: squall allocates many small, short-lived values per
+/// jemalloc rather than glibc's allocator: squall allocates many small, short-lived values per
 /// event (JSON, records), and glibc's malloc spent about a quarter of the ingest path's time
-/// consolidating and unlinking chunks (with mimalloc the full pipeline ran about 50% faster).
-/// Built without transparent huge pages, which tripled idle memory (66 MB against 22 MB).
+/// consolidating and unlinking chunks. Among the allocators measured under sustained load
+/// (BENCHMARKS.md, "Memory and disk under sustained load"), jemalloc kept resident memory
+/// nearly level where glibc's malloc and mimalloc fragmented under the store's cache replacing
+/// pages of varying sizes, at the throughput mimalloc gave.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

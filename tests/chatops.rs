@@ -239,8 +239,16 @@ fn commands_that_cannot_run_are_answered_with_why() {
         "{a}"
     );
     c.answer_at("/slack/response/x5");
-    // Only bob's ran.
-    let ran: Vec<Value> = c.executions();
+    // Only bob's ran (of what chat commands start: other tests' containers dying on this
+    // machine's Docker daemon run the ops pack's rules here too).
+    let ran: Vec<Value> = c
+        .executions()
+        .into_iter()
+        .filter(|e| {
+            let action = e["action"]["ref"].as_str().unwrap_or_default();
+            action.starts_with("t.") || action == "chatops.post_message"
+        })
+        .collect();
     assert_eq!(
         ran.len(),
         2,

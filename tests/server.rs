@@ -1911,3 +1911,41 @@ fn throttled_rules_fire_at_most_max_times_per_window_and_group() {
     assert_eq!(hosts.iter().filter(|h| **h == "web-1").count(), 2);
     assert_eq!(hosts.iter().filter(|h| **h == "web-2").count(), 1);
 }
+
+/// The value of an unlabelled (or fully labelled) gauge in `/metrics`' text.
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[test]
+fn metrics_report_memory_disk_and_the_store_writers_backlog() {
+    let (_dir, s) = start(&[], &["--store-cache-mb", "16"]);
+    let (status, ti) = s.post("/api/v1/webhooks/hello", r#"{"name": "ops"}"#);
+    assert_eq!(status, 202, "{ti}");
+    let ti_id = ti["id"].as_str().expect("trigger instance id").to_string();
+    assert_eq!(s.executions_of(&ti_id, 1)[0]["status"], "succeeded");
+    // Once the execution is stored, nothing waits for the store's writer.
+    let metrics = s.wait_for("/metrics", 10, |m| {
+        gauge(
+            m.as_str().unwrap_or_default(),
+            "squall_store_writer_backlog_records",
+        ) == Some(0.0)
+    });
+    let text = metrics.as_str().unwrap_or_default();
+    assert_eq!(
+        gauge(text, "squall_store_writer_backlog_records"),
+        Some(0.0),
+        "{text}"
+    );
+    let rss = gauge(text, "squall_process_resident_memory_bytes").expect("resident memory");
+    assert!(rss > 1e6 && rss < 4e9, "{rss}");
+    let store = gauge(text, "squall_store_disk_bytes{part=\"store\"}").expect("store bytes");
+    assert!(store > 0.0, "{text}");
+    assert!(gauge(text, "squall_store_disk_bytes{part=\"journal\"}").is_some());
+}

@@ -521,6 +521,7 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     text.push_str(&crate::metrics::render_resources(
         store_bytes,
         journal_bytes,
+        state.engine.store.writer_backlog(),
     ));
     Ok(([("content-type", "text/plain; version=0.0.4")], text).into_response())
 }

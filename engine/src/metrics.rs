@@ -10,9 +10,10 @@ use std::sync::Mutex;
 
 use crate::model::ExecutionStatus;
 
-/// The process's resident memory and the data dir's size, for `/metrics`: what an operator
-/// watches to size the store's cache (`store_cache_mb`) and `retention_days`.
-pub fn render_resources(store_bytes: u64, journal_bytes: u64) -> String {
+/// The process's resident memory, the data dir's size and the records waiting for the store's
+/// writer, for `/metrics`: what an operator watches to size the store's cache
+/// (`store_cache_mb`) and `retention_days`.
+pub fn render_resources(store_bytes: u64, journal_bytes: u64, store_backlog: usize) -> String {
     let mut out = String::new();
     // VmRSS is in kB; without /proc (not Linux) the gauge is left out rather than made up.
     let rss_kb = std::fs::read_to_string("/proc/self/status")
@@ -44,6 +45,12 @@ pub fn render_resources(store_bytes: u64, journal_bytes: u64) -> String {
         out,
         "squall_store_disk_bytes{{part=\"journal\"}} {journal_bytes}"
     );
+    let _ = writeln!(
+        out,
+        "# HELP squall_store_writer_backlog_records Records (trigger instances, enforcements, executions) handed to the store's writer and not yet written."
+    );
+    let _ = writeln!(out, "# TYPE squall_store_writer_backlog_records gauge");
+    let _ = writeln!(out, "squall_store_writer_backlog_records {store_backlog}");
     out
 }
 

@@ -82,8 +82,18 @@ const T_ENF_LEGACY: &str = "enforcements";
 /// (`markers`); dropped when the indexes are rebuilt.
 const T_ENF_BY_INSTANCE_LEGACY: &str = "enforcements_by_instance";
 const T_ENF_BY_RULE: &str = "enforcements_by_rule";
-const T_EXECUTIONS: &str = "executions";
-const T_ACTIVE: &str = "executions_active";
+/// Finished executions in pages, like trigger instances, labelled with their status: most
+/// executions end within the store writer's few milliseconds and are written once, into the
+/// page of their id's millisecond (sled keeps memory per page of every tree, so one value per
+/// millisecond instead of one per execution keeps squall's memory from following its data).
+const T_EXEC_PAGES: &str = "execution_pages";
+/// Unfinished executions, one per value (`status \0 record`); an execution moves from here to
+/// its page when it ends.
+const T_LIVE: &str = "executions_live";
+/// Where squall kept every execution one per value, before pages; moved at open.
+const T_EXEC_LEGACY: &str = "executions";
+/// The statuses of unfinished executions, before `executions_live`; dropped at open.
+const T_ACTIVE_LEGACY: &str = "executions_active";
 const T_EXEC_BY_FIELD: &str = "executions_by_field";
 const T_EXEC_COUNTS: &str = "execution_counts";
 const T_KV: &str = "kv";
@@ -187,8 +197,8 @@ pub struct Store {
     enfs: Paged,
     enf_markers: Tree,
     enf_by_rule: Tree,
-    executions: Tree,
-    active: Tree,
+    live: Tree,
+    exec_pages: Paged,
     exec_by_field: Tree,
     exec_counts: Tree,
     kv: Tree,
@@ -553,11 +563,79 @@ fn page<T>(
     Ok(out)
 }
 
-/// The trees an execution write touches, inside a transaction. Status counters change once
-/// per transaction ([`ExecTx::write_counts`]), however many executions it writes.
+/// Two sequences of executions, each in id order (both newest first, or both oldest first),
+/// merged into one in that order; an error comes out as soon as it is met.
+struct MergeById<A: Iterator, B: Iterator> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+    newest_first: bool,
+}
+
+impl<A, B> Iterator for MergeById<A, B>
+where
+    A: Iterator<Item = StoreResult<Execution>>,
+    B: Iterator<Item = StoreResult<Execution>>,
+{
+    type Item = StoreResult<Execution>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let a_first = match (self.a.peek(), self.b.peek()) {
+            (Some(Err(_)), _) | (Some(_), None) => true,
+            (_, Some(Err(_))) | (None, _) => false,
+            (Some(Ok(x)), Some(Ok(y))) if x.id == y.id => {
+                // Seen in both while it moved between them: the second (its page) is the
+                // later state.
+                self.a.next();
+                false
+            }
+            (Some(Ok(x)), Some(Ok(y))) => (x.id > y.id) == self.newest_first,
+        };
+        if a_first {
+            self.a.next()
+        } else {
+            self.b.next()
+        }
+    }
+}
+
+/// A live execution's value in `executions_live`: its status, a 0 byte, its record, so
+/// updating a running workflow reads its status without decoding its state.
+fn live_value(e: &Execution, bytes: &[u8]) -> Vec<u8> {
+    let status = e.status.as_str().as_bytes();
+    let mut v = Vec::with_capacity(status.len() + 1 + bytes.len());
+    v.extend_from_slice(status);
+    v.push(0);
+    v.extend_from_slice(bytes);
+    v
+}
+
+/// The status and record bytes of a live execution's value.
+fn split_live<'v>(key: &[u8], v: &'v [u8]) -> StoreResult<(ExecutionStatus, &'v [u8])> {
+    let parsed = v.iter().position(|b| *b == 0).and_then(|at| {
+        let status = std::str::from_utf8(&v[..at])
+            .ok()
+            .and_then(ExecutionStatus::parse)?;
+        Some((status, &v[at + 1..]))
+    });
+    parsed.ok_or_else(|| StoreError::Corrupt {
+        tree: T_LIVE,
+        key: String::from_utf8_lossy(key).into_owned(),
+        error: "value does not start with a status and a 0 byte".into(),
+    })
+}
+
+fn decode_live(key: &[u8], v: &[u8]) -> StoreResult<Execution> {
+    let (_, record) = split_live(key, v)?;
+    decode(T_LIVE, key, record)
+}
+
+/// The trees an execution write touches, inside a transaction: unfinished executions one per
+/// value in `executions_live`, finished ones in pages (labelled with their status). Status
+/// counters change once per transaction and pages are written once ([`ExecTx::finish`]),
+/// however many executions it writes.
 struct ExecTx<'a> {
-    executions: &'a TransactionalTree,
-    active: &'a TransactionalTree,
+    live: &'a TransactionalTree,
+    pages: std::cell::RefCell<TxPages<'a>>,
     by_field: &'a TransactionalTree,
     counts: &'a TransactionalTree,
     /// Per status (in [`ExecutionStatus::ALL`]'s order), how its counter moves.
@@ -568,14 +646,14 @@ struct ExecTx<'a> {
 
 impl<'a> ExecTx<'a> {
     fn new(
-        executions: &'a TransactionalTree,
-        active: &'a TransactionalTree,
+        live: &'a TransactionalTree,
+        pages: &'a TransactionalTree,
         by_field: &'a TransactionalTree,
         counts: &'a TransactionalTree,
     ) -> Self {
         ExecTx {
-            executions,
-            active,
+            live,
+            pages: std::cell::RefCell::new(TxPages::new(pages, T_EXEC_PAGES)),
             by_field,
             counts,
             deltas: std::cell::RefCell::new([0; ExecutionStatus::ALL.len()]),
@@ -589,9 +667,10 @@ impl<'a> ExecTx<'a> {
         }
     }
 
-    /// Writes the counters' changes: call once, last, in every transaction that wrote
-    /// executions.
-    fn write_counts(&self) -> TxResult<()> {
+    /// Writes the pages and counters this transaction changed: call once, last, in every
+    /// transaction that wrote executions.
+    fn finish(&self) -> TxResult<()> {
+        self.pages.borrow_mut().write()?;
         let deltas = *self.deltas.borrow();
         for (status, delta) in ExecutionStatus::ALL.iter().zip(deltas) {
             if delta == 0 {
@@ -617,27 +696,28 @@ impl<'a> ExecTx<'a> {
         Ok(())
     }
 
-    fn old(&self, id: &str) -> TxResult<Option<Execution>> {
-        match self.executions.get(id.as_bytes())? {
-            None => Ok(None),
-            Some(bytes) => decode(T_EXECUTIONS, id.as_bytes(), &bytes)
-                .map(Some)
-                .or_else(abort),
-        }
-    }
-
-    /// The stored status of an execution: from the active index (which holds it, so a live
-    /// execution's update decodes nothing), else from its record.
+    /// The stored status of an execution: from its live value's prefix or its page frame's
+    /// label, so an update decodes no record.
     fn old_status(&self, id: &str) -> TxResult<Option<ExecutionStatus>> {
-        if let Some(v) = self.active.get(id.as_bytes())? {
-            if let Some(status) = std::str::from_utf8(&v)
-                .ok()
-                .and_then(ExecutionStatus::parse)
-            {
-                return Ok(Some(status));
-            }
+        if let Some(v) = self.live.get(id.as_bytes())? {
+            return split_live(id.as_bytes(), &v)
+                .map(|(s, _)| Some(s))
+                .or_else(abort);
         }
-        Ok(self.old(id)?.map(|o| o.status))
+        let Some(label) = self.pages.borrow_mut().label(id)? else {
+            return Ok(None);
+        };
+        match std::str::from_utf8(&label)
+            .ok()
+            .and_then(ExecutionStatus::parse)
+        {
+            Some(s) => Ok(Some(s)),
+            None => abort(StoreError::Corrupt {
+                tree: T_EXEC_PAGES,
+                key: id.to_string(),
+                error: format!("label `{}` is no status", String::from_utf8_lossy(&label)),
+            }),
+        }
     }
 
     /// Writes an execution. Its indexed fields (action, parent, rule, trigger instance) are
@@ -659,15 +739,24 @@ impl<'a> ExecTx<'a> {
         bytes: &[u8],
         old_status: Option<ExecutionStatus>,
     ) -> TxResult<()> {
-        self.executions.insert(e.id.as_bytes(), bytes)?;
+        let status = e.status.as_str();
         if e.status.is_terminal() {
-            // Only a live execution has an entry (and sled writes even a removal of nothing).
-            if old_status.is_some_and(|s| !s.is_terminal()) {
-                self.active.remove(e.id.as_bytes())?;
+            let mut pages = self.pages.borrow_mut();
+            match old_status {
+                None => pages.put_new(&e.id, status, bytes)?,
+                Some(s) if s.is_terminal() => pages.put(&e.id, status, bytes)?,
+                Some(_) => {
+                    // It ends: from live to its page.
+                    self.live.remove(e.id.as_bytes())?;
+                    pages.put(&e.id, status, bytes)?;
+                }
             }
         } else {
-            self.active
-                .insert(e.id.as_bytes(), e.status.as_str().as_bytes())?;
+            self.live.insert(e.id.as_bytes(), live_value(e, bytes))?;
+            if old_status.is_some_and(|s| s.is_terminal()) {
+                // Re-run into a live state: out of its page.
+                self.pages.borrow_mut().remove(&e.id)?;
+            }
         }
         if old_status.is_none() {
             for k in exec_field_keys(e) {
@@ -692,8 +781,11 @@ impl<'a> ExecTx<'a> {
     /// Removes an execution; its field index entries may name other executions too (the
     /// retention sweep drops those left naming none).
     fn remove(&self, e: &Execution) -> TxResult<()> {
-        self.executions.remove(e.id.as_bytes())?;
-        self.active.remove(e.id.as_bytes())?;
+        if e.status.is_terminal() {
+            self.pages.borrow_mut().remove(&e.id)?;
+        } else {
+            self.live.remove(e.id.as_bytes())?;
+        }
         self.bump(e.status, false);
         Ok(())
     }
@@ -759,8 +851,11 @@ impl Store {
             },
             enf_markers: db.open_tree(T_ENF_MARKERS)?,
             enf_by_rule: db.open_tree(T_ENF_BY_RULE)?,
-            executions: db.open_tree(T_EXECUTIONS)?,
-            active: db.open_tree(T_ACTIVE)?,
+            live: db.open_tree(T_LIVE)?,
+            exec_pages: Paged {
+                tree: db.open_tree(T_EXEC_PAGES)?,
+                name: T_EXEC_PAGES,
+            },
             exec_by_field: db.open_tree(T_EXEC_BY_FIELD)?,
             exec_counts: db.open_tree(T_EXEC_COUNTS)?,
             kv: db.open_tree(T_KV)?,
@@ -778,12 +873,13 @@ impl Store {
         };
         store.move_legacy(T_TI_LEGACY, &store.tis, |key, bytes| {
             let ti: TriggerInstance = decode(T_TI_LEGACY, key, bytes)?;
-            Ok((ti.id, ti.trigger))
+            Ok(Some((ti.id, ti.trigger)))
         })?;
         store.move_legacy(T_ENF_LEGACY, &store.enfs, |key, bytes| {
             let enf: RuleEnforcement = decode(T_ENF_LEGACY, key, bytes)?;
-            Ok((enf.id, enf.rule_ref))
+            Ok(Some((enf.id, enf.rule_ref)))
         })?;
+        store.move_legacy_executions()?;
         store.ensure_indexes()?;
         let trees = HotTrees {
             tis: store.tis.clone(),
@@ -791,8 +887,8 @@ impl Store {
             enfs: store.enfs.clone(),
             enf_markers: store.enf_markers.clone(),
             enf_by_rule: store.enf_by_rule.clone(),
-            executions: store.executions.clone(),
-            active: store.active.clone(),
+            live: store.live.clone(),
+            exec_pages: store.exec_pages.clone(),
             exec_by_field: store.exec_by_field.clone(),
             exec_counts: store.exec_counts.clone(),
             correlations: store.correlations.clone(),
@@ -840,6 +936,11 @@ impl Store {
     /// [`Store::execution`] returns them at once.
     pub fn put_executions_later(&self, list: Vec<Arc<Execution>>, after: Option<AfterStored>) {
         self.behind.push_executions(list, after);
+    }
+
+    /// Records handed to the store's writer and not yet written.
+    pub fn writer_backlog(&self) -> usize {
+        self.behind.backlog()
     }
 
     /// Waits until everything written so far is on disk.
@@ -910,14 +1011,13 @@ impl Store {
         if current == Some(INDEX_VERSION) {
             return Ok(());
         }
-        if current.is_some() || !self.executions.is_empty() {
+        if current.is_some() || !self.live.is_empty() || !self.exec_pages.tree.is_empty() {
             tracing::info!(from = ?current, to = INDEX_VERSION, "rebuilding store indexes");
         }
         for tree in [
             &self.ti_by_trigger,
             &self.enf_markers,
             &self.enf_by_rule,
-            &self.active,
             &self.exec_by_field,
             &self.exec_counts,
         ] {
@@ -949,13 +1049,8 @@ impl Store {
             }
         }
         let mut counts: HashMap<ExecutionStatus, u64> = HashMap::new();
-        for item in self.executions.iter() {
-            let (k, v) = item?;
-            let e: Execution = decode(T_EXECUTIONS, &k, &v)?;
-            if !e.status.is_terminal() {
-                self.active
-                    .insert(e.id.as_bytes(), e.status.as_str().as_bytes())?;
-            }
+        for e in self.executions_with_prefix(b"", false) {
+            let e = e?;
             for key in exec_field_keys(&e) {
                 self.exec_by_field.insert(key, &[][..])?;
             }
@@ -983,7 +1078,7 @@ impl Store {
         &self,
         legacy: &'static str,
         paged: &Paged,
-        id_label: impl Fn(&[u8], &[u8]) -> StoreResult<(String, String)>,
+        id_label: impl Fn(&[u8], &[u8]) -> StoreResult<Option<(String, String)>>,
     ) -> StoreResult<()> {
         if !self.db.tree_names().iter().any(|n| n == legacy.as_bytes()) {
             return Ok(());
@@ -1005,7 +1100,9 @@ impl Store {
         };
         for item in old.iter() {
             let (k, v) = item?;
-            let (id, label) = id_label(&k, &v)?;
+            let Some((id, label)) = id_label(&k, &v)? else {
+                continue;
+            };
             let pk = pages::page_key(&id).to_vec();
             if current.as_ref().is_none_or(|(c, _)| *c != pk) {
                 write(current.take())?;
@@ -1023,6 +1120,33 @@ impl Store {
         self.meta.remove(META_INDEX_VERSION)?;
         self.db.drop_tree(legacy)?;
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// Moves executions kept one per value by a squall before execution pages: unfinished ones
+    /// into `executions_live`, finished ones into pages (a crash midway repeats the move, which
+    /// writes the same values again); the old index of unfinished ones' statuses goes.
+    fn move_legacy_executions(&self) -> StoreResult<()> {
+        let names = self.db.tree_names();
+        if names.iter().any(|n| n == T_EXEC_LEGACY.as_bytes()) {
+            let old = self.db.open_tree(T_EXEC_LEGACY)?;
+            for item in old.iter() {
+                let (k, v) = item?;
+                let e: Execution = decode(T_EXEC_LEGACY, &k, &v)?;
+                if !e.status.is_terminal() {
+                    self.live.insert(&k, live_value(&e, &v))?;
+                }
+            }
+            self.move_legacy(T_EXEC_LEGACY, &self.exec_pages, |k, v| {
+                let e: Execution = decode(T_EXEC_LEGACY, k, v)?;
+                Ok(e.status
+                    .is_terminal()
+                    .then(|| (e.id, e.status.as_str().to_string())))
+            })?;
+        }
+        if names.iter().any(|n| n == T_ACTIVE_LEGACY.as_bytes()) {
+            self.db.drop_tree(T_ACTIVE_LEGACY)?;
+        }
         Ok(())
     }
 
@@ -1114,7 +1238,7 @@ impl Store {
             .collect::<StoreResult<Vec<_>>>()?;
         let execs = executions
             .iter()
-            .map(|e| Ok((e.id.as_str(), (e, encode(T_EXECUTIONS, &e.id, e)?))))
+            .map(|e| Ok((e.id.as_str(), (e, encode(T_EXEC_PAGES, &e.id, e)?))))
             .collect::<StoreResult<HashMap<_, _>>>()?;
         (
             &self.tis.tree,
@@ -1122,8 +1246,8 @@ impl Store {
             &self.enfs.tree,
             &self.enf_markers,
             &self.enf_by_rule,
-            &self.executions,
-            &self.active,
+            &self.live,
+            &self.exec_pages.tree,
             &self.exec_by_field,
             &self.exec_counts,
             &self.correlations,
@@ -1135,13 +1259,13 @@ impl Store {
                     enf_tree,
                     marker_tree,
                     by_rule,
-                    execs_tree,
-                    active,
+                    live,
+                    exec_pages,
                     by_field,
                     counts,
                     correlations,
                 )| {
-                    let exec_tx = ExecTx::new(execs_tree, active, by_field, counts);
+                    let exec_tx = ExecTx::new(live, exec_pages, by_field, counts);
                     // Built afresh on each attempt: sled reruns this closure on conflict.
                     let mut ti_pages = TxPages::new(tis, T_TI_PAGES);
                     let mut enf_pages = TxPages::new(enf_tree, T_ENF_PAGES);
@@ -1188,7 +1312,7 @@ impl Store {
                     ti_pages.write()?;
                     enf_pages.write()?;
                     markers.write()?;
-                    exec_tx.write_counts()?;
+                    exec_tx.finish()?;
                     Ok(written)
                 },
             )
@@ -1235,7 +1359,7 @@ impl Store {
                 1
             }
         }
-        let bytes = encode(T_EXECUTIONS, &e.id, e)?;
+        let bytes = encode(T_EXEC_PAGES, &e.id, e)?;
         let enforcement = match (&e.rule, &e.trigger_instance) {
             (Some(rule), Some(ti)) => {
                 let enf = RuleEnforcement {
@@ -1253,8 +1377,8 @@ impl Store {
             _ => None,
         };
         (
-            &self.executions,
-            &self.active,
+            &self.live,
+            &self.exec_pages.tree,
             &self.exec_by_field,
             &self.exec_counts,
             &self.enfs.tree,
@@ -1262,8 +1386,8 @@ impl Store {
             &self.enf_by_rule,
         )
             .transaction(
-                |(executions, active, by_field, counts, enfs, marker_tree, by_rule)| {
-                    let tx = ExecTx::new(executions, active, by_field, counts);
+                |(live, exec_pages, by_field, counts, enfs, marker_tree, by_rule)| {
+                    let tx = ExecTx::new(live, exec_pages, by_field, counts);
                     let newer = tx
                         .old_status(&e.id)?
                         .is_none_or(|current| stage(e.status) > stage(current));
@@ -1284,7 +1408,7 @@ impl Store {
                             )?;
                         }
                     }
-                    tx.write_counts()?;
+                    tx.finish()?;
                     Ok(newer)
                 },
             )
@@ -1306,24 +1430,24 @@ impl Store {
         self.settle();
         let encoded = list
             .iter()
-            .map(|e| encode(T_EXECUTIONS, &e.id, e).map(|b| (e, b)))
+            .map(|e| encode(T_EXEC_PAGES, &e.id, e).map(|b| (e, b)))
             .collect::<StoreResult<Vec<_>>>()?;
         (
-            &self.executions,
-            &self.active,
+            &self.live,
+            &self.exec_pages.tree,
             &self.exec_by_field,
             &self.exec_counts,
             &self.workflow_parts,
         )
-            .transaction(|(executions, active, by_field, counts, wf_parts)| {
-                let tx = ExecTx::new(executions, active, by_field, counts);
+            .transaction(|(live, exec_pages, by_field, counts, wf_parts)| {
+                let tx = ExecTx::new(live, exec_pages, by_field, counts);
                 for (e, bytes) in &encoded {
                     tx.put(e, bytes)?;
                 }
                 for (workflow, key, bytes) in parts {
                     wf_parts.insert(part_key(workflow, key), bytes.as_slice())?;
                 }
-                tx.write_counts()?;
+                tx.finish()?;
                 Ok(())
             })
             .map_err(tx_error)
@@ -1378,14 +1502,38 @@ impl Store {
         if let Some(e) = self.behind.execution(id) {
             return Ok(Some((*e).clone()));
         }
-        self.execution_by_key(id.as_bytes())
+        if let Some(v) = self.live.get(id.as_bytes())? {
+            return decode_live(id.as_bytes(), &v).map(Some);
+        }
+        if let Some(e) = self.exec_pages.get(id)? {
+            return Ok(Some(e));
+        }
+        // It may have moved from its page back to live in between (re-run).
+        match self.live.get(id.as_bytes())? {
+            Some(v) => decode_live(id.as_bytes(), &v).map(Some),
+            None => Ok(None),
+        }
     }
 
-    fn execution_by_key(&self, key: &[u8]) -> StoreResult<Option<Execution>> {
-        self.executions
-            .get(key)?
-            .map(|v| decode(T_EXECUTIONS, key, &v))
-            .transpose()
+    /// The stored executions whose ids start with `prefix` (all of them for an empty one),
+    /// live and finished merged, newest or oldest first.
+    fn executions_with_prefix(
+        &self,
+        prefix: &[u8],
+        newest_first: bool,
+    ) -> Box<dyn Iterator<Item = StoreResult<Execution>> + '_> {
+        let live = pages::scan_in_order(&self.live, prefix, newest_first).map(|item| {
+            let (k, v) = item?;
+            decode_live(&k, &v)
+        });
+        Box::new(MergeById {
+            a: live.peekable(),
+            b: self
+                .exec_pages
+                .records::<Execution>(prefix, newest_first)
+                .peekable(),
+            newest_first,
+        })
     }
 
     /// Newest first; the filter's fields are ANDed. Uses the most selective index the filter
@@ -1407,8 +1555,8 @@ impl Store {
         .into_iter()
         .find_map(|(tag, value)| value.map(|v| field_prefix(tag, field_value(tag, v))));
         if let Some(prefix) = indexed {
-            // Entries name groups of execution ids: each is a range of the executions tree,
-            // newest first, whose records the filter then checks.
+            // Entries name groups of execution ids: each is a range of ids, newest first,
+            // whose records the filter then checks.
             let items = self
                 .exec_by_field
                 .scan_prefix(&prefix)
@@ -1417,13 +1565,8 @@ impl Store {
                 .flat_map(|k| {
                     let records: Vec<StoreResult<Option<Execution>>> = match k {
                         Ok(k) => self
-                            .executions
-                            .scan_prefix(suffix_after(&k, prefix.len()))
-                            .rev()
-                            .map(|item| {
-                                let (k, v) = item?;
-                                decode(T_EXECUTIONS, &k, &v).map(Some)
-                            })
+                            .executions_with_prefix(&suffix_after(&k, prefix.len()), true)
+                            .map(|e| e.map(Some))
                             .collect(),
                         Err(e) => vec![Err(e.into())],
                     };
@@ -1432,25 +1575,25 @@ impl Store {
             return page(items, keep, limit, offset);
         }
         if let Some(status) = filter.status.filter(|s| !s.is_terminal()) {
-            let items = self.active.iter().rev().map(|item| {
-                let (k, _) = item?;
-                self.execution_by_key(&k)
+            let items = self.live.iter().rev().map(|item| {
+                let (k, v) = item?;
+                match split_live(&k, &v)? {
+                    (s, record) if s == status => decode(T_LIVE, &k, record).map(Some),
+                    _ => Ok(None),
+                }
             });
-            return page(items, |e: &Execution| e.status == status, limit, offset);
+            return page(items, keep, limit, offset);
         }
-        let items = self.executions.iter().rev().map(|item| {
-            let (k, v) = item?;
-            decode(T_EXECUTIONS, &k, &v).map(Some)
-        });
+        let items = self.executions_with_prefix(b"", true).map(|e| e.map(Some));
         page(items, keep, limit, offset)
     }
 
     /// Non-terminal executions, oldest first: what recovery after a crash must look at.
     pub fn active_executions(&self) -> StoreResult<Vec<Execution>> {
         self.settle();
-        let items = self.active.iter().map(|item| {
-            let (k, _) = item?;
-            self.execution_by_key(&k)
+        let items = self.live.iter().map(|item| {
+            let (k, v) = item?;
+            decode_live(&k, &v).map(Some)
         });
         page(items, |_| true, usize::MAX, 0)
     }
@@ -1649,66 +1792,65 @@ impl Store {
 
         // Per group of ids swept, the field index entries of the executions that went.
         let mut went: std::collections::BTreeMap<Vec<u8>, HashSet<Vec<u8>>> = Default::default();
-        // Finished, and (one that ran or waited past the cutoff) ended before it, as st2's
-        // garbage collector keeps them.
+        // Finished (only finished ones are in pages), and (one that ran or waited past the
+        // cutoff) ended before it, as st2's garbage collector keeps them.
         let due = |e: &Execution| {
             e.status.is_terminal() && e.end_timestamp.is_none_or(|end| end < cutoff)
         };
-        for item in self.executions.range(..end) {
-            let (k, v) = item?;
-            if self.active.contains_key(&k)? {
-                continue;
-            }
-            match decode::<Execution>(T_EXECUTIONS, &k, &v) {
-                Ok(e) if due(&e) => {}
-                Ok(_) => continue,
-                // A record that cannot be read is kept (and said): the sweep goes on past it.
-                Err(e) => {
-                    tracing::error!(error = %e, "an execution past retention cannot be read; kept");
-                    continue;
-                }
-            }
+        for item in self.exec_pages.tree.range(..end_page.as_slice()) {
+            let (pk, _) = item?;
             let removed = (
-                &self.executions,
-                &self.active,
+                &self.live,
+                &self.exec_pages.tree,
                 &self.exec_by_field,
                 &self.exec_counts,
             )
-                .transaction(|(executions, active, by_field, counts)| {
-                    let tx = ExecTx::new(executions, active, by_field, counts);
-                    let id = String::from_utf8_lossy(&k);
-                    match tx.old(&id)? {
-                        // Re-read inside: it may have been re-run into a live state since.
-                        Some(e) if due(&e) => {
-                            tx.remove(&e)?;
-                            tx.write_counts()?;
-                            Ok(Some(exec_field_keys(&e)))
+                .transaction(|(live, exec_pages, by_field, counts)| {
+                    // Read inside: one may have been re-run into a live state since the scan.
+                    let Some(page) = exec_pages.get(&pk)? else {
+                        return Ok(Vec::new());
+                    };
+                    let tx = ExecTx::new(live, exec_pages, by_field, counts);
+                    let mut removed = Vec::new();
+                    for frame in pages::frames(&page) {
+                        let frame = frame
+                            .map_err(|e| pages::corrupt(T_EXEC_PAGES, &pk, e))
+                            .or_else(abort)?;
+                        match decode::<Execution>(T_EXEC_PAGES, frame.id, frame.record) {
+                            Ok(e) if due(&e) => {
+                                tx.remove(&e)?;
+                                removed.push(e);
+                            }
+                            Ok(_) => {}
+                            // A record that cannot be read is kept (and said): the sweep goes
+                            // on past it.
+                            Err(e) => tracing::error!(
+                                error = %e,
+                                "an execution past retention cannot be read; kept"
+                            ),
                         }
-                        _ => Ok(None),
                     }
+                    tx.finish()?;
+                    Ok(removed)
                 })
                 .map_err(tx_error)?;
-            if let Some(keys) = removed {
-                let prefix = part_key(&String::from_utf8_lossy(&k), b"");
+            for e in removed {
+                let prefix = part_key(&e.id, b"");
                 for part in self.workflow_parts.scan_prefix(&prefix).keys() {
                     self.workflow_parts.remove(part?)?;
                 }
-                went.entry(pages::group_key(&k).to_vec())
+                went.entry(pages::group_key(e.id.as_bytes()).to_vec())
                     .or_default()
-                    .extend(keys);
+                    .extend(exec_field_keys(&e));
                 counts.executions += 1;
             }
         }
         // An entry goes once no execution left in its group has its value (those left are
-        // live ones, kept).
-        for (pk, keys) in went {
+        // live ones, kept, or later ones).
+        for (group, keys) in went {
             let mut kept = HashSet::new();
-            for item in self.executions.scan_prefix(&pk) {
-                let (k, v) = item?;
-                // One that cannot be read keeps no entry alive (it was said above).
-                let Ok(e) = decode::<Execution>(T_EXECUTIONS, &k, &v) else {
-                    continue;
-                };
+            // One that cannot be read keeps no entry alive (it was said above).
+            for e in self.executions_with_prefix(&group, true).flatten() {
                 kept.extend(exec_field_keys(&e));
             }
             for key in keys.difference(&kept) {
@@ -2955,7 +3097,7 @@ mod tests {
                 .put_execution(&exec(&b, "pack.b", ExecutionStatus::Succeeded))
                 .expect("put");
             // As a data dir from a build with other (or no) indexes would look.
-            for tree in [&store.active, &store.exec_by_field, &store.exec_counts] {
+            for tree in [&store.exec_by_field, &store.exec_counts] {
                 tree.clear().expect("clear");
             }
             store.meta.remove(META_INDEX_VERSION).expect("remove");
@@ -3243,19 +3385,148 @@ mod tests {
     }
 
     #[test]
+    fn an_execution_moves_from_live_to_its_page_when_it_ends_and_lists_stay_in_id_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        // Two of one millisecond (one page), one of another; b still running.
+        let (a, b, c) = (id_at(5), format!("{}Z", &id_at(5)[..25]), id_at(9));
+        store
+            .put_execution(&exec(&a, "pack.a", ExecutionStatus::Succeeded))
+            .expect("put");
+        store
+            .put_execution(&exec(&b, "pack.a", ExecutionStatus::Running))
+            .expect("put");
+        store
+            .put_execution(&exec(&c, "pack.b", ExecutionStatus::Failed))
+            .expect("put");
+        assert_eq!(store.live.len(), 1);
+        assert_eq!(store.exec_pages.tree.len(), 2);
+        let all = ExecutionFilter::default();
+        let listed = store.list_executions(&all, 10, 0).expect("list");
+        assert_eq!(ids(&listed), [c.as_str(), b.as_str(), a.as_str()]);
+        assert_eq!(
+            ids(&store.list_executions(&all, 1, 1).expect("list")),
+            [b.as_str()]
+        );
+        let by_action = ExecutionFilter {
+            action: Some("pack.a".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(&store.list_executions(&by_action, 10, 0).expect("list")),
+            [b.as_str(), a.as_str()]
+        );
+        // b ends: out of live, into the page it shares with a.
+        let mut ended = exec(&b, "pack.a", ExecutionStatus::Succeeded);
+        ended.result = json!({"ok": true});
+        store.put_execution(&ended).expect("put");
+        assert!(store.live.is_empty());
+        assert_eq!(store.exec_pages.tree.len(), 2);
+        assert!(store.active_executions().expect("active").is_empty());
+        assert_eq!(
+            store.execution(&b).expect("get").map(|e| e.result),
+            Some(json!({"ok": true}))
+        );
+        assert_eq!(
+            ids(&store.list_executions(&all, 10, 0).expect("list")),
+            [c.as_str(), b.as_str(), a.as_str()]
+        );
+        assert_eq!(count(&store, ExecutionStatus::Succeeded), 2);
+        assert_eq!(count(&store, ExecutionStatus::Running), 0);
+        // Re-run into a live state: out of its page again.
+        store
+            .put_execution(&exec(&a, "pack.a", ExecutionStatus::Running))
+            .expect("put");
+        assert_eq!(
+            ids(&store.active_executions().expect("active")),
+            [a.as_str()]
+        );
+        assert_eq!(
+            store.execution(&a).expect("get").map(|e| e.status),
+            Some(ExecutionStatus::Running)
+        );
+        assert_eq!(
+            ids(&store.list_executions(&all, 10, 0).expect("list")),
+            [c.as_str(), b.as_str(), a.as_str()]
+        );
+        assert_eq!(count(&store, ExecutionStatus::Running), 1);
+        assert_eq!(count(&store, ExecutionStatus::Succeeded), 1);
+    }
+
+    #[test]
+    fn executions_stored_one_per_value_move_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b, c) = (id_at(5), format!("{}Z", &id_at(5)[..25]), id_at(9));
+        {
+            let store = open(dir.path());
+            // As a data dir from before execution pages looks: one value per execution and
+            // an index of the live ones' statuses.
+            let legacy = store.db.open_tree(T_EXEC_LEGACY).expect("tree");
+            let active = store.db.open_tree(T_ACTIVE_LEGACY).expect("tree");
+            for (id, status) in [
+                (&a, ExecutionStatus::Succeeded),
+                (&b, ExecutionStatus::Running),
+                (&c, ExecutionStatus::Failed),
+            ] {
+                let mut e = exec(id, "pack.a", status);
+                e.parent = Some("wf".into());
+                let bytes = encode(T_EXEC_LEGACY, id, &e).expect("encode");
+                legacy.insert(id.as_bytes(), bytes).expect("insert");
+                if !status.is_terminal() {
+                    active
+                        .insert(id.as_bytes(), status.as_str().as_bytes())
+                        .expect("insert");
+                }
+            }
+            store.meta.remove(META_INDEX_VERSION).expect("remove");
+            store.flush_blocking().expect("flush");
+        }
+        let store = open(dir.path());
+        assert!(!store
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n == T_EXEC_LEGACY.as_bytes() || n == T_ACTIVE_LEGACY.as_bytes()));
+        assert_eq!(
+            ids(&store.active_executions().expect("active")),
+            [b.as_str()]
+        );
+        let children = ExecutionFilter {
+            parent: Some("wf".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(&store.list_executions(&children, 10, 0).expect("list")),
+            [c.as_str(), b.as_str(), a.as_str()]
+        );
+        assert_eq!(count(&store, ExecutionStatus::Succeeded), 1);
+        assert_eq!(count(&store, ExecutionStatus::Running), 1);
+        assert_eq!(store.exec_pages.tree.len(), 2);
+        drop(store);
+        // Opening again finds nothing left to move and changes nothing.
+        let store = open(dir.path());
+        assert_eq!(
+            store
+                .list_executions(&ExecutionFilter::default(), 10, 0)
+                .expect("list")
+                .len(),
+            3
+        );
+    }
+
+    #[test]
     fn records_from_a_newer_squall_are_refused_clearly() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path());
         let id = id_at(1);
         let mut record = as_json(&exec(&id, "pack.a", ExecutionStatus::Succeeded));
         record["v"] = json!(SCHEMA_VERSION + 1);
-        store
-            .executions
-            .insert(id.as_bytes(), serde_json::to_vec(&record).expect("json"))
-            .expect("raw insert");
+        let mut value = b"succeeded\0".to_vec();
+        value.extend(serde_json::to_vec(&record).expect("json"));
+        store.live.insert(id.as_bytes(), value).expect("raw insert");
         match store.execution(&id) {
             Err(StoreError::Corrupt { tree, key, error }) => {
-                assert_eq!(tree, T_EXECUTIONS);
+                assert_eq!(tree, T_LIVE);
                 assert_eq!(key, id);
                 assert!(error.contains("newer squall"), "{error}");
             }

@@ -25,7 +25,7 @@ use sled::Tree;
 use super::markers::TxMarkers;
 use super::pages::{self, Paged, TxPages};
 use super::{
-    encode, ensure_entry, tx_error, ExecTx, StoreResult, T_ENF_PAGES, T_EXECUTIONS, T_TI_PAGES,
+    encode, ensure_entry, tx_error, ExecTx, StoreResult, T_ENF_PAGES, T_EXEC_PAGES, T_TI_PAGES,
 };
 use crate::model::{Execution, RuleEnforcement, TriggerInstance, TriggerInstanceStatus};
 
@@ -67,6 +67,8 @@ struct Queue {
     ops: Vec<Queued>,
     /// Records in `ops`.
     records: usize,
+    /// Records the writer took and is writing.
+    writing: usize,
     /// Operations queued since the start; the next one's number.
     queued: u64,
     /// Operations written (or given up on) so far: every one numbered below this.
@@ -98,8 +100,8 @@ pub(super) struct HotTrees {
     pub enfs: Paged,
     pub enf_markers: Tree,
     pub enf_by_rule: Tree,
-    pub executions: Tree,
-    pub active: Tree,
+    pub live: Tree,
+    pub exec_pages: Paged,
     pub exec_by_field: Tree,
     pub exec_counts: Tree,
     pub correlations: Tree,
@@ -148,6 +150,12 @@ impl Behind {
     /// The latest queued state of an execution not yet written.
     pub fn execution(&self, id: &str) -> Option<Arc<Execution>> {
         self.lock().overlay.get(id).map(|(_, e)| e.clone())
+    }
+
+    /// Records queued and not yet written (those being written included).
+    pub fn backlog(&self) -> usize {
+        let q = self.lock();
+        q.records + q.writing
     }
 
     /// Waits until everything queued before the call is written.
@@ -204,6 +212,7 @@ impl Behind {
                 };
             }
             let ops = std::mem::take(&mut q.ops);
+            q.writing = q.records;
             q.records = 0;
             q.urgent = false;
             let upto = q.queued;
@@ -218,6 +227,7 @@ impl Behind {
                 }
             }
             q.written = upto;
+            q.writing = 0;
             drop(q);
             self.written.notify_all();
         }
@@ -321,7 +331,7 @@ impl HotTrees {
             .collect::<StoreResult<Vec<_>>>()?;
         let executions = latest
             .into_values()
-            .map(|l| Ok((l.e, l.new, encode(T_EXECUTIONS, &l.e.id, l.e)?)))
+            .map(|l| Ok((l.e, l.new, encode(T_EXEC_PAGES, &l.e.id, l.e)?)))
             .collect::<StoreResult<Vec<_>>>()?;
         (
             &self.tis.tree,
@@ -329,8 +339,8 @@ impl HotTrees {
             &self.enfs.tree,
             &self.enf_markers,
             &self.enf_by_rule,
-            &self.executions,
-            &self.active,
+            &self.live,
+            &self.exec_pages.tree,
             &self.exec_by_field,
             &self.exec_counts,
             &self.correlations,
@@ -342,8 +352,8 @@ impl HotTrees {
                     enfs,
                     marker_tree,
                     by_rule,
-                    execs,
-                    active,
+                    live,
+                    exec_pages,
                     by_field,
                     counts,
                     correlations,
@@ -372,7 +382,7 @@ impl HotTrees {
                             ensure_entry(by_rule, entry)?;
                         }
                     }
-                    let tx = ExecTx::new(execs, active, by_field, counts);
+                    let tx = ExecTx::new(live, exec_pages, by_field, counts);
                     for (e, new, bytes) in &executions {
                         if *new {
                             tx.put_new(e, bytes)?;
@@ -386,7 +396,7 @@ impl HotTrees {
                     ti_pages.write()?;
                     enf_pages.write()?;
                     markers.write()?;
-                    tx.write_counts()?;
+                    tx.finish()?;
                     Ok(())
                 },
             )

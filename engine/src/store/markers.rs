@@ -108,7 +108,7 @@ impl<'a> TxMarkers<'a> {
     }
 
     /// Writes the changed pages.
-    pub fn write(self) -> TxResult<()> {
+    pub fn write(mut self) -> TxResult<()> {
         self.pages.write()
     }
 }

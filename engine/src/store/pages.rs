@@ -202,6 +202,20 @@ pub(super) fn index_key(label: &[u8], page_key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// The entries of `tree` whose keys start with `prefix`, last key first when `newest_first`.
+pub(super) fn scan_in_order(
+    tree: &Tree,
+    prefix: &[u8],
+    newest_first: bool,
+) -> Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> {
+    let scan = tree.scan_prefix(prefix);
+    if newest_first {
+        Box::new(scan.rev())
+    } else {
+        Box::new(scan)
+    }
+}
+
 /// A paged tree: its sled tree and its name (for errors).
 #[derive(Clone)]
 pub(super) struct Paged {
@@ -233,18 +247,55 @@ impl Paged {
             // Its index entry outlived it: a sweep removed it since.
             return Ok(Vec::new());
         };
+        self.decode_page(pk, &page, label, true)
+    }
+
+    /// The records of `page` (stored under `pk`; only those labelled `label`, when given),
+    /// newest or oldest first, each decoded on its own.
+    pub fn decode_page<T: Record>(
+        &self,
+        pk: &[u8],
+        page: &[u8],
+        label: Option<&str>,
+        newest_first: bool,
+    ) -> StoreResult<Vec<StoreResult<T>>> {
         let mut selected = Vec::new();
-        for frame in frames(&page) {
+        for frame in frames(page) {
             let frame = frame.map_err(|e| corrupt(self.name, pk, e))?;
             if label.is_none_or(|l| l.as_bytes() == frame.label) {
                 selected.push(frame);
             }
         }
-        selected.sort_by(|a, b| b.id.cmp(a.id));
+        if newest_first {
+            selected.sort_by(|a, b| b.id.cmp(a.id));
+        } else {
+            selected.sort_by(|a, b| a.id.cmp(b.id));
+        }
         Ok(selected
             .into_iter()
             .map(|f| decode(self.name, f.id, f.record))
             .collect())
+    }
+
+    /// The records of the pages whose keys start with `prefix` (every page for an empty one),
+    /// newest or oldest first.
+    pub fn records<T: Record + 'static>(
+        &self,
+        prefix: &[u8],
+        newest_first: bool,
+    ) -> Box<dyn Iterator<Item = StoreResult<T>> + '_> {
+        Box::new(
+            scan_in_order(&self.tree, prefix, newest_first).flat_map(move |item| {
+                let records: Vec<StoreResult<T>> = match item {
+                    Ok((pk, page)) => match self.decode_page(&pk, &page, None, newest_first) {
+                        Ok(list) => list,
+                        Err(e) => vec![Err(e)],
+                    },
+                    Err(e) => vec![Err(e.into())],
+                };
+                records
+            }),
+        )
     }
 
     /// Newest first, `offset` skipped, at most `limit`, those `keep` accepts: every record, or
@@ -366,9 +417,37 @@ impl<'a> TxPages<'a> {
         }
     }
 
-    /// Writes the changed pages.
-    pub fn write(self) -> TxResult<()> {
-        for (pk, (page, changed)) in self.pages {
+    /// Takes the record of `id` out of its page; true when the page held it.
+    pub fn remove(&mut self, id: &str) -> TxResult<bool> {
+        let name = self.name;
+        let pk = page_key(id);
+        let page = self.page_mut(pk)?;
+        let before = page.len();
+        let rest = retain(
+            page,
+            |f| Ok(f.id != id.as_bytes()),
+            |e| corrupt(name, pk, e),
+        )
+        .or_else(abort)?;
+        let removed = rest.len() != before;
+        *page = rest;
+        Ok(removed)
+    }
+
+    /// The label of the record `id` (as this transaction has it so far), without decoding it.
+    pub fn label(&mut self, id: &str) -> TxResult<Option<Vec<u8>>> {
+        let name = self.name;
+        let pk = page_key(id);
+        let page = self.page(pk)?;
+        Ok(locate(page, id)
+            .map_err(|e| corrupt(name, pk, e))
+            .or_else(abort)?
+            .map(|f| f.label.to_vec()))
+    }
+
+    /// Writes the changed pages (once: what is written is forgotten).
+    pub fn write(&mut self) -> TxResult<()> {
+        for (pk, (page, changed)) in std::mem::take(&mut self.pages) {
             if !changed {
                 continue;
             }
