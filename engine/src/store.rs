@@ -3454,6 +3454,27 @@ mod tests {
     }
 
     #[test]
+    fn the_writers_backlog_counts_what_waits_for_it() {
+        // No writer thread: what is queued stays queued.
+        let behind = behind::Behind::default();
+        assert_eq!(behind.backlog(), 0);
+        let list: Vec<Arc<Execution>> = (1..=3)
+            .map(|ms| Arc::new(exec(&id_at(ms), "pack.a", ExecutionStatus::Running)))
+            .collect();
+        behind.push_executions(list, None);
+        assert_eq!(behind.backlog(), 3);
+        behind.push_executions(
+            vec![Arc::new(exec(
+                &id_at(4),
+                "pack.a",
+                ExecutionStatus::Succeeded,
+            ))],
+            None,
+        );
+        assert_eq!(behind.backlog(), 4);
+    }
+
+    #[test]
     fn executions_stored_one_per_value_move_at_open() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (a, b, c) = (id_at(5), format!("{}Z", &id_at(5)[..25]), id_at(9));
